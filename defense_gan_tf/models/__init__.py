@@ -1,0 +1,7 @@
+"""Generator, critic and classifiers A-F (paper appendix)."""
+
+from defense_gan_tf.models.classifiers import CLASSIFIERS, build_classifier
+from defense_gan_tf.models.critic import build_critic
+from defense_gan_tf.models.generator import build_generator
+
+__all__ = ["CLASSIFIERS", "build_classifier", "build_critic", "build_generator"]

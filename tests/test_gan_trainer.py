@@ -1,0 +1,201 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from defense_gan_tf import config as config_lib
+from defense_gan_tf import training
+from defense_gan_tf.training import gan_trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _images(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, size=(n, 28, 28, 1)) / 255.0).astype(np.float32)
+
+
+def _with(cfg, **overrides):
+    return config_lib.override(cfg, {k.replace("__", "."): v for k, v in overrides.items()})
+
+
+def _weights(output_dir, cfg):
+    """Generator and critic weights of the newest checkpoint in output_dir."""
+    from defense_gan_tf import models
+
+    g, d = models.build_generator(cfg), models.build_critic(cfg)
+    ckpt = tf.train.Checkpoint(generator=g, critic=d)
+    ckpt.restore(tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+                 ).expect_partial()
+    return [v.numpy() for v in g.weights + d.weights]
+
+
+def test_stream_resumes_exactly_and_epochs_are_permutations():
+    images = _images(20)
+    full = training.indexed_batches(images, batch_size=4, critic_steps=2, seed=3)
+    first = [b.numpy() for b in full.take(6)]
+    assert first[0].shape == (4, 2, 28, 28, 1)
+    tail = [b.numpy() for b in training.indexed_batches(
+        images, batch_size=4, critic_steps=2, seed=3, start_iteration=4).take(2)]
+    np.testing.assert_array_equal(first[4], tail[0])
+    np.testing.assert_array_equal(first[5], tail[1])
+    # 20 images / batch 4 = 5 batches an epoch: the first 5 real batches cover every image once.
+    seen = np.concatenate([b.transpose(1, 0, 2, 3, 4).reshape(-1, 28 * 28)
+                           for b in first[:3]])[:20]
+    keys = {row.tobytes() for row in seen}
+    assert keys == {img.reshape(-1).tobytes() for img in images}
+
+
+def test_resume_gives_identical_weights(tmp_path, tiny_config):
+    images = _images()
+    cfg4 = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=100)
+    cfg2 = _with(cfg4, gan__train_iters=2)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    r1 = training.train_gan(cfg2, a, images=images, log=lambda m: None)
+    assert (r1.iteration, r1.stop_reason) == (2, "completed")
+    r2 = training.train_gan(cfg4, a, images=images, log=lambda m: None)
+    assert (r2.start_iteration, r2.iteration) == (2, 4)
+    training.train_gan(cfg4, b, images=images, log=lambda m: None)
+    for x, y in zip(_weights(a, cfg4), _weights(b, cfg4)):
+        np.testing.assert_array_equal(x, y)
+    # A different seed gives different weights, so the comparison above can fail.
+    c = str(tmp_path / "c")
+    training.train_gan(_with(cfg4, gan__seed=1), c, images=images, log=lambda m: None)
+    assert any(not np.array_equal(x, y)
+               for x, y in zip(_weights(a, cfg4), _weights(c, cfg4)))
+
+
+def test_outputs_written(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=2)
+    result = training.train_gan(cfg, out, images=_images(), log=lambda m: None)
+    for name in ("config.json", "progress.json", "generator.keras", "samples/latest.png",
+                 "samples/iter_0000002.png"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert os.listdir(os.path.join(out, "tensorboard"))
+    with open(os.path.join(out, "config.json")) as f:
+        assert config_lib.Config.from_dict(json.load(f)) == cfg
+    import keras
+
+    g = keras.models.load_model(result.generator_path)
+    assert g(np.zeros((1, 8), np.float32)).shape == (1, 28, 28, 1)
+
+
+def test_refuses_to_resume_with_a_different_config(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    training.train_gan(_with(tiny_config, gan__train_iters=1), out, images=_images(),
+                       log=lambda m: None)
+    with pytest.raises(training.ConfigMismatchError, match="model.net_dim"):
+        training.train_gan(_with(tiny_config, model__net_dim=8), out, images=_images(),
+                           log=lambda m: None)
+    # train_iters may change; --overwrite starts afresh.
+    r = training.train_gan(_with(tiny_config, gan__train_iters=2), out, images=_images(),
+                           log=lambda m: None)
+    assert r.start_iteration == 1
+    r = training.train_gan(_with(tiny_config, model__net_dim=8, gan__train_iters=1), out,
+                           images=_images(), overwrite=True, log=lambda m: None)
+    assert r.start_iteration == 0
+
+
+def test_corrupt_checkpoint_falls_back_then_errors(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=2)
+    training.train_gan(cfg, out, images=_images(), log=lambda m: None)
+    ckpt_dir = os.path.join(out, "checkpoints")
+    for name in os.listdir(ckpt_dir):
+        if name.startswith("ckpt-4.data"):
+            with open(os.path.join(ckpt_dir, name), "r+b") as f:
+                f.truncate(10)
+    messages = []
+    r = training.train_gan(_with(cfg, gan__train_iters=5), out, images=_images(),
+                           log=messages.append)
+    assert r.start_iteration == 2
+    assert any("fell back" in m for m in messages)
+    for name in os.listdir(ckpt_dir):
+        if ".data" in name:
+            with open(os.path.join(ckpt_dir, name), "r+b") as f:
+                f.truncate(10)
+    with pytest.raises(training.CheckpointError, match="no checkpoint"):
+        training.train_gan(_with(cfg, gan__train_iters=6), out, images=_images(),
+                           log=lambda m: None)
+
+
+def test_checkpoint_files_without_index_is_an_error(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    training.train_gan(_with(tiny_config, gan__train_iters=1), out, images=_images(),
+                       log=lambda m: None)
+    os.remove(os.path.join(out, "checkpoints", "checkpoint"))
+    for name in os.listdir(os.path.join(out, "checkpoints")):
+        if name.endswith(".index"):
+            os.remove(os.path.join(out, "checkpoints", name))
+    with pytest.raises(training.CheckpointError, match="refusing to start afresh"):
+        training.train_gan(_with(tiny_config, gan__train_iters=2), out, images=_images(),
+                           log=lambda m: None)
+
+
+def test_signal_stops_cleanly_with_a_checkpoint(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=50, gan__checkpoint_every=100)
+
+    def log(message):
+        if message.startswith("iter 2/"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = training.train_gan(cfg, out, images=_images(), log=log)
+    assert result.stop_reason == "signal"
+    assert result.iteration == 2
+    resumed = training.train_gan(_with(cfg, gan__train_iters=3), out, images=_images(),
+                                 log=lambda m: None)
+    assert resumed.start_iteration == 2
+
+
+def test_time_budget_stops_before_the_end(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=100_000)
+    result = training.train_gan(cfg, out, images=_images(), time_budget_minutes=0.3,
+                                log=lambda m: None)
+    assert result.stop_reason == "time_budget"
+    assert 0 < result.iteration < 100_000
+    assert result.seconds < 0.3 * 60
+    assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).endswith(
+        f"ckpt-{result.iteration}")
+
+
+def test_second_process_is_locked_out(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    with gan_trainer._exclusive(out):
+        code = ("import fcntl, sys\n"
+                f"h = open({os.path.join(out, '.lock')!r}, 'a')\n"
+                "try:\n    fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+                "except BlockingIOError:\n    sys.exit(3)\n")
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 3
+
+
+def test_bin_train_smoke_run(tmp_path, mnist_dir):
+    out = str(tmp_path / "run")
+    cmd = [sys.executable, os.path.join(ROOT, "bin", "train.py"), "--dataset=mnist",
+           f"--output_dir={out}", "--train_iters=3", "--net_dim=4", "--latent_dim=8",
+           "--batch_size=4", "--critic_steps=2", "--log_every=1", "--sample_every=3",
+           "--checkpoint_every=2", "--set=gan.seed=5"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DEFENSE_GAN_DATA_DIR=mnist_dir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "iter 3/3" in proc.stdout and "it/s" in proc.stdout and "ETA" in proc.stdout
+    with open(os.path.join(out, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["model"]["net_dim"] == 4 and saved["gan"]["seed"] == 5
+    assert os.path.exists(os.path.join(out, "generator.keras"))
+    assert os.path.exists(os.path.join(out, "samples", "iter_0000003.png"))
+    # Resuming with a different width is refused with a clear message.
+    bad = subprocess.run(cmd[:-1] + ["--net_dim=8"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert bad.returncode != 0 and "model.net_dim" in bad.stderr
+    # Unknown override keys fail before any work.
+    bad = subprocess.run(cmd + ["--set=gan.bogus=1"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert bad.returncode != 0 and "gan.bogus" in bad.stderr
