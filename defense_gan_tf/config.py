@@ -200,7 +200,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def to_json(self, indent: int = 2) -> str:
         """Serialises the config; :func:`Config.from_json` reads it back."""

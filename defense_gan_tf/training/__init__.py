@@ -1,5 +1,6 @@
-"""Training: WGAN-GP generators (and, later, classifiers)."""
+"""Training: WGAN-GP generators and classifiers."""
 
+from defense_gan_tf.training.classifier import train_classifier
 from defense_gan_tf.training.checkpoints import CheckpointError, Checkpointer
 from defense_gan_tf.training.gan_trainer import (ConfigMismatchError, OutputDirBusyError,
                                                  TrainResult,
@@ -10,4 +11,4 @@ from defense_gan_tf.training.wgan_gp import WGANGP, gradient_penalty, safe_norm
 __all__ = ["CheckpointError", "Checkpointer", "ConfigMismatchError", "OutputDirBusyError",
            "TrainResult",
            "WGANGP", "gradient_penalty", "indexed_batches", "make_strategy",
-           "safe_norm", "streaming_batches", "train_gan"]
+           "safe_norm", "streaming_batches", "train_classifier", "train_gan"]

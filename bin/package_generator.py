@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Evaluates a trained generator and packages it under pretrained/<dataset>/.
+
+Writes generator.keras, samples.png and manifest.json (config, iterations, wall
+time, machine, sha256, classifier score and Frechet distance next to the
+real-data ceiling). The quality classifier is loaded from --classifier, or
+trained on the real training set and saved there when the file is missing.
+
+Example:
+  python bin/package_generator.py --run_dir=runs/mnist --dest_dir=pretrained/mnist \
+      --classifier=pretrained/mnist/quality_classifier.keras --data_dir=../shared/data
+"""
+
+import os
+import shlex
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "bin/train.py output folder.")
+flags.DEFINE_string("dest_dir", None, "Where to write the package.")
+flags.DEFINE_string("classifier", None, "Quality classifier (.keras); trained and saved "
+                    "here if the file does not exist.")
+flags.DEFINE_string("data_dir", None, "Local IDX folder (default: $DEFENSE_GAN_DATA_DIR).")
+flags.DEFINE_enum("classifier_model", "A", list("ABCDEF"), "Architecture of a newly "
+                  "trained quality classifier.")
+flags.DEFINE_integer("classifier_epochs", 3, "Epochs of a newly trained quality classifier.")
+flags.DEFINE_integer("num_samples", 10_000, "Generated images for the quality figures.")
+flags.mark_flags_as_required(["run_dir", "dest_dir", "classifier"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    for name in ("config.json", "progress.json", "generator.keras"):
+        if not os.path.isfile(os.path.join(FLAGS.run_dir, name)):
+            raise app.UsageError(f"--run_dir {FLAGS.run_dir} has no {name}")
+    if FLAGS.num_samples < 2:
+        raise app.UsageError("--num_samples must be >= 2")
+    import json
+
+    import keras
+
+    from defense_gan_tf import config as config_lib
+    from defense_gan_tf import data
+    from defense_gan_tf.evaluation.package import package_generator
+    from defense_gan_tf.training import train_classifier
+
+    with open(os.path.join(FLAGS.run_dir, "config.json")) as f:
+        cfg = config_lib.Config.from_dict(json.load(f))
+    test_x, _ = data.load_numpy(cfg.dataset, "test", data_dir=FLAGS.data_dir)
+    val_x, val_y = data.load_numpy(cfg.dataset, "validation", data_dir=FLAGS.data_dir)
+    description_path = FLAGS.classifier + ".json"
+    if os.path.isfile(FLAGS.classifier):
+        classifier = keras.models.load_model(FLAGS.classifier)
+        with open(description_path) as f:
+            description = json.load(f)["description"]
+    else:
+        train_x, train_y = data.load_numpy(cfg.dataset, "train", data_dir=FLAGS.data_dir)
+        classifier = train_classifier(
+            train_x, train_y, config_lib.ClassifierConfig(model=FLAGS.classifier_model),
+            epochs=FLAGS.classifier_epochs, validation=(val_x, val_y))
+        _, accuracy = classifier.evaluate(test_x, data.load_numpy(
+            cfg.dataset, "test", data_dir=FLAGS.data_dir)[1], verbose=0)
+        description = (f"model {FLAGS.classifier_model}, {FLAGS.classifier_epochs} epochs "
+                       f"on the 50,000 training images, test accuracy {accuracy:.4f}")
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.classifier)), exist_ok=True)
+        classifier.save(FLAGS.classifier)
+        with open(description_path, "w") as f:
+            json.dump({"description": description}, f, indent=2)
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    manifest = package_generator(
+        FLAGS.run_dir, FLAGS.dest_dir, classifier=classifier, test_images=test_x,
+        reference_images=val_x, num_samples=FLAGS.num_samples, command=command,
+        classifier_description=description)
+    print(json.dumps({k: manifest[k] for k in ("iterations", "train_wall_seconds",
+                                               "sha256", "quality")}, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,7 @@
+"""Evaluation: generator quality (and, later, attacks, detection and reports)."""
+
+from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
+                                               generator_quality, sample, statistics)
+
+__all__ = ["classifier_score", "frechet_distance", "generator_quality", "sample",
+           "statistics"]

@@ -1,0 +1,112 @@
+"""Packages a trained generator for shipping: weights, sample grid, manifest.
+
+The manifest records what a user needs to trust the file: the config, how
+many iterations it was trained for and for how long, on which machine, the
+sha256 of the weights, and quality figures next to the real-data ceiling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from defense_gan_tf import __version__
+from defense_gan_tf.config import Config
+from defense_gan_tf.evaluation.quality import generator_quality, sample
+from defense_gan_tf.plots import save_image_grid
+
+
+def sha256_of(path: str) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def machine_description() -> dict:
+    """CPU, cores, Python and TensorFlow versions of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "defense_gan_tf": __version__,
+            "gpus": len(tf.config.list_physical_devices("GPU"))}
+
+
+def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
+                      test_images: np.ndarray, reference_images: Optional[np.ndarray],
+                      num_samples: int = 10_000, command: str = "",
+                      classifier_description: str = "") -> dict:
+    """Copies ``run_dir/generator.keras`` to ``dest_dir`` with a manifest and samples.
+
+    Args:
+      run_dir: a ``bin/train.py`` output folder (config.json, progress.json,
+        generator.keras).
+      dest_dir: where to write ``generator.keras``, ``samples.png`` and
+        ``manifest.json``.
+      classifier: the logits classifier the quality figures use.
+      test_images: real images compared with generated ones.
+      reference_images: other real images, for the real-data ceiling.
+      num_samples: generated images for the quality figures.
+      command: the command line that produced the package (recorded).
+      classifier_description: how the classifier was trained (recorded).
+
+    Returns:
+      The manifest dict.
+
+    Raises:
+      FileNotFoundError: ``run_dir`` lacks one of its files.
+    """
+    paths = {name: os.path.join(run_dir, name)
+             for name in ("config.json", "progress.json", "generator.keras")}
+    for name, path in paths.items():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{run_dir} has no {name}; is it a bin/train.py folder?")
+    with open(paths["config.json"]) as f:
+        config = Config.from_json(f.read())
+    with open(paths["progress.json"]) as f:
+        progress = json.load(f)
+    os.makedirs(dest_dir, exist_ok=True)
+    weights = os.path.join(dest_dir, "generator.keras")
+    shutil.copyfile(paths["generator.keras"], weights)
+    generator = keras.models.load_model(weights)
+    save_image_grid(sample(generator, 100, seed=1), os.path.join(dest_dir, "samples.png"),
+                    columns=10, pixel_range=config.model.pixel_range)
+    quality = generator_quality(generator, classifier, test_images,
+                                num_samples=num_samples, reference_images=reference_images)
+    manifest = {
+        "dataset": config.dataset,
+        "config": config.to_dict(),
+        "iterations": int(progress["iteration"]),
+        "paper_iterations": 200_000,
+        "train_wall_seconds": round(float(progress["total_train_seconds"]), 1),
+        "machine": machine_description(),
+        "file": "generator.keras",
+        "sha256": sha256_of(weights),
+        "bytes": os.path.getsize(weights),
+        "quality": quality,
+        "quality_classifier": classifier_description,
+        "samples": "samples.png",
+        "command": command,
+    }
+    with open(os.path.join(dest_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return manifest
