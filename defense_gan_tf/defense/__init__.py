@@ -1,0 +1,10 @@
+"""The Defense-GAN projection and the defended classifier (paper section 3.3)."""
+
+from defense_gan_tf.defense.defended import DefendedClassifier
+from defense_gan_tf.defense.projection import (GRADIENT_MODES, Projection, Projector,
+                                               generator_range, get_projector,
+                                               initial_latents, project, validate_images)
+
+__all__ = ["DefendedClassifier", "GRADIENT_MODES", "Projection", "Projector",
+           "generator_range", "get_projector", "initial_latents", "project",
+           "validate_images"]

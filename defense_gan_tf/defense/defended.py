@@ -1,0 +1,67 @@
+"""Defense-GAN as a Keras model: classify the projection G(z*) instead of x (paper section 3.3).
+
+``DefendedClassifier`` is usable wherever a classifier is: ``model(x)`` returns
+logits, ``model.evaluate`` works, and attacks see it as just another
+``model_fn``. How much gradient reaches the input is set by ``gradient``
+(see :mod:`defense_gan_tf.defense.projection`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.defense.projection import Projection, Projector
+
+
+class DefendedClassifier(keras.Model):
+    """A classifier behind the Defense-GAN projection.
+
+    Args:
+      classifier: keras model images -> logits (Defense-GAN-Orig when trained
+        on original images, Defense-GAN-Rec when trained on reconstructions).
+      generator: keras model z -> images.
+      projection_config: L, R, learning rate, momentum, decay.
+      gradient: ``full``, ``bpda`` or ``none``: what differentiating through
+        the defense yields.
+      seed: when given, every call draws the same initial z for a given batch
+        size (the paper's "white-box revisited", where the attacker knows the
+        random starts); by default each call draws fresh starts.
+    """
+
+    def __init__(self, classifier: keras.Model, generator: keras.Model,
+                 projection_config: Optional[ProjectionConfig] = None,
+                 gradient: str = "none", seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.generator = generator
+        self.projection_config = projection_config or ProjectionConfig()
+        self.projector = Projector(generator, self.projection_config, gradient)
+        self.gradient = gradient
+        self.seed = seed
+
+    def project(self, images, z_init=None) -> Projection:
+        """The projection of ``images`` (reconstruction, z, error)."""
+        return self.projector(images, z_init=z_init, seed=self.seed)
+
+    def reconstruct(self, images):
+        """G(z*) for each image."""
+        return self.project(images).reconstruction
+
+    def reconstruction_error(self, images):
+        """Per-image mean squared error of the projection: the detection statistic (section 3.4)."""
+        return self.project(images).error
+
+    def call(self, images, training=False):
+        return self.classifier(self.project(images).reconstruction, training=False)
+
+    def call_with_details(self, images, z_init=None):
+        """(logits, Projection) from one projection."""
+        projection = self.project(images, z_init=z_init)
+        return self.classifier(projection.reconstruction, training=False), projection
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.classifier.output_shape[-1])

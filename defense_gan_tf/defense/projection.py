@@ -1,0 +1,283 @@
+"""The Defense-GAN projection onto the range of the generator (paper section 3.3).
+
+For each image x, z* = argmin_z ||G(z) - x||^2 is approximated by L steps of
+gradient descent with momentum from R random starts, keeping the start whose
+final reconstruction error is lowest (paper Algorithm 1 and Figure 2). The
+settings are the authors': z0 ~ N(0, 1/latent_dim), momentum 0.7, learning
+rate 10, L = 200, R = 10; the loss of one image is the mean over its pixels of
+the squared error and the optimised total is the sum over the batch, so each
+z's gradient is independent of its batch companions.
+
+The R restarts of B images run as one [B*R, latent] batch inside a single
+compiled loop over ``tf.range``; the best restart is picked with reshape +
+argmin + gather.
+
+Gradient modes (what a caller differentiating through the projection gets):
+  ``full``: the exact gradient through all L unrolled steps (the paper's
+            white-box setting; memory grows with L);
+  ``bpda``: the backward-pass differentiable approximation of Athalye et al.
+            (2018): d G(z*(x)) / dx is taken to be the identity;
+  ``none``: zero: the projection is treated as a constant.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import NamedTuple, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from defense_gan_tf.config import ProjectionConfig
+
+GRADIENT_MODES = ("full", "bpda", "none")
+RANGE_TOLERANCE = 1e-4
+
+
+class Projection(NamedTuple):
+    """Result of :func:`project`.
+
+    Attributes:
+      reconstruction: G(z*), same shape as the input images.
+      z: the best latent vector of each image, [B, latent].
+      error: per-image reconstruction error, mean over pixels of (G(z*) - x)^2, [B].
+    """
+
+    reconstruction: tf.Tensor
+    z: tf.Tensor
+    error: tf.Tensor
+
+
+def generator_range(generator: keras.Model) -> tuple[float, float]:
+    """The pixel range of a generator from its output activation: sigmoid [0, 1], tanh [-1, 1]."""
+    activation = getattr(generator.layers[-1], "activation", None)
+    name = getattr(activation, "__name__", str(activation))
+    if "tanh" in name:
+        return (-1.0, 1.0)
+    if "sigmoid" in name:
+        return (0.0, 1.0)
+    # Not one of ours: a generator of images in [0, 1] is the common case.
+    return (0.0, 1.0)
+
+
+def validate_images(images, image_shape, pixel_range, name: str = "images") -> tf.Tensor:
+    """Checks a batch of images for the projection; returns it as a float32 tensor.
+
+    Integer images (such as uint8 in [0, 255]) are rejected rather than
+    converted, since their scale is ambiguous: convert to float32 in the
+    generator's range first.
+
+    Eager inputs raise ``ValueError``; symbolic inputs (inside a
+    ``tf.function``) get ``tf.debugging`` assertions whose messages say the same.
+
+    Raises:
+      ValueError: wrong rank, shape or channel count, non-float dtype,
+        NaN or Inf, values outside ``pixel_range``.
+    """
+    dtype = getattr(images, "dtype", None)
+    if dtype is None:
+        images = np.asarray(images)
+        dtype = images.dtype
+    dtype = tf.as_dtype(dtype)
+    if not dtype.is_floating:
+        raise ValueError(f"{name} must be floating point in {tuple(pixel_range)}, got "
+                         f"{dtype.name}; convert integer images (e.g. uint8 / 255.0) first")
+    images = tf.cast(tf.convert_to_tensor(images), tf.float32)
+    shape = images.shape
+    if shape.rank is not None and shape.rank != 4:
+        raise ValueError(f"{name} must have rank 4 [batch, height, width, channels], "
+                         f"got shape {shape}")
+    expected = tuple(image_shape)
+    if shape.rank == 4:
+        got = tuple(shape[1:])
+        if got[-1] is not None and got[-1] != expected[-1]:
+            raise ValueError(f"{name} have {got[-1]} channel(s), the generator makes "
+                             f"{expected[-1]}: expected shape [batch, {expected[0]}, "
+                             f"{expected[1]}, {expected[2]}]")
+        if any(g is not None and g != e for g, e in zip(got, expected)):
+            raise ValueError(f"{name} have shape {got} per image, the generator makes "
+                             f"{expected}")
+    lo, hi = pixel_range
+    if tf.executing_eagerly():
+        values = images.numpy()
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} contain NaN or Inf")
+        if values.size and (values.min() < lo - RANGE_TOLERANCE or
+                            values.max() > hi + RANGE_TOLERANCE):
+            raise ValueError(f"{name} have values in [{values.min():.4g}, {values.max():.4g}], "
+                             f"outside the generator's range [{lo}, {hi}]")
+        return images
+    # Inside a graph: the same checks as assertions (empty batches pass: min is +inf).
+    checks = [
+        tf.debugging.assert_all_finite(images, f"{name} contain NaN or Inf"),
+        tf.debugging.assert_greater_equal(
+            tf.reduce_min(images), lo - RANGE_TOLERANCE,
+            message=f"{name} have values below the generator range [{lo}, {hi}]"),
+        tf.debugging.assert_less_equal(
+            tf.reduce_max(images), hi + RANGE_TOLERANCE,
+            message=f"{name} have values above the generator range [{lo}, {hi}]"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
+
+
+def _per_image_error(reconstruction, images):
+    return tf.reduce_mean(tf.square(reconstruction - images), axis=[1, 2, 3])
+
+
+def _descend(generator, targets, z, config: ProjectionConfig):
+    """L momentum steps on sum_i mean_pixels (G(z_i) - x_i)^2; returns the final z.
+
+    The update is the one of TF1's ``MomentumOptimizer`` the authors used:
+    v <- momentum * v + grad, z <- z - lr * v.
+    """
+    iterations = config.iterations
+    decay_step = int(round(config.decay_at * iterations))
+
+    def body(t, z, velocity):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = tf.reduce_sum(_per_image_error(generator(z, training=False), targets))
+        grad = tape.gradient(loss, z)
+        velocity = config.momentum * velocity + grad
+        lr = tf.constant(config.learning_rate, tf.float32)
+        if config.decay:
+            lr = tf.where(t >= decay_step, lr * config.decay_factor, lr)
+        return t + 1, z - lr * velocity, velocity
+
+    t = tf.constant(0)
+    velocity = tf.zeros_like(z)
+    _, z, _ = tf.while_loop(lambda t, *_: t < iterations, body, (t, z, velocity),
+                            maximum_iterations=iterations)
+    return z
+
+
+def _project_graph(generator, images, z_init, config: ProjectionConfig):
+    """The projection proper: images [B, ...], z_init [B*R, d] -> Projection."""
+    restarts = config.restarts
+    batch = tf.shape(images)[0]
+    targets = tf.repeat(images, restarts, axis=0)  # Image i's restarts are rows i*R..i*R+R-1.
+    z = _descend(generator, targets, z_init, config)
+    reconstructions = generator(z, training=False)
+    errors = tf.reshape(_per_image_error(reconstructions, targets), [batch, restarts])
+    best = tf.argmin(errors, axis=1, output_type=tf.int32)
+    pick = lambda t: tf.gather(tf.reshape(t, tf.concat([[batch, restarts], tf.shape(t)[1:]],
+                                                       0)), best, axis=1, batch_dims=1)
+    return Projection(reconstruction=pick(reconstructions), z=pick(z),
+                      error=tf.gather(errors, best, axis=1, batch_dims=1))
+
+
+def initial_latents(batch, latent_dim: int, restarts: int, seed=None) -> tf.Tensor:
+    """R starts per image drawn from N(0, 1/latent_dim), shaped [batch*R, latent_dim].
+
+    With ``seed`` (an int or a shape-[2] tensor) the draw is stateless and
+    reproducible; without, it uses TensorFlow's global random state.
+    """
+    shape = tf.stack([tf.cast(batch, tf.int32) * restarts, latent_dim])
+    stddev = float(np.sqrt(1.0 / latent_dim))
+    if seed is None:
+        return tf.random.normal(shape, stddev=stddev)
+    if isinstance(seed, (int, np.integer)):
+        seed = [int(seed), 0]
+    return tf.random.stateless_normal(shape, seed=seed, stddev=stddev)
+
+
+class Projector(tf.Module):
+    """A compiled projection for one generator and one :class:`ProjectionConfig`.
+
+    Calling it is :func:`project`; keep one around to avoid retracing.
+    """
+
+    def __init__(self, generator: keras.Model, config: Optional[ProjectionConfig] = None,
+                 gradient: str = "none", name: Optional[str] = None):
+        super().__init__(name=name)
+        if gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+        self.generator = generator
+        self.config = config or ProjectionConfig()
+        self.gradient = gradient
+        self.latent_dim = int(generator.input_shape[-1])
+        self.image_shape = tuple(int(s) for s in generator.output_shape[1:])
+        self.pixel_range = generator_range(generator)
+        image_spec = tf.TensorSpec([None, *self.image_shape], tf.float32)
+        z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32)
+        self._compiled = tf.function(self._project, input_signature=(image_spec, z_spec),
+                                     reduce_retracing=True)
+
+    def _project(self, images, z_init):
+        config, generator = self.config, self.generator
+        if self.gradient == "full":
+            return _project_graph(generator, images, z_init, config)
+        result = _project_graph(generator, tf.stop_gradient(images),
+                                tf.stop_gradient(z_init), config)
+        identity = self.gradient == "bpda"
+
+        @tf.custom_gradient
+        def attach(x):
+            def grad(upstream):
+                return upstream if identity else tf.zeros_like(upstream)
+            return tf.identity(result.reconstruction), grad
+
+        return Projection(attach(images), tf.stop_gradient(result.z),
+                          tf.stop_gradient(result.error))
+
+    def initial_latents(self, batch, seed=None) -> tf.Tensor:
+        """z0 for a batch: [batch*R, latent] from N(0, 1/latent)."""
+        return initial_latents(batch, self.latent_dim, self.config.restarts, seed)
+
+    def __call__(self, images, *, z_init=None, seed=None) -> Projection:
+        images = validate_images(images, self.image_shape, self.pixel_range)
+        batch = tf.shape(images)[0]
+        if z_init is None:
+            z_init = self.initial_latents(batch, seed)
+        else:
+            z_init = tf.convert_to_tensor(z_init, tf.float32)
+            if z_init.shape.rank != 2 or (z_init.shape[-1] is not None
+                                          and z_init.shape[-1] != self.latent_dim):
+                raise ValueError(f"z_init must be [batch*restarts, {self.latent_dim}], "
+                                 f"got shape {z_init.shape}")
+            if tf.executing_eagerly() and images.shape[0] is not None and \
+                    z_init.shape[0] != images.shape[0] * self.config.restarts:
+                raise ValueError(
+                    f"z_init has {z_init.shape[0]} rows; {images.shape[0]} images x "
+                    f"{self.config.restarts} restarts need {images.shape[0] * self.config.restarts}")
+        return self._compiled(images, z_init)
+
+
+_PROJECTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def get_projector(generator: keras.Model, config: Optional[ProjectionConfig] = None,
+                  gradient: str = "none") -> Projector:
+    """A cached :class:`Projector` for (generator, config, gradient)."""
+    config = config or ProjectionConfig()
+    per_generator = _PROJECTORS.setdefault(generator, {})
+    key = (config, gradient)
+    if key not in per_generator:
+        per_generator[key] = Projector(generator, config, gradient)
+    return per_generator[key]
+
+
+def project(generator: keras.Model, images, config: Optional[ProjectionConfig] = None, *,
+            z_init=None, seed=None, gradient: str = "none") -> Projection:
+    """Projects images onto the range of ``generator`` (paper section 3.3, Algorithm 1).
+
+    Args:
+      generator: keras model z [B, latent] -> images [B, H, W, C].
+      images: float images [B, H, W, C] in the generator's pixel range
+        ([0, 1] for a sigmoid output, [-1, 1] for tanh). Integer dtypes are
+        rejected, not converted.
+      config: L, R, learning rate, momentum, decay (default: the paper's).
+      z_init: optional starts [B*R, latent]; rows i*R..i*R+R-1 belong to image i.
+      seed: seeds z_init when it is not given (stateless, reproducible).
+      gradient: ``full``, ``bpda`` or ``none`` (see the module docstring).
+
+    Returns:
+      A :class:`Projection` (reconstruction, z, error).
+
+    Raises:
+      ValueError: bad images (rank, shape, channels, dtype, range, NaN / Inf),
+        bad z_init or gradient mode.
+    """
+    return get_projector(generator, config, gradient)(images, z_init=z_init, seed=seed)

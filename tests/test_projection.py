@@ -1,0 +1,234 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from defense_gan_tf import config as config_lib
+from defense_gan_tf import models
+from defense_gan_tf.defense import DefendedClassifier, project
+
+LATENT = 8
+
+
+def dense_generator(latent=LATENT, seed=0):
+    """G(z) = sigmoid(W z + b) reshaped to 28x28x1: tiny, with strongly varying outputs."""
+    z = keras.Input((latent,))
+    x = keras.layers.Dense(
+        784, activation="sigmoid",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed),
+        bias_initializer=keras.initializers.RandomNormal(stddev=0.5, seed=seed + 1))(z)
+    return keras.Model(z, keras.layers.Reshape((28, 28, 1))(x))
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return dense_generator()
+
+
+def targets(g, n=4, seed=1):
+    z0 = tf.random.stateless_normal([n, LATENT], seed=[seed, 2]) * np.sqrt(1 / LATENT)
+    return g(z0).numpy(), z0.numpy()
+
+
+def cfg(**kw):
+    return config_lib.ProjectionConfig(**kw)
+
+
+def test_recovers_images_in_the_range(gen):
+    x, z0 = targets(gen)
+    p = project(gen, x, cfg(iterations=100, restarts=4), seed=0)
+    assert p.reconstruction.shape == x.shape and p.z.shape == (4, LATENT)
+    assert p.error.shape == (4,)
+    assert float(tf.reduce_max(p.error)) < 1e-3
+    np.testing.assert_allclose(p.error.numpy(),
+                               np.mean((p.reconstruction.numpy() - x) ** 2, axis=(1, 2, 3)),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_error_decreases_with_iterations(gen):
+    x = np.random.default_rng(0).uniform(size=(6, 28, 28, 1)).astype(np.float32)
+    errors = [float(tf.reduce_mean(project(gen, x, cfg(iterations=L, restarts=2),
+                                           seed=3).error)) for L in (0, 5, 20, 60)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0]
+
+
+def test_best_of_restarts_is_the_lowest_error(gen):
+    x = np.random.default_rng(1).uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    restarts = 5
+    z_init = tf.random.stateless_normal([3 * restarts, LATENT], seed=[4, 4]) * 0.5
+    best = project(gen, x, cfg(iterations=15, restarts=restarts), z_init=z_init)
+    singles = np.array([[project(gen, x[i:i + 1], cfg(iterations=15, restarts=1),
+                                 z_init=z_init[i * restarts + r:i * restarts + r + 1]
+                                 ).error.numpy()[0] for r in range(restarts)]
+                        for i in range(3)])
+    assert len({tuple(np.round(row, 6)) for row in singles}) > 1  # restarts do differ
+    np.testing.assert_allclose(best.error.numpy(), singles.min(axis=1), rtol=1e-4)
+    for i in range(3):
+        r = int(np.argmin(singles[i]))
+        single = project(gen, x[i:i + 1], cfg(iterations=15, restarts=1),
+                         z_init=z_init[i * restarts + r:i * restarts + r + 1])
+        np.testing.assert_allclose(best.z.numpy()[i], single.z.numpy()[0], rtol=1e-4,
+                                   atol=1e-6)
+
+
+def test_result_independent_of_batch_companions(gen):
+    x = np.random.default_rng(2).uniform(size=(4, 28, 28, 1)).astype(np.float32)
+    z_init = tf.random.stateless_normal([8, LATENT], seed=[5, 5])
+    c = cfg(iterations=30, restarts=2)
+    together = project(gen, x, c, z_init=z_init)
+    alone = project(gen, x[2:3], c, z_init=z_init[4:6])
+    np.testing.assert_allclose(together.reconstruction.numpy()[2],
+                               alone.reconstruction.numpy()[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(together.error.numpy()[2], alone.error.numpy()[0], rtol=1e-5)
+
+
+def _reference_projection(g, x, z, iterations, lr, momentum, decay_step=None, factor=1.0):
+    """NumPy momentum descent for G(z) = sigmoid(W z + b): the update of TF1's
+    MomentumOptimizer, v <- m v + grad, z <- z - lr v, with
+    grad = W^T [2 / P (G - x) G (1 - G)] for the per-image mean squared error."""
+    w, b = [v.numpy().astype(np.float64) for v in g.layers[1].weights]
+    x = x.reshape(len(x), -1).astype(np.float64)
+    z = z.astype(np.float64)
+    v = np.zeros_like(z)
+    for t in range(iterations):
+        out = 1 / (1 + np.exp(-(z @ w + b)))
+        grad = (2.0 / x.shape[1] * (out - x) * out * (1 - out)) @ w.T
+        v = momentum * v + grad
+        rate = lr * (factor if decay_step is not None and t >= decay_step else 1.0)
+        z = z - rate * v
+    return z
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_matches_reference_momentum_descent(gen, decay):
+    x = np.random.default_rng(3).uniform(size=(2, 28, 28, 1)).astype(np.float32)
+    z_init = (np.random.default_rng(4).normal(size=(2, LATENT)) * 0.3).astype(np.float32)
+    c = cfg(iterations=10, restarts=1, learning_rate=2.0, momentum=0.7, decay=decay,
+            decay_factor=0.1, decay_at=0.5)
+    got = project(gen, x, c, z_init=z_init).z.numpy()
+    want = _reference_projection(gen, x, z_init, 10, 2.0, 0.7,
+                                 decay_step=5 if decay else None, factor=0.1)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+def _vjp(g, x, mode, iterations=2, z_init=None):
+    x = tf.constant(x)
+    upstream = tf.random.stateless_normal(x.shape, seed=[9, 9])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        r = project(g, x, cfg(iterations=iterations, restarts=1), z_init=z_init,
+                    gradient=mode).reconstruction
+        s = tf.reduce_sum(r * upstream)
+    return tape.gradient(s, x), upstream
+
+
+def test_bpda_gradient_is_identity_and_none_is_zero(gen):
+    x = np.random.default_rng(5).uniform(size=(2, 28, 28, 1)).astype(np.float32)
+    grad, upstream = _vjp(gen, x, "bpda", z_init=np.zeros((2, LATENT), np.float32))
+    np.testing.assert_allclose(grad.numpy(), upstream.numpy())
+    grad, _ = _vjp(gen, x, "none", z_init=np.zeros((2, LATENT), np.float32))
+    assert grad is not None and not np.any(grad.numpy())
+
+
+def test_full_gradient_matches_finite_differences(gen):
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0.2, 0.8, size=(1, 28, 28, 1)).astype(np.float32)
+    z_init = (rng.normal(size=(1, LATENT)) * 0.3).astype(np.float32)
+    grad, upstream = _vjp(gen, x, "full", iterations=2, z_init=z_init)
+    assert float(tf.norm(grad)) > 0
+
+    def objective(xv):
+        r = project(gen, xv, cfg(iterations=2, restarts=1), z_init=z_init).reconstruction
+        return float(tf.reduce_sum(tf.cast(r, tf.float64) * tf.cast(upstream, tf.float64)))
+
+    # Directional derivative along a random direction, by central differences.
+    direction = rng.normal(size=x.shape).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    h = 1e-2
+    numeric = (objective(x + h * direction) - objective(x - h * direction)) / (2 * h)
+    analytic = float(np.sum(grad.numpy() * direction))
+    assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-4)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.zeros((28, 28, 1), np.float32), "rank 4"),
+    (np.zeros((2, 28, 28, 3), np.float32), "channel"),
+    (np.zeros((2, 32, 32, 1), np.float32), "shape"),
+    (np.zeros((2, 28, 28, 1), np.uint8), "floating point"),
+    (np.full((2, 28, 28, 1), 1.5, np.float32), "outside the generator's range"),
+    (np.full((2, 28, 28, 1), np.nan, np.float32), "NaN or Inf"),
+    (np.full((2, 28, 28, 1), np.inf, np.float32), "NaN or Inf"),
+])
+def test_bad_inputs_raise_value_error(gen, bad, message):
+    with pytest.raises(ValueError, match=message):
+        project(gen, bad, cfg(iterations=1, restarts=1))
+
+
+def test_bad_z_init_and_gradient_mode(gen):
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    with pytest.raises(ValueError, match="z_init"):
+        project(gen, x, cfg(iterations=1, restarts=2), z_init=np.zeros((2, LATENT)))
+    with pytest.raises(ValueError, match="gradient"):
+        project(gen, x, cfg(iterations=1, restarts=1), gradient="exact")
+
+
+def test_graph_mode_inputs_are_checked_by_assertions(gen):
+    @tf.function
+    def run(x):
+        return project(gen, x, cfg(iterations=1, restarts=1)).error
+
+    assert run(tf.zeros([2, 28, 28, 1])).shape == (2,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="above the generator range"):
+        run(tf.fill([2, 28, 28, 1], 3.0))
+
+
+def test_celeba_generator_in_minus_one_to_one():
+    c = config_lib.override(config_lib.preset("celeba"), {"model.net_dim": 2,
+                                                          "model.latent_dim": 4})
+    g = models.build_generator(c, seed=0)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(2, 64, 64, 3)).astype(np.float32)
+    p = project(g, x, cfg(iterations=2, restarts=2), seed=1)
+    assert p.reconstruction.shape == (2, 64, 64, 3)
+    assert float(tf.reduce_min(p.reconstruction)) >= -1.0
+    with pytest.raises(ValueError, match="outside"):
+        project(g, x * 0 - 1.5, cfg(iterations=1, restarts=1))
+
+
+def test_seed_is_reproducible_and_batch_dimension_is_free(gen):
+    x = np.random.default_rng(7).uniform(size=(5, 28, 28, 1)).astype(np.float32)
+    c = cfg(iterations=5, restarts=3)
+    a = project(gen, x, c, seed=11).z.numpy()
+    np.testing.assert_array_equal(a, project(gen, x, c, seed=11).z.numpy())
+    assert project(gen, x[:1], c, seed=1).z.shape == (1, LATENT)
+    assert project(gen, np.zeros((0, 28, 28, 1), np.float32), c).z.shape == (0, LATENT)
+
+
+def test_defended_classifier(gen):
+    keras.utils.set_random_seed(0)
+    clf = models.build_classifier("E")
+    x, _ = targets(gen, n=6)
+    defended = DefendedClassifier(clf, gen, cfg(iterations=20, restarts=2), seed=3)
+    logits = defended(x)
+    rec = defended.reconstruct(x)
+    np.testing.assert_allclose(logits.numpy(), clf(rec).numpy(), rtol=1e-5, atol=1e-5)
+    assert defended.reconstruction_error(x).shape == (6,)
+    # Keras evaluate works on the defended model: agreement with the classifier's own labels.
+    labels = np.argmax(clf(x).numpy(), axis=1)
+    defended.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                     metrics=["accuracy"])
+    _, accuracy = defended.evaluate(x, labels, batch_size=3, verbose=0)
+    assert accuracy >= 0.5
+    # BPDA: the input gradient is the classifier's gradient at the reconstruction.
+    bpda = DefendedClassifier(clf, gen, cfg(iterations=20, restarts=2), gradient="bpda",
+                              seed=3)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(bpda(xt)[:, 0])
+    g_def = tape.gradient(loss, xt)
+    r = tf.constant(bpda.reconstruct(x))
+    with tf.GradientTape() as tape:
+        tape.watch(r)
+        loss = tf.reduce_sum(clf(r)[:, 0])
+    np.testing.assert_allclose(g_def.numpy(), tape.gradient(loss, r).numpy(), rtol=1e-4,
+                               atol=1e-6)
