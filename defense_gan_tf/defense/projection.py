@@ -109,7 +109,13 @@ def validate_images(images, image_shape, pixel_range, name: str = "images") -> t
                              f"outside the generator's range [{lo}, {hi}]")
         return images
     # Inside a graph: the same checks as assertions (empty batches pass: min is +inf).
+    # Static shapes may be looser than the runtime ones (a served signature), so the
+    # shape is asserted too.
     checks = [
+        tf.debugging.assert_equal(
+            tf.shape(images)[1:], tf.constant(expected, tf.int32),
+            message=f"{name} must have shape [batch, {expected[0]}, {expected[1]}, "
+                    f"{expected[2]}]"),
         tf.debugging.assert_all_finite(images, f"{name} contain NaN or Inf"),
         tf.debugging.assert_greater_equal(
             tf.reduce_min(images), lo - RANGE_TOLERANCE,

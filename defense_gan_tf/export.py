@@ -1,0 +1,122 @@
+"""Export of a defended classifier as a SavedModel that plain TensorFlow can serve.
+
+Signatures (batch dimension of any size):
+  ``serving_default(images)`` -> logits, probabilities, reconstruction,
+      reconstruction_error (and ``is_adversarial`` when exported with a
+      detection threshold: reconstruction error above it, paper section 3.4);
+  ``project(images)`` -> reconstruction, z, reconstruction_error;
+  ``generate(z)`` -> images.
+
+Inputs are checked inside the graph: NaN / Inf and values outside the
+generator's range fail with an assertion message saying so; shapes and dtypes
+are enforced by the signatures. The SavedModel needs only TensorFlow to load:
+``tf.saved_model.load(path).signatures["serving_default"](images=x)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from defense_gan_tf import __version__
+from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.defense.projection import (_project_graph, generator_range,
+                                               initial_latents, validate_images)
+
+
+class DefenseGanModule(tf.Module):
+    """The serving graph: projection, classifier and generator with fixed signatures.
+
+    Args:
+      classifier: images -> logits.
+      generator: z -> images.
+      projection_config: L, R, learning rate, momentum, decay.
+      detection_threshold: when set, ``serving_default`` also returns
+        ``is_adversarial`` = reconstruction_error > threshold.
+      seed: when set, the initial z are drawn from this fixed seed (the same
+        for every request of a given batch size); otherwise fresh each request.
+    """
+
+    def __init__(self, classifier: keras.Model, generator: keras.Model,
+                 projection_config: Optional[ProjectionConfig] = None,
+                 detection_threshold: Optional[float] = None, seed: Optional[int] = None):
+        super().__init__(name="defense_gan")
+        self.classifier = classifier
+        self.generator = generator
+        self.config = projection_config or ProjectionConfig()
+        self.threshold = detection_threshold
+        self.seed = seed
+        self.latent_dim = int(generator.input_shape[-1])
+        self.image_shape = tuple(int(s) for s in generator.output_shape[1:])
+        self.pixel_range = generator_range(generator)
+        images = tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
+        latents = tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
+        self.serve = tf.function(self._serve, input_signature=[images])
+        self.project = tf.function(self._project, input_signature=[images])
+        self.generate = tf.function(self._generate, input_signature=[latents])
+
+    def _projection(self, images):
+        images = validate_images(images, self.image_shape, self.pixel_range)
+        seed = None if self.seed is None else [self.seed, 0]
+        z_init = initial_latents(tf.shape(images)[0], self.latent_dim, self.config.restarts,
+                                 seed)
+        return _project_graph(self.generator, images, z_init, self.config)
+
+    def _serve(self, images):
+        projection = self._projection(images)
+        logits = self.classifier(projection.reconstruction, training=False)
+        out = {"logits": logits, "probabilities": tf.nn.softmax(logits),
+               "reconstruction": projection.reconstruction,
+               "reconstruction_error": projection.error}
+        if self.threshold is not None:
+            out["is_adversarial"] = projection.error > self.threshold
+        return out
+
+    def _project(self, images):
+        projection = self._projection(images)
+        return {"reconstruction": projection.reconstruction, "z": projection.z,
+                "reconstruction_error": projection.error}
+
+    def _generate(self, z):
+        checks = [tf.debugging.assert_all_finite(z, "z contains NaN or Inf")]
+        with tf.control_dependencies(checks):
+            return {"images": self.generator(z, training=False)}
+
+
+def export_saved_model(classifier: keras.Model, generator: keras.Model, path: str, *,
+                       projection_config: Optional[ProjectionConfig] = None,
+                       detection_threshold: Optional[float] = None,
+                       seed: Optional[int] = None) -> str:
+    """Writes the defended classifier as a SavedModel at ``path``.
+
+    Also writes ``path/defense_gan.json`` with the projection settings, the
+    threshold and the package version. Returns ``path``.
+
+    Raises:
+      ValueError: if the classifier does not accept the generator's images.
+    """
+    module = DefenseGanModule(classifier, generator, projection_config,
+                              detection_threshold, seed)
+    probe = tf.zeros([1, *module.image_shape])
+    try:
+        classifier(probe, training=False)
+    except Exception as e:  # Report the mismatch in our terms.
+        raise ValueError(f"the classifier does not accept the generator's images of shape "
+                         f"{module.image_shape}: {e}") from None
+    signatures = {
+        "serving_default": module.serve.get_concrete_function(),
+        "project": module.project.get_concrete_function(),
+        "generate": module.generate.get_concrete_function(),
+    }
+    tf.saved_model.save(module, path, signatures=signatures)
+    with open(os.path.join(path, "defense_gan.json"), "w") as f:
+        json.dump({"projection": dataclasses.asdict(module.config), "detection_threshold": detection_threshold, "seed": seed,
+                   "image_shape": list(module.image_shape), "latent_dim": module.latent_dim,
+                   "pixel_range": list(module.pixel_range),
+                   "defense_gan_tf": __version__}, f, indent=2)
+    return path
