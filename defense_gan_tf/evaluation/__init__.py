@@ -1,4 +1,4 @@
-"""Evaluation: generator quality (and, later, attacks, detection and reports)."""
+"""Evaluation: generator quality, detection ROC, confidence intervals."""
 
 from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
                                                generator_quality, sample, statistics)

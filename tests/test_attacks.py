@@ -1,0 +1,107 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from defense_gan_tf import attacks, config as config_lib, training
+
+
+def linear_model(seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(784, 10)).astype(np.float32) * 0.1
+    b = rng.normal(size=(10,)).astype(np.float32) * 0.1
+    fn = lambda x: tf.matmul(tf.reshape(x, [-1, 784]), w) + b
+    return fn, w, b
+
+
+def test_fgsm_on_linear_model_is_the_analytic_perturbation():
+    fn, w, b = linear_model()
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.2, 0.8, size=(5, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 5)
+    # d CE / d x = W (softmax(xW + b) - onehot(y)), so x_adv = clip(x + eps sign(.)).
+    logits = x.reshape(5, -1) @ w + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    grad = (p - np.eye(10)[y]) @ w.T
+    expected = np.clip(x.reshape(5, -1) + 0.1 * np.sign(grad), 0, 1).reshape(x.shape)
+    got = attacks.fgsm(fn, x, eps=0.1, y=y).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # y=None attacks the model's own predictions.
+    got_pred = attacks.fgsm(fn, x, eps=0.1).numpy()
+    np.testing.assert_allclose(got_pred, attacks.fgsm(fn, x, eps=0.1,
+                                                      y=logits.argmax(1)).numpy())
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A small MLP that separates dark-left from dark-right images almost perfectly."""
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    x = rng.uniform(0.3, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
+    x[y == 0, :, :14] += 0.2
+    x[y == 1, :, 14:] += 0.2
+    model = training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"),
+                                      epochs=8, verbose=0, seed=1)
+    return model, x[:64], y[:64]
+
+
+def _accuracy(model, x, y):
+    return float(np.mean(np.argmax(model(x).numpy(), axis=1) == y))
+
+
+@pytest.mark.parametrize("name", ["fgsm", "rand_fgsm", "pgd"])
+def test_linf_attacks_respect_bound_and_range(toy, name):
+    model, x, y = toy
+    eps = 0.1
+    if name == "fgsm":
+        adv = attacks.fgsm(model, x, eps=eps, y=y)
+    elif name == "rand_fgsm":
+        adv = attacks.rand_fgsm(model, x, eps=eps, alpha=0.05, y=y, seed=0)
+    else:
+        adv = attacks.pgd_linf(model, x, eps=eps, step_size=0.02, iterations=10, y=y, seed=0)
+    adv = adv.numpy()
+    assert np.max(np.abs(adv - x)) <= eps + 1e-6
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    assert np.max(np.abs(adv - x)) > eps / 2  # it did move
+
+
+def test_pgd_and_cw_lower_accuracy(toy):
+    model, x, y = toy
+    clean = _accuracy(model, x, y)
+    assert clean > 0.95
+    pgd = attacks.pgd_linf(model, x, eps=0.15, step_size=0.03, iterations=20, y=y, seed=0)
+    assert _accuracy(model, pgd, y) < 0.2
+    fgsm_acc = _accuracy(model, attacks.fgsm(model, x, eps=0.15, y=y), y)
+    assert _accuracy(model, pgd, y) <= fgsm_acc + 1e-9
+    cw = attacks.cw_l2(model, x[:16], y=y[:16], binary_search_steps=2, max_iterations=50,
+                       learning_rate=0.05, initial_const=10.0)
+    cw = cw.numpy()
+    assert cw.min() >= 0.0 and cw.max() <= 1.0
+    assert _accuracy(model, cw, y[:16]) < 0.2
+    # CW looks for small perturbations: far below the L2 size of an eps=0.15 L-inf step.
+    l2 = np.sqrt(np.sum((cw - x[:16]) ** 2, axis=(1, 2, 3)))
+    assert np.median(l2) < 0.15 * 28
+
+
+def test_argument_errors(toy):
+    model, x, y = toy
+    with pytest.raises(ValueError, match="eps"):
+        attacks.fgsm(model, x, eps=-0.1)
+    with pytest.raises(ValueError, match="eps"):
+        attacks.fgsm(model, x, eps=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        attacks.rand_fgsm(model, x, eps=0.1, alpha=0.2)
+    with pytest.raises(ValueError, match="clip_min"):
+        attacks.fgsm(model, x, eps=0.1, clip_min=1.0, clip_max=0.0)
+
+
+def test_input_gradient_norm_sees_masking(toy):
+    model, x, y = toy
+    norms = attacks.input_gradient_norm(model, x, y).numpy()
+    assert norms.shape == (64,) and np.all(norms >= 0) and norms.mean() > 0
+    masked = lambda t: model(tf.stop_gradient(t))
+    assert not np.any(attacks.input_gradient_norm(masked, x, y).numpy())
+    # An attack on a masked model does nothing: the honest report shows a zero gradient.
+    np.testing.assert_array_equal(attacks.fgsm(masked, x, eps=0.1, y=y).numpy(), x)
