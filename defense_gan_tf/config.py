@@ -185,6 +185,48 @@ class ClassifierConfig:
         _check_positive("classifier.epochs", self.epochs)
 
 
+ATTACKS = ("fgsm", "rand_fgsm", "cw", "pgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """White-box attack settings (paper section 4; the authors' defaults).
+
+    Attributes:
+      attack_type: ``fgsm``, ``rand_fgsm``, ``cw`` or ``pgd``.
+      eps: L-infinity size of FGSM, RAND+FGSM and PGD.
+      alpha: RAND+FGSM's random step (then FGSM with eps - alpha).
+      cw_binary_steps, cw_iterations, cw_learning_rate, cw_initial_const,
+      cw_confidence: Carlini-Wagner L2 settings (the authors: 1, 100, 10, 100, 0).
+      pgd_step_size, pgd_iterations: PGD settings.
+    """
+
+    attack_type: str = "fgsm"
+    eps: float = 0.3
+    alpha: float = 0.05
+    cw_binary_steps: int = 1
+    cw_iterations: int = 100
+    cw_learning_rate: float = 10.0
+    cw_initial_const: float = 100.0
+    cw_confidence: float = 0.0
+    pgd_step_size: float = 0.01
+    pgd_iterations: int = 40
+
+    def __post_init__(self):
+        if self.attack_type not in ATTACKS:
+            raise ValueError(f"attack.attack_type must be one of {list(ATTACKS)}, "
+                             f"got {self.attack_type!r}")
+        if self.eps < 0:
+            raise ValueError(f"attack.eps must be >= 0, got {self.eps}")
+        if not 0 <= self.alpha <= self.eps and self.attack_type == "rand_fgsm":
+            raise ValueError(f"attack.alpha must be in [0, eps={self.eps}], got {self.alpha}")
+        for name in ("cw_binary_steps", "cw_iterations", "cw_learning_rate",
+                     "pgd_step_size"):
+            _check_positive(f"attack.{name}", getattr(self, name))
+        if self.pgd_iterations < 0:
+            raise ValueError(f"attack.pgd_iterations must be >= 0, got {self.pgd_iterations}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One experiment's settings."""
@@ -194,6 +236,7 @@ class Config:
     gan: GanConfig = dataclasses.field(default_factory=GanConfig)
     projection: ProjectionConfig = dataclasses.field(default_factory=ProjectionConfig)
     classifier: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
+    attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
 
     def __post_init__(self):
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))

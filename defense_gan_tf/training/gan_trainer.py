@@ -42,7 +42,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 RESUMABLE_KEYS = frozenset({"gan.train_iters", "gan.checkpoint_every",
                             "gan.sample_every", "gan.log_every"})
 # Sections that do not affect GAN training.
-_IGNORED_SECTIONS = ("projection", "classifier")
+_IGNORED_SECTIONS = ("projection", "classifier", "attack")
 
 GENERATOR_FILE = "generator.keras"
 NUM_SAMPLES = 64

@@ -1,0 +1,182 @@
+"""The white-box workflow behind ``bin/whitebox.py``: data, classifier, defense, attack, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+
+from defense_gan_tf import data as data_lib
+from defense_gan_tf.config import AttackConfig, ClassifierConfig, ProjectionConfig
+from defense_gan_tf.console import echo
+from defense_gan_tf.defense import DefendedClassifier, project
+from defense_gan_tf.evaluation import report
+from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
+from defense_gan_tf.evaluation.whitebox import evaluate_whitebox
+from defense_gan_tf.plots import save_image_grid
+from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruction_cache_key,
+                                                train_classifier, weights_digest)
+
+
+@dataclasses.dataclass(frozen=True)
+class WhiteboxRun:
+    """Settings of one white-box run (the flags of ``bin/whitebox.py``)."""
+
+    dataset: str = "mnist"
+    model: str = "A"
+    defense_type: str = "none"          # none | defense_gan | adv_tr
+    train_on_recs: bool = False         # Defense-GAN-Rec when True
+    attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
+    projection: ProjectionConfig = dataclasses.field(default_factory=ProjectionConfig)
+    gradient: str = "full"              # full | bpda | none
+    same_init: bool = False
+    num_tests: int = 100
+    num_train: int = 50_000
+    epochs: int = 10
+    seed: int = 0
+    batch_size: int = 20
+    generator: Optional[str] = None
+
+    def __post_init__(self):
+        if self.defense_type not in ("none", "defense_gan", "adv_tr"):
+            raise ValueError(f"defense_type must be none, defense_gan or adv_tr, got "
+                             f"{self.defense_type!r}")
+        if (self.defense_type == "defense_gan" or self.train_on_recs) and not self.generator:
+            raise ValueError("a generator is needed for defense_gan / train_on_recs")
+
+    def name(self) -> str:
+        a = self.attack
+        parts = [self.dataset, a.attack_type, f"eps{a.eps}", self.model, self.defense_type]
+        if self.defense_type == "defense_gan":
+            parts += ["rec" if self.train_on_recs else "orig", f"L{self.projection.iterations}",
+                      f"R{self.projection.restarts}", self.gradient]
+            if self.same_init:
+                parts.append("sameinit")
+        parts += [f"n{self.num_tests}", f"s{self.seed}"]
+        return "_".join(str(p) for p in parts)
+
+
+def _classifier_path(run: WhiteboxRun, classifier_dir: str, mode: str, extra: str = "") -> str:
+    key = json.dumps({"dataset": run.dataset, "model": run.model, "mode": mode,
+                      "epochs": run.epochs, "num_train": run.num_train, "seed": run.seed,
+                      "eps": run.attack.eps if mode == "adv_tr" else None, "extra": extra},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return os.path.join(classifier_dir, f"{run.dataset}_{run.model}_{mode}_{digest}.keras")
+
+
+def get_classifier(run: WhiteboxRun, train_x, train_y, *, classifier_dir: str,
+                   generator: Optional[keras.Model] = None,
+                   log: Callable[[str], None] = echo) -> keras.Model:
+    """Loads the run's classifier from the cache folder or trains (and caches) it."""
+    mode = "adv_tr" if run.defense_type == "adv_tr" else (
+        "recs" if run.train_on_recs else "orig")
+    extra = ""
+    if mode == "recs":
+        extra = reconstruction_cache_key(generator, run.projection, run.seed)
+    path = _classifier_path(run, classifier_dir, mode, extra)
+    if os.path.isfile(path):
+        log(f"loading classifier {path}")
+        return keras.models.load_model(path)
+    config = ClassifierConfig(model=run.model, epochs=run.epochs)
+    images = train_x
+    if mode == "recs":
+        images = reconstruct_dataset(
+            lambda x: project(generator, x, run.projection, seed=run.seed).reconstruction,
+            train_x, cache_key=extra, cache_dir=classifier_dir, log=log)
+    log(f"training classifier {run.model} on {len(images)} {mode} images "
+        f"for {run.epochs} epochs")
+    model = train_classifier(images, train_y, config, seed=run.seed,
+                             adversarial_eps=run.attack.eps if mode == "adv_tr" else None)
+    os.makedirs(classifier_dir, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
+                 data_dir: Optional[str] = None, command: str = "",
+                 train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
+                 log: Callable[[str], None] = echo) -> dict:
+    """Runs one white-box evaluation and writes its JSON, table and figures.
+
+    Args:
+      run: the settings.
+      results_dir: where ``whitebox_<name>.json``, ``whitebox_table.md`` and PNGs go.
+      classifier_dir: cache of trained classifiers and reconstructions.
+      data_dir: local IDX folder.
+      command: the command line, recorded next to the numbers.
+      train_data, test_data: (images, labels) to use instead of loading (test seam).
+      log: progress output.
+
+    Returns:
+      dict with ``json`` (path), ``table`` (markdown) and ``result``.
+    """
+    if train_data is None:
+        train_data = data_lib.load_numpy(run.dataset, "train", data_dir=data_dir)
+    if test_data is None:
+        test_data = data_lib.load_numpy(run.dataset, "test", data_dir=data_dir)
+    train_x, train_y = train_data[0][:run.num_train], train_data[1][:run.num_train]
+    test_x, test_y = test_data[0][:run.num_tests], test_data[1][:run.num_tests]
+    generator, generator_iterations = None, None
+    if run.generator:
+        generator = keras.models.load_model(run.generator)
+        manifest = os.path.join(os.path.dirname(run.generator), "manifest.json")
+        progress = os.path.join(os.path.dirname(run.generator), "progress.json")
+        for path, key in ((manifest, "iterations"), (progress, "iteration")):
+            if os.path.isfile(path):
+                with open(path) as f:
+                    generator_iterations = json.load(f).get(key)
+                break
+    classifier = get_classifier(run, train_x, train_y, classifier_dir=classifier_dir,
+                                generator=generator, log=log)
+    model_fn, eval_fn, error_fn, defended = classifier, None, None, None
+    if run.defense_type == "defense_gan":
+        seed = run.seed if run.same_init else None
+        defended = DefendedClassifier(classifier, generator, run.projection,
+                                      gradient=run.gradient, seed=seed)
+        scorer = DefendedClassifier(classifier, generator, run.projection, gradient="none",
+                                    seed=seed)
+        model_fn, eval_fn = defended, scorer
+        error_fn = scorer.reconstruction_error
+    lo, hi = (-1.0, 1.0) if run.dataset == "celeba" else (0.0, 1.0)
+    result = evaluate_whitebox(model_fn, test_x, test_y, run.attack, clip_min=lo, clip_max=hi,
+                               batch_size=run.batch_size, seed=run.seed, eval_fn=eval_fn,
+                               reconstruction_error_fn=error_fn, log=log)
+    name = run.name()
+    os.makedirs(results_dir, exist_ok=True)
+    adv = result.pop("adversarial_examples")
+    if defended is not None:
+        clean_rec = eval_fn.reconstruct(test_x[:10]).numpy()
+        adv_rec = eval_fn.reconstruct(adv[:10]).numpy()
+        rows = np.concatenate([test_x[:10], adv[:10], clean_rec, adv_rec])
+        save_image_grid(rows, os.path.join(results_dir, f"whitebox_{name}_grid.png"),
+                        columns=min(10, len(test_x)), pixel_range=(lo, hi))
+        det = result["detection"]
+        roc = roc_curve(det["clean_errors"], det["adversarial_errors"])
+        plot_roc({f"{run.attack.attack_type} eps {run.attack.eps}": roc},
+                 os.path.join(results_dir, f"whitebox_{name}_roc.png"),
+                 title=f"reconstruction-error detection, model {run.model}")
+    else:
+        rows = np.concatenate([test_x[:10], adv[:10]])
+        save_image_grid(rows, os.path.join(results_dir, f"whitebox_{name}_grid.png"),
+                        columns=min(10, len(test_x)), pixel_range=(lo, hi))
+    payload = {
+        "kind": "whitebox",
+        "settings": {**dataclasses.asdict(run), "generator_iterations": generator_iterations,
+                     "generator_sha": weights_digest(generator)[:16] if generator else None},
+        "result": result,
+        "versions": report.versions(),
+        "command": command,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    json_path = report.write_json(os.path.join(results_dir, f"whitebox_{name}.json"), payload)
+    table_path = report.update_whitebox_table(results_dir)
+    with open(table_path) as f:
+        table = f.read()
+    return {"json": json_path, "table": table, "result": result}

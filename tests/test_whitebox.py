@@ -1,0 +1,99 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from defense_gan_tf.config import AttackConfig, ProjectionConfig
+from defense_gan_tf.evaluation import report
+from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_projection import dense_generator  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wb")
+    g = dense_generator()
+    gen_path = str(root / "generator.keras")
+    g.save(gen_path)
+    # Data on the generator's range, labelled by the sign of z[0]: learnable, projectable.
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(260, 8)).astype(np.float32) * 0.35
+    x = g(z).numpy()
+    y = (z[:, 0] > 0).astype(np.int64)
+    return root, gen_path, (x[:200], y[:200]), (x[200:], y[200:])
+
+
+def _run(setup, **kw):
+    root, gen_path, train, test = setup
+    settings = dict(model="E", num_tests=20, num_train=200, epochs=3, batch_size=10,
+                    attack=AttackConfig(attack_type="fgsm", eps=0.3),
+                    projection=ProjectionConfig(iterations=3, restarts=2), generator=gen_path)
+    settings.update(kw)
+    return run_whitebox(WhiteboxRun(**settings), results_dir=str(root / "results"),
+                        classifier_dir=str(root / "classifiers"), train_data=train,
+                        test_data=test, command="pytest", log=lambda m: None)
+
+
+def test_whitebox_runs_fill_the_paper_table(setup):
+    root = setup[0]
+    none = _run(setup, defense_type="none")
+    r = none["result"]
+    assert r["clean"]["n"] == 20 and 0 <= r["adversarial"]["accuracy"] <= 1
+    assert r["adversarial"]["accuracy"] < r["clean"]["accuracy"]
+    low, high = r["adversarial"]["ci95"]
+    assert low <= r["adversarial"]["accuracy"] <= high
+    assert r["gradient_norm_mean"] > 0 and r["linf_mean"] <= 0.3 + 1e-6
+    orig = _run(setup, defense_type="defense_gan", gradient="bpda")
+    assert 0.0 <= orig["result"]["detection"]["auc"] <= 1.0
+    rec = _run(setup, defense_type="defense_gan", train_on_recs=True, gradient="none")
+    # gradient "none": the attacker gets no signal and the report says so.
+    assert rec["result"]["gradient_norm_mean"] == 0.0
+    assert rec["result"]["gradient_norm_zero_fraction"] == 1.0
+    table = _run(setup, defense_type="adv_tr")["table"]
+    header = table.splitlines()[2]
+    assert "Defense-GAN-Rec" in header and "adv. training" in header
+    row = [l for l in table.splitlines() if l.startswith("| fgsm (eps 0.3) | E |")][0]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert all(c for c in cells), row  # all five columns filled
+    runs = report.load_runs(str(root / "results"))
+    assert len(runs) == 4
+    with open(none["json"]) as f:
+        saved = json.load(f)
+    assert saved["versions"]["tensorflow"] and saved["command"] == "pytest"
+    assert os.path.exists(os.path.join(root, "results", "whitebox_table.md"))
+    pngs = [n for n in os.listdir(root / "results") if n.endswith("_roc.png")]
+    assert pngs
+    # The reconstructions were cached, as was the classifier trained on them.
+    assert [n for n in os.listdir(root / "classifiers") if n.startswith("recs_")]
+
+
+def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
+    gen_path = setup[1]
+    base = [sys.executable, os.path.join(ROOT, "bin", "whitebox.py"), "--model=E",
+            "--num_tests=10", "--num_train=300", "--nb_epochs=1", "--batch_size=10",
+            f"--results_dir={tmp_path / 'res'}", f"--classifier_dir={tmp_path / 'clf'}",
+            f"--data_dir={mnist_dir}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    ok = subprocess.run(base + ["--defense_type=defense_gan", f"--generator={gen_path}",
+                                "--rec_iters=2", "--rec_rr=2", "--gradient=bpda"],
+                        capture_output=True, text=True, env=env, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "Defense-GAN-Orig" in ok.stdout and "img/s" in ok.stdout
+    assert any(n.endswith(".json") for n in os.listdir(tmp_path / "res"))
+    for flag, name in (("--fgsm_eps=-0.1", "--fgsm_eps"), ("--fgsm_eps=1.5", "--fgsm_eps"),
+                       ("--generator=/nonexistent.keras", "--generator"),
+                       ("--num_tests=0", "--num_tests")):
+        extra = [flag] + (["--defense_type=defense_gan"] if name == "--generator" else [])
+        bad = subprocess.run(base + extra, capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])
+    bad = subprocess.run(base + ["--defense_type=defense_gan"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "--generator is required" in bad.stderr
