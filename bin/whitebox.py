@@ -42,6 +42,9 @@ flags.DEFINE_bool("same_init", False, "White-box revisited: the attacker knows t
 flags.DEFINE_string("generator", None, "Generator .keras (needed for defense_gan and "
                     "--train_on_recs).")
 flags.DEFINE_string("results_dir", "results/whitebox", "Where JSON, table and figures go.")
+flags.DEFINE_string("classifier", None, "Use this trained classifier (.keras, logits) "
+                    "instead of training one; it must fit the run (e.g. trained on "
+                    "reconstructions for --train_on_recs).")
 flags.DEFINE_string("classifier_dir", "runs/classifiers", "Cache of trained classifiers "
                     "and reconstructions.")
 flags.DEFINE_integer("seed", 0, "Seed of classifier training, attacks and projections.")
@@ -75,6 +78,8 @@ def validate_flags():
         raise app.UsageError(f"--generator {FLAGS.generator} is not a file")
     if FLAGS.train_on_recs and FLAGS.defense_type != "defense_gan":
         raise app.UsageError("--train_on_recs goes with --defense_type=defense_gan")
+    if FLAGS.classifier and not os.path.isfile(FLAGS.classifier):
+        raise app.UsageError(f"--classifier {FLAGS.classifier} is not a file")
     if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
         raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a folder")
 
@@ -100,7 +105,7 @@ def main(argv):
         train_on_recs=FLAGS.train_on_recs, attack=attack, projection=projection,
         gradient=FLAGS.gradient, same_init=FLAGS.same_init, num_tests=FLAGS.num_tests,
         num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed,
-        batch_size=FLAGS.batch_size, generator=FLAGS.generator)
+        batch_size=FLAGS.batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     t0 = time.monotonic()
     summary = run_whitebox(run, results_dir=FLAGS.results_dir,

@@ -57,8 +57,7 @@ def _accuracy_entry(correct: np.ndarray) -> dict:
 def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray,
                       attack: AttackConfig, *, clip_min: float = 0.0, clip_max: float = 1.0,
                       batch_size: int = 20, seed: Optional[int] = None,
-                      eval_fn: Optional[Callable] = None,
-                      reconstruction_error_fn: Optional[Callable] = None,
+                      score_fn: Optional[Callable] = None, gradient_norm_images: int = 20,
                       log: Optional[Callable[[str], None]] = None) -> dict:
     """Attacks ``model_fn`` on (images, labels) and measures accuracy before and after.
 
@@ -69,23 +68,26 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
       clip_min, clip_max: the data range.
       batch_size: images per attack call.
       seed: seeds random parts of the attacks.
-      eval_fn: the model the adversarial examples are scored on (default:
-        ``model_fn``). A defended model with fresh random starts differs from
-        the one the attacker saw unless the starts are shared (``same_init``).
-      reconstruction_error_fn: images -> per-image reconstruction error; when
-        given, the detection ROC of clean vs adversarial errors is computed.
+      score_fn: images -> (logits, per-image reconstruction error or None):
+        the model the clean and adversarial images are scored on (default:
+        ``model_fn``, no errors). A defended model with fresh random starts
+        differs from the one the attacker saw unless the starts are shared
+        (``same_init``). With errors, the detection ROC of clean vs
+        adversarial errors is computed from the same projections.
+      gradient_norm_images: the input-gradient norm is measured on the first
+        this many images (it costs one more backward pass through the model).
       log: progress output.
 
     Returns:
       dict with ``clean`` and ``adversarial`` accuracy entries (accuracy,
       correct, n, ci95), ``gradient_norm_mean`` (L2 norm of the input gradient
       of the loss on clean images), ``linf_mean`` / ``l2_mean`` distortions,
-      ``seconds``, ``images_per_second``, and, with
-      ``reconstruction_error_fn``, ``detection`` (auc and the raw errors) plus
-      the arrays ``adversarial_examples`` (first batch) for figures.
+      ``seconds``, ``images_per_second``, ``detection`` (auc and the raw
+      errors) when ``score_fn`` gives errors, and ``adversarial_examples``
+      (first batch, an array) for figures.
     """
     log = log or echo
-    eval_fn = eval_fn or model_fn
+    score_fn = score_fn or (lambda x: (model_fn(x), None))
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels).astype(np.int64)
     run_attack = make_attack(attack, clip_min, clip_max, seed)
@@ -95,19 +97,23 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
     for start in range(0, len(images), batch_size):
         x = tf.constant(images[start:start + batch_size])
         y = tf.constant(labels[start:start + batch_size])
-        clean_ok.append(np.argmax(np.asarray(eval_fn(x)), axis=1) == labels[start:start + len(x)])
-        grad_norms.append(attacks.input_gradient_norm(model_fn, x, y).numpy())
+        truth = labels[start:start + len(x)]
+        logits, errors = score_fn(x)
+        clean_ok.append(np.argmax(np.asarray(logits), axis=1) == truth)
+        if start < gradient_norm_images:
+            k = min(len(x), gradient_norm_images - start)
+            grad_norms.append(attacks.input_gradient_norm(model_fn, x[:k], y[:k]).numpy())
         x_adv = run_attack(model_fn, x, y)
-        adv_ok.append(np.argmax(np.asarray(eval_fn(x_adv)), axis=1) ==
-                      labels[start:start + len(x)])
+        adv_logits, adv_errors = score_fn(x_adv)
+        adv_ok.append(np.argmax(np.asarray(adv_logits), axis=1) == truth)
         delta = (x_adv - x).numpy().reshape(len(x), -1)
         linf.append(np.abs(delta).max(axis=1))
         l2.append(np.sqrt((delta ** 2).sum(axis=1)))
         if first_adv is None:
             first_adv = x_adv.numpy()
-        if reconstruction_error_fn is not None:
-            clean_err.append(np.asarray(reconstruction_error_fn(x)))
-            adv_err.append(np.asarray(reconstruction_error_fn(x_adv)))
+        if errors is not None:
+            clean_err.append(np.asarray(errors))
+            adv_err.append(np.asarray(adv_errors))
         done = start + len(x)
         rate = done / max(time.monotonic() - t0, 1e-9)
         log(f"[{done}/{len(images)}] {rate:.2f} img/s  clean acc "
@@ -119,13 +125,14 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
         "adversarial": _accuracy_entry(np.concatenate(adv_ok)),
         "gradient_norm_mean": float(np.concatenate(grad_norms).mean()),
         "gradient_norm_zero_fraction": float(np.mean(np.concatenate(grad_norms) == 0)),
+        "gradient_norm_images": int(np.concatenate(grad_norms).size),
         "linf_mean": float(np.concatenate(linf).mean()),
         "l2_mean": float(np.concatenate(l2).mean()),
         "seconds": seconds,
         "images_per_second": len(images) / max(seconds, 1e-9),
         "adversarial_examples": first_adv,
     }
-    if reconstruction_error_fn is not None:
+    if clean_err:
         clean_err, adv_err = np.concatenate(clean_err), np.concatenate(adv_err)
         roc = roc_curve(clean_err, adv_err)
         result["detection"] = {"auc": roc.auc, "clean_errors": clean_err.tolist(),

@@ -42,6 +42,7 @@ class WhiteboxRun:
     seed: int = 0
     batch_size: int = 20
     generator: Optional[str] = None
+    classifier: Optional[str] = None    # a trained .keras classifier to use as given
 
     def __post_init__(self):
         if self.defense_type not in ("none", "defense_gan", "adv_tr"):
@@ -58,6 +59,8 @@ class WhiteboxRun:
                       f"R{self.projection.restarts}", self.gradient]
             if self.same_init:
                 parts.append("sameinit")
+        if self.classifier:
+            parts.append("clf-" + os.path.splitext(os.path.basename(self.classifier))[0])
         parts += [f"n{self.num_tests}", f"s{self.seed}"]
         return "_".join(str(p) for p in parts)
 
@@ -74,7 +77,10 @@ def _classifier_path(run: WhiteboxRun, classifier_dir: str, mode: str, extra: st
 def get_classifier(run: WhiteboxRun, train_x, train_y, *, classifier_dir: str,
                    generator: Optional[keras.Model] = None,
                    log: Callable[[str], None] = echo) -> keras.Model:
-    """Loads the run's classifier from the cache folder or trains (and caches) it."""
+    """The run's classifier: the given file, else from the cache folder, else trained."""
+    if run.classifier:
+        log(f"using classifier {run.classifier}")
+        return keras.models.load_model(run.classifier)
     mode = "adv_tr" if run.defense_type == "adv_tr" else (
         "recs" if run.train_on_recs else "orig")
     extra = ""
@@ -135,25 +141,27 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
                 break
     classifier = get_classifier(run, train_x, train_y, classifier_dir=classifier_dir,
                                 generator=generator, log=log)
-    model_fn, eval_fn, error_fn, defended = classifier, None, None, None
+    model_fn, score_fn, scorer = classifier, None, None
     if run.defense_type == "defense_gan":
         seed = run.seed if run.same_init else None
-        defended = DefendedClassifier(classifier, generator, run.projection,
+        model_fn = DefendedClassifier(classifier, generator, run.projection,
                                       gradient=run.gradient, seed=seed)
         scorer = DefendedClassifier(classifier, generator, run.projection, gradient="none",
                                     seed=seed)
-        model_fn, eval_fn = defended, scorer
-        error_fn = scorer.reconstruction_error
+
+        def score_fn(x):
+            logits, projection = scorer.call_with_details(x)
+            return logits, projection.error
     lo, hi = (-1.0, 1.0) if run.dataset == "celeba" else (0.0, 1.0)
     result = evaluate_whitebox(model_fn, test_x, test_y, run.attack, clip_min=lo, clip_max=hi,
-                               batch_size=run.batch_size, seed=run.seed, eval_fn=eval_fn,
-                               reconstruction_error_fn=error_fn, log=log)
+                               batch_size=run.batch_size, seed=run.seed, score_fn=score_fn,
+                               log=log)
     name = run.name()
     os.makedirs(results_dir, exist_ok=True)
     adv = result.pop("adversarial_examples")
-    if defended is not None:
-        clean_rec = eval_fn.reconstruct(test_x[:10]).numpy()
-        adv_rec = eval_fn.reconstruct(adv[:10]).numpy()
+    if scorer is not None:
+        clean_rec = scorer.reconstruct(test_x[:10]).numpy()
+        adv_rec = scorer.reconstruct(adv[:10]).numpy()
         rows = np.concatenate([test_x[:10], adv[:10], clean_rec, adv_rec])
         save_image_grid(rows, os.path.join(results_dir, f"whitebox_{name}_grid.png"),
                         columns=min(10, len(test_x)), pixel_range=(lo, hi))
