@@ -48,6 +48,7 @@ def main(argv):
     from defense_gan_tf import data
     from defense_gan_tf.evaluation.package import package_generator
     from defense_gan_tf.training import train_classifier
+    from defense_gan_tf.training.classifier import save_without_optimizer
 
     with open(os.path.join(FLAGS.run_dir, "config.json")) as f:
         cfg = config_lib.Config.from_dict(json.load(f))
@@ -68,7 +69,7 @@ def main(argv):
         description = (f"model {FLAGS.classifier_model}, {FLAGS.classifier_epochs} epochs "
                        f"on the 50,000 training images, test accuracy {accuracy:.4f}")
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.classifier)), exist_ok=True)
-        classifier.save(FLAGS.classifier)
+        save_without_optimizer(classifier, FLAGS.classifier)
         with open(description_path, "w") as f:
             json.dump({"description": description}, f, indent=2)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

@@ -34,3 +34,21 @@ def test_package_generator_writes_manifest(tmp_path, tiny_config):
     assert manifest["config"]["model"]["net_dim"] == 4
     assert manifest["machine"]["cores"] >= 1
     assert os.path.getsize(os.path.join(dest, "samples.png")) > 0
+
+
+def test_save_without_optimizer_drops_adam_state(tmp_path):
+    import keras
+
+    from defense_gan_tf.training.classifier import save_without_optimizer
+
+    rng = np.random.default_rng(0)
+    clf = training.train_classifier(rng.uniform(size=(8, 28, 28, 1)), rng.integers(0, 10, 8),
+                                    config_lib.ClassifierConfig(model="E"), epochs=1,
+                                    verbose=0)
+    full, lean = str(tmp_path / "full.keras"), str(tmp_path / "lean.keras")
+    clf.save(full)
+    save_without_optimizer(clf, lean)
+    assert os.path.getsize(lean) < 0.5 * os.path.getsize(full)
+    loaded = keras.models.load_model(lean)
+    x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), clf(x).numpy(), rtol=1e-6, atol=1e-6)

@@ -179,3 +179,15 @@ def reconstruction_cache_key(generator: keras.Model, config: ProjectionConfig,
     return json.dumps({"generator": weights_digest(generator),
                        "projection": dataclasses.asdict(config), "seed": seed},
                       sort_keys=True)
+
+
+def save_without_optimizer(model: keras.Model, path: str) -> str:
+    """Saves ``model`` as ``.keras`` with its weights but no optimizer state.
+
+    A compiled model's ``.keras`` file carries the Adam moments (twice the
+    weights); shipped models do not need them.
+    """
+    fresh = model.__class__.from_config(model.get_config())
+    fresh.set_weights(model.get_weights())
+    fresh.save(path)
+    return path
