@@ -168,7 +168,7 @@ def streaming_batches(dataset: tf.data.Dataset, *, batch_size: int, critic_steps
     data order after a resume differs from an uninterrupted run (weights,
     optimizer state and z draws are still restored exactly).
     """
-    ds = dataset.map(lambda *x: x[0] if isinstance(x, tuple) and len(x) > 1 else x)
+    ds = dataset.map(lambda *element: element[0])  # (image, label) or image alone
     ds = ds.shuffle(shuffle_buffer, seed=int(seed) * 1_000_003 + int(start_iteration))
     ds = ds.repeat().batch(batch_size, drop_remainder=True)
     ds = ds.batch(critic_steps, drop_remainder=True)
