@@ -12,9 +12,10 @@ import keras
 from keras import layers
 
 
-def _model_a(num_classes):
+def _two_conv(num_classes, filters1, kernel1):
+    """A and C: conv (filters1, kernel1) same; conv 64 5x5 s2 valid; dense 128; dropouts."""
     return [
-        layers.Conv2D(64, 5, padding="same", activation="relu", name="conv1"),
+        layers.Conv2D(filters1, kernel1, padding="same", activation="relu", name="conv1"),
         layers.Conv2D(64, 5, strides=2, padding="valid", activation="relu", name="conv2"),
         layers.Flatten(name="flatten"),
         layers.Dropout(0.25, name="dropout1"),
@@ -22,6 +23,10 @@ def _model_a(num_classes):
         layers.Dropout(0.5, name="dropout2"),
         layers.Dense(num_classes, name="logits"),
     ]
+
+
+def _model_a(num_classes):
+    return _two_conv(num_classes, 64, 5)
 
 
 def _model_b(num_classes, dropout=True):
@@ -40,15 +45,7 @@ def _model_b(num_classes, dropout=True):
 
 
 def _model_c(num_classes):
-    return [
-        layers.Conv2D(128, 3, padding="same", activation="relu", name="conv1"),
-        layers.Conv2D(64, 5, strides=2, padding="valid", activation="relu", name="conv2"),
-        layers.Flatten(name="flatten"),
-        layers.Dropout(0.25, name="dropout1"),
-        layers.Dense(128, activation="relu", name="dense1"),
-        layers.Dropout(0.5, name="dropout2"),
-        layers.Dense(num_classes, name="logits"),
-    ]
+    return _two_conv(num_classes, 128, 3)
 
 
 def _model_d(num_classes):
