@@ -68,48 +68,76 @@ def _cell(entry: dict) -> str:
     return f"{entry['accuracy']:.3f} [{low:.2f}, {high:.2f}] n={entry['n']}"
 
 
-def _row_key(run: dict) -> tuple:
-    s = run["settings"]
+def _attack_label(s: dict) -> str:
     attack = s["attack"]["attack_type"]
     detail = (f"eps {s['attack']['eps']}" if attack != "cw" else
               f"c {s['attack']['cw_initial_const']}")
-    return (attack, detail, s["model"])
+    return f"{attack} ({detail})"
 
 
-def whitebox_table(runs: list) -> str:
-    """Markdown table (paper layout) plus the list of runs behind it."""
+def _row_key(run: dict) -> tuple:
+    """(first cell, second cell) of the run's table row."""
+    s = run["settings"]
+    if run.get("kind") == "blackbox":
+        return (f"FGSM (eps {s['attack']['eps']})", f"{s['model']} / {s['substitute_model']}")
+    return (_attack_label(s), s["model"])
+
+
+def _run_line(run: dict) -> str:
+    s, r = run["settings"], run["result"]
+    proj = s.get("projection") or {}
+    setting = ""
+    if s["defense_type"] == "defense_gan":
+        setting = f"L={proj.get('iterations')}, R={proj.get('restarts')}"
+        if "gradient" in s:
+            setting += f", gradient={s['gradient']}, same_init={s.get('same_init')}"
+    extra = []
+    if "gradient_norm_mean" in r:
+        extra.append(f"grad norm {r['gradient_norm_mean']:.3g}")
+    if "l2_mean" in r:
+        extra.append(f"L2 {r['l2_mean']:.3g}")
+    if r.get("detection", {}).get("auc") is not None:
+        extra.append(f"detection AUC {r['detection']['auc']:.3f}")
+    if "oracle_queries" in r:
+        extra.append(f"oracle queries {r['oracle_queries']}, substitute agreement "
+                     f"{r['substitute_agreement'][-1]:.3f}")
+    first, second = _row_key(run)
+    return (f"- {first} / {second} / {column_of(run)}: adversarial "
+            f"{r['adversarial']['accuracy']:.3f}, clean {r['clean']['accuracy']:.3f}"
+            + "".join(f", {e}" for e in extra) + (f"; {setting}" if setting else "")
+            + f"; generator iterations {s.get('generator_iterations', 'n/a')}"
+            + f"  \n  `{run['command']}`")
+
+
+def paper_table(runs: list, first: str, second: str) -> str:
+    """Markdown table in the paper's layout plus the list of runs behind it."""
     rows: dict = {}
-    for run in sorted(runs, key=lambda r: r.get("finished", "")):
-        key = _row_key(run)
-        row = rows.setdefault(key, {})
+    ordered = sorted(runs, key=lambda r: r.get("finished", ""))
+    for run in ordered:
+        row = rows.setdefault(_row_key(run), {})
         col = column_of(run)
         if col:
             row[col] = _cell(run["result"]["adversarial"])
         if run["settings"]["defense_type"] == "none":
             row["no attack"] = _cell(run["result"]["clean"])
-    lines = ["| attack | model | " + " | ".join(COLUMNS) + " |",
+    lines = [f"| {first} | {second} | " + " | ".join(COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
-    for (attack, detail, model), row in sorted(rows.items()):
-        cells = [row.get(c, "") for c in COLUMNS]
-        lines.append(f"| {attack} ({detail}) | {model} | " + " | ".join(cells) + " |")
+    for (a, b), row in sorted(rows.items()):
+        lines.append(f"| {a} | {b} | " + " | ".join(row.get(c, "") for c in COLUMNS) + " |")
     lines += ["", "Runs (latest last): settings, input-gradient norm (mean L2 over clean "
               "test images; near 0 means the attack had almost no signal), command.", ""]
-    for run in sorted(runs, key=lambda r: r.get("finished", "")):
-        s, r = run["settings"], run["result"]
-        proj = s.get("projection") or {}
-        setting = (f"L={proj.get('iterations')}, R={proj.get('restarts')}, "
-                   f"gradient={s.get('gradient')}, same_init={s.get('same_init')}"
-                   if s["defense_type"] == "defense_gan" else "")
-        det = r.get("detection", {}).get("auc")
-        lines.append(
-            f"- {s['attack']['attack_type']} / model {s['model']} / {column_of(run)}: "
-            f"adversarial {r['adversarial']['accuracy']:.3f}, clean {r['clean']['accuracy']:.3f}, "
-            f"grad norm {r['gradient_norm_mean']:.3g}, L2 {r['l2_mean']:.3g}"
-            + (f", detection AUC {det:.3f}" if det is not None else "")
-            + (f"; {setting}" if setting else "")
-            + f"; generator iterations {s.get('generator_iterations', 'n/a')}"
-            + f"  \n  `{run['command']}`")
+    lines += [_run_line(run) for run in ordered]
     return "\n".join(lines) + "\n"
+
+
+def whitebox_table(runs: list) -> str:
+    """The white-box table (paper Table 3 layout)."""
+    return paper_table(runs, "attack", "model")
+
+
+def blackbox_table(runs: list) -> str:
+    """The black-box table (paper Tables 1-2 layout; one row per epsilon gives the sweep)."""
+    return paper_table(runs, "attack", "black box / substitute")
 
 
 def load_runs(results_dir: str, prefix: str = "whitebox_") -> list:
@@ -121,9 +149,12 @@ def load_runs(results_dir: str, prefix: str = "whitebox_") -> list:
     return runs
 
 
-def update_whitebox_table(results_dir: str) -> str:
-    """Rewrites ``results_dir/whitebox_table.md`` from every white-box run there."""
-    path = os.path.join(results_dir, "whitebox_table.md")
+def update_table(results_dir: str, kind: str = "whitebox") -> str:
+    """Rewrites ``results_dir/<kind>_table.md`` from every run of that kind there."""
+    path = os.path.join(results_dir, f"{kind}_table.md")
+    runs = load_runs(results_dir, prefix=f"{kind}_")
+    body = whitebox_table(runs) if kind == "whitebox" else blackbox_table(runs)
+    title = "White-box" if kind == "whitebox" else "Black-box"
     with open(path, "w") as f:
-        f.write("# White-box results\n\n" + whitebox_table(load_runs(results_dir)))
+        f.write(f"# {title} results\n\n" + body)
     return path

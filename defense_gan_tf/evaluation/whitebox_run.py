@@ -184,7 +184,7 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
     json_path = report.write_json(os.path.join(results_dir, f"whitebox_{name}.json"), payload)
-    table_path = report.update_whitebox_table(results_dir)
+    table_path = report.update_table(results_dir, "whitebox")
     with open(table_path) as f:
         table = f.read()
     return {"json": json_path, "table": table, "result": result}

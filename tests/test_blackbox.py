@@ -1,0 +1,65 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from defense_gan_tf.config import AttackConfig, ProjectionConfig
+from defense_gan_tf.evaluation import report
+from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_projection import dense_generator  # noqa: E402
+from test_whitebox import setup  # noqa: E402,F401  (the shared tiny world)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_blackbox_runs_fill_the_table(setup):  # noqa: F811
+    root, gen_path, train, test = setup
+    common = dict(model="E", substitute_model="E", num_tests=30, holdout=20, data_aug=2,
+                  epochs=3, epochs_substitute=5, num_train=200, batch_size=50,
+                  attack=AttackConfig(eps=0.3), generator=gen_path,
+                  projection=ProjectionConfig(iterations=3, restarts=2))
+    out = {}
+    for defense in ("none", "defense_gan"):
+        out[defense] = run_blackbox(
+            BlackboxRun(defense_type=defense, **common), results_dir=str(root / "bb"),
+            classifier_dir=str(root / "classifiers"), train_data=train,
+            test_data=(np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2)),
+            command="pytest", log=lambda m: None)
+    r = out["none"]["result"]
+    assert r["oracle_queries"] == 20 + 20  # seed set, then one augmentation round
+    assert r["substitute_set_sizes"] == [20, 40]
+    assert r["clean"]["n"] == 30 and r["linf_mean"] <= 0.3 + 1e-6
+    table = out["defense_gan"]["table"]
+    row = [l for l in table.splitlines() if l.startswith("| FGSM (eps 0.3) | E / E |")][0]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] and cells[3] and cells[5]  # no attack, no defense, Defense-GAN-Orig
+    assert len(report.load_runs(str(root / "bb"), prefix="blackbox_")) == 2
+
+
+def test_holdout_plus_tests_must_fit(setup):  # noqa: F811
+    root, gen_path, train, test = setup
+    with pytest.raises(ValueError, match="holdout"):
+        run_blackbox(BlackboxRun(model="E", holdout=50, num_tests=50, num_train=200),
+                     results_dir=str(root / "bb2"), classifier_dir=str(root / "c2"),
+                     train_data=train, test_data=test, log=lambda m: None)
+
+
+def test_bin_blackbox_smoke_and_bad_flags(tmp_path, mnist_dir):
+    base = [sys.executable, os.path.join(ROOT, "bin", "blackbox.py"), "--bb_model=E",
+            "--sub_model=E", "--holdout=20", "--data_aug=2", "--nb_epochs=1",
+            "--nb_epochs_s=2", "--num_tests=30", "--num_train=300",
+            f"--results_dir={tmp_path / 'res'}", f"--classifier_dir={tmp_path / 'clf'}",
+            f"--data_dir={mnist_dir}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    ok = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "black box / substitute" in ok.stdout and "oracle queries 40" in ok.stdout
+    for flag, name in (("--fgsm_eps=2", "--fgsm_eps"), ("--holdout=0", "--holdout"),
+                       ("--num_tests=9990", "--num_tests")):
+        bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-400:])
