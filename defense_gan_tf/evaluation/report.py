@@ -105,7 +105,8 @@ def _run_line(run: dict) -> str:
     return (f"- {first} / {second} / {column_of(run)}: adversarial "
             f"{r['adversarial']['accuracy']:.3f}, clean {r['clean']['accuracy']:.3f}"
             + "".join(f", {e}" for e in extra) + (f"; {setting}" if setting else "")
-            + f"; generator iterations {s.get('generator_iterations', 'n/a')}"
+            + (f"; generator iterations {s['generator_iterations']}"
+               if s.get("generator_iterations") is not None else "")
             + f"  \n  `{run['command']}`")
 
 
