@@ -225,3 +225,24 @@ def test_celeba_shaped_training_from_a_streamed_dataset(tmp_path):
     batch = next(iter(training.streaming_batches(only_images, batch_size=3, critic_steps=2,
                                                  seed=0)))
     assert batch.shape == (3, 2, 64, 64, 3)
+
+
+def test_only_the_chief_writes_the_run_files():
+    class Resolver:
+        def __init__(self, task_type, task_id, spec):
+            self.task_type, self.task_id, self._spec = task_type, task_id, spec
+
+        def cluster_spec(self):
+            return tf.train.ClusterSpec(self._spec)
+
+    class Strategy:
+        def __init__(self, resolver):
+            self.cluster_resolver = resolver
+
+    workers = {"worker": ["a:1", "b:1"]}
+    with_chief = {"chief": ["c:1"], "worker": ["a:1", "b:1"]}
+    assert gan_trainer.is_chief(tf.distribute.get_strategy())
+    assert gan_trainer.is_chief(Strategy(Resolver("worker", 0, workers)))
+    assert not gan_trainer.is_chief(Strategy(Resolver("worker", 1, workers)))
+    assert gan_trainer.is_chief(Strategy(Resolver("chief", 0, with_chief)))
+    assert not gan_trainer.is_chief(Strategy(Resolver("worker", 0, with_chief)))

@@ -120,6 +120,18 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files (always, except on non-chief workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
 def indexed_batches(images: np.ndarray, *, batch_size: int, critic_steps: int,
                     seed: int, start_iteration: int = 0) -> tf.data.Dataset:
     """An endless stream of real batches [batch, critic_steps, H, W, C] from memory.
@@ -292,14 +304,20 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
       CheckpointError: checkpoints exist but none can be restored.
       OutputDirBusyError: another process is training into ``output_dir``.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = is_chief(strategy)
+    if not chief:  # Other workers must save too (collectives), into scratch folders.
+        task = strategy.cluster_resolver
+        output_dir = os.path.join(output_dir, f"worker_{task.task_type}_{task.task_id}")
     with _exclusive(output_dir):
-        return _train_gan(config, output_dir, images=images, dataset=dataset,
+        return _train_gan(config, output_dir, chief=chief, images=images, dataset=dataset,
                           data_dir=data_dir, strategy=strategy,
                           time_budget_minutes=time_budget_minutes, overwrite=overwrite,
                           log=log)
 
 
-def _train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] = None,
+def _train_gan(config: Config, output_dir: str, *, chief: bool,
+               images: Optional[np.ndarray] = None,
                dataset: Optional[tf.data.Dataset] = None, data_dir: Optional[str] = None,
                strategy: Optional[tf.distribute.Strategy] = None,
                time_budget_minutes: Optional[float] = None, overwrite: bool = False,
@@ -307,13 +325,13 @@ def _train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] 
     t_start = time.monotonic()
     log = log or echo
     gan = config.gan
-    strategy = strategy or tf.distribute.get_strategy()
     if gan.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"gan.batch_size={gan.batch_size} must be divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas")
     if time_budget_minutes is not None and time_budget_minutes <= 0:
         raise ValueError(f"time_budget_minutes must be > 0, got {time_budget_minutes}")
-    _prepare_output_dir(output_dir, config, overwrite)
+    if chief:
+        _prepare_output_dir(output_dir, config, overwrite)
 
     with strategy.scope():
         generator = build_generator(config, seed=gan.seed)
@@ -437,8 +455,12 @@ def _train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] 
         generator.save(tmp_path)
         os.replace(tmp_path, generator_path)
     total = previous_seconds + time.monotonic() - t_loop
-    log(f"stopped at iteration {iteration} ({stop_reason}); generator saved to "
-        f"{generator_path}")
+    if stop_reason == "nan":
+        log(f"stopped at iteration {iteration} (non-finite loss); nothing saved since "
+            f"iteration {last_saved}")
+    else:
+        log(f"stopped at iteration {iteration} ({stop_reason}); generator saved to "
+            f"{generator_path}")
     return TrainResult(start_iteration=start_iteration, iteration=iteration,
                        stop_reason=stop_reason, seconds=time.monotonic() - t_start,
                        total_train_seconds=total, generator_path=generator_path,
