@@ -29,6 +29,8 @@ flags.DEFINE_enum("classifier_model", "A", list("ABCDEF"), "Architecture of a ne
                   "trained quality classifier.")
 flags.DEFINE_integer("classifier_epochs", 3, "Epochs of a newly trained quality classifier.")
 flags.DEFINE_integer("num_samples", 10_000, "Generated images for the quality figures.")
+flags.DEFINE_multi_string("train_command", [], "The bin/train.py command(s) that trained "
+                          "the generator, recorded in the manifest.")
 flags.mark_flags_as_required(["run_dir", "dest_dir", "classifier"])
 
 
@@ -76,7 +78,7 @@ def main(argv):
     manifest = package_generator(
         FLAGS.run_dir, FLAGS.dest_dir, classifier=classifier, test_images=test_x,
         reference_images=val_x, num_samples=FLAGS.num_samples, command=command,
-        classifier_description=description)
+        classifier_description=description, train_commands=FLAGS.train_command)
     print(json.dumps({k: manifest[k] for k in ("iterations", "train_wall_seconds",
                                                "sha256", "quality")}, indent=2))
 

@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import shutil
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -53,7 +53,8 @@ def machine_description() -> dict:
 def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                       test_images: np.ndarray, reference_images: Optional[np.ndarray],
                       num_samples: int = 10_000, command: str = "",
-                      classifier_description: str = "") -> dict:
+                      classifier_description: str = "",
+                      train_commands: Sequence[str] = ()) -> dict:
     """Copies ``run_dir/generator.keras`` to ``dest_dir`` with a manifest and samples.
 
     Args:
@@ -67,6 +68,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       num_samples: generated images for the quality figures.
       command: the command line that produced the package (recorded).
       classifier_description: how the classifier was trained (recorded).
+      train_commands: the training command lines (recorded).
 
     Returns:
       The manifest dict.
@@ -105,6 +107,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "quality_classifier": classifier_description,
         "samples": "samples.png",
         "command": command,
+        "train_commands": list(train_commands),
     }
     with open(os.path.join(dest_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
