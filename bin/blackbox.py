@@ -17,6 +17,7 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common_flags  # noqa: E402  (bin/common_flags.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "f-mnist", "fashion_mnist"], "Dataset.")
@@ -47,27 +48,13 @@ flags.DEFINE_string("data_dir", None, "Local IDX folder (default: $DEFENSE_GAN_D
 
 def validate_flags():
     """Fails before any work, naming the flag."""
-    if not 0 <= FLAGS.fgsm_eps <= 1:
-        raise app.UsageError(f"--fgsm_eps must be in [0, 1] (the data range), got "
-                             f"{FLAGS.fgsm_eps}")
+    common_flags.check_attack_and_defense_flags()
     for name in ("holdout", "data_aug", "nb_epochs", "nb_epochs_s", "num_tests", "num_train",
                  "rec_rr"):
         if FLAGS[name].value < 1:
             raise app.UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
     if FLAGS.holdout + FLAGS.num_tests > 10_000:
         raise app.UsageError("--holdout + --num_tests must not exceed the 10,000 test images")
-    if FLAGS.rec_iters < 0 or FLAGS.rec_lr <= 0:
-        raise app.UsageError("--rec_iters must be >= 0 and --rec_lr > 0")
-    if (FLAGS.defense_type == "defense_gan" or FLAGS.train_on_recs) and not FLAGS.generator:
-        raise app.UsageError("--generator is required with --defense_type=defense_gan or "
-                             "--train_on_recs")
-    if FLAGS.train_on_recs and FLAGS.defense_type != "defense_gan":
-        raise app.UsageError("--train_on_recs goes with --defense_type=defense_gan")
-    for name in ("generator", "classifier"):
-        if FLAGS[name].value and not os.path.isfile(FLAGS[name].value):
-            raise app.UsageError(f"--{name} {FLAGS[name].value} is not a file")
-    if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
-        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a folder")
 
 
 def main(argv):

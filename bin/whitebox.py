@@ -18,6 +18,7 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common_flags  # noqa: E402  (bin/common_flags.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "f-mnist", "fashion_mnist"], "Dataset.")
@@ -60,28 +61,12 @@ flags.DEFINE_float("pgd_step_size", 0.01, "PGD step size.")
 
 def validate_flags():
     """Fails before any work, naming the flag."""
-    if not 0 <= FLAGS.fgsm_eps <= 1:
-        raise app.UsageError(f"--fgsm_eps must be in [0, 1] (the data range), got "
-                             f"{FLAGS.fgsm_eps}")
+    common_flags.check_attack_and_defense_flags()
     if FLAGS.attack_type == "rand_fgsm" and not 0 <= FLAGS.alpha <= FLAGS.fgsm_eps:
         raise app.UsageError(f"--alpha must be in [0, --fgsm_eps], got {FLAGS.alpha}")
     for name in ("num_tests", "num_train", "nb_epochs", "rec_rr", "batch_size"):
         if FLAGS[name].value < 1:
             raise app.UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")
-    if FLAGS.rec_iters < 0 or FLAGS.rec_lr <= 0:
-        raise app.UsageError("--rec_iters must be >= 0 and --rec_lr > 0")
-    needs_generator = FLAGS.defense_type == "defense_gan" or FLAGS.train_on_recs
-    if needs_generator and not FLAGS.generator:
-        raise app.UsageError("--generator is required with --defense_type=defense_gan or "
-                             "--train_on_recs")
-    if FLAGS.generator and not os.path.isfile(FLAGS.generator):
-        raise app.UsageError(f"--generator {FLAGS.generator} is not a file")
-    if FLAGS.train_on_recs and FLAGS.defense_type != "defense_gan":
-        raise app.UsageError("--train_on_recs goes with --defense_type=defense_gan")
-    if FLAGS.classifier and not os.path.isfile(FLAGS.classifier):
-        raise app.UsageError(f"--classifier {FLAGS.classifier} is not a file")
-    if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
-        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a folder")
 
 
 def main(argv):

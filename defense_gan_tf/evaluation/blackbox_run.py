@@ -25,8 +25,9 @@ from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.stats import wilson_interval
-from defense_gan_tf.evaluation.whitebox_run import get_classifier
+from defense_gan_tf.evaluation.stats import accuracy_entry
+from defense_gan_tf.evaluation.whitebox_run import (check_defense_settings, get_classifier,
+                                                   load_generator)
 from defense_gan_tf.models import build_classifier
 
 
@@ -59,11 +60,7 @@ class BlackboxRun:
     classifier: Optional[str] = None
 
     def __post_init__(self):
-        if self.defense_type not in ("none", "defense_gan", "adv_tr"):
-            raise ValueError(f"defense_type must be none, defense_gan or adv_tr, got "
-                             f"{self.defense_type!r}")
-        if (self.defense_type == "defense_gan" or self.train_on_recs) and not self.generator:
-            raise ValueError("a generator is needed for defense_gan / train_on_recs")
+        check_defense_settings(self.defense_type, self.train_on_recs, self.generator)
 
     def name(self) -> str:
         parts = [self.dataset, f"eps{self.attack.eps}", self.model, self.substitute_model,
@@ -74,13 +71,6 @@ class BlackboxRun:
         parts += [f"h{self.holdout}", f"aug{self.data_aug}", f"n{self.num_tests}",
                   f"s{self.seed}"]
         return "_".join(str(p) for p in parts)
-
-
-def _entry(correct: np.ndarray) -> dict:
-    n, k = int(correct.size), int(correct.sum())
-    low, high = wilson_interval(k, n)
-    return {"accuracy": k / n if n else float("nan"), "correct": k, "n": n,
-            "ci95": [low, high]}
 
 
 def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
@@ -103,13 +93,7 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     seed_x = test_data[0][:run.holdout]
     eval_x = test_data[0][run.holdout:run.holdout + run.num_tests]
     eval_y = test_data[1][run.holdout:run.holdout + run.num_tests]
-    generator, generator_iterations = None, None
-    if run.generator:
-        generator = keras.models.load_model(run.generator)
-        manifest = os.path.join(os.path.dirname(run.generator), "manifest.json")
-        if os.path.isfile(manifest):
-            with open(manifest) as f:
-                generator_iterations = json.load(f).get("iterations")
+    generator, generator_iterations = load_generator(run.generator)
     black_box = get_classifier(run, train_x, train_y, classifier_dir=classifier_dir,
                                generator=generator, log=log)
     oracle = black_box
@@ -140,8 +124,8 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     adv_pred = oracle_labels(adv)
     sub_pred = np.argmax(sub.substitute.predict(eval_x, verbose=0), axis=1)
     result = {
-        "clean": _entry(clean_pred == eval_y),
-        "adversarial": _entry(adv_pred == eval_y),
+        "clean": accuracy_entry(clean_pred == eval_y),
+        "adversarial": accuracy_entry(adv_pred == eval_y),
         "substitute_accuracy": float(np.mean(sub_pred == eval_y)),
         "substitute_agreement": sub.agreement,
         "substitute_set_sizes": sub.set_sizes,

@@ -20,3 +20,13 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054):
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def accuracy_entry(correct) -> dict:
+    """{accuracy, correct, n, ci95} from a boolean array of per-image correctness."""
+    import numpy as np
+
+    correct = np.asarray(correct, bool)
+    n, k = int(correct.size), int(correct.sum())
+    return {"accuracy": k / n if n else float("nan"), "correct": k, "n": n,
+            "ci95": list(wilson_interval(k, n))}

@@ -19,7 +19,7 @@ from defense_gan_tf import attacks
 from defense_gan_tf.config import AttackConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation.detection import roc_curve
-from defense_gan_tf.evaluation.stats import wilson_interval
+from defense_gan_tf.evaluation.stats import accuracy_entry
 
 
 def make_attack(config: AttackConfig, clip_min: float, clip_max: float,
@@ -45,13 +45,6 @@ def make_attack(config: AttackConfig, clip_min: float, clip_max: float,
             initial_const=config.cw_initial_const, confidence=config.cw_confidence,
             clip_min=clip_min, clip_max=clip_max)
     raise ValueError(f"unknown attack {kind!r}")
-
-
-def _accuracy_entry(correct: np.ndarray) -> dict:
-    n, k = int(correct.size), int(correct.sum())
-    low, high = wilson_interval(k, n)
-    return {"accuracy": k / n if n else float("nan"), "correct": k, "n": n,
-            "ci95": [low, high]}
 
 
 def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray,
@@ -121,8 +114,8 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
             f"{np.concatenate(adv_ok).mean():.3f}  ETA {(len(images) - done) / rate:.0f} s")
     seconds = time.monotonic() - t0
     result = {
-        "clean": _accuracy_entry(np.concatenate(clean_ok)),
-        "adversarial": _accuracy_entry(np.concatenate(adv_ok)),
+        "clean": accuracy_entry(np.concatenate(clean_ok)),
+        "adversarial": accuracy_entry(np.concatenate(adv_ok)),
         "gradient_norm_mean": float(np.concatenate(grad_norms).mean()),
         "gradient_norm_zero_fraction": float(np.mean(np.concatenate(grad_norms) == 0)),
         "gradient_norm_images": int(np.concatenate(grad_norms).size),

@@ -24,6 +24,32 @@ from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruct
                                                 train_classifier, weights_digest)
 
 
+DEFENSES = ("none", "defense_gan", "adv_tr")
+
+
+def check_defense_settings(defense_type: str, train_on_recs: bool,
+                           generator: Optional[str]) -> None:
+    """Raises ValueError for an unknown defense or a missing generator."""
+    if defense_type not in DEFENSES:
+        raise ValueError(f"defense_type must be one of {list(DEFENSES)}, got {defense_type!r}")
+    if (defense_type == "defense_gan" or train_on_recs) and not generator:
+        raise ValueError("a generator is needed for defense_gan / train_on_recs")
+
+
+def load_generator(path: Optional[str]):
+    """(generator, iterations trained or None) from a .keras file and the manifest.json or
+    progress.json beside it; (None, None) without a path."""
+    if not path:
+        return None, None
+    generator = keras.models.load_model(path)
+    folder = os.path.dirname(path)
+    for name, key in (("manifest.json", "iterations"), ("progress.json", "iteration")):
+        if os.path.isfile(os.path.join(folder, name)):
+            with open(os.path.join(folder, name)) as f:
+                return generator, json.load(f).get(key)
+    return generator, None
+
+
 @dataclasses.dataclass(frozen=True)
 class WhiteboxRun:
     """Settings of one white-box run (the flags of ``bin/whitebox.py``)."""
@@ -45,11 +71,7 @@ class WhiteboxRun:
     classifier: Optional[str] = None    # a trained .keras classifier to use as given
 
     def __post_init__(self):
-        if self.defense_type not in ("none", "defense_gan", "adv_tr"):
-            raise ValueError(f"defense_type must be none, defense_gan or adv_tr, got "
-                             f"{self.defense_type!r}")
-        if (self.defense_type == "defense_gan" or self.train_on_recs) and not self.generator:
-            raise ValueError("a generator is needed for defense_gan / train_on_recs")
+        check_defense_settings(self.defense_type, self.train_on_recs, self.generator)
 
     def name(self) -> str:
         a = self.attack
@@ -129,16 +151,7 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         test_data = data_lib.load_numpy(run.dataset, "test", data_dir=data_dir)
     train_x, train_y = train_data[0][:run.num_train], train_data[1][:run.num_train]
     test_x, test_y = test_data[0][:run.num_tests], test_data[1][:run.num_tests]
-    generator, generator_iterations = None, None
-    if run.generator:
-        generator = keras.models.load_model(run.generator)
-        manifest = os.path.join(os.path.dirname(run.generator), "manifest.json")
-        progress = os.path.join(os.path.dirname(run.generator), "progress.json")
-        for path, key in ((manifest, "iterations"), (progress, "iteration")):
-            if os.path.isfile(path):
-                with open(path) as f:
-                    generator_iterations = json.load(f).get(key)
-                break
+    generator, generator_iterations = load_generator(run.generator)
     classifier = get_classifier(run, train_x, train_y, classifier_dir=classifier_dir,
                                 generator=generator, log=log)
     model_fn, score_fn, scorer = classifier, None, None
