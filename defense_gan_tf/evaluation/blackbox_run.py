@@ -20,14 +20,13 @@ import keras
 import numpy as np
 
 from defense_gan_tf import attacks
-from defense_gan_tf import data as data_lib
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.stats import accuracy_entry
 from defense_gan_tf.evaluation.whitebox_run import (check_defense_settings, get_classifier,
-                                                   load_generator)
+                                                   load_generator, load_splits)
 from defense_gan_tf.models import build_classifier
 
 
@@ -82,10 +81,7 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     Returns:
       dict with ``json`` (path), ``table`` (markdown) and ``result``.
     """
-    if train_data is None:
-        train_data = data_lib.load_numpy(run.dataset, "train", data_dir=data_dir)
-    if test_data is None:
-        test_data = data_lib.load_numpy(run.dataset, "test", data_dir=data_dir)
+    train_data, test_data = load_splits(run.dataset, data_dir, train_data, test_data)
     if run.holdout + run.num_tests > len(test_data[0]):
         raise ValueError(f"holdout ({run.holdout}) + num_tests ({run.num_tests}) exceed the "
                          f"{len(test_data[0])} test images")

@@ -36,6 +36,15 @@ def check_defense_settings(defense_type: str, train_on_recs: bool,
         raise ValueError("a generator is needed for defense_gan / train_on_recs")
 
 
+def load_splits(dataset: str, data_dir: Optional[str], train_data=None, test_data=None):
+    """(train, test) as (images, labels) pairs; given ones are used as they are."""
+    if train_data is None:
+        train_data = data_lib.load_numpy(dataset, "train", data_dir=data_dir)
+    if test_data is None:
+        test_data = data_lib.load_numpy(dataset, "test", data_dir=data_dir)
+    return train_data, test_data
+
+
 def load_generator(path: Optional[str]):
     """(generator, iterations trained or None) from a .keras file and the manifest.json or
     progress.json beside it; (None, None) without a path."""
@@ -145,10 +154,7 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
     Returns:
       dict with ``json`` (path), ``table`` (markdown) and ``result``.
     """
-    if train_data is None:
-        train_data = data_lib.load_numpy(run.dataset, "train", data_dir=data_dir)
-    if test_data is None:
-        test_data = data_lib.load_numpy(run.dataset, "test", data_dir=data_dir)
+    train_data, test_data = load_splits(run.dataset, data_dir, train_data, test_data)
     train_x, train_y = train_data[0][:run.num_train], train_data[1][:run.num_train]
     test_x, test_y = test_data[0][:run.num_tests], test_data[1][:run.num_tests]
     generator, generator_iterations = load_generator(run.generator)
