@@ -121,7 +121,8 @@ def get_classifier(run: WhiteboxRun, train_x, train_y, *, classifier_dir: str,
     if os.path.isfile(path):
         log(f"loading classifier {path}")
         return keras.models.load_model(path)
-    config = ClassifierConfig(model=run.model, epochs=run.epochs)
+    config = ClassifierConfig(model=run.model, epochs=run.epochs,
+                              adversarial_eps=run.attack.eps)
     images = train_x
     if mode == "recs":
         images = reconstruct_dataset(
@@ -130,7 +131,7 @@ def get_classifier(run: WhiteboxRun, train_x, train_y, *, classifier_dir: str,
     log(f"training classifier {run.model} on {len(images)} {mode} images "
         f"for {run.epochs} epochs")
     model = train_classifier(images, train_y, config, seed=run.seed,
-                             adversarial_eps=run.attack.eps if mode == "adv_tr" else None)
+                             adversarial_eps=config.adversarial_eps if mode == "adv_tr" else None)
     os.makedirs(classifier_dir, exist_ok=True)
     model.save(path)
     return model
