@@ -29,16 +29,38 @@ def tile_images(images: np.ndarray, columns: Optional[int] = None,
 
 
 def save_image_grid(images, path: str, *, columns: Optional[int] = None,
-                    pixel_range: Sequence[float] = (0.0, 1.0), scale: int = 3) -> str:
-    """Writes images as a PNG grid; grey-scale for one channel. Returns the path."""
-    import matplotlib.image
+                    pixel_range: Sequence[float] = (0.0, 1.0), scale: int = 3,
+                    row_labels: Optional[Sequence[str]] = None) -> str:
+    """Writes images as a PNG grid; grey-scale for one channel. Returns the path.
 
+    With ``row_labels``, each row of the grid is labelled on its left.
+    """
     grid = tile_images(images, columns, pixel_range)
-    if scale > 1:
-        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if grid.shape[-1] == 1:
-        matplotlib.image.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-    else:
-        matplotlib.image.imsave(path, grid)
+    cmap = "gray" if grid.shape[-1] == 1 else None
+    pixels = grid[..., 0] if grid.shape[-1] == 1 else grid
+    if not row_labels:
+        import matplotlib.image
+
+        if scale > 1:
+            pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+        matplotlib.image.imsave(path, pixels, cmap=cmap, vmin=0.0, vmax=1.0)
+        return path
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    height, width = grid.shape[:2]
+    rows = len(row_labels)
+    fig = Figure(figsize=(width * scale / 100 + 1.6, height * scale / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes([1.6 / (width * scale / 100 + 1.6), 0, 1 - 1.6 / (width * scale / 100
+                                                                        + 1.6), 1])
+    ax.imshow(pixels, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([(r + 0.5) * height / rows for r in range(rows)])
+    ax.set_yticklabels(row_labels, fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.savefig(path)
     return path

@@ -184,7 +184,9 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         adv_rec = scorer.reconstruct(adv[:10]).numpy()
         rows = np.concatenate([test_x[:10], adv[:10], clean_rec, adv_rec])
         save_image_grid(rows, os.path.join(results_dir, f"whitebox_{name}_grid.png"),
-                        columns=min(10, len(test_x)), pixel_range=(lo, hi))
+                        columns=min(10, len(test_x)), pixel_range=(lo, hi),
+                        row_labels=["clean", "adversarial", "G(z*) of clean",
+                                    "G(z*) of adversarial"])
         det = result["detection"]
         roc = roc_curve(det["clean_errors"], det["adversarial_errors"])
         plot_roc({f"{run.attack.attack_type} eps {run.attack.eps}": roc},
@@ -193,7 +195,8 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
     else:
         rows = np.concatenate([test_x[:10], adv[:10]])
         save_image_grid(rows, os.path.join(results_dir, f"whitebox_{name}_grid.png"),
-                        columns=min(10, len(test_x)), pixel_range=(lo, hi))
+                        columns=min(10, len(test_x)), pixel_range=(lo, hi),
+                        row_labels=["clean", "adversarial"])
     payload = {
         "kind": "whitebox",
         "settings": {**dataclasses.asdict(run), "generator_iterations": generator_iterations,
