@@ -105,3 +105,21 @@ def test_input_gradient_norm_sees_masking(toy):
     assert not np.any(attacks.input_gradient_norm(masked, x, y).numpy())
     # An attack on a masked model does nothing: the honest report shows a zero gradient.
     np.testing.assert_array_equal(attacks.fgsm(masked, x, eps=0.1, y=y).numpy(), x)
+
+
+def test_adversarial_training_raises_fgsm_accuracy():
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 2, n)
+    x = rng.uniform(0.3, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
+    x[y == 0, :, :14] += 0.2
+    x[y == 1, :, 14:] += 0.2
+    cfg = config_lib.ClassifierConfig(model="E")
+    plain = training.train_classifier(x[:500], y[:500], cfg, epochs=6, verbose=0, seed=1)
+    robust = training.train_classifier(x[:500], y[:500], cfg, epochs=6, verbose=0, seed=1,
+                                       adversarial_eps=0.1)
+    xt, yt = x[500:], y[500:]
+    acc = {name: _accuracy(m, attacks.fgsm(m, xt, eps=0.1, y=yt), yt)
+           for name, m in (("plain", plain), ("robust", robust))}
+    assert _accuracy(robust, xt, yt) > 0.9
+    assert acc["robust"] > acc["plain"] + 0.2, acc
