@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Black-box (substitute) attacks on undefended, adversarially trained and Defense-GAN models.
+r"""Black-box (substitute) attacks on undefended, adversarially trained and Defense-GAN models.
 
 Flags mirror the authors' blackbox.py. Writes one JSON per run to --results_dir and
 rebuilds blackbox_table.md there (paper Tables 1-2 layout; rows per epsilon give the

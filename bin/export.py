@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Exports a Defense-GAN defended classifier as a SavedModel plain TensorFlow can serve.
+r"""Exports a Defense-GAN defended classifier as a SavedModel plain TensorFlow can serve.
 
 Example:
   python bin/export.py --generator=pretrained/mnist/generator.keras \

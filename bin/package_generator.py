@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Evaluates a trained generator and packages it under pretrained/<dataset>/.
+r"""Evaluates a trained generator and packages it under pretrained/<dataset>/.
 
 Writes generator.keras, samples.png and manifest.json (config, iterations, wall
 time, machine, sha256, classifier score and Frechet distance next to the

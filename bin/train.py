@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains a Defense-GAN WGAN-GP generator; rerun with the same --output_dir to resume.
+r"""Trains a Defense-GAN WGAN-GP generator; rerun with the same --output_dir to resume.
 
 Example:
   python bin/train.py --dataset=mnist --output_dir=runs/mnist \

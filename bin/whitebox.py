@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""White-box attacks on undefended, adversarially trained and Defense-GAN models.
+r"""White-box attacks on undefended, adversarially trained and Defense-GAN models.
 
 Flags mirror the authors' whitebox.py. Writes one JSON per run to --results_dir,
 rebuilds whitebox_table.md there (paper layout), and for Defense-GAN runs a
