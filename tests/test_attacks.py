@@ -33,15 +33,20 @@ def test_fgsm_on_linear_model_is_the_analytic_perturbation():
                                                       y=logits.argmax(1)).numpy())
 
 
-@pytest.fixture(scope="module")
-def toy():
-    """A small MLP that separates dark-left from dark-right images almost perfectly."""
-    rng = np.random.default_rng(0)
-    n = 400
+def left_right_images(n, seed=0):
+    """Two classes: the left half (class 0) or the right half (class 1) is brighter."""
+    rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
     x = rng.uniform(0.3, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
     x[y == 0, :, :14] += 0.2
     x[y == 1, :, 14:] += 0.2
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A small MLP that separates dark-left from dark-right images almost perfectly."""
+    x, y = left_right_images(400)
     model = training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"),
                                       epochs=8, verbose=0, seed=1)
     return model, x[:64], y[:64]
@@ -108,12 +113,7 @@ def test_input_gradient_norm_sees_masking(toy):
 
 
 def test_adversarial_training_raises_fgsm_accuracy():
-    rng = np.random.default_rng(0)
-    n = 600
-    y = rng.integers(0, 2, n)
-    x = rng.uniform(0.3, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
-    x[y == 0, :, :14] += 0.2
-    x[y == 1, :, 14:] += 0.2
+    x, y = left_right_images(600)
     cfg = config_lib.ClassifierConfig(model="E")
     plain = training.train_classifier(x[:500], y[:500], cfg, epochs=6, verbose=0, seed=1)
     robust = training.train_classifier(x[:500], y[:500], cfg, epochs=6, verbose=0, seed=1,

@@ -22,7 +22,7 @@ Gradient modes (what a caller differentiating through the projection gets):
 
 from __future__ import annotations
 
-import weakref
+import collections
 from typing import NamedTuple, Optional
 
 import keras
@@ -208,8 +208,7 @@ class Projector(tf.Module):
         self.pixel_range = generator_range(generator)
         image_spec = tf.TensorSpec([None, *self.image_shape], tf.float32)
         z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32)
-        self._compiled = tf.function(self._project, input_signature=(image_spec, z_spec),
-                                     reduce_retracing=True)
+        self._compiled = tf.function(self._project, input_signature=(image_spec, z_spec))
 
     def _project(self, images, z_init):
         config, generator = self.config, self.generator
@@ -251,18 +250,25 @@ class Projector(tf.Module):
         return self._compiled(images, z_init)
 
 
-_PROJECTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Recently used projectors. A Projector holds its generator, so a weak-key cache would
+# never let go of one; a small bounded cache does.
+_PROJECTORS: "collections.OrderedDict" = collections.OrderedDict()
+_MAX_PROJECTORS = 16
 
 
 def get_projector(generator: keras.Model, config: Optional[ProjectionConfig] = None,
                   gradient: str = "none") -> Projector:
     """A cached :class:`Projector` for (generator, config, gradient)."""
     config = config or ProjectionConfig()
-    per_generator = _PROJECTORS.setdefault(generator, {})
-    key = (config, gradient)
-    if key not in per_generator:
-        per_generator[key] = Projector(generator, config, gradient)
-    return per_generator[key]
+    key = (id(generator), config, gradient)
+    projector = _PROJECTORS.get(key)
+    if projector is None:  # a cached projector keeps its generator (and id) alive
+        projector = Projector(generator, config, gradient)
+    _PROJECTORS[key] = projector
+    _PROJECTORS.move_to_end(key)
+    while len(_PROJECTORS) > _MAX_PROJECTORS:
+        _PROJECTORS.popitem(last=False)
+    return projector
 
 
 def project(generator: keras.Model, images, config: Optional[ProjectionConfig] = None, *,
