@@ -97,3 +97,30 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
     bad = subprocess.run(base + ["--defense_type=defense_gan"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "--generator is required" in bad.stderr
+
+
+def _fake_run(defense, adv, finished, gradient="full", iterations=200, restarts=10):
+    entry = {"accuracy": adv, "ci95": [adv, adv], "n": 50, "correct": int(adv * 50)}
+    return {"kind": "whitebox", "finished": finished, "command": "c",
+            "settings": {"defense_type": defense, "train_on_recs": False, "model": "A",
+                         "gradient": gradient, "same_init": False,
+                         "attack": {"attack_type": "fgsm", "eps": 0.3},
+                         "projection": {"iterations": iterations, "restarts": restarts}},
+            "result": {"adversarial": entry, "clean": entry}}
+
+
+def test_table_keeps_defense_gan_runs_with_different_settings_apart():
+    runs = [_fake_run("defense_gan", 0.5, "1", "full"),
+            _fake_run("defense_gan", 0.25, "2", "bpda"),
+            _fake_run("defense_gan", 0.75, "3", "full"),          # replaces the first
+            _fake_run("defense_gan", 0.125, "4", "full", 50, 4),
+            _fake_run("none", 0.0625, "5"), _fake_run("none", 0.03125, "6")]
+    table = report.whitebox_table(runs)
+    row = [l for l in table.splitlines() if l.startswith("| fgsm (eps 0.3) | A |")][0]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    orig = cells[5]
+    assert orig.split("<br>") == ["0.125 [0.12, 0.12] n=50 (L=50 R=4 full)",
+                                  "0.250 [0.25, 0.25] n=50 (L=200 R=10 bpda)",
+                                  "0.750 [0.75, 0.75] n=50 (L=200 R=10 full)"]
+    assert cells[3].startswith("0.031")  # latest undefended run wins
+    assert "<br>" not in cells[3]

@@ -110,21 +110,50 @@ def _run_line(run: dict) -> str:
             + f"  \n  `{run['command']}`")
 
 
+def defense_tag(run: dict) -> str:
+    """Short label of the settings that distinguish Defense-GAN runs in one cell.
+
+    Projection size (L, R) and the attacker's gradient through the projection
+    (full = through the unrolled loop, bpda = identity, none = masked) change the
+    number a lot, so runs that differ in them are shown side by side rather than
+    the latest one replacing the others. Empty for the other defenses.
+    """
+    s = run["settings"]
+    if s["defense_type"] != "defense_gan":
+        return ""
+    proj = s.get("projection") or {}
+    tag = f"L={proj.get('iterations')} R={proj.get('restarts')}"
+    if "gradient" in s:
+        tag += f" {s['gradient']}" + (" same-init" if s.get("same_init") else "")
+    return tag
+
+
 def paper_table(runs: list, first: str, second: str) -> str:
-    """Markdown table in the paper's layout plus the list of runs behind it."""
+    """Markdown table in the paper's layout plus the list of runs behind it.
+
+    A cell holds the latest run for each distinct :func:`defense_tag` (ordered by
+    L, then R), so the paper-style and adaptive Defense-GAN numbers sit next to
+    each other.
+    """
     rows: dict = {}
     ordered = sorted(runs, key=lambda r: r.get("finished", ""))
     for run in ordered:
         row = rows.setdefault(_row_key(run), {})
         col = column_of(run)
         if col:
-            row[col] = _cell(run["result"]["adversarial"])
+            tag = defense_tag(run)
+            proj = run["settings"].get("projection") or {}
+            order = (proj.get("iterations") or 0, proj.get("restarts") or 0, tag)
+            cell = _cell(run["result"]["adversarial"]) + (f" ({tag})" if tag else "")
+            row.setdefault(col, {})[order] = cell
         if run["settings"]["defense_type"] == "none":
-            row["no attack"] = _cell(run["result"]["clean"])
+            row.setdefault("no attack", {})[()] = _cell(run["result"]["clean"])
     lines = [f"| {first} | {second} | " + " | ".join(COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for (a, b), row in sorted(rows.items()):
-        lines.append(f"| {a} | {b} | " + " | ".join(row.get(c, "") for c in COLUMNS) + " |")
+        cells = ["<br>".join(row[c][k] for k in sorted(row[c])) if c in row else ""
+                 for c in COLUMNS]
+        lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
     lines += ["", "Runs (latest last): settings, input-gradient norm (mean L2 over clean "
               "test images; near 0 means the attack had almost no signal), command.", ""]
     lines += [_run_line(run) for run in ordered]
