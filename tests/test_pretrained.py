@@ -1,0 +1,37 @@
+"""The shipped generators match their manifests and produce images of the right kind."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASETS = ("mnist", "fashion_mnist")
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_shipped_generator_matches_manifest_and_generates(name):
+    import keras
+
+    folder = os.path.join(ROOT, "pretrained", name)
+    with open(os.path.join(folder, "manifest.json")) as f:
+        manifest = json.load(f)
+    path = os.path.join(folder, manifest["file"])
+    with open(path, "rb") as f:
+        blob = f.read()
+    assert hashlib.sha256(blob).hexdigest() == manifest["sha256"]
+    assert len(blob) == manifest["bytes"]
+    assert os.path.exists(os.path.join(folder, manifest["samples"]))
+    assert 0 < manifest["iterations"] <= manifest["paper_iterations"]
+    q = manifest["quality"]
+    # A real generator scores between chance (1) and the real-data ceiling.
+    assert 1.0 < q["classifier_score"] < q["real_classifier_score"]
+    assert q["frechet_distance"] > q["real_frechet_distance"] >= 0
+    generator = keras.models.load_model(path)
+    latent = manifest["config"]["model"]["latent_dim"]
+    z = np.random.default_rng(0).normal(size=(4, latent)).astype(np.float32)
+    x = np.asarray(generator(z))
+    assert x.shape == (4, 28, 28, 1)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert x.std(axis=0).mean() > 0.01  # different z, different images
