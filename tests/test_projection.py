@@ -232,3 +232,21 @@ def test_defended_classifier(gen):
         loss = tf.reduce_sum(clf(r)[:, 0])
     np.testing.assert_allclose(g_def.numpy(), tape.gradient(loss, r).numpy(), rtol=1e-4,
                                atol=1e-6)
+
+
+def test_seeded_defense_shares_its_starts_with_the_attacker():
+    """same_init (white-box revisited): a seed fixes the starts; no seed redraws them."""
+    g = dense_generator()
+    x, _ = targets(g, n=3)
+    clf = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(),
+                            keras.layers.Dense(2)])
+    c = cfg(iterations=2, restarts=2)
+    defender = DefendedClassifier(clf, g, c, seed=7)
+    attacker = DefendedClassifier(clf, g, c, gradient="full", seed=7)
+    first = defender.project(x)
+    np.testing.assert_array_equal(first.z.numpy(), defender.project(x).z.numpy())
+    np.testing.assert_array_equal(first.z.numpy(), attacker.project(x).z.numpy())
+    other = DefendedClassifier(clf, g, c, seed=8).project(x)
+    assert not np.allclose(first.z.numpy(), other.z.numpy())
+    fresh = DefendedClassifier(clf, g, c)
+    assert not np.allclose(fresh.project(x).z.numpy(), fresh.project(x).z.numpy())
