@@ -51,10 +51,12 @@ def save_image_grid(images, path: str, *, columns: Optional[int] = None,
 
     height, width = grid.shape[:2]
     rows = len(row_labels)
-    fig = Figure(figsize=(width * scale / 100 + 1.6, height * scale / 100), dpi=100)
+    label_inches = 1.6
+    fig_width = width * scale / 100 + label_inches
+    fig = Figure(figsize=(fig_width, height * scale / 100), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes([1.6 / (width * scale / 100 + 1.6), 0, 1 - 1.6 / (width * scale / 100
-                                                                        + 1.6), 1])
+    left = label_inches / fig_width
+    ax = fig.add_axes([left, 0, 1 - left, 1])
     ax.imshow(pixels, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([(r + 0.5) * height / rows for r in range(rows)])

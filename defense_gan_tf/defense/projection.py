@@ -263,8 +263,7 @@ def get_projector(generator: keras.Model, config: Optional[ProjectionConfig] = N
     key = (id(generator), config, gradient)
     projector = _PROJECTORS.get(key)
     if projector is None:  # a cached projector keeps its generator (and id) alive
-        projector = Projector(generator, config, gradient)
-    _PROJECTORS[key] = projector
+        projector = _PROJECTORS[key] = Projector(generator, config, gradient)
     _PROJECTORS.move_to_end(key)
     while len(_PROJECTORS) > _MAX_PROJECTORS:
         _PROJECTORS.popitem(last=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054):
     """Wilson score interval for a binomial proportion (95% by default).
@@ -24,8 +26,6 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054):
 
 def accuracy_entry(correct) -> dict:
     """{accuracy, correct, n, ci95} from a boolean array of per-image correctness."""
-    import numpy as np
-
     correct = np.asarray(correct, bool)
     n, k = int(correct.size), int(correct.sum())
     return {"accuracy": k / n if n else float("nan"), "correct": k, "n": n,
