@@ -11,7 +11,6 @@ Example (paper setting: black box F, substitute E, FGSM eps 0.3, Defense-GAN-Rec
 """
 
 import os
-import shlex
 import sys
 
 from absl import app, flags
@@ -74,10 +73,13 @@ def main(argv):
         epochs=FLAGS.nb_epochs, epochs_substitute=FLAGS.nb_epochs_s,
         num_tests=FLAGS.num_tests, num_train=FLAGS.num_train, seed=FLAGS.seed,
         generator=FLAGS.generator, classifier=FLAGS.classifier)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    summary = run_blackbox(run, results_dir=FLAGS.results_dir,
-                           classifier_dir=FLAGS.classifier_dir, data_dir=FLAGS.data_dir,
-                           command=command)
+    from defense_gan_tf.console import command_line
+
+    command = command_line(sys.argv)
+    with common_flags.input_errors_as_usage_errors():
+        summary = run_blackbox(run, results_dir=FLAGS.results_dir,
+                               classifier_dir=FLAGS.classifier_dir, data_dir=FLAGS.data_dir,
+                               command=command)
     print(summary["table"])
     print(f"results: {summary['json']}")
 

@@ -11,6 +11,7 @@ Load it without this package:
   out = m.signatures["serving_default"](images=x)   # logits, probabilities, ...
 """
 
+import math
 import os
 import sys
 
@@ -39,11 +40,15 @@ def main(argv):
     for name in ("generator", "classifier"):
         if not os.path.isfile(FLAGS[name].value):
             raise app.UsageError(f"--{name} {FLAGS[name].value} is not a file")
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise app.UsageError(f"--output_dir {FLAGS.output_dir} is a file, not a folder")
     if os.path.exists(FLAGS.output_dir) and os.listdir(FLAGS.output_dir) and not FLAGS.overwrite:
         raise app.UsageError(f"--output_dir {FLAGS.output_dir} exists and is not empty "
                              "(pass --overwrite)")
-    if FLAGS.detection_threshold is not None and FLAGS.detection_threshold < 0:
-        raise app.UsageError("--detection_threshold must be >= 0")
+    threshold = FLAGS.detection_threshold
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+        raise app.UsageError(f"--detection_threshold must be a finite number >= 0, got "
+                             f"{threshold}")
     from defense_gan_tf.config import ProjectionConfig
 
     try:
@@ -52,16 +57,19 @@ def main(argv):
                                       momentum=FLAGS.rec_momentum)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    import keras
-
+    from defense_gan_tf.errors import InputError
+    from defense_gan_tf.evaluation.loading import load_classifier, load_generator
     from defense_gan_tf.export import export_saved_model
 
-    generator = keras.models.load_model(FLAGS.generator)
-    classifier = keras.models.load_model(FLAGS.classifier)
-    path = export_saved_model(classifier, generator, FLAGS.output_dir,
-                              projection_config=projection,
-                              detection_threshold=FLAGS.detection_threshold,
-                              seed=FLAGS.seed)
+    try:
+        generator, _ = load_generator(FLAGS.generator)
+        classifier = load_classifier(FLAGS.classifier,
+                                     image_shape=generator.output_shape[1:])
+        path = export_saved_model(classifier, generator, FLAGS.output_dir,
+                                  projection_config=projection,
+                                  detection_threshold=threshold, seed=FLAGS.seed)
+    except InputError as e:
+        raise app.UsageError(str(e)) from None
     print(f"SavedModel written to {path} (signatures: serving_default, project, generate)")
 
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 r"""Evaluates a trained generator and packages it under pretrained/<dataset>/.
 
-Writes generator.keras, samples.png and manifest.json (config, iterations, wall
-time, machine, sha256, classifier score and Frechet distance next to the
-real-data ceiling). The quality classifier is loaded from --classifier, or
-trained on the real training set and saved there when the file is missing.
+Writes generator.keras, critic.keras (so training can continue from the
+package with bin/train.py --warm_start), samples.png, the run's quality.jsonl
+with quality_curve.png, and manifest.json (config, precision, iterations, wall
+time, warm restarts, machine, sha256, classifier score and Frechet distance
+next to the real-data ceiling). The quality classifier is loaded from
+--classifier, or trained on the real training set and saved there when the
+file is missing. An existing package is replaced only with --overwrite.
 
 Example:
   python bin/package_generator.py --run_dir=runs/mnist --dest_dir=pretrained/mnist \
@@ -12,7 +15,6 @@ Example:
 """
 
 import os
-import shlex
 import sys
 
 from absl import app, flags
@@ -31,6 +33,8 @@ flags.DEFINE_integer("classifier_epochs", 3, "Epochs of a newly trained quality 
 flags.DEFINE_integer("num_samples", 10_000, "Generated images for the quality figures.")
 flags.DEFINE_multi_string("train_command", [], "The bin/train.py command(s) that trained "
                           "the generator, recorded in the manifest.")
+flags.DEFINE_bool("overwrite", False, "Replace a package already in --dest_dir (and allow "
+                  "packaging a run of 0 iterations).")
 flags.mark_flags_as_required(["run_dir", "dest_dir", "classifier"])
 
 
@@ -42,12 +46,18 @@ def main(argv):
             raise app.UsageError(f"--run_dir {FLAGS.run_dir} has no {name}")
     if FLAGS.num_samples < 2:
         raise app.UsageError("--num_samples must be >= 2")
+    if os.path.exists(FLAGS.dest_dir) and not os.path.isdir(FLAGS.dest_dir):
+        raise app.UsageError(f"--dest_dir {FLAGS.dest_dir} is a file, not a folder")
+    if os.path.isfile(os.path.join(FLAGS.dest_dir, "manifest.json")) and not FLAGS.overwrite:
+        raise app.UsageError(f"--dest_dir {FLAGS.dest_dir} already holds a packaged "
+                             "generator; pass --overwrite to replace it")
     import json
 
     import keras
 
     from defense_gan_tf import config as config_lib
     from defense_gan_tf import data
+    from defense_gan_tf.console import command_line, relative_argument
     from defense_gan_tf.evaluation.package import package_generator
     from defense_gan_tf.training import train_classifier
     from defense_gan_tf.training.classifier import save_without_optimizer
@@ -74,11 +84,19 @@ def main(argv):
         save_without_optimizer(classifier, FLAGS.classifier)
         with open(description_path, "w") as f:
             json.dump({"description": description}, f, indent=2)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    manifest = package_generator(
-        FLAGS.run_dir, FLAGS.dest_dir, classifier=classifier, test_images=test_x,
-        reference_images=val_x, num_samples=FLAGS.num_samples, command=command,
-        classifier_description=description, train_commands=FLAGS.train_command)
+    from defense_gan_tf.console import command_line
+
+    command = command_line(sys.argv)
+    try:
+        manifest = package_generator(
+            FLAGS.run_dir, FLAGS.dest_dir, classifier=classifier, test_images=test_x,
+            reference_images=val_x, num_samples=FLAGS.num_samples, command=command,
+            classifier_description=description,
+            train_commands=[" ".join(relative_argument(w) for w in c.split(" "))
+                            for c in FLAGS.train_command],
+            overwrite=FLAGS.overwrite)
+    except ValueError as e:
+        raise app.UsageError(f"--run_dir: {e}") from None
     print(json.dumps({k: manifest[k] for k in ("iterations", "train_wall_seconds",
                                                "sha256", "quality")}, indent=2))
 

@@ -13,6 +13,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from defense_gan_tf.config import PRECISIONS  # noqa: E402  (no TensorFlow import)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "f-mnist", "fashion_mnist", "celeba"],
                   "Dataset (and config preset) to train on.")
@@ -38,6 +40,25 @@ flags.DEFINE_float("learning_rate", None, "Override gan.learning_rate.")
 flags.DEFINE_integer("checkpoint_every", None, "Override gan.checkpoint_every.")
 flags.DEFINE_integer("sample_every", None, "Override gan.sample_every.")
 flags.DEFINE_integer("log_every", None, "Override gan.log_every.")
+flags.DEFINE_enum("precision", None, list(PRECISIONS), "Override gan.precision: "
+                  "mixed_bfloat16 computes the networks in bfloat16 with float32 "
+                  "weights, losses and gradient penalty (default: float32).")
+flags.DEFINE_integer("quality_every", 0, "Every this many iterations, score the generator "
+                     "(classifier score, Frechet distance, Defense-GAN-Orig accuracy on "
+                     "clean, transferred-FGSM, random-sign and paper-style FGSM images) into "
+                     "<output_dir>/quality.jsonl; 0 turns it off. Needs --quality_classifier.")
+flags.DEFINE_string("quality_classifier", None, "The dataset's classifier A (.keras, "
+                    "logits), e.g. pretrained/mnist/classifier_A.keras.")
+flags.DEFINE_integer("quality_samples", 2000, "Generated images for the quality scores.")
+flags.DEFINE_integer("quality_images", 100, "First test images for the defense figures.")
+flags.DEFINE_integer("quality_paper_fgsm_images", 20, "First test images attacked with "
+                     "paper-style FGSM (full gradient through the projection; about four "
+                     "projections' cost per image); 0 skips it.")
+flags.DEFINE_string("warm_start", None, "A packaged generator folder (e.g. "
+                    "pretrained/mnist, with generator.keras, critic.keras and "
+                    "manifest.json) to continue from when --output_dir holds no checkpoint: "
+                    "weights and iteration count carry over, optimizer state starts afresh. "
+                    "Ignored when the run can resume exactly.")
 flags.DEFINE_multi_string("set", [], "Any other config override as key=value with a "
                           "dotted key, e.g. --set=model.generator_batch_norm=true.")
 flags.mark_flag_as_required("output_dir")
@@ -48,7 +69,7 @@ _OVERRIDES = {
     "gradient_penalty_weight": "gan.gradient_penalty_weight",
     "learning_rate": "gan.learning_rate", "train_iters": "gan.train_iters",
     "checkpoint_every": "gan.checkpoint_every", "sample_every": "gan.sample_every",
-    "log_every": "gan.log_every", "seed": "gan.seed",
+    "log_every": "gan.log_every", "seed": "gan.seed", "precision": "gan.precision",
 }
 
 
@@ -77,6 +98,14 @@ def main(argv):
         raise app.UsageError("--num_cpu_devices must be >= 1")
     if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
         raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a folder")
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise app.UsageError(f"--output_dir {FLAGS.output_dir} is a file, not a folder")
+    if FLAGS.quality_every < 0:
+        raise app.UsageError("--quality_every must be >= 0")
+    if FLAGS.quality_every and not FLAGS.quality_classifier:
+        raise app.UsageError("--quality_every needs --quality_classifier")
+    if FLAGS.quality_classifier and not os.path.isfile(FLAGS.quality_classifier):
+        raise app.UsageError(f"--quality_classifier {FLAGS.quality_classifier} is not a file")
     config = build_config()
 
     import tensorflow as tf
@@ -87,15 +116,40 @@ def main(argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.num_cpu_devices)
 
     from defense_gan_tf import training
+    from defense_gan_tf.data import DatasetUnavailableError
+    from defense_gan_tf.errors import InputError
 
     strategy = training.make_strategy(FLAGS.strategy)
+    evaluator = None
+    if FLAGS.quality_every:
+        from defense_gan_tf.evaluation import training_curve
+
+        try:
+            settings = training_curve.CurveSettings(
+                num_samples=FLAGS.quality_samples, num_images=FLAGS.quality_images,
+                paper_fgsm_images=FLAGS.quality_paper_fgsm_images,
+                projection=config.projection)
+            evaluator = training_curve.probe_for_dataset(
+                config.dataset, FLAGS.quality_classifier, data_dir=FLAGS.data_dir,
+                settings=settings, pixel_range=config.model.pixel_range)
+        except ValueError as e:
+            raise app.UsageError(f"--quality_*: {e}") from None
+    warm_start = None
+    if FLAGS.warm_start:
+        try:
+            warm_start = training.load_warm_start(FLAGS.warm_start)
+        except (OSError, ValueError) as e:
+            raise app.UsageError(f"--warm_start: {e}") from None
     try:
         result = training.train_gan(config, FLAGS.output_dir, data_dir=FLAGS.data_dir,
                                     strategy=strategy,
                                     time_budget_minutes=FLAGS.time_budget_minutes,
-                                    overwrite=FLAGS.overwrite)
+                                    overwrite=FLAGS.overwrite, evaluator=evaluator,
+                                    evaluate_every=FLAGS.quality_every,
+                                    warm_start=warm_start)
     except (training.ConfigMismatchError, training.CheckpointError,
-            training.OutputDirBusyError) as e:
+            training.OutputDirBusyError, training.WarmStartError, InputError,
+            FileNotFoundError, DatasetUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"done: iterations {result.start_iteration} -> {result.iteration} "

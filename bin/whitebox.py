@@ -11,7 +11,6 @@ Example (paper setting, model A, FGSM eps 0.3, Defense-GAN-Orig):
 """
 
 import os
-import shlex
 import sys
 import time
 
@@ -91,11 +90,14 @@ def main(argv):
         gradient=FLAGS.gradient, same_init=FLAGS.same_init, num_tests=FLAGS.num_tests,
         num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed,
         batch_size=FLAGS.batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    from defense_gan_tf.console import command_line
+
+    command = command_line(sys.argv)
     t0 = time.monotonic()
-    summary = run_whitebox(run, results_dir=FLAGS.results_dir,
-                           classifier_dir=FLAGS.classifier_dir, data_dir=FLAGS.data_dir,
-                           command=command)
+    with common_flags.input_errors_as_usage_errors():
+        summary = run_whitebox(run, results_dir=FLAGS.results_dir,
+                               classifier_dir=FLAGS.classifier_dir, data_dir=FLAGS.data_dir,
+                               command=command)
     print(summary["table"])
     print(f"results: {summary['json']} ({time.monotonic() - t0:.0f} s)")
 

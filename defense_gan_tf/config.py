@@ -46,6 +46,16 @@ def canonical_dataset_name(name: str) -> str:
     return _DATASET_ALIASES[key]
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def check_precision(precision: str) -> str:
+    """Returns ``precision`` if it is one of :data:`PRECISIONS`, else raises ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Generator and critic architecture (paper appendix).
@@ -100,6 +110,9 @@ class GanConfig:
       log_every: iterations between progress lines and TensorBoard scalars.
       seed: seeds the data order, z and the penalty's interpolation weights;
         together with the iteration number it is the whole random state.
+      precision: ``float32``, or ``mixed_bfloat16``: weights, optimizer state,
+        losses and the gradient penalty stay float32 while the generator's and
+        critic's hidden layers compute in bfloat16. Saved generators are float32.
     """
 
     batch_size: int = 50
@@ -113,8 +126,13 @@ class GanConfig:
     sample_every: int = 1000
     log_every: int = 50
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self):
+        try:
+            check_precision(self.precision)
+        except ValueError as e:
+            raise ValueError(f"gan.{e}") from None
         for name in ("batch_size", "critic_steps", "checkpoint_every",
                      "sample_every", "log_every"):
             _check_positive(f"gan.{name}", getattr(self, name))
@@ -145,9 +163,9 @@ class ProjectionConfig:
     decay_at: float = 0.8
 
     def __post_init__(self):
-        if self.iterations < 0:
+        if self.iterations < 1:  # L = 0 would "defend" with a random G(z).
             raise ValueError(
-                f"projection.iterations must be >= 0, got {self.iterations}")
+                f"projection.iterations must be >= 1, got {self.iterations}")
         _check_positive("projection.restarts", self.restarts)
         _check_positive("projection.learning_rate", self.learning_rate)
         if not 0.0 <= self.momentum < 1.0:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf.config import canonical_dataset_name
+from defense_gan_tf.errors import InputError
 
 DATA_DIR_ENV = "DEFENSE_GAN_DATA_DIR"
 SPLITS = ("train", "validation", "test")
@@ -45,7 +46,7 @@ CELEBA_CROP = 108
 CELEBA_SIZE = 64
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(InputError, RuntimeError):
     """tensorflow-datasets could not provide the data (offline, no download)."""
 
 

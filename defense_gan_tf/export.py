@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Optional
 
@@ -25,8 +26,9 @@ import tensorflow as tf
 
 from defense_gan_tf import __version__
 from defense_gan_tf.config import ProjectionConfig
-from defense_gan_tf.defense.projection import (_project_graph, generator_range,
-                                               initial_latents, validate_images)
+from defense_gan_tf.defense.projection import Projector
+from defense_gan_tf.errors import InputError
+from defense_gan_tf.models.checks import check_classifier, check_generator
 
 
 class DefenseGanModule(tf.Module):
@@ -46,14 +48,22 @@ class DefenseGanModule(tf.Module):
                  projection_config: Optional[ProjectionConfig] = None,
                  detection_threshold: Optional[float] = None, seed: Optional[int] = None):
         super().__init__(name="defense_gan")
+        check_generator(generator, "the exported generator")
+        check_classifier(classifier, "the exported classifier",
+                         image_shape=generator.output_shape[1:])
+        if detection_threshold is not None and not (
+                math.isfinite(detection_threshold) and detection_threshold >= 0):
+            raise InputError(f"detection_threshold must be a finite number >= 0, got "
+                             f"{detection_threshold}")
         self.classifier = classifier
         self.generator = generator
-        self.config = projection_config or ProjectionConfig()
+        self.projector = Projector(generator, projection_config)
+        self.config = self.projector.config
         self.threshold = detection_threshold
         self.seed = seed
-        self.latent_dim = int(generator.input_shape[-1])
-        self.image_shape = tuple(int(s) for s in generator.output_shape[1:])
-        self.pixel_range = generator_range(generator)
+        self.latent_dim = self.projector.latent_dim
+        self.image_shape = self.projector.image_shape
+        self.pixel_range = self.projector.pixel_range
         images = tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
         latents = tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
         self.serve = tf.function(self._serve, input_signature=[images])
@@ -61,11 +71,7 @@ class DefenseGanModule(tf.Module):
         self.generate = tf.function(self._generate, input_signature=[latents])
 
     def _projection(self, images):
-        images = validate_images(images, self.image_shape, self.pixel_range)
-        seed = None if self.seed is None else [self.seed, 0]
-        z_init = initial_latents(tf.shape(images)[0], self.latent_dim, self.config.restarts,
-                                 seed)
-        return _project_graph(self.generator, images, z_init, self.config)
+        return self.projector(images, seed=None if self.seed is None else [self.seed, 0])
 
     def _serve(self, images):
         projection = self._projection(images)
@@ -98,7 +104,8 @@ def export_saved_model(classifier: keras.Model, generator: keras.Model, path: st
     threshold and the package version. Returns ``path``.
 
     Raises:
-      ValueError: if the classifier does not accept the generator's images.
+      InputError: the models are not a classifier and a generator of matching
+        images, or the detection threshold is not a finite number >= 0.
     """
     module = DefenseGanModule(classifier, generator, projection_config,
                               detection_threshold, seed)
@@ -106,7 +113,7 @@ def export_saved_model(classifier: keras.Model, generator: keras.Model, path: st
     try:
         classifier(probe, training=False)
     except Exception as e:  # Report the mismatch in our terms.
-        raise ValueError(f"the classifier does not accept the generator's images of shape "
+        raise InputError(f"the classifier does not accept the generator's images of shape "
                          f"{module.image_shape}: {e}") from None
     signatures = {
         "serving_default": module.serve.get_concrete_function(),

@@ -15,7 +15,44 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+import numpy as np  # noqa: E402
+
 from defense_gan_tf import config as config_lib  # noqa: E402
+
+DENSE_LATENT = 8
+
+
+def _dense_generator(latent=DENSE_LATENT, seed=0):
+    """G(z) = sigmoid(W z + b) reshaped to 28x28x1: tiny, with strongly varying outputs."""
+    import keras
+
+    z = keras.Input((latent,))
+    x = keras.layers.Dense(
+        784, activation="sigmoid",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed),
+        bias_initializer=keras.initializers.RandomNormal(stddev=0.5, seed=seed + 1))(z)
+    return keras.Model(z, keras.layers.Reshape((28, 28, 1))(x))
+
+
+@pytest.fixture(scope="session")
+def dense_generator():
+    """A factory of tiny dense generators: ``dense_generator(latent=8, seed=0)``."""
+    return _dense_generator
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """(root folder, generator path, train, test): data on a dense generator's range,
+    labelled by the sign of z[0], so it is learnable and projectable."""
+    root = tmp_path_factory.mktemp("world")
+    g = _dense_generator()
+    gen_path = str(root / "generator.keras")
+    g.save(gen_path)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(260, 8)).astype(np.float32) * 0.35
+    x = g(z).numpy()
+    y = (z[:, 0] > 0).astype(np.int64)
+    return root, gen_path, (x[:200], y[:200]), (x[200:], y[200:])
 
 
 def _shared_data_dir():

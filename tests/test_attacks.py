@@ -123,3 +123,37 @@ def test_adversarial_training_raises_fgsm_accuracy():
            for name, m in (("plain", plain), ("robust", robust))}
     assert _accuracy(robust, xt, yt) > 0.9
     assert acc["robust"] > acc["plain"] + 0.2, acc
+
+
+_ATTACKS = {
+    "fgsm": lambda fn, x, y: attacks.fgsm(fn, x, eps=0.1, y=y),
+    "rand_fgsm": lambda fn, x, y: attacks.rand_fgsm(fn, x, eps=0.1, alpha=0.05, y=y, seed=0),
+    "pgd": lambda fn, x, y: attacks.pgd_linf(fn, x, eps=0.1, step_size=0.02, iterations=2,
+                                             y=y, seed=0),
+    "cw": lambda fn, x, y: attacks.cw_l2(fn, x, y=y, max_iterations=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ATTACKS))
+def test_attacks_refuse_images_of_the_wrong_scale_or_with_nan(name):
+    fn, _, _ = linear_model()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, size=(3, 28, 28, 1)).astype(np.float32)
+    y = np.array([1, 2, 3])
+    attack = _ATTACKS[name]
+    with pytest.raises(ValueError, match="floating point"):
+        attack(fn, (x * 255).astype(np.uint8), y)
+    with pytest.raises(ValueError, match="outside the data range"):
+        attack(fn, x * 255.0, y)
+    nan = x.copy()
+    nan[0, 3, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        attack(fn, nan, y)
+    with pytest.raises(ValueError, match="y holds label 12"):
+        attack(fn, x, np.array([1, 12, 3]))
+    with pytest.raises(ValueError, match="y has 2 labels for 3 images"):
+        attack(fn, x, np.array([1, 2]))
+    with pytest.raises(ValueError, match="negative"):
+        attack(fn, x, np.array([1, -1, 3]))
+    with pytest.raises(ValueError, match="eps"):
+        attacks.fgsm(fn, x, eps=float("nan"), y=y)

@@ -9,14 +9,16 @@ from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_projection import dense_generator  # noqa: E402
-from test_whitebox import setup  # noqa: E402,F401  (the shared tiny world)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_world):
+    return tiny_world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_blackbox_runs_fill_the_table(setup):  # noqa: F811
+def test_blackbox_runs_fill_the_table(setup):
     root, gen_path, train, test = setup
     common = dict(model="E", substitute_model="E", num_tests=30, holdout=20, data_aug=2,
                   epochs=3, epochs_substitute=5, num_train=200, batch_size=50,
@@ -40,7 +42,7 @@ def test_blackbox_runs_fill_the_table(setup):  # noqa: F811
     assert len(report.load_runs(str(root / "bb"), prefix="blackbox_")) == 2
 
 
-def test_holdout_plus_tests_must_fit(setup):  # noqa: F811
+def test_holdout_plus_tests_must_fit(setup):
     root, gen_path, train, test = setup
     with pytest.raises(ValueError, match="holdout"):
         run_blackbox(BlackboxRun(model="E", holdout=50, num_tests=50, num_train=200),

@@ -13,15 +13,13 @@ from defense_gan_tf import models
 from defense_gan_tf.defense import project
 from defense_gan_tf.export import export_saved_model
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_projection import dense_generator  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PCFG = config_lib.ProjectionConfig(iterations=6, restarts=2)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, dense_generator):
     keras.utils.set_random_seed(0)
     g = dense_generator()
     clf = models.build_classifier("E")
@@ -119,7 +117,7 @@ def test_fresh_process_without_the_package(exported):
     np.testing.assert_allclose(np.array(result["logits"]), local, rtol=1e-4, atol=1e-5)
 
 
-def test_bin_export(tmp_path):
+def test_bin_export(tmp_path, dense_generator):
     keras.utils.set_random_seed(0)
     g = dense_generator()
     clf = models.build_classifier("E")
@@ -139,3 +137,12 @@ def test_bin_export(tmp_path):
     missing = subprocess.run(cmd[:2] + ["--generator=/nonexistent.keras"] + cmd[3:],
                              capture_output=True, text=True, env=env, timeout=300)
     assert missing.returncode != 0 and "--generator" in missing.stderr
+
+
+def test_served_model_answers_an_empty_batch(exported):
+    _, _, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    out = serve(images=tf.zeros([0, 28, 28, 1]))
+    assert out["logits"].shape == (0, 10)
+    assert out["reconstruction_error"].shape == (0,)
+    assert out["is_adversarial"].shape == (0,)

@@ -246,3 +246,147 @@ def test_only_the_chief_writes_the_run_files():
     assert not gan_trainer.is_chief(Strategy(Resolver("worker", 1, workers)))
     assert gan_trainer.is_chief(Strategy(Resolver("chief", 0, with_chief)))
     assert not gan_trainer.is_chief(Strategy(Resolver("worker", 0, with_chief)))
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_precision_trains_with_finite_losses_and_saves_float32(tmp_path, tiny_config, precision):
+    import keras
+
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=2, gan__precision=precision)
+    result = training.train_gan(cfg, out, images=_images(), log=lambda m: None)
+    assert result.stop_reason == "completed"
+    assert all(np.isfinite(v) for v in result.last_logs.values())
+    for name in ("generator.keras", "critic.keras"):
+        model = keras.models.load_model(os.path.join(out, name))
+        assert {layer.compute_dtype for layer in model.layers} == {"float32"}, name
+    g = keras.models.load_model(result.generator_path)
+    assert g(np.zeros((2, 8), np.float32)).dtype == tf.float32
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_and_differs_from_float32(tmp_path, tiny_config):
+    from defense_gan_tf import models
+
+    g = models.build_generator(tiny_config, seed=0, precision="mixed_bfloat16")
+    assert g.get_layer("up1").compute_dtype == "bfloat16"
+    assert g.get_layer("up1").kernel.dtype == "float32"
+    assert g.get_layer("up3_sigmoid").compute_dtype == "float32"
+    d = models.build_critic(tiny_config, seed=0, precision="mixed_bfloat16")
+    assert d.get_layer("conv1").compute_dtype == "bfloat16"
+    assert d.get_layer("score").compute_dtype == "float32"
+    # Same weights, other arithmetic: the saved float32 copy is exact, not rounded.
+    g32 = models.float32_copy(g, lambda: models.build_generator(tiny_config))
+    for a, b in zip(g.get_weights(), g32.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    z = tf.random.stateless_normal([4, 8], seed=[1, 2])
+    assert not np.array_equal(g(z).numpy(), g32(z).numpy())
+    np.testing.assert_allclose(g(z).numpy(), g32(z).numpy(), atol=0.05)
+    with pytest.raises(ValueError, match="gan.precision"):
+        _with(tiny_config, gan__precision="float16")
+
+
+def test_resume_under_mixed_bfloat16_is_exact(tmp_path, tiny_config):
+    images = _images()
+    cfg4 = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=100,
+                 gan__precision="mixed_bfloat16")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    training.train_gan(_with(cfg4, gan__train_iters=2), a, images=images, log=lambda m: None)
+    training.train_gan(cfg4, a, images=images, log=lambda m: None)
+    training.train_gan(cfg4, b, images=images, log=lambda m: None)
+    for x, y in zip(_weights(a, cfg4), _weights(b, cfg4)):
+        np.testing.assert_array_equal(x, y)
+    # float32 from the same seed takes another path, so the comparison above can fail.
+    c = str(tmp_path / "c")
+    training.train_gan(_with(cfg4, gan__precision="float32"), c, images=images,
+                       log=lambda m: None)
+    assert any(not np.array_equal(x, y)
+               for x, y in zip(_weights(a, cfg4), _weights(c, cfg4)))
+
+
+class _CountingEvaluator:
+    """Stands in for the quality probe: records calls, takes `seconds` each."""
+
+    def __init__(self, seconds=0.0):
+        self.calls, self.seconds = [], seconds
+
+    def __call__(self, generator):
+        import time
+
+        assert {layer.compute_dtype for layer in generator.layers} == {"float32"}
+        self.calls.append(generator(np.zeros((1, 8), np.float32)).numpy().mean())
+        time.sleep(self.seconds)
+        return {"figure": len(self.calls)}
+
+
+def test_evaluator_runs_every_n_iterations_and_is_not_training_time(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=5, gan__checkpoint_every=100,
+                gan__precision="mixed_bfloat16")
+    evaluator = _CountingEvaluator(seconds=1.5)
+    result = training.train_gan(cfg, out, images=_images(), log=lambda m: None,
+                                evaluator=evaluator, evaluate_every=2)
+    entries = gan_trainer.read_quality(os.path.join(out, "quality.jsonl"))
+    assert [e["iteration"] for e in entries] == [2, 4]
+    assert [e["figure"] for e in entries] == [1, 2]
+    assert all(e["eval_seconds"] >= 1.5 for e in entries)
+    # Two 1.5 s evaluations are excluded from the training time but counted apart.
+    assert result.total_train_seconds < result.seconds - 3.0
+    with open(os.path.join(out, "progress.json")) as f:
+        assert json.load(f)["total_eval_seconds"] >= 3.0
+    # A checkpoint is written at each evaluated iteration.
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-4.index"))
+    with pytest.raises(ValueError, match="evaluate_every"):
+        training.train_gan(cfg, str(tmp_path / "x"), images=_images(), log=lambda m: None,
+                           evaluator=evaluator, evaluate_every=0)
+
+
+def test_pending_evaluation_runs_first_on_resume(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=100)
+    training.train_gan(cfg, out, images=_images(), log=lambda m: None)
+    evaluator = _CountingEvaluator()
+    training.train_gan(_with(cfg, gan__train_iters=5), out, images=_images(),
+                       log=lambda m: None, evaluator=evaluator, evaluate_every=4)
+    entries = gan_trainer.read_quality(os.path.join(out, "quality.jsonl"))
+    assert [e["iteration"] for e in entries] == [4]
+    # Resuming again does not evaluate iteration 4 a second time.
+    training.train_gan(_with(cfg, gan__train_iters=6), out, images=_images(),
+                       log=lambda m: None, evaluator=evaluator, evaluate_every=4)
+    assert len(evaluator.calls) == 1
+
+
+def test_evaluation_without_time_left_stops_and_is_pending(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=100_000, gan__checkpoint_every=100)
+    evaluator = _CountingEvaluator()
+    # The first evaluation's cost is guessed at 300 s: a 1-minute budget cannot hold it.
+    result = training.train_gan(cfg, out, images=_images(), log=lambda m: None,
+                                evaluator=evaluator, evaluate_every=3,
+                                time_budget_minutes=1.0)
+    assert (result.iteration, result.stop_reason) == (3, "time_budget")
+    assert evaluator.calls == []
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-3.index"))
+    training.train_gan(_with(cfg, gan__train_iters=3), out, images=_images(),
+                       log=lambda m: None, evaluator=evaluator, evaluate_every=3)
+    assert [e["iteration"] for e in gan_trainer.read_quality(
+        os.path.join(out, "quality.jsonl"))] == [3]
+
+
+def test_non_finite_loss_stops_without_overwriting_good_files(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=2, gan__checkpoint_every=100)
+    training.train_gan(cfg, out, images=_images(), log=lambda m: None)
+    good = _weights(out, cfg)
+    with open(os.path.join(out, "generator.keras"), "rb") as f:
+        good_generator = f.read()
+    poisoned = _images()
+    poisoned[:, 0, 0, 0] = np.nan
+    messages = []
+    r = training.train_gan(_with(cfg, gan__train_iters=4), out, images=poisoned,
+                           log=messages.append)
+    assert (r.stop_reason, r.iteration) == ("nan", 2)
+    assert any("non-finite loss at iteration 3" in m for m in messages)
+    for a, b in zip(good, _weights(out, cfg)):
+        np.testing.assert_array_equal(a, b)
+    with open(os.path.join(out, "generator.keras"), "rb") as f:
+        assert f.read() == good_generator

@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import training
@@ -52,3 +53,96 @@ def test_save_without_optimizer_drops_adam_state(tmp_path):
     loaded = keras.models.load_model(lean)
     x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
     np.testing.assert_allclose(loaded(x).numpy(), clf(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def images_and_classifier():
+    """16 random images and a 1-epoch classifier E on random labels (for quality figures)."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
+    clf = training.train_classifier(images, rng.integers(0, 10, 16),
+                                    config_lib.ClassifierConfig(model="E"), epochs=1,
+                                    verbose=0)
+    return images, clf
+
+
+def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_config,
+                                                                 images_and_classifier):
+    from defense_gan_tf.evaluation.package import PackageExistsError
+
+    images, clf = images_and_classifier
+    kwargs = dict(classifier=clf, test_images=images[:8], reference_images=None,
+                  num_samples=10)
+    untrained = str(tmp_path / "untrained")
+    training.train_gan(config_lib.override(tiny_config, {"gan.train_iters": 0}), untrained,
+                       images=images, log=lambda m: None)
+    dest = str(tmp_path / "pretrained")
+    with pytest.raises(ValueError, match="0 iterations"):
+        package_generator(untrained, dest, **kwargs)
+    assert not os.path.exists(os.path.join(dest, "manifest.json"))
+
+    run = str(tmp_path / "run")
+    training.train_gan(config_lib.override(tiny_config, {"gan.train_iters": 2}), run,
+                       images=images, log=lambda m: None,
+                       evaluator=lambda g: {"classifier_score": 2.0, "frechet_distance": 5.0},
+                       evaluate_every=1)
+    first = package_generator(run, dest, **kwargs)
+    assert first["critic_file"] == "critic.keras"
+    assert first["quality_curve_last"]["iteration"] == 2
+    for name in ("critic.keras", "quality.jsonl", "quality_curve.png"):
+        assert os.path.getsize(os.path.join(dest, name)) > 0, name
+    with pytest.raises(PackageExistsError):
+        package_generator(run, dest, **kwargs)
+    again = package_generator(run, dest, overwrite=True, **kwargs)
+    assert again["sha256"] == first["sha256"]
+
+
+def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_classifier):
+    import keras
+
+    images, clf = images_and_classifier
+    cfg = config_lib.override(tiny_config, {"gan.train_iters": 3,
+                                            "gan.precision": "mixed_bfloat16"})
+    run, dest = str(tmp_path / "run"), str(tmp_path / "pretrained")
+    training.train_gan(cfg, run, images=images, log=lambda m: None,
+                       evaluator=lambda g: {"figure": 1}, evaluate_every=3)
+    package_generator(run, dest, classifier=clf, test_images=images[:8],
+                      reference_images=None, num_samples=10)
+    warm = training.load_warm_start(dest)
+    assert warm.iteration == 3 and warm.quality_path
+    # A lost run folder: a new one continues at iteration 3 from the shipped weights.
+    new = str(tmp_path / "new")
+    messages = []
+    r = training.train_gan(config_lib.override(cfg, {"gan.train_iters": 3}), new,
+                           images=images, log=messages.append, warm_start=warm)
+    assert (r.start_iteration, r.iteration) == (3, 3)
+    shipped = keras.models.load_model(os.path.join(dest, "generator.keras"))
+    restarted = keras.models.load_model(os.path.join(new, "generator.keras"))
+    for a, b in zip(shipped.get_weights(), restarted.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with open(os.path.join(new, "progress.json")) as f:
+        progress = json.load(f)
+    assert progress["warm_starts"][0]["iteration"] == 3
+    assert progress["total_train_seconds"] >= warm.train_seconds
+    assert os.path.exists(os.path.join(new, "quality.jsonl"))
+    # It then trains on; resuming that folder later is exact and ignores the warm start.
+    r = training.train_gan(config_lib.override(cfg, {"gan.train_iters": 5}), new,
+                           images=images, log=messages.append, warm_start=warm)
+    assert (r.start_iteration, r.iteration) == (3, 5)
+    assert any("not needed" in m for m in messages)
+    # Weights of another architecture are refused with the file named.
+    other = config_lib.override(cfg, {"model.net_dim": 8})
+    with pytest.raises(training.WarmStartError, match="generator.keras"):
+        training.train_gan(other, str(tmp_path / "other"), images=images,
+                           log=lambda m: None, warm_start=warm)
+
+
+def test_recorded_commands_carry_no_absolute_paths():
+    from defense_gan_tf.console import command_line
+
+    root = "/home/someone/defense_gan_tf"
+    line = command_line([f"{root}/bin/train.py", f"--output_dir={root}/runs/x",
+                         "--data_dir=/home/someone/shared/data", "--seed=3", "relative/p"],
+                        root=root)
+    assert line == ("python bin/train.py --output_dir=runs/x --data_dir=../shared/data "
+                    "--seed=3 relative/p")

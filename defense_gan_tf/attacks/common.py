@@ -7,36 +7,90 @@ never import the defense.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
 ModelFn = Callable[[tf.Tensor], tf.Tensor]
+
+# Pixels may exceed the data range by this much (float round-off of preprocessing).
+RANGE_TOLERANCE = 1e-4
 
 
 def check_range(x, clip_min: float, clip_max: float, eps: Optional[float] = None,
                 eps_name: str = "eps") -> tf.Tensor:
     """Converts ``x`` to float32 and checks the attack's arguments.
 
+    An attack on images of the wrong scale (uint8, or floats in [0, 255]) would
+    clip them to the data range and report the result as a tiny perturbation,
+    so such input is refused, as is NaN or Inf.
+
     Raises:
-      ValueError: clip_min >= clip_max, eps < 0 or larger than the data range.
+      ValueError: clip_min >= clip_max; eps < 0 or larger than the data range;
+        ``x`` not floating point, holding NaN / Inf, or outside [clip_min, clip_max].
     """
     if not clip_min < clip_max:
         raise ValueError(f"clip_min ({clip_min}) must be below clip_max ({clip_max})")
-    if eps is not None and not 0 <= eps <= clip_max - clip_min:
+    if eps is not None and not (math.isfinite(eps) and 0 <= eps <= clip_max - clip_min):
         raise ValueError(f"{eps_name} must be in [0, {clip_max - clip_min}] (the data "
                          f"range), got {eps}")
-    return tf.convert_to_tensor(x, tf.float32)
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        x = np.asarray(x)
+        dtype = x.dtype
+    if not tf.as_dtype(dtype).is_floating:
+        raise ValueError(f"x must be floating point in [{clip_min}, {clip_max}], got "
+                         f"{tf.as_dtype(dtype).name}; convert integer images (e.g. uint8 / "
+                         "255.0) first")
+    x = tf.convert_to_tensor(x, tf.float32)
+    if tf.executing_eagerly() and tf.size(x) > 0:
+        values = x.numpy()
+        if not np.all(np.isfinite(values)):
+            raise ValueError("x contains NaN or Inf")
+        low, high = float(values.min()), float(values.max())
+        if low < clip_min - RANGE_TOLERANCE or high > clip_max + RANGE_TOLERANCE:
+            raise ValueError(f"x has values in [{low:.4g}, {high:.4g}], outside the data "
+                             f"range [clip_min={clip_min}, clip_max={clip_max}]")
+    return x
 
 
 def labels_or_predictions(model_fn: ModelFn, x: tf.Tensor, y=None) -> tf.Tensor:
-    """``y`` as int64 labels, or the model's own predictions when ``y`` is None."""
+    """``y`` as int64 labels, or the model's own predictions when ``y`` is None.
+
+    Raises:
+      ValueError: ``y`` has another length than ``x``, is not a vector of
+        integer labels or a [batch, classes] one-hot array, or holds negative labels.
+    """
     if y is None:
         return tf.argmax(model_fn(x), axis=-1)
     y = tf.convert_to_tensor(y)
     if y.dtype.is_floating:  # one-hot
-        return tf.argmax(y, axis=-1)
-    return tf.cast(y, tf.int64)
+        if y.shape.rank != 2:
+            raise ValueError(f"y: float labels must be one-hot [batch, classes], got shape "
+                             f"{y.shape}")
+        y = tf.argmax(y, axis=-1)
+    elif not y.dtype.is_integer:
+        raise ValueError(f"y must hold integer labels or one-hot rows, got {y.dtype.name}")
+    elif y.shape.rank != 1:
+        raise ValueError(f"y must be a vector of labels [batch], got shape {y.shape}")
+    if x.shape.rank and y.shape[0] is not None and x.shape[0] is not None and \
+            y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} images")
+    y = tf.cast(y, tf.int64)
+    if tf.executing_eagerly() and tf.size(y) > 0 and int(tf.reduce_min(y)) < 0:
+        raise ValueError(f"y holds a negative label ({int(tf.reduce_min(y))})")
+    return y
+
+
+def check_labels_fit(y: tf.Tensor, logits: tf.Tensor) -> None:
+    """Raises ValueError naming ``y`` when a label is not below the number of logits."""
+    if tf.executing_eagerly() and tf.size(y) > 0:
+        classes = int(logits.shape[-1])
+        top = int(tf.reduce_max(y))
+        if top >= classes:
+            raise ValueError(f"y holds label {top}, but the model has {classes} classes")
 
 
 def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor):
@@ -48,6 +102,7 @@ def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor):
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = model_fn(x)
+        check_labels_fit(y, logits)
         loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         total = tf.reduce_sum(loss)
     grad = tape.gradient(total, x)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from defense_gan_tf.attacks.common import ModelFn, check_range, labels_or_predictions
+from defense_gan_tf.attacks.common import (ModelFn, check_labels_fit, check_range,
+                                           labels_or_predictions)
 
 
 def cw_l2(model_fn: ModelFn, x, *, y=None, binary_search_steps: int = 1,
@@ -47,6 +48,7 @@ def cw_l2(model_fn: ModelFn, x, *, y=None, binary_search_steps: int = 1,
                 tape.watch(w)
                 x_adv = (tf.tanh(w) + 1.0) / 2.0 * span + clip_min
                 logits = model_fn(x_adv)
+                check_labels_fit(y, logits)
                 onehot = tf.one_hot(y, tf.shape(logits)[-1])
                 real = tf.reduce_sum(onehot * logits, axis=1)
                 other = tf.reduce_max(logits - 1e9 * onehot, axis=1)

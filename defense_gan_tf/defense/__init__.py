@@ -2,9 +2,9 @@
 
 from defense_gan_tf.defense.defended import DefendedClassifier
 from defense_gan_tf.defense.projection import (GRADIENT_MODES, Projection, Projector,
-                                               generator_range, get_projector,
-                                               initial_latents, project, validate_images)
+                                               generator_range, initial_latents, project,
+                                               validate_images)
 
 __all__ = ["DefendedClassifier", "GRADIENT_MODES", "Projection", "Projector",
-           "generator_range", "get_projector", "initial_latents", "project",
+           "generator_range", "initial_latents", "project",
            "validate_images"]

@@ -15,10 +15,15 @@ import tensorflow as tf
 
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projection, Projector
+from defense_gan_tf.models.checks import check_classifier, check_generator
 
 
 class DefendedClassifier(keras.Model):
     """A classifier behind the Defense-GAN projection.
+
+    Raises:
+      InputError: ``classifier`` does not map the generator's images to logits,
+        or ``generator`` does not map vectors to images (e.g. swapped arguments).
 
     Args:
       classifier: keras model images -> logits (Defense-GAN-Orig when trained
@@ -36,6 +41,9 @@ class DefendedClassifier(keras.Model):
                  projection_config: Optional[ProjectionConfig] = None,
                  gradient: str = "none", seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
+        check_generator(generator, "DefendedClassifier's generator (second argument)")
+        check_classifier(classifier, "DefendedClassifier's classifier (first argument)",
+                         image_shape=generator.output_shape[1:])
         self.classifier = classifier
         self.generator = generator
         self.projection_config = projection_config or ProjectionConfig()

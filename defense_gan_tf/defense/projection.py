@@ -22,7 +22,6 @@ Gradient modes (what a caller differentiating through the projection gets):
 
 from __future__ import annotations
 
-import collections
 from typing import NamedTuple, Optional
 
 import keras
@@ -30,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.models.checks import check_generator
 
 GRADIENT_MODES = ("full", "bpda", "none")
 RANGE_TOLERANCE = 1e-4
@@ -160,7 +160,23 @@ def _descend(generator, targets, z, config: ProjectionConfig):
 
 
 def _project_graph(generator, images, z_init, config: ProjectionConfig):
-    """The projection proper: images [B, ...], z_init [B*R, d] -> Projection."""
+    """The projection proper: images [B, ...], z_init [B*R, d] -> Projection.
+
+    An empty batch gives empty results: it is padded with one blank image (and
+    R blank starts) whose results are sliced off again, because some CPU
+    kernels fail on zero-row gradients. Non-empty batches are padded with nothing.
+    """
+    n = tf.shape(images)[0]
+    pad = tf.maximum(1 - n, 0)
+    images = tf.concat([images, tf.zeros(tf.concat([[pad], tf.shape(images)[1:]], 0),
+                                         images.dtype)], 0)
+    z_init = tf.concat([z_init, tf.zeros(tf.stack([pad * config.restarts,
+                                                   tf.shape(z_init)[1]]), z_init.dtype)], 0)
+    out = _project_nonempty(generator, images, z_init, config)
+    return Projection(*(t[:n] for t in out))
+
+
+def _project_nonempty(generator, images, z_init, config: ProjectionConfig) -> Projection:
     restarts = config.restarts
     batch = tf.shape(images)[0]
     targets = tf.repeat(images, restarts, axis=0)  # Image i's restarts are rows i*R..i*R+R-1.
@@ -200,6 +216,7 @@ class Projector(tf.Module):
         super().__init__(name=name)
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+        check_generator(generator, "the projection's generator")
         self.generator = generator
         self.config = config or ProjectionConfig()
         self.gradient = gradient
@@ -250,29 +267,12 @@ class Projector(tf.Module):
         return self._compiled(images, z_init)
 
 
-# Recently used projectors. A Projector holds its generator, so a weak-key cache would
-# never let go of one; a small bounded cache does.
-_PROJECTORS: "collections.OrderedDict" = collections.OrderedDict()
-_MAX_PROJECTORS = 16
-
-
-def get_projector(generator: keras.Model, config: Optional[ProjectionConfig] = None,
-                  gradient: str = "none") -> Projector:
-    """A cached :class:`Projector` for (generator, config, gradient)."""
-    config = config or ProjectionConfig()
-    key = (id(generator), config, gradient)
-    projector = _PROJECTORS.get(key)
-    if projector is None:  # a cached projector keeps its generator (and id) alive
-        projector = _PROJECTORS[key] = Projector(generator, config, gradient)
-    _PROJECTORS.move_to_end(key)
-    while len(_PROJECTORS) > _MAX_PROJECTORS:
-        _PROJECTORS.popitem(last=False)
-    return projector
-
-
 def project(generator: keras.Model, images, config: Optional[ProjectionConfig] = None, *,
             z_init=None, seed=None, gradient: str = "none") -> Projection:
     """Projects images onto the range of ``generator`` (paper section 3.3, Algorithm 1).
+
+    A one-off call: it compiles the projection for this call. To project many
+    batches with one generator, hold a :class:`Projector` and call it instead.
 
     Args:
       generator: keras model z [B, latent] -> images [B, H, W, C].
@@ -291,4 +291,4 @@ def project(generator: keras.Model, images, config: Optional[ProjectionConfig] =
       ValueError: bad images (rank, shape, channels, dtype, range, NaN / Inf),
         bad z_init or gradient mode.
     """
-    return get_projector(generator, config, gradient)(images, z_init=z_init, seed=seed)
+    return Projector(generator, config, gradient)(images, z_init=z_init, seed=seed)

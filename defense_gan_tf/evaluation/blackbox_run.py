@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import time
 from typing import Callable, Optional
 
-import keras
 import numpy as np
 
 from defense_gan_tf import attacks
-from defense_gan_tf.config import AttackConfig, ProjectionConfig
+from defense_gan_tf.config import AttackConfig, ProjectionConfig, preset
+from defense_gan_tf.errors import InputError
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.evaluation import report
+from defense_gan_tf.evaluation.loading import (get_classifier, load_generator, load_splits,
+                                               prepare_output_dir, take)
 from defense_gan_tf.evaluation.stats import accuracy_entry
-from defense_gan_tf.evaluation.whitebox_run import (check_defense_settings, get_classifier,
-                                                   load_generator, load_splits)
+from defense_gan_tf.evaluation.whitebox_run import check_defense_settings
 from defense_gan_tf.models import build_classifier
+from defense_gan_tf.training.classifier import weights_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,16 +81,23 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
 
     Returns:
       dict with ``json`` (path), ``table`` (markdown) and ``result``.
+
+    Raises:
+      InputError: an output folder is a file or not writable, a model file is
+        missing, corrupt or of the wrong kind, or holdout + num_tests exceed the
+        test split; all before any training or querying.
     """
+    prepare_output_dir(results_dir, "results_dir")
+    generator, generator_iterations = load_generator(run.generator, dataset=run.dataset)
     train_data, test_data = load_splits(run.dataset, data_dir, train_data, test_data)
     if run.holdout + run.num_tests > len(test_data[0]):
-        raise ValueError(f"holdout ({run.holdout}) + num_tests ({run.num_tests}) exceed the "
+        raise InputError(f"holdout ({run.holdout}) + num_tests ({run.num_tests}) exceed the "
                          f"{len(test_data[0])} test images")
-    train_x, train_y = train_data[0][:run.num_train], train_data[1][:run.num_train]
+    train_x, train_y = take(train_data, run.num_train, "num_train")
     seed_x = test_data[0][:run.holdout]
-    eval_x = test_data[0][run.holdout:run.holdout + run.num_tests]
-    eval_y = test_data[1][run.holdout:run.holdout + run.num_tests]
-    generator, generator_iterations = load_generator(run.generator)
+    eval_x, eval_y = take(test_data, run.num_tests, "num_tests", start=run.holdout)
+    if not run.classifier:
+        prepare_output_dir(classifier_dir, "classifier_dir")
     black_box = get_classifier(run, train_x, train_y, classifier_dir=classifier_dir,
                                generator=generator, log=log)
     oracle = black_box
@@ -111,7 +119,7 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         rounds=run.data_aug, lmbda=run.lmbda, flip_every=run.flip_every,
         epochs=run.epochs_substitute, seed=run.seed, log=log)
     substitute_seconds = time.monotonic() - t0
-    lo, hi = (-1.0, 1.0) if run.dataset == "celeba" else (0.0, 1.0)
+    lo, hi = preset(run.dataset).model.pixel_range
     adv = np.concatenate([attacks.fgsm(sub.substitute, eval_x[s:s + run.batch_size],
                                        eps=run.attack.eps, clip_min=lo, clip_max=hi).numpy()
                           for s in range(0, len(eval_x), run.batch_size)])
@@ -130,16 +138,20 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         "substitute_seconds": substitute_seconds,
         "seconds": time.monotonic() - t0,
     }
+    settings = {**dataclasses.asdict(run), "generator_iterations": generator_iterations,
+                "generator_sha": weights_digest(generator)[:16] if generator else None,
+                "classifier_sha": report.file_digest(run.classifier)}
     payload = {
         "kind": "blackbox",
-        "settings": {**dataclasses.asdict(run), "generator_iterations": generator_iterations},
+        "settings": settings,
+        "run_id": report.settings_id(settings),
         "result": result,
         "versions": report.versions(),
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
-    json_path = report.write_json(os.path.join(results_dir, f"blackbox_{run.name()}.json"),
-                                  payload)
+    json_path = report.write_json(
+        os.path.join(results_dir, f"blackbox_{run.name()}_{payload['run_id']}.json"), payload)
     with open(report.update_table(results_dir, "blackbox")) as f:
         table = f.read()
     log(f"black box {run.model} ({run.defense_type}): clean {result['clean']['accuracy']:.3f}, "

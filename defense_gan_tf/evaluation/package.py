@@ -1,8 +1,11 @@
-"""Packages a trained generator for shipping: weights, sample grid, manifest.
+"""Packages a trained generator for shipping: weights, sample grid, curve, manifest.
 
 The manifest records what a user needs to trust the file: the config, how
-many iterations it was trained for and for how long, on which machine, the
-sha256 of the weights, and quality figures next to the real-data ceiling.
+many iterations it was trained for (and in which precision, with which warm
+restarts) and for how long, on which machine, the sha256 of the weights, and
+quality figures next to the real-data ceiling. The critic is shipped too, so
+that training can continue from the package when the run folder is gone; the
+run's ``quality.jsonl`` and its plot go beside them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ import tensorflow as tf
 from defense_gan_tf import __version__
 from defense_gan_tf.config import Config
 from defense_gan_tf.evaluation.quality import generator_quality, sample
+from defense_gan_tf.evaluation.training_curve import plot_quality_curve
+from defense_gan_tf.training.gan_trainer import read_quality
 from defense_gan_tf.plots import save_image_grid
+
+PACKAGE_FILES = ("generator.keras", "critic.keras", "manifest.json", "samples.png",
+                 "quality.jsonl", "quality_curve.png")
+
+
+class PackageExistsError(FileExistsError):
+    """The destination already holds a package (pass overwrite=True to replace it)."""
 
 
 def sha256_of(path: str) -> str:
@@ -54,7 +66,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                       test_images: np.ndarray, reference_images: Optional[np.ndarray],
                       num_samples: int = 10_000, command: str = "",
                       classifier_description: str = "",
-                      train_commands: Sequence[str] = ()) -> dict:
+                      train_commands: Sequence[str] = (), overwrite: bool = False) -> dict:
     """Copies ``run_dir/generator.keras`` to ``dest_dir`` with a manifest and samples.
 
     Args:
@@ -69,12 +81,16 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       command: the command line that produced the package (recorded).
       classifier_description: how the classifier was trained (recorded).
       train_commands: the training command lines (recorded).
+      overwrite: replace a package already in ``dest_dir``, and allow packaging
+        a run that trained for 0 iterations.
 
     Returns:
       The manifest dict.
 
     Raises:
       FileNotFoundError: ``run_dir`` lacks one of its files.
+      PackageExistsError: ``dest_dir`` holds a package and ``overwrite`` is False.
+      ValueError: the run trained for 0 iterations and ``overwrite`` is False.
     """
     paths = {name: os.path.join(run_dir, name)
              for name in ("config.json", "progress.json", "generator.keras")}
@@ -85,9 +101,27 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         config = Config.from_json(f.read())
     with open(paths["progress.json"]) as f:
         progress = json.load(f)
+    if int(progress.get("iteration", 0)) == 0 and not overwrite:
+        raise ValueError(f"{run_dir} trained for 0 iterations; refusing to package an "
+                         "untrained generator (pass overwrite to do it anyway)")
+    if os.path.exists(os.path.join(dest_dir, "manifest.json")) and not overwrite:
+        raise PackageExistsError(f"{dest_dir} already holds a packaged generator; pass "
+                                 "overwrite to replace it")
     os.makedirs(dest_dir, exist_ok=True)
+    for name in PACKAGE_FILES:  # No stale file of an earlier package stays behind.
+        if os.path.exists(os.path.join(dest_dir, name)):
+            os.remove(os.path.join(dest_dir, name))
     weights = os.path.join(dest_dir, "generator.keras")
     shutil.copyfile(paths["generator.keras"], weights)
+    critic = os.path.join(run_dir, "critic.keras")
+    if os.path.isfile(critic):
+        shutil.copyfile(critic, os.path.join(dest_dir, "critic.keras"))
+    curve = read_quality(os.path.join(run_dir, "quality.jsonl"))
+    if curve:
+        shutil.copyfile(os.path.join(run_dir, "quality.jsonl"),
+                        os.path.join(dest_dir, "quality.jsonl"))
+        plot_quality_curve(curve, os.path.join(dest_dir, "quality_curve.png"),
+                           title=f"{config.dataset} generator")
     generator = keras.models.load_model(weights)
     save_image_grid(sample(generator, 100, seed=1), os.path.join(dest_dir, "samples.png"),
                     columns=10, pixel_range=config.model.pixel_range)
@@ -98,7 +132,10 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "config": config.to_dict(),
         "iterations": int(progress["iteration"]),
         "paper_iterations": 200_000,
+        "precision": config.gan.precision,
         "train_wall_seconds": round(float(progress["total_train_seconds"]), 1),
+        "eval_wall_seconds": round(float(progress.get("total_eval_seconds", 0.0)), 1),
+        "warm_starts": list(progress.get("warm_starts", [])),
         "machine": machine_description(),
         "file": "generator.keras",
         "sha256": sha256_of(weights),
@@ -106,6 +143,10 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "quality": quality,
         "quality_classifier": classifier_description,
         "samples": "samples.png",
+        "critic_file": "critic.keras" if os.path.isfile(critic) else None,
+        "critic_sha256": sha256_of(critic) if os.path.isfile(critic) else None,
+        "quality_curve": "quality.jsonl" if curve else None,
+        "quality_curve_last": curve[-1] if curve else None,
         "command": command,
         "train_commands": list(train_commands),
     }

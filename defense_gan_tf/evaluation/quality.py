@@ -54,7 +54,8 @@ def feature_model(classifier: keras.Model) -> keras.Model:
     inputs = keras.Input(shape=classifier.input_shape[1:])
     x = inputs
     for layer in classifier.layers[:-1]:
-        x = layer(x)
+        if not isinstance(layer, keras.layers.InputLayer):  # functional models list it
+            x = layer(x)
     features = keras.layers.Flatten(name="penultimate_features")(x)
     logits = classifier.layers[-1](x)
     return keras.Model(inputs, [features, keras.layers.Softmax(name="probabilities")(logits)])

@@ -11,9 +11,11 @@ command that produced them.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import platform
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -31,6 +33,24 @@ def versions() -> dict:
 
     return {"defense_gan_tf": __version__, "tensorflow": tf.__version__,
             "keras": keras.__version__, "python": platform.python_version()}
+
+
+def settings_id(settings: dict) -> str:
+    """A short digest of a run's full settings: part of its file name, so that two
+    runs that differ in any setting that can change a number are both kept."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def file_digest(path: Optional[str]) -> Optional[str]:
+    """First 16 hex digits of a file's sha256 (None without a path)."""
+    if not path:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def write_json(path: str, payload: dict) -> str:
@@ -107,6 +127,7 @@ def _run_line(run: dict) -> str:
             + "".join(f", {e}" for e in extra) + (f"; {setting}" if setting else "")
             + (f"; generator iterations {s['generator_iterations']}"
                if s.get("generator_iterations") is not None else "")
+            + (f"; run {run['run_id']}" if run.get("run_id") else "")
             + f"  \n  `{run['command']}`")
 
 
@@ -133,10 +154,19 @@ def paper_table(runs: list, first: str, second: str) -> str:
 
     A cell holds the latest run for each distinct :func:`defense_tag` (ordered by
     L, then R), so the paper-style and adaptive Defense-GAN numbers sit next to
-    each other.
+    each other. When runs with other settings (another generator, classifier,
+    epochs...) fall in the same place, the cell shows the latest and names the
+    run; all of them are listed under the table with their settings.
     """
     rows: dict = {}
     ordered = sorted(runs, key=lambda r: r.get("finished", ""))
+
+    def put(row, col, order, cell, run):
+        cell_runs = row.setdefault(col, {}).setdefault(order, {"ids": set()})
+        cell_runs["ids"].add(run.get("run_id") or run.get("finished", ""))
+        cell_runs["cell"] = cell
+        cell_runs["latest"] = run.get("run_id")
+
     for run in ordered:
         row = rows.setdefault(_row_key(run), {})
         col = column_of(run)
@@ -145,13 +175,21 @@ def paper_table(runs: list, first: str, second: str) -> str:
             proj = run["settings"].get("projection") or {}
             order = (proj.get("iterations") or 0, proj.get("restarts") or 0, tag)
             cell = _cell(run["result"]["adversarial"]) + (f" ({tag})" if tag else "")
-            row.setdefault(col, {})[order] = cell
+            put(row, col, order, cell, run)
         if run["settings"]["defense_type"] == "none":
-            row.setdefault("no attack", {})[()] = _cell(run["result"]["clean"])
+            put(row, "no attack", (), _cell(run["result"]["clean"]), run)
+
+    def show(entry):
+        others = len(entry["ids"]) - 1
+        if others and entry["latest"]:
+            return (entry["cell"] + f" [run {entry['latest']}; {others} other run(s) "
+                    "with other settings listed below]")
+        return entry["cell"]
+
     lines = [f"| {first} | {second} | " + " | ".join(COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for (a, b), row in sorted(rows.items()):
-        cells = ["<br>".join(row[c][k] for k in sorted(row[c])) if c in row else ""
+        cells = ["<br>".join(show(row[c][k]) for k in sorted(row[c])) if c in row else ""
                  for c in COLUMNS]
         lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
     lines += ["", "Runs (latest last): settings, input-gradient norm (mean L2 over clean "
@@ -170,12 +208,34 @@ def blackbox_table(runs: list) -> str:
     return paper_table(runs, "attack", "black box / substitute")
 
 
+def is_run_record(record, kind: str) -> bool:
+    """Whether a loaded JSON is this package's record of a ``kind`` run."""
+    return (isinstance(record, dict) and record.get("kind") == kind
+            and isinstance(record.get("settings"), dict)
+            and isinstance(record.get("result"), dict)
+            and all(isinstance(record["result"].get(k), dict) for k in ("clean", "adversarial")))
+
+
 def load_runs(results_dir: str, prefix: str = "whitebox_") -> list:
-    """All run JSONs in ``results_dir`` whose names start with ``prefix``."""
+    """All run records in ``results_dir`` whose file names start with ``prefix``.
+
+    Files that are not this package's records of that kind of run (foreign or
+    unreadable JSON) are skipped with a warning, so they cannot stop a table
+    from being rebuilt.
+    """
+    kind = prefix.rstrip("_")
     runs = []
     for path in sorted(glob.glob(os.path.join(results_dir, prefix + "*.json"))):
-        with open(path) as f:
-            runs.append(json.load(f))
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipping {path}: not readable JSON ({e})")
+            continue
+        if not is_run_record(record, kind):
+            warnings.warn(f"skipping {path}: not a {kind} run record of this package")
+            continue
+        runs.append(record)
     return runs
 
 

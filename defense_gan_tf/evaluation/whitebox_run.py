@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
-import json
 import os
 from typing import Callable, Optional
 
-import keras
 import numpy as np
 
-from defense_gan_tf import data as data_lib
-from defense_gan_tf.config import AttackConfig, ClassifierConfig, ProjectionConfig
+from defense_gan_tf.config import AttackConfig, ProjectionConfig, preset
 from defense_gan_tf.console import echo
-from defense_gan_tf.defense import DefendedClassifier, project
+from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
+from defense_gan_tf.evaluation.loading import (get_classifier, load_generator, load_splits,
+                                               prepare_output_dir, take)
 from defense_gan_tf.evaluation.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
-from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruction_cache_key,
-                                                train_classifier, weights_digest)
+from defense_gan_tf.training.classifier import weights_digest
 
 
 DEFENSES = ("none", "defense_gan", "adv_tr")
@@ -34,29 +31,6 @@ def check_defense_settings(defense_type: str, train_on_recs: bool,
         raise ValueError(f"defense_type must be one of {list(DEFENSES)}, got {defense_type!r}")
     if (defense_type == "defense_gan" or train_on_recs) and not generator:
         raise ValueError("a generator is needed for defense_gan / train_on_recs")
-
-
-def load_splits(dataset: str, data_dir: Optional[str], train_data=None, test_data=None):
-    """(train, test) as (images, labels) pairs; given ones are used as they are."""
-    if train_data is None:
-        train_data = data_lib.load_numpy(dataset, "train", data_dir=data_dir)
-    if test_data is None:
-        test_data = data_lib.load_numpy(dataset, "test", data_dir=data_dir)
-    return train_data, test_data
-
-
-def load_generator(path: Optional[str]):
-    """(generator, iterations trained or None) from a .keras file and the manifest.json or
-    progress.json beside it; (None, None) without a path."""
-    if not path:
-        return None, None
-    generator = keras.models.load_model(path)
-    folder = os.path.dirname(path)
-    for name, key in (("manifest.json", "iterations"), ("progress.json", "iteration")):
-        if os.path.isfile(os.path.join(folder, name)):
-            with open(os.path.join(folder, name)) as f:
-                return generator, json.load(f).get(key)
-    return generator, None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,47 +70,6 @@ class WhiteboxRun:
         return "_".join(str(p) for p in parts)
 
 
-def _classifier_path(run: WhiteboxRun, classifier_dir: str, mode: str, extra: str = "") -> str:
-    key = json.dumps({"dataset": run.dataset, "model": run.model, "mode": mode,
-                      "epochs": run.epochs, "num_train": run.num_train, "seed": run.seed,
-                      "eps": run.attack.eps if mode == "adv_tr" else None, "extra": extra},
-                     sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return os.path.join(classifier_dir, f"{run.dataset}_{run.model}_{mode}_{digest}.keras")
-
-
-def get_classifier(run: WhiteboxRun, train_x, train_y, *, classifier_dir: str,
-                   generator: Optional[keras.Model] = None,
-                   log: Callable[[str], None] = echo) -> keras.Model:
-    """The run's classifier: the given file, else from the cache folder, else trained."""
-    if run.classifier:
-        log(f"using classifier {run.classifier}")
-        return keras.models.load_model(run.classifier)
-    mode = "adv_tr" if run.defense_type == "adv_tr" else (
-        "recs" if run.train_on_recs else "orig")
-    extra = ""
-    if mode == "recs":
-        extra = reconstruction_cache_key(generator, run.projection, run.seed)
-    path = _classifier_path(run, classifier_dir, mode, extra)
-    if os.path.isfile(path):
-        log(f"loading classifier {path}")
-        return keras.models.load_model(path)
-    config = ClassifierConfig(model=run.model, epochs=run.epochs,
-                              adversarial_eps=run.attack.eps)
-    images = train_x
-    if mode == "recs":
-        images = reconstruct_dataset(
-            lambda x: project(generator, x, run.projection, seed=run.seed).reconstruction,
-            train_x, cache_key=extra, cache_dir=classifier_dir, log=log)
-    log(f"training classifier {run.model} on {len(images)} {mode} images "
-        f"for {run.epochs} epochs")
-    model = train_classifier(images, train_y, config, seed=run.seed,
-                             adversarial_eps=config.adversarial_eps if mode == "adv_tr" else None)
-    os.makedirs(classifier_dir, exist_ok=True)
-    model.save(path)
-    return model
-
-
 def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
@@ -154,11 +87,19 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
 
     Returns:
       dict with ``json`` (path), ``table`` (markdown) and ``result``.
+
+    Raises:
+      InputError: an output folder is a file or not writable, a model file is
+        missing, corrupt or of the wrong kind, or more images are asked for than
+        the splits hold; all before any attack runs.
     """
+    prepare_output_dir(results_dir, "results_dir")
+    generator, generator_iterations = load_generator(run.generator, dataset=run.dataset)
     train_data, test_data = load_splits(run.dataset, data_dir, train_data, test_data)
-    train_x, train_y = train_data[0][:run.num_train], train_data[1][:run.num_train]
-    test_x, test_y = test_data[0][:run.num_tests], test_data[1][:run.num_tests]
-    generator, generator_iterations = load_generator(run.generator)
+    train_x, train_y = take(train_data, run.num_train, "num_train")
+    test_x, test_y = take(test_data, run.num_tests, "num_tests")
+    if not run.classifier:
+        prepare_output_dir(classifier_dir, "classifier_dir")
     classifier = get_classifier(run, train_x, train_y, classifier_dir=classifier_dir,
                                 generator=generator, log=log)
     model_fn, score_fn, scorer = classifier, None, None
@@ -172,12 +113,14 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         def score_fn(x):
             logits, projection = scorer.call_with_details(x)
             return logits, projection.error
-    lo, hi = (-1.0, 1.0) if run.dataset == "celeba" else (0.0, 1.0)
+    lo, hi = preset(run.dataset).model.pixel_range
     result = evaluate_whitebox(model_fn, test_x, test_y, run.attack, clip_min=lo, clip_max=hi,
                                batch_size=run.batch_size, seed=run.seed, score_fn=score_fn,
                                log=log)
-    name = run.name()
-    os.makedirs(results_dir, exist_ok=True)
+    settings = {**dataclasses.asdict(run), "generator_iterations": generator_iterations,
+                "generator_sha": weights_digest(generator)[:16] if generator else None,
+                "classifier_sha": report.file_digest(run.classifier)}
+    name = f"{run.name()}_{report.settings_id(settings)}"
     adv = result.pop("adversarial_examples")
     if scorer is not None:
         clean_rec = scorer.reconstruct(test_x[:10]).numpy()
@@ -199,8 +142,8 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
                         row_labels=["clean", "adversarial"])
     payload = {
         "kind": "whitebox",
-        "settings": {**dataclasses.asdict(run), "generator_iterations": generator_iterations,
-                     "generator_sha": weights_digest(generator)[:16] if generator else None},
+        "settings": settings,
+        "run_id": report.settings_id(settings),
         "result": result,
         "versions": report.versions(),
         "command": command,

@@ -2,6 +2,7 @@
 
 from defense_gan_tf.models.classifiers import CLASSIFIERS, build_classifier
 from defense_gan_tf.models.critic import build_critic
-from defense_gan_tf.models.generator import build_generator
+from defense_gan_tf.models.generator import build_generator, float32_copy
 
-__all__ = ["CLASSIFIERS", "build_classifier", "build_critic", "build_generator"]
+__all__ = ["CLASSIFIERS", "build_classifier", "build_critic",
+           "build_generator", "float32_copy"]

@@ -7,6 +7,7 @@ time budget runs out (writing a checkpoint first), and leaves behind:
     output_dir/config.json          the config trained with
     output_dir/checkpoints/         training state (weights, Adam slots, iteration)
     output_dir/progress.json        iterations done, cumulative training seconds
+    output_dir/quality.jsonl        with an evaluator: one line of figures per evaluation
     output_dir/samples/             sample grids from fixed noise
     output_dir/tensorboard/         scalars
     output_dir/generator.keras      the generator, for the defense
@@ -25,13 +26,15 @@ import threading
 import time
 from typing import Callable, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import data as data_lib
 from defense_gan_tf.config import Config
 from defense_gan_tf.console import echo
-from defense_gan_tf.models import build_critic, build_generator
+from defense_gan_tf.errors import InputError
+from defense_gan_tf.models import build_critic, build_generator, float32_copy
 from defense_gan_tf.plots import save_image_grid
 from defense_gan_tf.training.checkpoints import Checkpointer
 from defense_gan_tf.training.wgan_gp import WGANGP
@@ -45,11 +48,19 @@ RESUMABLE_KEYS = frozenset({"gan.train_iters", "gan.checkpoint_every",
 _IGNORED_SECTIONS = ("projection", "classifier", "attack")
 
 GENERATOR_FILE = "generator.keras"
+CRITIC_FILE = "critic.keras"
+QUALITY_FILE = "quality.jsonl"
+# First guess of an evaluation's cost, for the time budget, until one was timed.
+_EVAL_SECONDS_GUESS = 300.0
 NUM_SAMPLES = 64
 
 
 class ConfigMismatchError(ValueError):
     """The output folder was trained with a different config."""
+
+
+class WarmStartError(ValueError):
+    """The warm-start weights do not fit the run's config."""
 
 
 class OutputDirBusyError(RuntimeError):
@@ -96,6 +107,77 @@ class TrainResult:
     total_train_seconds: float
     generator_path: str
     last_logs: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """Weights a fresh run starts from when the run folder (with its optimizer state) is lost.
+
+    The run continues at ``iteration`` (data order and random draws follow the
+    iteration number, as on an exact resume), with fresh Adam moments; the
+    warm start is recorded in ``progress.json`` and so in the package manifest.
+
+    Attributes:
+      generator_path, critic_path: float32 ``.keras`` models of the run's architecture.
+      iteration: generator iterations the weights were trained for.
+      train_seconds, eval_seconds: training and evaluation time spent before.
+      warm_starts: earlier warm starts of the same lineage.
+      quality_path: the earlier ``quality.jsonl``, continued by the new run.
+      source: where the weights came from (recorded).
+    """
+
+    generator_path: str
+    critic_path: str
+    iteration: int
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    warm_starts: tuple = ()
+    quality_path: Optional[str] = None
+    source: str = ""
+
+
+def load_warm_start(package_dir: str) -> WarmStart:
+    """A :class:`WarmStart` from a packaged generator folder (``pretrained/<dataset>``).
+
+    Raises:
+      FileNotFoundError: the folder lacks manifest.json, generator.keras or critic.keras.
+      ValueError: the manifest cannot be read.
+    """
+    paths = {name: os.path.join(package_dir, name)
+             for name in ("manifest.json", GENERATOR_FILE, CRITIC_FILE)}
+    for name, path in paths.items():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"warm start folder {package_dir} has no {name}")
+    try:
+        with open(paths["manifest.json"]) as f:
+            manifest = json.load(f)
+        iteration = int(manifest["iterations"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{paths['manifest.json']} cannot be read: {e}") from None
+    quality = os.path.join(package_dir, QUALITY_FILE)
+    return WarmStart(
+        generator_path=paths[GENERATOR_FILE], critic_path=paths[CRITIC_FILE],
+        iteration=iteration,
+        train_seconds=float(manifest.get("train_wall_seconds", 0.0)),
+        eval_seconds=float(manifest.get("eval_wall_seconds", 0.0)),
+        warm_starts=tuple(manifest.get("warm_starts", ())),
+        quality_path=quality if os.path.isfile(quality) else None,
+        source=package_dir)
+
+
+def _apply_warm_start(warm: WarmStart, model: WGANGP, config: Config) -> None:
+    import keras as keras_lib
+
+    for target, path in ((model.generator, warm.generator_path),
+                         (model.critic, warm.critic_path)):
+        try:
+            source = keras_lib.models.load_model(path)
+            target.set_weights(source.get_weights())
+        except (ValueError, OSError) as e:
+            raise WarmStartError(f"warm start: {path} does not fit the config's "
+                             f"{target.name} ({type(e).__name__}: {str(e)[:200]})") from None
+    model.g_optimizer.iterations.assign(warm.iteration)
+    model.d_optimizer.iterations.assign(warm.iteration * config.gan.critic_steps)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -209,16 +291,27 @@ def config_differences(saved: Config, current: Config) -> list[str]:
     return diffs
 
 
+def _has_training_state(output_dir: str) -> bool:
+    """Whether a run folder holds anything trained (a checkpoint or progress record).
+
+    A config.json alone is what a start that failed before training leaves; it
+    must not block a rerun with other settings.
+    """
+    checkpoints = os.path.join(output_dir, "checkpoints")
+    return os.path.exists(os.path.join(output_dir, "progress.json")) or (
+        os.path.isdir(checkpoints) and bool(os.listdir(checkpoints)))
+
+
 def _prepare_output_dir(output_dir: str, config: Config, overwrite: bool) -> None:
     os.makedirs(output_dir, exist_ok=True)
     config_path = os.path.join(output_dir, "config.json")
     if overwrite:
         for sub in ("checkpoints", "samples", "tensorboard"):
             shutil.rmtree(os.path.join(output_dir, sub), ignore_errors=True)
-        for name in ("progress.json", GENERATOR_FILE):
+        for name in ("progress.json", GENERATOR_FILE, CRITIC_FILE, QUALITY_FILE):
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-    elif os.path.exists(config_path):
+    elif os.path.exists(config_path) and _has_training_state(output_dir):
         with open(config_path) as f:
             try:
                 saved = Config.from_json(f.read())
@@ -233,6 +326,32 @@ def _prepare_output_dir(output_dir: str, config: Config, overwrite: bool) -> Non
                 "(pass --overwrite to start afresh, or use another --output_dir):\n  "
                 + "\n  ".join(diffs))
     _write_json(config_path, config.to_dict())
+
+
+def save_float32(model, path: str, builder) -> None:
+    """Saves a float32 copy of ``model`` to ``path`` atomically (see ``float32_copy``)."""
+    if any(layer.compute_dtype != "float32" for layer in model.layers):
+        model = float32_copy(model, builder)
+    tmp_path = path + ".tmp.keras"
+    model.save(tmp_path)
+    os.replace(tmp_path, path)
+
+
+def read_quality(path: str) -> list[dict]:
+    """The entries of a ``quality.jsonl``, one per iteration (the last one written wins)."""
+    if not os.path.exists(path):
+        return []
+    entries = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                entries[int(entry["iteration"])] = entry
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}, line {number}: not a quality entry") from None
+    return [entries[k] for k in sorted(entries)]
 
 
 def _write_json(path: str, payload) -> None:
@@ -269,6 +388,22 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def summarise_quality(entry: dict) -> str:
+    """One line of the figures of a quality entry (those present)."""
+    parts = []
+    if "classifier_score" in entry:
+        parts.append(f"score {entry['classifier_score']:.2f}")
+    if "frechet_distance" in entry:
+        parts.append(f"FD {entry['frechet_distance']:.1f}")
+    for name, value in entry.get("defense_gan_orig", {}).items():
+        parts.append(f"{name} {value['accuracy']:.2f} (n={value['n']})")
+    failures = entry.get("transferred_fgsm_failures")
+    if failures and failures.get("failures"):
+        parts.append(f"optimisation failures {failures['optimisation_failures']}"
+                     f"/{failures['failures']}")
+    return ", ".join(parts)
+
+
 def _format_seconds(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -280,7 +415,9 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
               dataset: Optional[tf.data.Dataset] = None, data_dir: Optional[str] = None,
               strategy: Optional[tf.distribute.Strategy] = None,
               time_budget_minutes: Optional[float] = None, overwrite: bool = False,
-              log: Optional[Callable[[str], None]] = None) -> TrainResult:
+              log: Optional[Callable[[str], None]] = None,
+              evaluator: Optional[Callable[[keras.Model], dict]] = None,
+              evaluate_every: int = 0, warm_start: Optional[WarmStart] = None) -> TrainResult:
     """Trains (or resumes training of) a WGAN-GP generator for ``config``.
 
     Args:
@@ -295,6 +432,14 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
       time_budget_minutes: stop, with a checkpoint, before this much wall time.
       overwrite: discard an existing run in ``output_dir`` instead of resuming.
       log: progress output (default: flushed prints).
+      evaluator: called every ``evaluate_every`` iterations with a float32 copy
+        of the generator; its dict is appended, with the iteration and the
+        training seconds so far, to ``output_dir/quality.jsonl``. Its time is
+        not counted as training time. An evaluation the time budget has no room
+        for ends the run (with a checkpoint) and runs first on resumption.
+      evaluate_every: iterations between evaluations (0: none).
+      warm_start: weights to start from when ``output_dir`` holds no checkpoint
+        (ignored, with a message, when it does: an exact resume is better).
 
     Returns:
       A :class:`TrainResult`.
@@ -303,39 +448,270 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
       ConfigMismatchError: ``output_dir`` holds a run with another config.
       CheckpointError: checkpoints exist but none can be restored.
       OutputDirBusyError: another process is training into ``output_dir``.
+      InputError: ``output_dir`` is a file.
     """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise InputError(f"output_dir {output_dir} is a file, not a folder")
+    if time_budget_minutes is not None and time_budget_minutes <= 0:
+        raise ValueError(f"time_budget_minutes must be > 0, got {time_budget_minutes}")
+    if evaluate_every < 0 or (evaluator is not None and evaluate_every == 0):
+        raise ValueError(f"evaluate_every must be > 0 with an evaluator, got {evaluate_every}")
     strategy = strategy or tf.distribute.get_strategy()
+    if config.gan.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"gan.batch_size={config.gan.batch_size} must be divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas")
     chief = is_chief(strategy)
     if not chief:  # Other workers must save too (collectives), into scratch folders.
         task = strategy.cluster_resolver
         output_dir = os.path.join(output_dir, f"worker_{task.task_type}_{task.task_id}")
     with _exclusive(output_dir):
-        return _train_gan(config, output_dir, chief=chief, images=images, dataset=dataset,
-                          data_dir=data_dir, strategy=strategy,
-                          time_budget_minutes=time_budget_minutes, overwrite=overwrite,
-                          log=log)
+        return _train_locked(config, output_dir, chief=chief, images=images,
+                             dataset=dataset, data_dir=data_dir, strategy=strategy,
+                             budget_minutes=time_budget_minutes, overwrite=overwrite,
+                             log=log or echo, evaluator=evaluator,
+                             evaluate_every=evaluate_every, warm_start=warm_start)
 
 
-def _train_gan(config: Config, output_dir: str, *, chief: bool,
-               images: Optional[np.ndarray] = None,
-               dataset: Optional[tf.data.Dataset] = None, data_dir: Optional[str] = None,
-               strategy: Optional[tf.distribute.Strategy] = None,
-               time_budget_minutes: Optional[float] = None, overwrite: bool = False,
-               log: Optional[Callable[[str], None]] = None) -> TrainResult:
+class _RunState:
+    """What the training loop and its monitors share: models, files, iteration, clocks."""
+
+    def __init__(self, *, config: Config, output_dir: str, chief: bool, model: WGANGP,
+                 checkpointer: Checkpointer, log, start_iteration: int, restored: bool,
+                 previous_seconds: float, previous_eval_seconds: float, warm_starts: list):
+        self.config, self.output_dir, self.chief = config, output_dir, chief
+        self.model, self.checkpointer, self.log = model, checkpointer, log
+        self.iteration = self.start_iteration = self.last_saved = start_iteration
+        self.restored = restored
+        self.previous_seconds = previous_seconds
+        self.previous_eval_seconds = previous_eval_seconds
+        self.warm_starts = warm_starts
+        self.eval_seconds = 0.0  # this call's, excluded from the training time
+        self.save_seconds = 5.0  # the last checkpoint's cost, for the time budget
+        self.t_start = self.t_loop = time.monotonic()
+        self.logs: dict = {}
+
+    @property
+    def generator(self):
+        return self.model.generator
+
+    def train_seconds(self) -> float:
+        """Training wall time over all calls, evaluations excluded."""
+        return self.previous_seconds + time.monotonic() - self.t_loop - self.eval_seconds
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t_start
+
+    def save_checkpoint(self) -> None:
+        """Checkpoint and progress.json at the current iteration."""
+        t0 = time.monotonic()
+        self.checkpointer.save(self.iteration)
+        _write_json(os.path.join(self.output_dir, "progress.json"), {
+            "iteration": self.iteration,
+            "total_train_seconds": self.train_seconds(),
+            "total_eval_seconds": self.previous_eval_seconds + self.eval_seconds,
+            "precision": self.config.gan.precision,
+            "warm_starts": self.warm_starts,
+        })
+        self.last_saved = self.iteration
+        self.save_seconds = time.monotonic() - t0
+
+
+class Monitor:
+    """A side duty of the training loop, in the spirit of Keras callbacks.
+
+    ``before_step`` and ``after_step`` may return a stop reason (a string) to end
+    the loop; ``on_end`` runs once with the reason the loop ended.
+    """
+
+    def on_start(self, state: _RunState) -> None:
+        pass
+
+    def before_step(self, state: _RunState) -> Optional[str]:
+        return None
+
+    def after_step(self, state: _RunState) -> Optional[str]:
+        return None
+
+    def on_end(self, state: _RunState, reason: str) -> None:
+        pass
+
+
+class _ProgressLog(Monitor):
+    """Progress lines (rate, ETA, mean losses) and TensorBoard scalars every ``log_every``."""
+
+    def on_start(self, state):
+        self.writer = tf.summary.create_file_writer(
+            os.path.join(state.output_dir, "tensorboard"))
+        self.restart_window(state)
+
+    def restart_window(self, state):
+        self.t_window, self.window_start = time.monotonic(), state.iteration
+
+    def after_step(self, state):
+        gan, model, it = state.config.gan, state.model, state.iteration
+        model.update_trackers(state.logs)
+        if it % gan.log_every and it != gan.train_iters:
+            return None
+        rate = (it - self.window_start) / max(time.monotonic() - self.t_window, 1e-9)
+        eta = (gan.train_iters - it) / max(rate, 1e-9)
+        means = {k: float(t.result()) for k, t in model.trackers.items()}
+        state.log(f"iter {it}/{gan.train_iters}  {rate:.2f} it/s  "
+                  f"ETA {_format_seconds(eta)}  critic {means['critic_loss']:.4f}  "
+                  f"gen {means['generator_loss']:.4f}  "
+                  f"gp {means['gradient_penalty']:.4f}  W {means['wasserstein']:.4f}")
+        with self.writer.as_default(step=it):
+            for k, v in means.items():
+                tf.summary.scalar(k, v)
+            tf.summary.scalar("iterations_per_second", rate)
+        for t in model.trackers.values():
+            t.reset_state()
+        self.restart_window(state)
+        return None
+
+    def on_end(self, state, reason):
+        self.writer.flush()
+
+
+class _SampleGrids(Monitor):
+    """Grids of G(fixed z) every ``sample_every`` iterations and at the end."""
+
+    def on_start(self, state):
+        self.z = tf.random.stateless_normal([NUM_SAMPLES, state.model.latent_dim],
+                                            seed=[state.config.gan.seed, 2**31 - 1])
+        self.folder = os.path.join(state.output_dir, "samples")
+
+    def save(self, state):
+        images = state.generator(self.z, training=False).numpy()
+        rng = state.config.model.pixel_range
+        save_image_grid(images, os.path.join(self.folder, f"iter_{state.iteration:07d}.png"),
+                        pixel_range=rng)
+        save_image_grid(images, os.path.join(self.folder, "latest.png"), pixel_range=rng)
+
+    def after_step(self, state):
+        if state.iteration % state.config.gan.sample_every == 0:
+            self.save(state)
+
+    def on_end(self, state, reason):
+        if reason != "nan":
+            self.save(state)
+
+
+class _Checkpoints(Monitor):
+    """Checkpoints every ``checkpoint_every`` iterations; at the end, the checkpoint and
+    the float32 generator and critic files (never after a non-finite loss)."""
+
+    def after_step(self, state):
+        if state.iteration % state.config.gan.checkpoint_every == 0:
+            state.save_checkpoint()
+
+    def on_end(self, state, reason):
+        if reason == "nan":  # Never overwrite good files with NaN weights.
+            return
+        if state.iteration != state.last_saved or (
+                not state.restored and state.iteration == state.start_iteration):
+            state.save_checkpoint()
+        config = state.config
+        save_float32(state.generator, os.path.join(state.output_dir, GENERATOR_FILE),
+                     lambda: build_generator(config))
+        save_float32(state.model.critic, os.path.join(state.output_dir, CRITIC_FILE),
+                     lambda: build_critic(config))
+
+
+class _StopConditions(Monitor):
+    """Stops on SIGINT / SIGTERM and before the time budget runs out."""
+
+    def __init__(self, stop_flag: "_StopFlag", budget_seconds: Optional[float]):
+        self.stop_flag, self.budget = stop_flag, budget_seconds
+        self.iter_seconds: Optional[float] = None
+        self.t_step = 0.0
+
+    def before_step(self, state):
+        if self.stop_flag.requested:
+            return "signal"
+        if self.budget is not None and self.iter_seconds is not None and (
+                state.elapsed() + 2 * self.iter_seconds + 2 * state.save_seconds + 10.0
+                > self.budget):
+            return "time_budget"
+        self.t_step = time.monotonic()
+        return None
+
+    def after_step(self, state):
+        dt = time.monotonic() - self.t_step
+        self.iter_seconds = dt if self.iter_seconds is None else (
+            0.9 * self.iter_seconds + 0.1 * dt)
+
+
+class _Evaluation(Monitor):
+    """Runs the evaluator every ``every`` iterations into quality.jsonl (see train_gan)."""
+
+    def __init__(self, evaluator, every: int, budget_seconds: Optional[float],
+                 progress: _ProgressLog):
+        self.evaluator, self.every, self.budget = evaluator, every, budget_seconds
+        self.progress = progress
+        self.estimate = _EVAL_SECONDS_GUESS
+
+    def on_start(self, state):
+        self.path = os.path.join(state.output_dir, QUALITY_FILE)
+        self.done = {e["iteration"] for e in read_quality(self.path)}
+        if self.due(state):  # Left pending by the previous call's time budget.
+            self.evaluate(state)
+
+    def due(self, state):
+        it = state.iteration
+        return it > 0 and it % self.every == 0 and it not in self.done
+
+    def after_step(self, state):
+        if not self.due(state):
+            return None
+        if self.budget is not None and (state.elapsed() + self.estimate
+                                        + 2 * state.save_seconds + 10.0 > self.budget):
+            state.log(f"no time left in the budget to evaluate iteration {state.iteration}; "
+                      "stopping (the evaluation runs first when the run resumes)")
+            return "time_budget"
+        if state.iteration != state.last_saved:
+            state.save_checkpoint()
+        self.evaluate(state)
+        return None
+
+    def evaluate(self, state):
+        config = state.config
+        t0 = time.monotonic()
+        state.log(f"evaluating the generator at iteration {state.iteration}")
+        generator = state.generator
+        if config.gan.precision != "float32":
+            generator = float32_copy(generator, lambda: build_generator(config))
+        figures = self.evaluator(generator)
+        spent = time.monotonic() - t0
+        entry = {"iteration": state.iteration, "train_seconds": round(state.train_seconds(), 1),
+                 "eval_seconds": round(spent, 1), **figures}
+        if state.chief:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry, sort_keys=True) + "\n")
+        state.eval_seconds += spent
+        self.estimate = spent
+        self.done.add(state.iteration)
+        state.log(f"evaluated iteration {state.iteration} in {_format_seconds(spent)}: "
+                  + summarise_quality(entry))
+        self.progress.restart_window(state)
+
+
+def _train_locked(config: Config, output_dir: str, *, chief: bool, images, dataset,
+                  data_dir, strategy, budget_minutes, overwrite, log, evaluator,
+                  evaluate_every, warm_start) -> TrainResult:
+    """:func:`train_gan` once the output folder is locked."""
     t_start = time.monotonic()
-    log = log or echo
     gan = config.gan
-    if gan.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"gan.batch_size={gan.batch_size} must be divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas")
-    if time_budget_minutes is not None and time_budget_minutes <= 0:
-        raise ValueError(f"time_budget_minutes must be > 0, got {time_budget_minutes}")
+    if images is None and dataset is None:  # Load before touching the run folder.
+        if config.dataset == "celeba":  # too large for memory: streamed
+            dataset = data_lib.load(config.dataset, "train", data_dir=data_dir)
+        else:
+            images, _ = data_lib.load_numpy(config.dataset, "train", data_dir=data_dir)
     if chief:
         _prepare_output_dir(output_dir, config, overwrite)
 
     with strategy.scope():
-        generator = build_generator(config, seed=gan.seed)
-        critic = build_critic(config, seed=gan.seed)
+        generator = build_generator(config, seed=gan.seed, precision=gan.precision)
+        critic = build_critic(config, seed=gan.seed, precision=gan.precision)
         model = WGANGP(generator, critic, gan)
         model.compile()
         model.build_optimizers()
@@ -343,31 +719,11 @@ def _train_gan(config: Config, output_dir: str, *, chief: bool,
                                 generator=generator, critic=critic,
                                 g_optimizer=model.g_optimizer,
                                 d_optimizer=model.d_optimizer)
-    restored = checkpointer.restore_latest()
-    start_iteration = int(model.iteration.numpy())
-    progress_path = os.path.join(output_dir, "progress.json")
-    previous_seconds = 0.0
-    if restored:
-        if os.path.exists(progress_path):
-            with open(progress_path) as f:
-                previous_seconds = float(json.load(f).get("total_train_seconds", 0.0))
-        log(f"resumed from {restored} at iteration {start_iteration}")
-
-    if dataset is not None:
-        stream = streaming_batches(dataset, batch_size=gan.batch_size,
-                                   critic_steps=gan.critic_steps, seed=gan.seed,
-                                   start_iteration=start_iteration)
-    else:
-        if images is None:
-            images, _ = data_lib.load_numpy(config.dataset, "train", data_dir=data_dir)
-        expected = tuple(config.model.image_shape)
-        if tuple(images.shape[1:]) != expected:
-            raise ValueError(f"training images have shape {images.shape[1:]}, the "
-                             f"config's model expects {expected}")
-        stream = indexed_batches(images, batch_size=gan.batch_size,
-                                 critic_steps=gan.critic_steps, seed=gan.seed,
-                                 start_iteration=start_iteration)
-    iterator = iter(strategy.experimental_distribute_dataset(stream))
+    state = _restore(config, output_dir, chief=chief, model=model, checkpointer=checkpointer,
+                     warm_start=warm_start, log=log)
+    state.t_start = t_start
+    iterator = iter(strategy.experimental_distribute_dataset(
+        _real_batches(config, images, dataset, state.start_iteration)))
 
     @tf.function
     def step(batch):
@@ -375,93 +731,102 @@ def _train_gan(config: Config, output_dir: str, *, chief: bool,
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
-    fixed_z = tf.random.stateless_normal([NUM_SAMPLES, model.latent_dim],
-                                         seed=[gan.seed, 2**31 - 1])
-    samples_dir = os.path.join(output_dir, "samples")
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+    budget = None if budget_minutes is None else budget_minutes * 60.0
+    with _StopFlag(log) as stop_flag:
+        progress = _ProgressLog()
+        monitors = [_StopConditions(stop_flag, budget), progress, _SampleGrids(),
+                    _Checkpoints()]
+        if evaluator is not None:
+            monitors.append(_Evaluation(evaluator, evaluate_every, budget, progress))
+        reason = _loop(state, step, iterator, monitors)
     generator_path = os.path.join(output_dir, GENERATOR_FILE)
-    budget = None if time_budget_minutes is None else time_budget_minutes * 60.0
-
-    def save_samples(iteration):
-        images_out = generator(fixed_z, training=False).numpy()
-        rng = config.model.pixel_range
-        save_image_grid(images_out, os.path.join(samples_dir, f"iter_{iteration:07d}.png"),
-                        pixel_range=rng)
-        save_image_grid(images_out, os.path.join(samples_dir, "latest.png"), pixel_range=rng)
-
-    def save_state(iteration):
-        t0 = time.monotonic()
-        checkpointer.save(iteration)
-        _write_json(progress_path, {
-            "iteration": iteration,
-            "total_train_seconds": previous_seconds + time.monotonic() - t_loop,
-        })
-        return time.monotonic() - t0
-
-    iteration, last_saved, logs = start_iteration, start_iteration, {}
-    stop_reason = "completed"
-    iter_seconds, save_seconds = None, 5.0
-    t_loop = time.monotonic()
-    t_window, window_start = t_loop, iteration
-    with _StopFlag(log) as stop:
-        while iteration < gan.train_iters:
-            if stop.requested:
-                stop_reason = "signal"
-                break
-            if budget is not None and iter_seconds is not None:
-                elapsed = time.monotonic() - t_start
-                if elapsed + 2 * iter_seconds + 2 * save_seconds + 10.0 > budget:
-                    stop_reason = "time_budget"
-                    break
-            t_iter = time.monotonic()
-            out = step(next(iterator))
-            logs = {k: float(v) for k, v in out.items()}
-            if not all(np.isfinite(v) for v in logs.values()):
-                stop_reason = "nan"
-                log(f"non-finite loss at iteration {iteration + 1}: {logs}; stopping "
-                    f"without saving (last good checkpoint: iteration {last_saved})")
-                break
-            iteration += 1
-            dt = time.monotonic() - t_iter
-            iter_seconds = dt if iter_seconds is None else 0.9 * iter_seconds + 0.1 * dt
-            model.update_trackers(logs)
-            if iteration % gan.log_every == 0 or iteration == gan.train_iters:
-                rate = (iteration - window_start) / max(time.monotonic() - t_window, 1e-9)
-                eta = (gan.train_iters - iteration) / max(rate, 1e-9)
-                means = {k: float(t.result()) for k, t in model.trackers.items()}
-                log(f"iter {iteration}/{gan.train_iters}  {rate:.2f} it/s  "
-                    f"ETA {_format_seconds(eta)}  critic {means['critic_loss']:.4f}  "
-                    f"gen {means['generator_loss']:.4f}  "
-                    f"gp {means['gradient_penalty']:.4f}  W {means['wasserstein']:.4f}")
-                with writer.as_default(step=iteration):
-                    for k, v in means.items():
-                        tf.summary.scalar(k, v)
-                    tf.summary.scalar("iterations_per_second", rate)
-                for t in model.trackers.values():
-                    t.reset_state()
-                t_window, window_start = time.monotonic(), iteration
-            if iteration % gan.sample_every == 0:
-                save_samples(iteration)
-            if iteration % gan.checkpoint_every == 0:
-                save_seconds = save_state(iteration)
-                last_saved = iteration
-
-    writer.flush()
-    if stop_reason != "nan":  # Never overwrite good files with NaN weights.
-        if iteration != last_saved or (not restored and iteration == 0):
-            save_state(iteration)
-        save_samples(iteration)
-        tmp_path = generator_path + ".tmp.keras"
-        generator.save(tmp_path)
-        os.replace(tmp_path, generator_path)
-    total = previous_seconds + time.monotonic() - t_loop
-    if stop_reason == "nan":
-        log(f"stopped at iteration {iteration} (non-finite loss); nothing saved since "
-            f"iteration {last_saved}")
+    if reason == "nan":
+        log(f"stopped at iteration {state.iteration} (non-finite loss); nothing saved since "
+            f"iteration {state.last_saved}")
     else:
-        log(f"stopped at iteration {iteration} ({stop_reason}); generator saved to "
+        log(f"stopped at iteration {state.iteration} ({reason}); generator saved to "
             f"{generator_path}")
-    return TrainResult(start_iteration=start_iteration, iteration=iteration,
-                       stop_reason=stop_reason, seconds=time.monotonic() - t_start,
-                       total_train_seconds=total, generator_path=generator_path,
-                       last_logs=logs)
+    return TrainResult(start_iteration=state.start_iteration, iteration=state.iteration,
+                       stop_reason=reason, seconds=time.monotonic() - t_start,
+                       total_train_seconds=state.train_seconds(),
+                       generator_path=generator_path, last_logs=state.logs)
+
+
+def _loop(state: _RunState, step, iterator, monitors) -> str:
+    """The training loop: one WGAN-GP iteration per pass; side duties in ``monitors``."""
+    state.t_loop = time.monotonic()
+    for monitor in monitors:
+        monitor.on_start(state)
+    reason = "completed"
+    while state.iteration < state.config.gan.train_iters:
+        stop = next((r for r in (m.before_step(state) for m in monitors) if r), None)
+        if stop:
+            reason = stop
+            break
+        logs = {k: float(v) for k, v in step(next(iterator)).items()}
+        if not all(np.isfinite(v) for v in logs.values()):
+            state.log(f"non-finite loss at iteration {state.iteration + 1}: {logs}; stopping "
+                      f"without saving (last good checkpoint: iteration {state.last_saved})")
+            reason = "nan"
+            break
+        state.iteration += 1
+        state.logs = logs
+        stop = None
+        for monitor in monitors:
+            stop = monitor.after_step(state) or stop
+        if stop:
+            reason = stop
+            break
+    for monitor in monitors:
+        monitor.on_end(state, reason)
+    return reason
+
+
+def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
+             checkpointer: Checkpointer, warm_start: Optional[WarmStart], log) -> _RunState:
+    """Restores the newest checkpoint, or applies the warm start; returns the run state."""
+    restored = checkpointer.restore_latest()
+    progress_path = os.path.join(output_dir, "progress.json")
+    previous_seconds = previous_eval_seconds = 0.0
+    warm_starts = []
+    if restored:
+        if os.path.exists(progress_path):
+            with open(progress_path) as f:
+                progress = json.load(f)
+            previous_seconds = float(progress.get("total_train_seconds", 0.0))
+            previous_eval_seconds = float(progress.get("total_eval_seconds", 0.0))
+            warm_starts = list(progress.get("warm_starts", []))
+        log(f"resumed from {restored} at iteration {int(model.iteration.numpy())}")
+        if warm_start is not None:
+            log(f"the warm start from {warm_start.source} is not needed: resumed exactly")
+    elif warm_start is not None:
+        _apply_warm_start(warm_start, model, config)
+        previous_seconds = warm_start.train_seconds
+        previous_eval_seconds = warm_start.eval_seconds
+        warm_starts = list(warm_start.warm_starts) + [
+            {"iteration": warm_start.iteration, "source": warm_start.source,
+             "note": "weights only; optimizer state started afresh"}]
+        if chief and warm_start.quality_path:
+            shutil.copyfile(warm_start.quality_path, os.path.join(output_dir, QUALITY_FILE))
+        log(f"warm start from {warm_start.source} at iteration {warm_start.iteration} "
+            "(weights only; Adam moments start afresh)")
+    return _RunState(config=config, output_dir=output_dir, chief=chief, model=model,
+                     checkpointer=checkpointer, log=log,
+                     start_iteration=int(model.iteration.numpy()), restored=bool(restored),
+                     previous_seconds=previous_seconds,
+                     previous_eval_seconds=previous_eval_seconds, warm_starts=warm_starts)
+
+
+def _real_batches(config: Config, images, dataset, start_iteration: int) -> tf.data.Dataset:
+    """The stream of real batches from ``start_iteration`` on (in memory or streamed)."""
+    gan = config.gan
+    if dataset is not None:
+        return streaming_batches(dataset, batch_size=gan.batch_size,
+                                 critic_steps=gan.critic_steps, seed=gan.seed,
+                                 start_iteration=start_iteration)
+    expected = tuple(config.model.image_shape)
+    if tuple(images.shape[1:]) != expected:
+        raise ValueError(f"training images have shape {images.shape[1:]}, the "
+                         f"config's model expects {expected}")
+    return indexed_batches(images, batch_size=gan.batch_size, critic_steps=gan.critic_steps,
+                           seed=gan.seed, start_iteration=start_iteration)

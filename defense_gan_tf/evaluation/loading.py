@@ -1,0 +1,195 @@
+"""Loading what a workflow needs: data splits, a generator, a classifier (with its cache).
+
+Every loader checks what it loads and says which file (and which flag or
+argument) is at fault: a file that is missing or not a ``.keras`` archive, a
+classifier where a generator belongs or the reverse, a generator whose
+manifest names another dataset, more test images asked for than the split has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+
+from defense_gan_tf import data as data_lib
+from defense_gan_tf.config import ClassifierConfig, canonical_dataset_name
+from defense_gan_tf.console import echo
+from defense_gan_tf.defense import Projector
+from defense_gan_tf.errors import InputError
+from defense_gan_tf.models.checks import check_classifier, check_generator
+from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruction_cache_key,
+                                                save_without_optimizer, train_classifier)
+
+
+def load_model_file(path: str, name: str) -> keras.Model:
+    """Loads a ``.keras`` model, with errors that name ``name`` (a flag or argument) and the file.
+
+    Raises:
+      InputError: the file does not exist, is not a ``.keras`` (zip) archive, or
+        Keras cannot build a model from it.
+    """
+    if not os.path.exists(path):
+        raise InputError(f"{name} {path} does not exist")
+    if not os.path.isfile(path):
+        raise InputError(f"{name} {path} is not a file")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{name} {path} is not a valid .keras archive (not a zip file: "
+                         "truncated, or saved in another format)")
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise InputError(f"{name} {path} is not a loadable .keras model "
+                         f"({type(e).__name__}: {first})") from None
+
+
+def side_car(path: str) -> dict:
+    """The ``manifest.json`` (or, in a run folder, ``progress.json``) beside a model file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for file_name in ("manifest.json", "progress.json"):
+        candidate = os.path.join(folder, file_name)
+        if os.path.isfile(candidate):
+            try:
+                with open(candidate) as f:
+                    content = json.load(f)
+            except ValueError:
+                raise InputError(f"{candidate} (beside {path}) is not valid JSON") from None
+            return {"file": file_name, **(content if isinstance(content, dict) else {})}
+    return {}
+
+
+def load_generator(path: Optional[str], *, dataset: Optional[str] = None,
+                   name: str = "--generator"):
+    """(generator, iterations trained or None) from a ``.keras`` file; (None, None) without one.
+
+    The iterations come from a ``manifest.json`` (a package) or ``progress.json``
+    (a run folder) beside the file. When the manifest or the run's config names
+    another dataset than ``dataset``, the generator is refused.
+
+    Raises:
+      InputError: the file is missing or corrupt, is not a generator, or was
+        trained on another dataset.
+    """
+    if not path:
+        return None, None
+    generator = check_generator(load_model_file(path, name), f"{name} {path}")
+    info = side_car(path)
+    trained_on = info.get("dataset")
+    if trained_on is None and info.get("file") == "progress.json":
+        config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+        if os.path.isfile(config_path):
+            with open(config_path) as f:
+                trained_on = json.load(f).get("dataset")
+    if dataset and trained_on and canonical_dataset_name(trained_on) != \
+            canonical_dataset_name(dataset):
+        raise InputError(f"{name} {path} was trained on {trained_on} (says its "
+                         f"{info['file']}), but this run uses {dataset}")
+    iterations = info.get("iterations", info.get("iteration"))
+    return generator, (int(iterations) if iterations is not None else None)
+
+
+def load_classifier(path: str, *, image_shape=None, name: str = "--classifier") -> keras.Model:
+    """A logits classifier from a ``.keras`` file, checked to take ``image_shape`` images.
+
+    Raises:
+      InputError: the file is missing or corrupt, or is not a classifier of such images.
+    """
+    return check_classifier(load_model_file(path, name), f"{name} {path}",
+                            image_shape=image_shape)
+
+
+def load_splits(dataset: str, data_dir: Optional[str], train_data=None, test_data=None):
+    """(train, test) as (images, labels) pairs; given ones are used as they are."""
+    if train_data is None:
+        train_data = data_lib.load_numpy(dataset, "train", data_dir=data_dir)
+    if test_data is None:
+        test_data = data_lib.load_numpy(dataset, "test", data_dir=data_dir)
+    return train_data, test_data
+
+
+def take(split, count: int, what: str, start: int = 0):
+    """The ``count`` examples of ``split`` from ``start``; refuses to silently return fewer.
+
+    Raises:
+      InputError: the split holds fewer than ``start + count`` examples.
+    """
+    images, labels = split
+    if start + count > len(images):
+        raise InputError(f"{what}={count} asks for more images than the {len(images)} "
+                         f"available" + (f" after the first {start}" if start else ""))
+    return images[start:start + count], labels[start:start + count]
+
+
+def prepare_output_dir(path: str, name: str) -> str:
+    """Creates ``path`` if needed and checks that it is a writable folder, before any work.
+
+    Raises:
+      InputError: ``path`` is a file, or cannot be created or written.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"{name} {path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{name} {path} cannot be created: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise InputError(f"{name} {path} is not writable")
+    return path
+
+
+def classifier_cache_path(classifier_dir: str, *, dataset: str, model: str, mode: str,
+                          epochs: int, num_train: int, seed: int, eps: Optional[float],
+                          extra: str = "") -> str:
+    """Where a trained classifier of these settings is cached."""
+    key = json.dumps({"dataset": dataset, "model": model, "mode": mode, "epochs": epochs,
+                      "num_train": num_train, "seed": seed,
+                      "eps": eps if mode == "adv_tr" else None, "extra": extra},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return os.path.join(classifier_dir, f"{dataset}_{model}_{mode}_{digest}.keras")
+
+
+def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_dir: str,
+                   generator: Optional[keras.Model] = None,
+                   log: Callable[[str], None] = echo) -> keras.Model:
+    """The run's classifier: the given file, else from the cache folder, else trained.
+
+    ``run`` is a white- or black-box run spec (dataset, model, defense_type,
+    train_on_recs, epochs, num_train, seed, attack.eps, projection, classifier).
+    """
+    image_shape = train_x.shape[1:]
+    if run.classifier:
+        log(f"using classifier {run.classifier}")
+        return load_classifier(run.classifier, image_shape=image_shape)
+    mode = "adv_tr" if run.defense_type == "adv_tr" else (
+        "recs" if run.train_on_recs else "orig")
+    extra = ""
+    if mode == "recs":
+        extra = reconstruction_cache_key(generator, run.projection, run.seed)
+    path = classifier_cache_path(classifier_dir, dataset=run.dataset, model=run.model,
+                                 mode=mode, epochs=run.epochs, num_train=run.num_train,
+                                 seed=run.seed, eps=run.attack.eps, extra=extra)
+    if os.path.isfile(path):
+        log(f"loading classifier {path}")
+        return load_classifier(path, image_shape=image_shape, name="cached classifier")
+    config = ClassifierConfig(model=run.model, epochs=run.epochs,
+                              adversarial_eps=run.attack.eps)
+    images = train_x
+    if mode == "recs":
+        projector = Projector(generator, run.projection)
+        images = reconstruct_dataset(
+            lambda x: projector(x, seed=run.seed).reconstruction,
+            train_x, cache_key=extra, cache_dir=classifier_dir, log=log)
+    log(f"training classifier {run.model} on {len(images)} {mode} images "
+        f"for {run.epochs} epochs")
+    model = train_classifier(images, train_y, config, seed=run.seed,
+                             adversarial_eps=config.adversarial_eps if mode == "adv_tr" else None)
+    os.makedirs(classifier_dir, exist_ok=True)
+    save_without_optimizer(model, path)
+    return model

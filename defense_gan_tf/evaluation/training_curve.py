@@ -1,0 +1,338 @@
+"""What a generator is worth to the defense, measured during training.
+
+:class:`DefenseQualityProbe` scores one generator on the figures that decide
+whether Defense-GAN works with it (paper section 3.3 and section 4; see also
+DESIGN.md section 5b):
+
+- generator quality: classifier score and Frechet distance of ``num_samples``
+  samples against the test set (``quality.py``);
+- Defense-GAN-Orig accuracy of the quality classifier on projections
+  (L, R of the given :class:`ProjectionConfig`) of the first ``num_images``
+  test images: clean; FGSM made on the undefended classifier (the transferred
+  attack); random-sign noise of the same size; and, on the first
+  ``paper_fgsm_images`` of them, paper-style FGSM whose gradient runs through
+  all L unrolled projection steps, then re-projected from fresh starts;
+- for each transferred-FGSM failure, whether it is an *optimisation* failure
+  (the clean image's own reconstruction fits the adversarial image better
+  than what the projection found, so more steps or restarts would help) or a
+  *range* failure (the generator can draw something off-class that fits the
+  adversarial image better than any rendering of the true digit it found).
+
+The fixed inputs (test images, their adversarial and noisy versions, real
+feature statistics) are computed once; each call projects with fixed seeds so
+that points of a curve differ only by the generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from defense_gan_tf.attacks import fgsm
+from defense_gan_tf.attacks.common import loss_and_gradient
+from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.defense.projection import Projector
+from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
+                                               sample, statistics)
+from defense_gan_tf.evaluation.stats import accuracy_entry
+
+# Seeds of the random starts: the evaluation projections and the attacker's own
+# projection (paper-style FGSM) draw different starts, as a real attacker would.
+_EVAL_SEED = 11
+_ATTACK_SEED = 12
+_SAMPLE_SEED = 13
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveSettings:
+    """How much a point of the training curve measures.
+
+    Attributes:
+      num_samples: generated images for the classifier score and Frechet distance.
+      num_images: first test images for the clean, transferred-FGSM and noise figures.
+      paper_fgsm_images: first test images for paper-style FGSM (full gradient through
+        the projection; about four projections' cost per image). 0 skips it.
+      eps: L-infinity size of FGSM and of the random-sign noise.
+      projection: the defense's projection (the paper's L = 200, R = 10 by default).
+      batch_size: images per projection batch.
+      paper_fgsm_batch_size: images per full-gradient batch (memory grows with L).
+    """
+
+    num_samples: int = 2000
+    num_images: int = 100
+    paper_fgsm_images: int = 20
+    eps: float = 0.3
+    projection: ProjectionConfig = dataclasses.field(default_factory=ProjectionConfig)
+    batch_size: int = 100
+    paper_fgsm_batch_size: int = 5
+
+    def __post_init__(self):
+        for name in ("num_samples", "num_images", "batch_size", "paper_fgsm_batch_size"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        if not 0 <= self.paper_fgsm_images <= self.num_images:
+            raise ValueError(f"paper_fgsm_images must be in [0, num_images="
+                             f"{self.num_images}], got {self.paper_fgsm_images}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+
+
+def _batched(fn, *arrays, batch_size: int):
+    outs = [fn(*(a[i:i + batch_size] for a in arrays))
+            for i in range(0, len(arrays[0]), batch_size)]
+    if isinstance(outs[0], tuple):
+        return tuple(np.concatenate(parts) for parts in zip(*outs))
+    return np.concatenate(outs)
+
+
+def classify_failures(clean_reconstruction: np.ndarray, found_error: np.ndarray,
+                      adversarial: np.ndarray, failed: np.ndarray) -> dict:
+    """Splits defense failures into optimisation and range failures (DESIGN.md 5b).
+
+    A failure is an optimisation failure when the clean image's reconstruction
+    G(z*_clean) fits the adversarial image better than the reconstruction the
+    projection found for it, i.e. mean((G(z*_clean) - x_adv)^2) < found_error.
+
+    Args:
+      clean_reconstruction: G(z*) of the clean images [N, H, W, C].
+      found_error: per-image error of the adversarial images' projection [N].
+      adversarial: the adversarial images [N, H, W, C].
+      failed: boolean [N], True where the defended classifier was wrong.
+
+    Returns:
+      dict with the failure count and the optimisation / range counts and shares.
+    """
+    clean_fit = np.mean((clean_reconstruction - adversarial) ** 2, axis=(1, 2, 3))
+    failed = np.asarray(failed, bool)
+    optimisation = failed & (clean_fit < np.asarray(found_error))
+    n = int(failed.sum())
+    k = int(optimisation.sum())
+    return {"failures": n, "optimisation_failures": k, "range_failures": n - k,
+            "optimisation_share": k / n if n else float("nan")}
+
+
+class DefenseQualityProbe:
+    """Scores generators for the training curve (see the module docstring).
+
+    Args:
+      classifier: the dataset's logits classifier A trained on real images.
+      test_images, test_labels: the test split (all of it feeds the Frechet
+        statistics; the first ``settings.num_images`` the defense figures).
+      settings: a :class:`CurveSettings`.
+      pixel_range: the data range (the generator's).
+    """
+
+    def __init__(self, classifier: keras.Model, test_images: np.ndarray,
+                 test_labels: np.ndarray, settings: Optional[CurveSettings] = None,
+                 pixel_range=(0.0, 1.0)):
+        self.settings = settings = settings or CurveSettings()
+        if len(test_images) < settings.num_images:
+            raise ValueError(f"need at least num_images={settings.num_images} test images, "
+                             f"got {len(test_images)}")
+        self.classifier = classifier
+        self.pixel_range = tuple(float(v) for v in pixel_range)
+        lo, hi = self.pixel_range
+        self._real_mu, self._real_sigma, _ = statistics(classifier, test_images)
+        self.x = np.asarray(test_images[:settings.num_images], np.float32)
+        self.y = np.asarray(test_labels[:settings.num_images], np.int64)
+        self.x_fgsm = _batched(
+            lambda x, y: fgsm(classifier, x, eps=settings.eps, y=y, clip_min=lo,
+                              clip_max=hi).numpy(),
+            self.x, self.y, batch_size=settings.batch_size)
+        signs = np.sign(np.random.default_rng(0).standard_normal(self.x.shape))
+        self.x_noise = np.clip(self.x + settings.eps * signs, lo, hi).astype(np.float32)
+        self.undefended = {
+            "clean": accuracy_entry(self._predict(self.x) == self.y),
+            "transferred_fgsm": accuracy_entry(self._predict(self.x_fgsm) == self.y),
+            "random_sign": accuracy_entry(self._predict(self.x_noise) == self.y),
+        }
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        return _batched(lambda x: np.argmax(self.classifier(x, training=False), -1),
+                        images, batch_size=self.settings.batch_size)
+
+    def _project(self, projector: Projector, images: np.ndarray, seed: int):
+        def run(x):
+            out = projector(x, seed=[seed, 0])
+            return out.reconstruction.numpy(), out.error.numpy()
+        return _batched(run, images, batch_size=self.settings.batch_size)
+
+    def _paper_fgsm(self, generator: keras.Model):
+        """FGSM through the unrolled projection; returns (x_adv, gradient L2 norms)."""
+        s = self.settings
+        lo, hi = self.pixel_range
+        attacker = Projector(generator, s.projection, gradient="full")
+        model_fn = lambda x: self.classifier(  # noqa: E731
+            attacker(x, seed=[_ATTACK_SEED, 0]).reconstruction, training=False)
+
+        def attack(x, y):
+            x = tf.convert_to_tensor(x)
+            _, grad = loss_and_gradient(model_fn, x, tf.convert_to_tensor(y))
+            x_adv = tf.clip_by_value(x + s.eps * tf.sign(grad), lo, hi)  # FGSM
+            norms = tf.norm(tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
+            zero = tf.reduce_mean(tf.cast(tf.equal(grad, 0.0), tf.float32), axis=[1, 2, 3])
+            return x_adv.numpy(), norms.numpy(), zero.numpy()
+
+        n = s.paper_fgsm_images
+        return _batched(attack, self.x[:n], self.y[:n], batch_size=s.paper_fgsm_batch_size)
+
+    def __call__(self, generator: keras.Model) -> dict:
+        """Scores ``generator``; returns a JSON-ready dict (accuracies with 95% intervals)."""
+        s = self.settings
+        timings = {}
+        t0 = time.perf_counter()
+        fake = sample(generator, s.num_samples, seed=_SAMPLE_SEED)
+        mu, sigma, probs = statistics(self.classifier, fake)
+        out = {"classifier_score": classifier_score(probs),
+               "frechet_distance": frechet_distance(mu, sigma, self._real_mu,
+                                                    self._real_sigma),
+               "num_samples": s.num_samples}
+        timings["quality"] = time.perf_counter() - t0
+
+        projector = Projector(generator, s.projection)
+        defended, errors, recs = {}, {}, {}
+        for name, images in (("clean", self.x), ("transferred_fgsm", self.x_fgsm),
+                             ("random_sign", self.x_noise)):
+            t0 = time.perf_counter()
+            recs[name], errors[name] = self._project(projector, images, _EVAL_SEED)
+            defended[name] = accuracy_entry(self._predict(recs[name]) == self.y)
+            defended[name]["mean_reconstruction_error"] = float(errors[name].mean())
+            timings[name] = time.perf_counter() - t0
+        failed = self._predict(recs["transferred_fgsm"]) != self.y
+        out["transferred_fgsm_failures"] = classify_failures(
+            recs["clean"], errors["transferred_fgsm"], self.x_fgsm, failed)
+
+        if s.paper_fgsm_images:
+            t0 = time.perf_counter()
+            x_adv, norms, zero = self._paper_fgsm(generator)
+            n = s.paper_fgsm_images
+            rec, err = self._project(projector, x_adv, _EVAL_SEED)
+            defended["paper_fgsm"] = accuracy_entry(self._predict(rec) == self.y[:n])
+            defended["paper_fgsm"].update({
+                "mean_reconstruction_error": float(err.mean()),
+                "gradient_mode": "full",
+                "input_gradient_norm_mean": float(norms.mean()),
+                "input_gradient_norm_median": float(np.median(norms)),
+                "zero_gradient_pixel_share": float(zero.mean()),
+                "mean_linf_distortion": float(np.abs(x_adv - self.x[:n]).max(
+                    axis=(1, 2, 3)).mean()),
+            })
+            timings["paper_fgsm"] = time.perf_counter() - t0
+        out["defense_gan_orig"] = defended
+        out["undefended"] = self.undefended
+        out["settings"] = {
+            "num_images": s.num_images, "paper_fgsm_images": s.paper_fgsm_images,
+            "eps": s.eps, "projection": dataclasses.asdict(s.projection),
+            "classifier": "the dataset's classifier A (logits), trained on real images",
+        }
+        out["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+        return out
+
+
+def probe_for_dataset(dataset: str, classifier_path: str, *, data_dir: Optional[str] = None,
+                      settings: Optional[CurveSettings] = None,
+                      pixel_range=(0.0, 1.0)) -> DefenseQualityProbe:
+    """A :class:`DefenseQualityProbe` on ``dataset``'s test split with a saved classifier.
+
+    Raises:
+      FileNotFoundError: ``classifier_path`` does not exist.
+      ValueError: the classifier does not map the dataset's images to 10 logits.
+    """
+    from defense_gan_tf import data as data_lib
+
+    if not tf.io.gfile.exists(classifier_path):
+        raise FileNotFoundError(f"quality classifier {classifier_path} does not exist")
+    classifier = keras.models.load_model(classifier_path)
+    images, labels = data_lib.load_numpy(dataset, "test", data_dir=data_dir)
+    if tuple(classifier.input_shape[1:]) != tuple(images.shape[1:]) or \
+            classifier.output_shape[-1] != 10:
+        raise ValueError(f"quality classifier {classifier_path} maps {classifier.input_shape} "
+                         f"to {classifier.output_shape}; {dataset} needs images "
+                         f"{images.shape[1:]} -> 10 logits")
+    return DefenseQualityProbe(classifier, images, labels, settings, pixel_range)
+
+
+_CURVE_LINES = (("clean", "clean", "tab:green"),
+                ("transferred_fgsm", "FGSM transferred from the undefended classifier",
+                 "tab:red"),
+                ("random_sign", "random-sign noise", "tab:gray"),
+                ("paper_fgsm", "paper-style FGSM (full gradient)", "tab:purple"))
+
+
+def plot_quality_curve(entries, path: str, *, title: str = "",
+                       real_classifier_score: Optional[float] = None) -> str:
+    """Plots a run's ``quality.jsonl`` entries against generator iterations.
+
+    Four panels: classifier score, Frechet distance, Defense-GAN-Orig accuracy
+    (clean, transferred FGSM, random-sign noise, paper-style FGSM, with 95%
+    intervals, and the undefended transferred-FGSM accuracy), and the split of
+    transferred-FGSM failures into optimisation and range failures.
+
+    Returns:
+      ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    entries = sorted(entries, key=lambda e: e["iteration"])
+    its = [e["iteration"] for e in entries]
+    fig = Figure(figsize=(11, 7.5), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(2, 2, i) for i in range(1, 5)]
+    axes[0].plot(its, [e.get("classifier_score", np.nan) for e in entries], "o-")
+    if real_classifier_score:
+        axes[0].axhline(real_classifier_score, ls="--", c="k", lw=1, label="real test images")
+        axes[0].legend(fontsize=8)
+    axes[0].set_title("classifier score (higher is better)")
+    axes[1].plot(its, [e.get("frechet_distance", np.nan) for e in entries], "o-")
+    axes[1].set_yscale("log")
+    axes[1].set_title("Frechet distance (lower is better)")
+    ax = axes[2]
+    for key, label, colour in _CURVE_LINES:
+        points = [(e["iteration"], e["defense_gan_orig"][key]) for e in entries
+                  if key in e.get("defense_gan_orig", {})]
+        if not points:
+            continue
+        x = [p[0] for p in points]
+        acc = np.array([p[1]["accuracy"] for p in points])
+        low = np.array([p[1]["ci95"][0] for p in points])
+        high = np.array([p[1]["ci95"][1] for p in points])
+        n = points[-1][1]["n"]
+        ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o-", capsize=3,
+                    color=colour, label=f"{label} (n={n})")
+    undefended = [e["undefended"]["transferred_fgsm"]["accuracy"] for e in entries
+                  if "undefended" in e]
+    if undefended:
+        ax.axhline(undefended[-1], ls=":", c="tab:red", lw=1,
+                   label="FGSM, no defense")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Defense-GAN-Orig accuracy (95% intervals)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    ax = axes[3]
+    failures = [e.get("transferred_fgsm_failures", {}) for e in entries]
+    opt = np.array([f.get("optimisation_failures", 0) for f in failures])
+    rng = np.array([f.get("range_failures", 0) for f in failures])
+    width = 0.35 * (min(np.diff(its)) if len(its) > 1 else 1.0)
+    ax.bar(its, rng, width=width, label="range failures", color="tab:orange")
+    ax.bar(its, opt, width=width, bottom=rng, label="optimisation failures",
+           color="tab:blue")
+    ax.set_title("transferred-FGSM failures")
+    ax.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("generator iteration")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    return path

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from defense_gan_tf import models
+from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.defense import project
+from defense_gan_tf.evaluation import training_curve
+
+
+def _linear_classifier():
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    logits = keras.layers.Dense(10, kernel_initializer=keras.initializers.RandomNormal(
+        stddev=0.5, seed=3))(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, logits)
+
+
+@pytest.fixture(scope="module")
+def probe_setup():
+    from defense_gan_tf import config as config_lib
+
+    cfg = config_lib.override(config_lib.preset("mnist"),
+                              {"model.net_dim": 4, "model.latent_dim": 8})
+    generator = models.build_generator(cfg, seed=0)
+    classifier = _linear_classifier()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.0, 1.0, (30, 28, 28, 1)).astype(np.float32)
+    labels = np.argmax(classifier(images).numpy(), -1)  # the classifier is right on all
+    settings = training_curve.CurveSettings(
+        num_samples=20, num_images=6, paper_fgsm_images=3, eps=0.3,
+        projection=ProjectionConfig(iterations=3, restarts=2), batch_size=4,
+        paper_fgsm_batch_size=2)
+    probe = training_curve.DefenseQualityProbe(classifier, images, labels, settings)
+    return generator, classifier, images, labels, settings, probe
+
+
+def test_fixed_inputs_are_the_attacks_they_claim(probe_setup):
+    _, classifier, images, labels, settings, probe = probe_setup
+    x = images[:6]
+    delta = probe.x_fgsm - x
+    assert np.abs(delta).max() <= 0.3 + 1e-6
+    inside = (x > 0.3) & (x < 0.7)  # no clipping either way
+    np.testing.assert_allclose(np.abs(delta[inside]), 0.3, atol=1e-6)
+    # The transferred FGSM raises the classifier's loss on every image.
+    def loss(z):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels[:6], classifier(z)).numpy()
+    assert np.all(loss(probe.x_fgsm) > loss(x))
+    noise = probe.x_noise - x
+    np.testing.assert_allclose(np.abs(noise[inside]), 0.3, atol=1e-6)
+    assert probe.undefended["clean"]["accuracy"] == 1.0
+
+
+def test_probe_figures_match_a_direct_projection(probe_setup):
+    generator, classifier, _, labels, settings, probe = probe_setup
+    out = probe(generator)
+    assert out["num_samples"] == 20 and out["classifier_score"] >= 1.0
+    assert out["frechet_distance"] > 0.0
+    d = out["defense_gan_orig"]
+    assert [d[k]["n"] for k in ("clean", "transferred_fgsm", "random_sign", "paper_fgsm")] \
+        == [6, 6, 6, 3]
+    # The clean figure is what project() + the classifier give with the probe's seed.
+    rec = project(generator, probe.x, settings.projection, seed=[11, 0]).reconstruction
+    correct = np.argmax(classifier(rec).numpy(), -1) == labels[:6]
+    assert d["clean"]["correct"] == int(correct.sum())
+    # Paper-style FGSM has a real gradient through the 3 unrolled steps.
+    assert d["paper_fgsm"]["input_gradient_norm_mean"] > 0.0
+    assert d["paper_fgsm"]["zero_gradient_pixel_share"] < 0.5
+    assert d["paper_fgsm"]["mean_linf_distortion"] == pytest.approx(0.3, abs=1e-5)
+    f = out["transferred_fgsm_failures"]
+    assert f["failures"] == 6 - d["transferred_fgsm"]["correct"]
+    assert f["optimisation_failures"] + f["range_failures"] == f["failures"]
+    # Fixed seeds: the same generator scores the same.
+    again = probe(generator)
+    assert again["defense_gan_orig"]["clean"] == d["clean"]
+    assert again["frechet_distance"] == out["frechet_distance"]
+
+
+def test_failures_split_by_whether_the_clean_reconstruction_fits_better():
+    adversarial = np.zeros((4, 2, 2, 1), np.float32)
+    clean_rec = np.stack([np.full((2, 2, 1), v, np.float32) for v in (0.1, 0.1, 0.5, 0.5)])
+    # clean fits: 0.01, 0.01, 0.25, 0.25
+    found = np.array([0.05, 0.001, 0.05, 0.05])
+    failed = np.array([True, True, True, False])
+    out = training_curve.classify_failures(clean_rec, found, adversarial, failed)
+    assert out == {"failures": 3, "optimisation_failures": 1, "range_failures": 2,
+                   "optimisation_share": pytest.approx(1 / 3)}
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="paper_fgsm_images"):
+        training_curve.CurveSettings(num_images=10, paper_fgsm_images=11)
+    with pytest.raises(ValueError, match="num_samples"):
+        training_curve.CurveSettings(num_samples=1)
+    with pytest.raises(ValueError, match="eps"):
+        training_curve.CurveSettings(eps=0.0)
