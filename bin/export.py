@@ -13,19 +13,17 @@ Load it without this package:
 
 import math
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import flags as shared  # bin/flags.py
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("generator", None, "Generator .keras file (from bin/train.py).")
 flags.DEFINE_string("classifier", None, "Classifier .keras file (outputs logits).")
 flags.DEFINE_string("output_dir", None, "SavedModel folder to write.")
-flags.DEFINE_integer("rec_iters", 200, "Projection steps L.")
-flags.DEFINE_integer("rec_rr", 10, "Random restarts R.")
-flags.DEFINE_float("rec_lr", 10.0, "Projection learning rate.")
+shared.define_projection_flags()
 flags.DEFINE_float("rec_momentum", 0.7, "Projection momentum.")
 flags.DEFINE_float("detection_threshold", None, "Also return is_adversarial = "
                    "reconstruction error > threshold.")
@@ -37,11 +35,7 @@ flags.mark_flags_as_required(["generator", "classifier", "output_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name in ("generator", "classifier"):
-        if not os.path.isfile(FLAGS[name].value):
-            raise app.UsageError(f"--{name} {FLAGS[name].value} is not a file")
-    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
-        raise app.UsageError(f"--output_dir {FLAGS.output_dir} is a file, not a folder")
+    shared.check_paths(files=("generator", "classifier"), outputs=("output_dir",))
     if os.path.exists(FLAGS.output_dir) and os.listdir(FLAGS.output_dir) and not FLAGS.overwrite:
         raise app.UsageError(f"--output_dir {FLAGS.output_dir} exists and is not empty "
                              "(pass --overwrite)")
@@ -49,27 +43,18 @@ def main(argv):
     if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
         raise app.UsageError(f"--detection_threshold must be a finite number >= 0, got "
                              f"{threshold}")
-    from defense_gan_tf.config import ProjectionConfig
-
-    try:
-        projection = ProjectionConfig(iterations=FLAGS.rec_iters, restarts=FLAGS.rec_rr,
-                                      learning_rate=FLAGS.rec_lr,
-                                      momentum=FLAGS.rec_momentum)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    from defense_gan_tf.errors import InputError
+    with shared.usage_errors():
+        projection = shared.projection_config(momentum=FLAGS.rec_momentum)
     from defense_gan_tf.evaluation.loading import load_classifier, load_generator
     from defense_gan_tf.export import export_saved_model
 
-    try:
+    with shared.usage_errors():
         generator, _ = load_generator(FLAGS.generator)
         classifier = load_classifier(FLAGS.classifier,
                                      image_shape=generator.output_shape[1:])
         path = export_saved_model(classifier, generator, FLAGS.output_dir,
                                   projection_config=projection,
                                   detection_threshold=threshold, seed=FLAGS.seed)
-    except InputError as e:
-        raise app.UsageError(str(e)) from None
     print(f"SavedModel written to {path} (signatures: serving_default, project, generate)")
 
 

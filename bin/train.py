@@ -11,17 +11,13 @@ import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from defense_gan_tf.config import PRECISIONS  # noqa: E402  (no TensorFlow import)
+import flags as shared  # bin/flags.py
+from defense_gan_tf.config import PRECISIONS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", "mnist", ["mnist", "f-mnist", "fashion_mnist", "celeba"],
-                  "Dataset (and config preset) to train on.")
+shared.define_data_flags(with_celeba=True)
 flags.DEFINE_string("output_dir", None, "Folder for checkpoints, samples, logs and "
                     "the generator; an existing run there is resumed.")
-flags.DEFINE_string("data_dir", None, "Local folder holding mnist/ and fashion-mnist/ "
-                    "IDX files (default: $DEFENSE_GAN_DATA_DIR, then tensorflow-datasets).")
 flags.DEFINE_integer("train_iters", None, "Generator iterations (default: the preset's).")
 flags.DEFINE_float("time_budget_minutes", None, "Stop cleanly, with a checkpoint, "
                    "before this much wall time has passed.")

@@ -20,6 +20,13 @@ import typing
 from typing import Any, Mapping
 
 DATASETS = ("mnist", "fashion_mnist", "celeba")
+# Names the command line accepts for the MNIST-shaped datasets (binaries' --dataset).
+IMAGE_DATASET_NAMES = ("mnist", "f-mnist", "fashion_mnist")
+CLASSIFIER_MODELS = tuple("ABCDEF")
+# How a classifier is protected in the white- and black-box tables (paper section 4).
+DEFENSES = ("none", "defense_gan", "adv_tr")
+# What differentiating through the projection yields (defense.projection).
+GRADIENT_MODES = ("full", "bpda", "none")
 
 _DATASET_ALIASES = {
     "mnist": "mnist",
@@ -197,7 +204,7 @@ class ClassifierConfig:
     adversarial_eps: float = 0.3
 
     def __post_init__(self):
-        if self.model not in tuple("ABCDEF"):
+        if self.model not in CLASSIFIER_MODELS:
             raise ValueError(
                 f"classifier.model must be one of A-F, got {self.model!r}")
         _check_positive("classifier.learning_rate", self.learning_rate)

@@ -157,3 +157,16 @@ def test_attacks_refuse_images_of_the_wrong_scale_or_with_nan(name):
         attack(fn, x, np.array([1, -1, 3]))
     with pytest.raises(ValueError, match="eps"):
         attacks.fgsm(fn, x, eps=float("nan"), y=y)
+
+
+@pytest.mark.parametrize("adversarial_eps", [None, 0.1])
+def test_classifier_training_reports_through_the_given_log_only(capsys, adversarial_eps):
+    x, y = left_right_images(64)
+    messages = []
+    training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"), epochs=2,
+                              seed=0, adversarial_eps=adversarial_eps, log=messages.append)
+    assert len(messages) == 2 and "epoch 2/2" in messages[-1]
+    assert capsys.readouterr().out == ""
+    training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"), epochs=1,
+                              verbose=0, adversarial_eps=adversarial_eps, log=messages.append)
+    assert len(messages) == 2 and capsys.readouterr().out == ""

@@ -16,6 +16,7 @@ from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.defense import DefendedClassifier, project
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.evaluation import loading, report
+from defense_gan_tf.evaluation.runs import RunSpec
 from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,7 @@ def _whitebox(tiny_world, results_dir, **kw):
                     projection=ProjectionConfig(iterations=2, restarts=2))
     settings.update(kw)
     messages = []
-    out = run_whitebox(WhiteboxRun(**settings), results_dir=str(results_dir),
+    out = run_whitebox(WhiteboxRun(spec=RunSpec(**settings)), results_dir=str(results_dir),
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, command="pytest", log=messages.append)
     return out, messages
@@ -67,14 +68,14 @@ def test_runs_differing_in_any_setting_are_both_kept(tiny_world, tmp_path):
     b, _ = _whitebox(tiny_world, results, epochs=2)
     c, _ = _whitebox(tiny_world, results, epochs=2,
                      attack=AttackConfig(attack_type="fgsm", eps=0.3, alpha=0.1))
-    assert len({a["json"], b["json"], c["json"]}) == 3
-    assert all(os.path.exists(p) for p in (a["json"], b["json"], c["json"]))
+    assert len({a.json_path, b.json_path, c.json_path}) == 3
+    assert all(os.path.exists(p) for p in (a.json_path, b.json_path, c.json_path))
     # The table lists all three and says that one cell has runs with other settings.
     assert len(report.load_runs(str(results))) == 3
-    assert "other run(s) with other settings" in c["table"]
+    assert "other run(s) with other settings" in c.table
     # The same settings again replace their own record only.
     again, _ = _whitebox(tiny_world, results, epochs=1)
-    assert again["json"] == a["json"]
+    assert again.json_path == a.json_path
     assert len(report.load_runs(str(results))) == 3
 
 
@@ -179,7 +180,7 @@ def test_foreign_json_in_a_results_folder_is_skipped(tiny_world, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out, _ = _whitebox(tiny_world, results)
-    assert out["table"].count("\n- ") == 1  # one run listed
+    assert out.table.count("\n- ") == 1  # one run listed
     assert sum("skipping" in str(w.message) for w in caught) == 2
 
 

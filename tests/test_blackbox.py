@@ -8,6 +8,7 @@ import pytest
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
+from defense_gan_tf.evaluation.runs import RunSpec
 
 
 
@@ -20,22 +21,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_blackbox_runs_fill_the_table(setup):
     root, gen_path, train, test = setup
-    common = dict(model="E", substitute_model="E", num_tests=30, holdout=20, data_aug=2,
-                  epochs=3, epochs_substitute=5, num_train=200, batch_size=50,
+    common = dict(model="E", num_tests=30, epochs=3, num_train=200, batch_size=50,
                   attack=AttackConfig(eps=0.3), generator=gen_path,
                   projection=ProjectionConfig(iterations=3, restarts=2))
     out = {}
     for defense in ("none", "defense_gan"):
         out[defense] = run_blackbox(
-            BlackboxRun(defense_type=defense, **common), results_dir=str(root / "bb"),
+            BlackboxRun(spec=RunSpec(defense_type=defense, **common), substitute_model="E",
+                        holdout=20, data_aug=2, epochs_substitute=5),
+            results_dir=str(root / "bb"),
             classifier_dir=str(root / "classifiers"), train_data=train,
             test_data=(np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2)),
             command="pytest", log=lambda m: None)
-    r = out["none"]["result"]
-    assert r["oracle_queries"] == 20 + 20  # seed set, then one augmentation round
-    assert r["substitute_set_sizes"] == [20, 40]
-    assert r["clean"]["n"] == 30 and r["linf_mean"] <= 0.3 + 1e-6
-    table = out["defense_gan"]["table"]
+    r = out["none"].result
+    assert r.oracle_queries == 20 + 20  # seed set, then one augmentation round
+    assert r.substitute_set_sizes == [20, 40]
+    assert r.clean["n"] == 30 and r.linf_mean <= 0.3 + 1e-6
+    table = out["defense_gan"].table
     row = [l for l in table.splitlines() if l.startswith("| FGSM (eps 0.3) | E / E |")][0]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] and cells[3] and cells[5]  # no attack, no defense, Defense-GAN-Orig
@@ -45,7 +47,8 @@ def test_blackbox_runs_fill_the_table(setup):
 def test_holdout_plus_tests_must_fit(setup):
     root, gen_path, train, test = setup
     with pytest.raises(ValueError, match="holdout"):
-        run_blackbox(BlackboxRun(model="E", holdout=50, num_tests=50, num_train=200),
+        run_blackbox(BlackboxRun(spec=RunSpec(model="E", num_tests=50, num_train=200),
+                                 holdout=50),
                      results_dir=str(root / "bb2"), classifier_dir=str(root / "c2"),
                      train_data=train, test_data=test, log=lambda m: None)
 

@@ -9,6 +9,7 @@ import pytest
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.detection import roc_curve
+from defense_gan_tf.evaluation.runs import RunSpec
 from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,9 @@ def _run(setup, **kw):
                     attack=AttackConfig(attack_type="fgsm", eps=0.3),
                     projection=ProjectionConfig(iterations=3, restarts=2), generator=gen_path)
     settings.update(kw)
-    return run_whitebox(WhiteboxRun(**settings), results_dir=str(root / "results"),
+    own = {k: settings.pop(k) for k in ("gradient", "same_init") if k in settings}
+    return run_whitebox(WhiteboxRun(spec=RunSpec(**settings), **own),
+                        results_dir=str(root / "results"),
                         classifier_dir=str(root / "classifiers"), train_data=train,
                         test_data=test, command="pytest", log=lambda m: None)
 
@@ -33,24 +36,24 @@ def _run(setup, **kw):
 def test_whitebox_runs_fill_the_paper_table(setup):
     root = setup[0]
     none = _run(setup, defense_type="none")
-    r = none["result"]
-    assert r["clean"]["n"] == 20
-    assert r["adversarial"]["accuracy"] == r["adversarial"]["correct"] / 20
-    assert r["adversarial"]["accuracy"] < r["clean"]["accuracy"]
-    low, high = r["adversarial"]["ci95"]
-    assert low <= r["adversarial"]["accuracy"] <= high
-    assert r["gradient_norm_mean"] > 0 and r["linf_mean"] <= 0.3 + 1e-6
+    r = none.result
+    assert r.clean["n"] == 20
+    assert r.adversarial["accuracy"] == r.adversarial["correct"] / 20
+    assert r.adversarial["accuracy"] < r.clean["accuracy"]
+    low, high = r.adversarial["ci95"]
+    assert low <= r.adversarial["accuracy"] <= high
+    assert r.gradient_norm_mean > 0 and r.linf_mean <= 0.3 + 1e-6
     orig = _run(setup, defense_type="defense_gan", gradient="bpda")
-    det = orig["result"]["detection"]
+    det = orig.result.detection
     # The AUC is the one of the recorded reconstruction errors (ROC of clean vs adversarial).
     assert det["auc"] == pytest.approx(
         roc_curve(det["clean_errors"], det["adversarial_errors"]).auc)
     assert min(det["clean_errors"]) > 0.0
     rec = _run(setup, defense_type="defense_gan", train_on_recs=True, gradient="none")
     # gradient "none": the attacker gets no signal and the report says so.
-    assert rec["result"]["gradient_norm_mean"] == 0.0
-    assert rec["result"]["gradient_norm_zero_fraction"] == 1.0
-    table = _run(setup, defense_type="adv_tr")["table"]
+    assert rec.result.gradient_norm_mean == 0.0
+    assert rec.result.gradient_norm_zero_fraction == 1.0
+    table = _run(setup, defense_type="adv_tr").table
     header = table.splitlines()[2]
     assert "Defense-GAN-Rec" in header and "adv. training" in header
     row = [l for l in table.splitlines() if l.startswith("| fgsm (eps 0.3) | E |")][0]
@@ -58,9 +61,11 @@ def test_whitebox_runs_fill_the_paper_table(setup):
     assert all(c for c in cells), row  # all five columns filled
     runs = report.load_runs(str(root / "results"))
     assert len(runs) == 4
-    with open(none["json"]) as f:
+    with open(none.json_path) as f:
         saved = json.load(f)
     assert saved["versions"]["tensorflow"] and saved["command"] == "pytest"
+    assert saved["result"] == json.loads(json.dumps(none.result.to_json()))
+    assert "adversarial_examples" not in saved["result"]
     assert os.path.exists(os.path.join(root, "results", "whitebox_table.md"))
     pngs = [n for n in os.listdir(root / "results") if n.endswith("_roc.png")]
     assert pngs

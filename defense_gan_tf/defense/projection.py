@@ -28,10 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.config import GRADIENT_MODES, ProjectionConfig
 from defense_gan_tf.models.checks import check_generator
 
-GRADIENT_MODES = ("full", "bpda", "none")
 RANGE_TOLERANCE = 1e-4
 
 

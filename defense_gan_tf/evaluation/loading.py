@@ -160,15 +160,19 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
                    log: Callable[[str], None] = echo) -> keras.Model:
     """The run's classifier: the given file, else from the cache folder, else trained.
 
-    ``run`` is a white- or black-box run spec (dataset, model, defense_type,
-    train_on_recs, epochs, num_train, seed, attack.eps, projection, classifier).
+    Args:
+      run: a :class:`~defense_gan_tf.evaluation.runs.RunSpec` (which classifier, how
+        it is trained and defended).
+      train_x, train_y: its training data.
+      classifier_dir: the cache folder.
+      generator: the generator, for a classifier trained on reconstructions.
+      log: progress output.
     """
     image_shape = train_x.shape[1:]
     if run.classifier:
         log(f"using classifier {run.classifier}")
         return load_classifier(run.classifier, image_shape=image_shape)
-    mode = "adv_tr" if run.defense_type == "adv_tr" else (
-        "recs" if run.train_on_recs else "orig")
+    mode = run.classifier_mode
     extra = ""
     if mode == "recs":
         extra = reconstruction_cache_key(generator, run.projection, run.seed)
@@ -189,7 +193,8 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
     log(f"training classifier {run.model} on {len(images)} {mode} images "
         f"for {run.epochs} epochs")
     model = train_classifier(images, train_y, config, seed=run.seed,
-                             adversarial_eps=config.adversarial_eps if mode == "adv_tr" else None)
+                             adversarial_eps=config.adversarial_eps if mode == "adv_tr" else None,
+                             log=log)
     os.makedirs(classifier_dir, exist_ok=True)
     save_without_optimizer(model, path)
     return model

@@ -19,6 +19,7 @@ from defense_gan_tf import attacks
 from defense_gan_tf.config import AttackConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation.detection import roc_curve
+from defense_gan_tf.evaluation.runs import AttackResult
 from defense_gan_tf.evaluation.stats import accuracy_entry
 
 
@@ -51,7 +52,7 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
                       attack: AttackConfig, *, clip_min: float = 0.0, clip_max: float = 1.0,
                       batch_size: int = 20, seed: Optional[int] = None,
                       score_fn: Optional[Callable] = None, gradient_norm_images: int = 20,
-                      log: Optional[Callable[[str], None]] = None) -> dict:
+                      log: Optional[Callable[[str], None]] = None) -> AttackResult:
     """Attacks ``model_fn`` on (images, labels) and measures accuracy before and after.
 
     Args:
@@ -72,12 +73,12 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
       log: progress output.
 
     Returns:
-      dict with ``clean`` and ``adversarial`` accuracy entries (accuracy,
-      correct, n, ci95), ``gradient_norm_mean`` (L2 norm of the input gradient
-      of the loss on clean images), ``linf_mean`` / ``l2_mean`` distortions,
-      ``seconds``, ``images_per_second``, ``detection`` (auc and the raw
-      errors) when ``score_fn`` gives errors, and ``adversarial_examples``
-      (first batch, an array) for figures.
+      An :class:`AttackResult`: ``clean`` and ``adversarial`` accuracy entries
+      (accuracy, correct, n, ci95), ``gradient_norm_mean`` (L2 norm of the input
+      gradient of the loss on clean images), ``linf_mean`` / ``l2_mean``
+      distortions, ``seconds``, ``images_per_second``, ``detection`` (auc and the
+      raw errors) when ``score_fn`` gives errors, and ``adversarial_examples``
+      (first batch) for figures.
     """
     log = log or echo
     score_fn = score_fn or (lambda x: (model_fn(x), None))
@@ -113,21 +114,22 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
             f"{np.concatenate(clean_ok).mean():.3f}  adversarial acc "
             f"{np.concatenate(adv_ok).mean():.3f}  ETA {(len(images) - done) / rate:.0f} s")
     seconds = time.monotonic() - t0
-    result = {
-        "clean": accuracy_entry(np.concatenate(clean_ok)),
-        "adversarial": accuracy_entry(np.concatenate(adv_ok)),
-        "gradient_norm_mean": float(np.concatenate(grad_norms).mean()),
-        "gradient_norm_zero_fraction": float(np.mean(np.concatenate(grad_norms) == 0)),
-        "gradient_norm_images": int(np.concatenate(grad_norms).size),
-        "linf_mean": float(np.concatenate(linf).mean()),
-        "l2_mean": float(np.concatenate(l2).mean()),
-        "seconds": seconds,
-        "images_per_second": len(images) / max(seconds, 1e-9),
-        "adversarial_examples": first_adv,
-    }
+    detection = None
     if clean_err:
         clean_err, adv_err = np.concatenate(clean_err), np.concatenate(adv_err)
         roc = roc_curve(clean_err, adv_err)
-        result["detection"] = {"auc": roc.auc, "clean_errors": clean_err.tolist(),
-                               "adversarial_errors": adv_err.tolist()}
-    return result
+        detection = {"auc": roc.auc, "clean_errors": clean_err.tolist(),
+                     "adversarial_errors": adv_err.tolist()}
+    norms = np.concatenate(grad_norms)
+    return AttackResult(
+        clean=accuracy_entry(np.concatenate(clean_ok)),
+        adversarial=accuracy_entry(np.concatenate(adv_ok)),
+        gradient_norm_mean=float(norms.mean()),
+        gradient_norm_zero_fraction=float(np.mean(norms == 0)),
+        gradient_norm_images=int(norms.size),
+        linf_mean=float(np.concatenate(linf).mean()),
+        l2_mean=float(np.concatenate(l2).mean()),
+        seconds=seconds,
+        images_per_second=len(images) / max(seconds, 1e-9),
+        detection=detection,
+        adversarial_examples=first_adv)

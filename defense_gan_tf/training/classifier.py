@@ -47,7 +47,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray,
                      seed: int = 0, validation: Optional[tuple] = None,
                      adversarial_eps: Optional[float] = None, clip_min: float = 0.0,
                      clip_max: float = 1.0, num_classes: int = 10,
-                     verbose: int = 2) -> keras.Model:
+                     verbose: int = 2,
+                     log: Optional[Callable[[str], None]] = None) -> keras.Model:
     """Trains classifier ``config.model`` (A-F) with cross-entropy on logits.
 
     Args:
@@ -61,7 +62,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray,
         each batch's loss is 0.5 CE(x) + 0.5 CE(clip(x + eps sign grad_x CE(x))).
       clip_min, clip_max: the data range (for adversarial examples).
       num_classes: number of logits.
-      verbose: Keras ``fit`` verbosity (2: one line per epoch).
+      verbose: 0 for silence, else one progress line per epoch through ``log``.
+      log: where progress lines go (default: flushed prints).
 
     Returns:
       The trained model (outputs logits), compiled with an accuracy metric.
@@ -71,20 +73,41 @@ def train_classifier(images: np.ndarray, labels: np.ndarray,
     keras.utils.set_random_seed(seed)
     model = _compiled_classifier(config, images.shape[1:], num_classes)
     epochs = config.epochs if epochs is None else epochs
+    log = log or echo
     if adversarial_eps is None:
+        callbacks = [_EpochLog(log, epochs)] if verbose else []
         model.fit(images, labels, batch_size=config.batch_size, epochs=epochs, shuffle=True,
-                  validation_data=validation, verbose=verbose)
+                  validation_data=validation, verbose=0, callbacks=callbacks)
         return model
     if not 0 <= adversarial_eps <= clip_max - clip_min:
         raise ValueError(f"adversarial_eps must be in [0, {clip_max - clip_min}], "
                          f"got {adversarial_eps}")
     _adversarial_fit(model, images, labels, config, epochs, adversarial_eps, clip_min,
-                     clip_max, seed, validation, verbose)
+                     clip_max, seed, validation, log if verbose else None)
     return model
 
 
+class _EpochLog(keras.callbacks.Callback):
+    """One line per epoch (loss, accuracy, validation accuracy) through ``log``."""
+
+    def __init__(self, log, epochs: int):
+        super().__init__()
+        self.log, self.epochs = log, epochs
+        self.t0 = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{k} {v:.4f}" for k, v in sorted(logs.items())
+                 if isinstance(v, (int, float))]
+        self.log(f"classifier epoch {epoch + 1}/{self.epochs}: " + ", ".join(parts)
+                 + f" ({time.monotonic() - self.t0:.0f} s)")
+
+
 def _adversarial_fit(model, images, labels, config, epochs, eps, clip_min, clip_max, seed,
-                     validation, verbose):
+                     validation, log):
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optimizer = model.optimizer
 
@@ -109,13 +132,13 @@ def _adversarial_fit(model, images, labels, config, epochs, eps, clip_min, clip_
         for start in range(0, len(images), config.batch_size):
             idx = order[start:start + config.batch_size]
             losses.append(float(step(tf.constant(images[idx]), tf.constant(labels[idx]))))
-        if verbose:
+        if log is not None:
             msg = (f"adversarial training epoch {epoch + 1}/{epochs}: loss "
                    f"{np.mean(losses):.4f} ({time.monotonic() - t0:.0f} s)")
             if validation is not None:
                 _, acc = model.evaluate(*validation, verbose=0)
                 msg += f", validation accuracy {acc:.4f}"
-            echo(msg)
+            log(msg)
 
 
 def weights_digest(model: keras.Model) -> str:

@@ -1,0 +1,168 @@
+"""Flag groups shared by the binaries, each defined once.
+
+Enum values come from the library's constants; values are validated by the
+library's config dataclasses, whose ``ValueError`` is turned into an absl usage
+error that names the flag. Library ``InputError`` (a bad file, folder or setting)
+becomes a one-line usage error too; any other exception keeps its traceback.
+Only this module and the binaries import ``absl.flags``.
+"""
+
+import contextlib
+import os
+import re
+import sys
+import time
+
+from absl import app
+from absl import flags as absl_flags
+
+from defense_gan_tf import config as config_lib
+
+FLAGS = absl_flags.FLAGS
+
+# Config fields (dotted, as the dataclasses name them in errors) and the flags that set them.
+_FLAG_OF_FIELD = {
+    "projection.iterations": "rec_iters", "projection.restarts": "rec_rr",
+    "projection.learning_rate": "rec_lr", "projection.momentum": "rec_momentum",
+    "attack.eps": "fgsm_eps", "attack.alpha": "alpha",
+    "attack.pgd_iterations": "pgd_iterations", "attack.pgd_step_size": "pgd_step_size",
+    "attack.cw_iterations": "cw_iterations", "attack.cw_learning_rate": "cw_lr",
+    "attack.cw_binary_steps": "cw_binary_steps", "num_tests": "num_tests",
+    "num_train": "num_train", "epochs": "nb_epochs", "batch_size": "batch_size",
+    "holdout": "holdout", "data_aug": "data_aug", "epochs_substitute": "nb_epochs_s",
+}
+
+
+def define_data_flags(*, with_celeba: bool = False) -> None:
+    """--dataset (the MNIST-shaped datasets, and CelebA when asked) and --data_dir."""
+    names = list(config_lib.IMAGE_DATASET_NAMES) + (["celeba"] if with_celeba else [])
+    absl_flags.DEFINE_enum("dataset", "mnist", names, "Dataset (and config preset).")
+    absl_flags.DEFINE_string("data_dir", None, "Local folder holding mnist/ and "
+                             "fashion-mnist/ IDX files (default: $DEFENSE_GAN_DATA_DIR, "
+                             "then tensorflow-datasets).")
+
+
+def define_projection_flags() -> None:
+    """--rec_iters (L), --rec_rr (R), --rec_lr: the Defense-GAN projection (paper section 3.3)."""
+    defaults = config_lib.ProjectionConfig()
+    absl_flags.DEFINE_integer("rec_iters", defaults.iterations, "Projection steps L.")
+    absl_flags.DEFINE_integer("rec_rr", defaults.restarts, "Projection restarts R.")
+    absl_flags.DEFINE_float("rec_lr", defaults.learning_rate, "Projection learning rate.")
+
+
+def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default: str,
+                            model_help: str, num_tests: int) -> None:
+    """The flags of the white- and black-box runs: defense, classifier, data sizes, outputs."""
+    define_data_flags()
+    define_projection_flags()
+    absl_flags.DEFINE_enum(model_flag, model_default, list(config_lib.CLASSIFIER_MODELS),
+                           model_help)
+    absl_flags.DEFINE_enum("defense_type", "none", list(config_lib.DEFENSES), "Defense.")
+    absl_flags.DEFINE_bool("train_on_recs", False, "Train the classifier on reconstructions "
+                           "(Defense-GAN-Rec) instead of originals (Defense-GAN-Orig).")
+    absl_flags.DEFINE_float("fgsm_eps", 0.3, "L-infinity epsilon of the attack; also the "
+                            "adversarial-training epsilon.")
+    absl_flags.DEFINE_integer("num_tests", num_tests, "Test images attacked.")
+    absl_flags.DEFINE_integer("num_train", 50_000, "Training images for the classifier.")
+    absl_flags.DEFINE_integer("nb_epochs", 10, "Classifier training epochs.")
+    absl_flags.DEFINE_string("generator", None, "Generator .keras (needed for defense_gan "
+                             "and --train_on_recs).")
+    absl_flags.DEFINE_string("classifier", None, "Use this trained classifier (.keras, "
+                             "logits) instead of training one; it must fit the run (e.g. "
+                             "trained on reconstructions for --train_on_recs).")
+    absl_flags.DEFINE_string("results_dir", results_dir, "Where JSON, table and figures go.")
+    absl_flags.DEFINE_string("classifier_dir", "runs/classifiers", "Cache of trained "
+                             "classifiers and reconstructions.")
+    absl_flags.DEFINE_integer("seed", 0, "Seed of classifier training, attacks and "
+                              "projections.")
+
+
+def check_paths(*, files=(), folders=(), outputs=()) -> None:
+    """Fails before any work, naming the flag: input files and folders must exist, output
+    folders must not be files."""
+    for name in files:
+        path = FLAGS[name].value
+        if path and not os.path.isfile(path):
+            raise app.UsageError(f"--{name} {path} is not a file")
+    for name in folders:
+        path = FLAGS[name].value
+        if path and not os.path.isdir(path):
+            raise app.UsageError(f"--{name} {path} is not a folder")
+    for name in outputs:
+        path = FLAGS[name].value
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise app.UsageError(f"--{name} {path} is a file, not a folder")
+
+
+def check_evaluation_flags() -> None:
+    """Checks of the evaluation flags that no config can make: paths and flag pairs."""
+    if (FLAGS.defense_type == "defense_gan" or FLAGS.train_on_recs) and not FLAGS.generator:
+        raise app.UsageError("--generator is required with --defense_type=defense_gan or "
+                             "--train_on_recs")
+    if FLAGS.train_on_recs and FLAGS.defense_type != "defense_gan":
+        raise app.UsageError("--train_on_recs goes with --defense_type=defense_gan")
+    check_paths(files=("generator", "classifier"), folders=("data_dir",),
+                outputs=("results_dir", "classifier_dir"))
+
+
+def projection_config(**extra) -> config_lib.ProjectionConfig:
+    """The ProjectionConfig of the --rec_* flags (validated by the dataclass)."""
+    return config_lib.ProjectionConfig(iterations=FLAGS.rec_iters, restarts=FLAGS.rec_rr,
+                                       learning_rate=FLAGS.rec_lr, **extra)
+
+
+def _name_the_flag(message: str) -> str:
+    """Puts the flag's name beside each config field a message names."""
+    for field, flag in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0])):
+        pattern = r"(?<![\w.-])" + re.escape(field) + r"\b"
+        if flag in FLAGS and re.search(pattern, message):
+            label = f"--{flag} ({field})" if "." in field or field != flag else f"--{flag}"
+            message = re.sub(pattern, label, message, count=1)
+    return message
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Turns config ``ValueError`` (naming the flag) and library ``InputError`` into one-line
+    absl usage errors; other exceptions pass unchanged."""
+    from defense_gan_tf.errors import InputError
+
+    try:
+        yield
+    except InputError as e:
+        raise app.UsageError(_name_the_flag(str(e))) from None
+    except ValueError as e:
+        if not e.__traceback__ or not _raised_by_a_config(e):
+            raise
+        raise app.UsageError(_name_the_flag(str(e))) from None
+
+
+def _raised_by_a_config(error: ValueError) -> bool:
+    """Whether ``error`` comes from a config dataclass's own check (not a deeper bug)."""
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "__post_init__":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def evaluation_main(build_run, workflow):
+    """The ``main`` of an evaluation binary: check flags, build the run, run ``workflow()``
+    (a function returning the library's run function, imported late), print the table."""
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        check_evaluation_flags()
+        with usage_errors():
+            run = build_run()
+        from defense_gan_tf.console import command_line
+
+        t0 = time.monotonic()
+        with usage_errors():
+            outcome = workflow()(run, results_dir=FLAGS.results_dir,
+                                 classifier_dir=FLAGS.classifier_dir,
+                                 data_dir=FLAGS.data_dir, command=command_line(sys.argv))
+        print(outcome.table)
+        print(f"results: {outcome.json_path} ({time.monotonic() - t0:.0f} s)")
+    return main

@@ -1,0 +1,184 @@
+"""What every evaluation workflow shares: its run spec, its typed results, its record.
+
+A :class:`RunSpec` says which data, which classifier and how it is defended; the
+white-box and black-box runs nest one and add their own settings. Workflows
+return typed results with ``to_json()``, and :func:`write_run_record` is the one
+place that writes a run's JSON (settings, result, versions, command) and
+rebuilds the results table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from defense_gan_tf.config import (CLASSIFIER_MODELS, DEFENSES, AttackConfig,
+                                   ProjectionConfig, canonical_dataset_name, preset)
+from defense_gan_tf.evaluation import report
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """The data, classifier and defense of one evaluation run (flags of the binaries).
+
+    Attributes:
+      dataset: dataset name (aliases accepted, stored canonical).
+      model: classifier architecture A-F (the black box in black-box runs).
+      defense_type: ``none``, ``defense_gan`` or ``adv_tr``.
+      train_on_recs: Defense-GAN-Rec (classifier trained on reconstructions).
+      attack: the attack's settings (FGSM epsilon for black-box runs; also the
+        adversarial-training epsilon).
+      projection: the Defense-GAN projection (L, R, learning rate...).
+      num_tests, num_train: test images attacked; training images for the classifier.
+      epochs: classifier training epochs.
+      seed: seeds classifier training, attacks and projections.
+      batch_size: images per attack or query batch.
+      generator: generator ``.keras`` file (Defense-GAN and Rec classifiers).
+      classifier: a trained ``.keras`` classifier to use as it is.
+    """
+
+    dataset: str = "mnist"
+    model: str = "A"
+    defense_type: str = "none"
+    train_on_recs: bool = False
+    attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
+    projection: ProjectionConfig = dataclasses.field(default_factory=ProjectionConfig)
+    num_tests: int = 100
+    num_train: int = 50_000
+    epochs: int = 10
+    seed: int = 0
+    batch_size: int = 20
+    generator: Optional[str] = None
+    classifier: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
+        if self.model not in CLASSIFIER_MODELS:
+            raise ValueError(f"model must be one of {list(CLASSIFIER_MODELS)}, got "
+                             f"{self.model!r}")
+        if self.defense_type not in DEFENSES:
+            raise ValueError(f"defense_type must be one of {list(DEFENSES)}, got "
+                             f"{self.defense_type!r}")
+        if (self.defense_type == "defense_gan" or self.train_on_recs) and not self.generator:
+            raise ValueError("a generator is needed for defense_gan / train_on_recs")
+        for name in ("num_tests", "num_train", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        lo, hi = self.pixel_range
+        if not 0 <= self.attack.eps <= hi - lo:
+            raise ValueError(f"attack.eps must be in [0, {hi - lo}] (the data range), got "
+                             f"{self.attack.eps}")
+
+    @property
+    def pixel_range(self) -> tuple[float, float]:
+        """The data range of the dataset (its generator's output range)."""
+        return preset(self.dataset).model.pixel_range
+
+    @property
+    def classifier_mode(self) -> str:
+        """``adv_tr``, ``recs`` (Defense-GAN-Rec) or ``orig``: how the classifier is trained."""
+        if self.defense_type == "adv_tr":
+            return "adv_tr"
+        return "recs" if self.train_on_recs else "orig"
+
+
+def flat_settings(run) -> dict:
+    """A run's settings as one flat dict: the spec's fields beside the run's own (plain
+    values), as the JSON records have them."""
+    own = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "spec"}
+    return {**dataclasses.asdict(run.spec), **own}
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackResult:
+    """What attacking a model on a test set measured (:func:`evaluate_whitebox`).
+
+    Attributes:
+      clean, adversarial: accuracy entries (accuracy, correct, n, ci95).
+      gradient_norm_mean: mean L2 norm of the loss gradient reaching the input on
+        clean images; gradient_norm_zero_fraction: the share of exact zeros;
+        gradient_norm_images: on how many images it was measured.
+      linf_mean, l2_mean: mean distortions.
+      seconds, images_per_second: cost.
+      detection: AUC and the raw reconstruction errors, for defended models.
+      adversarial_examples: the first batch of adversarial images (for figures; not
+        part of the JSON).
+    """
+
+    clean: dict
+    adversarial: dict
+    gradient_norm_mean: float
+    gradient_norm_zero_fraction: float
+    gradient_norm_images: int
+    linf_mean: float
+    l2_mean: float
+    seconds: float
+    images_per_second: float
+    detection: Optional[dict] = None
+    adversarial_examples: Optional[np.ndarray] = dataclasses.field(default=None, repr=False,
+                                                                   compare=False)
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "adversarial_examples"}
+        if out["detection"] is None:
+            del out["detection"]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BlackboxResult:
+    """What a black-box (substitute) attack measured (:func:`run_blackbox`)."""
+
+    clean: dict
+    adversarial: dict
+    substitute_accuracy: float
+    substitute_agreement: list
+    substitute_set_sizes: list
+    oracle_queries: int
+    linf_mean: float
+    substitute_seconds: float
+    seconds: float
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """A finished workflow run: its record's path, the rebuilt table and the result."""
+
+    json_path: str
+    table: str
+    result: Any
+
+    def to_json(self) -> dict:
+        return {"json": self.json_path, "result": self.result.to_json()}
+
+
+def write_run_record(results_dir: str, kind: str, name: str, settings: dict, result,
+                     command: str) -> RunOutcome:
+    """Writes ``<kind>_<name>_<settings id>.json`` and rebuilds ``<kind>_table.md``.
+
+    The file name ends with a digest of the full settings, so runs that differ in
+    any setting are all kept; the same settings replace their own earlier record.
+    """
+    run_id = report.settings_id(settings)
+    payload = {
+        "kind": kind,
+        "settings": settings,
+        "run_id": run_id,
+        "result": result.to_json(),
+        "versions": report.versions(),
+        "command": command,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    path = report.write_json(os.path.join(results_dir, f"{kind}_{name}_{run_id}.json"),
+                             payload)
+    with open(report.update_table(results_dir, kind)) as f:
+        table = f.read()
+    return RunOutcome(json_path=path, table=table, result=result)
