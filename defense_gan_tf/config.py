@@ -159,6 +159,23 @@ class ProjectionConfig:
     learning rate 10 (momentum 0.7) from R = 10 random starts. Their code
     defined a x0.1 decay at 80% of L that never fired (the step counter was
     never incremented), so ``decay`` is off by default.
+
+    Options that do less work per image (all off by default, as in the paper):
+
+    Attributes:
+      descent_precision: ``bfloat16`` runs the generator of the L descent steps in
+        bfloat16 (weights copied from the float32 generator); the choice of the
+        best restart, the returned reconstruction and its error stay float32.
+      prune_at: successive halving of the restarts: after each of these steps,
+        each image keeps the best half of its remaining restarts (by current
+        error); shapes stay static, so each stretch between two steps is its own
+        compiled loop.
+      early_stop_tolerance: when > 0, an image stops (its z stays) once its best
+        error improved by less than this (mean squared error per pixel) over the
+        last ``early_stop_window`` steps; the loop ends when every image of the
+        batch has stopped, or at L.
+      encoder_start: one restart of each image starts at E(x) from an encoder
+        given to the projector (the others are random as before).
     """
 
     iterations: int = 200
@@ -168,6 +185,11 @@ class ProjectionConfig:
     decay: bool = False
     decay_factor: float = 0.1
     decay_at: float = 0.8
+    descent_precision: str = "float32"
+    prune_at: tuple[int, ...] = ()
+    early_stop_tolerance: float = 0.0
+    early_stop_window: int = 20
+    encoder_start: bool = False
 
     def __post_init__(self):
         if self.iterations < 1:  # L = 0 would "defend" with a random G(z).
@@ -181,6 +203,29 @@ class ProjectionConfig:
         if not 0.0 < self.decay_at <= 1.0:
             raise ValueError(
                 f"projection.decay_at must be in (0, 1], got {self.decay_at}")
+        if self.descent_precision not in ("float32", "bfloat16"):
+            raise ValueError("projection.descent_precision must be 'float32' or 'bfloat16', "
+                             f"got {self.descent_precision!r}")
+        prune_at = tuple(int(p) for p in self.prune_at)
+        object.__setattr__(self, "prune_at", prune_at)
+        if list(prune_at) != sorted(set(prune_at)) or any(
+                not 0 < p < self.iterations for p in prune_at):
+            raise ValueError("projection.prune_at must be increasing steps in (0, iterations="
+                             f"{self.iterations}), got {prune_at}")
+        if not self.early_stop_tolerance >= 0:
+            raise ValueError("projection.early_stop_tolerance must be >= 0, got "
+                             f"{self.early_stop_tolerance}")
+        _check_positive("projection.early_stop_window", self.early_stop_window)
+
+    @property
+    def restart_schedule(self) -> tuple[tuple[int, int, int], ...]:
+        """(first step, end step, restarts) of each stretch of the descent."""
+        bounds = (0,) + self.prune_at + (self.iterations,)
+        restarts, out = self.restarts, []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            out.append((start, end, restarts))
+            restarts = max(1, restarts // 2)
+        return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)

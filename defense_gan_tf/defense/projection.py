@@ -41,11 +41,18 @@ class Projection(NamedTuple):
       reconstruction: G(z*), same shape as the input images.
       z: the best latent vector of each image, [B, latent].
       error: per-image reconstruction error, mean over pixels of (G(z*) - x)^2, [B].
+      steps: descent steps the loop executed (fewer than L when early stopping
+        ended it), a scalar.
+      row_steps: generator forward-and-backward passes executed, summed over rows
+        (stopped and pruned rows included while their stretch ran), a scalar: the
+        work the projection did.
     """
 
     reconstruction: tf.Tensor
     z: tf.Tensor
     error: tf.Tensor
+    steps: Optional[tf.Tensor] = None
+    row_steps: Optional[tf.Tensor] = None
 
 
 def generator_range(generator: keras.Model) -> tuple[float, float]:
@@ -131,34 +138,69 @@ def _per_image_error(reconstruction, images):
     return tf.reduce_mean(tf.square(reconstruction - images), axis=[1, 2, 3])
 
 
-def _descend(generator, targets, z, config: ProjectionConfig):
-    """L momentum steps on sum_i mean_pixels (G(z_i) - x_i)^2; returns the final z.
+def _descend(generator, targets, z, config: ProjectionConfig, *, start: int, end: int,
+             restarts: int, velocity, active, reference):
+    """Momentum steps ``start``..``end``-1 on sum_i mean_pixels (G(z_i) - x_i)^2.
 
     The update is the one of TF1's ``MomentumOptimizer`` the authors used:
-    v <- momentum * v + grad, z <- z - lr * v.
-    """
-    iterations = config.iterations
-    decay_step = int(round(config.decay_at * iterations))
+    v <- momentum * v + grad, z <- z - lr * v. With early stopping, an image whose
+    best error (over its ``restarts`` rows) improved by less than the tolerance over
+    the last window stops: its rows keep their z. The loop ends at ``end`` or when
+    every image has stopped.
 
-    def body(t, z, velocity):
+    Args:
+      active, reference: per image, whether it still descends and its best error at
+        the last window boundary (carried from stretch to stretch).
+
+    Returns:
+      (z, velocity, active, reference, steps executed).
+    """
+    decay_step = int(round(config.decay_at * config.iterations))
+    early = config.early_stop_tolerance > 0
+    window, tolerance = config.early_stop_window, config.early_stop_tolerance
+    batch = tf.shape(targets)[0] // restarts
+
+    def body(t, z, velocity, active, reference):
         with tf.GradientTape() as tape:
             tape.watch(z)
-            loss = tf.reduce_sum(_per_image_error(generator(z, training=False), targets))
+            row_errors = _per_image_error(generator(z, training=False), targets)
+            loss = tf.reduce_sum(row_errors)
         grad = tape.gradient(loss, z)
-        velocity = config.momentum * velocity + grad
         lr = tf.constant(config.learning_rate, tf.float32)
         if config.decay:
             lr = tf.where(t >= decay_step, lr * config.decay_factor, lr)
-        return t + 1, z - lr * velocity, velocity
+        new_velocity = config.momentum * velocity + grad
+        new_z = z - lr * new_velocity
+        if early:
+            rows = tf.repeat(active, restarts)[:, None]
+            new_velocity = tf.where(rows, new_velocity, velocity)
+            new_z = tf.where(rows, new_z, z)
+            best = tf.reduce_min(tf.reshape(row_errors, [batch, restarts]), axis=1)
+            boundary = tf.equal((t + 1 - start) % window, 0)
+            stalled = reference - best < tolerance
+            active = tf.where(boundary, active & ~stalled, active)
+            reference = tf.where(boundary, best, reference)
+        return t + 1, new_z, new_velocity, active, reference
 
-    t = tf.constant(0)
-    velocity = tf.zeros_like(z)
-    _, z, _ = tf.while_loop(lambda t, *_: t < iterations, body, (t, z, velocity),
-                            maximum_iterations=iterations)
-    return z
+    t = tf.constant(start)
+    t, z, velocity, active, reference = tf.while_loop(
+        lambda t, z, v, active, r: (t < end) & tf.reduce_any(active), body,
+        (t, z, velocity, active, reference), maximum_iterations=end - start)
+    return z, velocity, active, reference, t - start
 
 
-def _project_graph(generator, images, z_init, config: ProjectionConfig):
+def _keep_best_half(generator, targets, z, velocity, restarts: int, keep: int):
+    """Each image keeps its ``keep`` restarts of lowest current error (rows stay grouped)."""
+    batch = tf.shape(targets)[0] // restarts
+    errors = tf.reshape(_per_image_error(generator(z, training=False), targets),
+                        [batch, restarts])
+    _, best = tf.math.top_k(-errors, k=keep)                    # [batch, keep]
+    rows = tf.reshape(best + tf.range(batch)[:, None] * restarts, [-1])
+    return tf.gather(targets, rows), tf.gather(z, rows), tf.gather(velocity, rows)
+
+
+def _project_graph(generator, images, z_init, config: ProjectionConfig, *,
+                   descent_generator=None, encoder=None):
     """The projection proper: images [B, ...], z_init [B*R, d] -> Projection.
 
     An empty batch gives empty results: it is padded with one blank image (and
@@ -171,22 +213,74 @@ def _project_graph(generator, images, z_init, config: ProjectionConfig):
                                          images.dtype)], 0)
     z_init = tf.concat([z_init, tf.zeros(tf.stack([pad * config.restarts,
                                                    tf.shape(z_init)[1]]), z_init.dtype)], 0)
-    out = _project_nonempty(generator, images, z_init, config)
-    return Projection(*(t[:n] for t in out))
+    out = _project_nonempty(generator, images, z_init, config,
+                            descent_generator=descent_generator or generator, encoder=encoder)
+    return Projection(reconstruction=out.reconstruction[:n], z=out.z[:n],
+                      error=out.error[:n], steps=out.steps, row_steps=out.row_steps)
 
 
-def _project_nonempty(generator, images, z_init, config: ProjectionConfig) -> Projection:
-    restarts = config.restarts
+def _project_nonempty(generator, images, z_init, config: ProjectionConfig, *,
+                      descent_generator, encoder) -> Projection:
     batch = tf.shape(images)[0]
-    targets = tf.repeat(images, restarts, axis=0)  # Image i's restarts are rows i*R..i*R+R-1.
-    z = _descend(generator, targets, z_init, config)
-    reconstructions = generator(z, training=False)
+    if encoder is not None:  # The first restart of each image starts at E(x).
+        grouped = tf.reshape(z_init, [batch, config.restarts, -1])
+        z_enc = tf.cast(encoder(images, training=False), z_init.dtype)[:, None, :]
+        z_init = tf.reshape(tf.concat([z_enc, grouped[:, 1:]], axis=1), tf.shape(z_init))
+    # Image i's restarts are rows i*R..i*R+R-1, at every stage of the schedule.
+    targets = tf.repeat(images, config.restarts, axis=0)
+    z, velocity = z_init, tf.zeros_like(z_init)
+    active = tf.ones([batch], tf.bool)
+    reference = tf.fill([batch], tf.constant(np.inf, tf.float32))
+    steps, row_steps = tf.constant(0), tf.constant(0)
+    schedule = config.restart_schedule
+    for k, (start, end, restarts) in enumerate(schedule):
+        z, velocity, active, reference, ran = _descend(
+            descent_generator, targets, z, config, start=start, end=end, restarts=restarts,
+            velocity=velocity, active=active, reference=reference)
+        steps += ran
+        row_steps += ran * batch * restarts
+        if k + 1 < len(schedule) and schedule[k + 1][2] < restarts:
+            targets, z, velocity = _keep_best_half(descent_generator, targets, z, velocity,
+                                                   restarts, schedule[k + 1][2])
+    restarts = schedule[-1][2]
+    reconstructions = generator(z, training=False)          # float32, whatever descended
     errors = tf.reshape(_per_image_error(reconstructions, targets), [batch, restarts])
     best = tf.argmin(errors, axis=1, output_type=tf.int32)
     pick = lambda t: tf.gather(tf.reshape(t, tf.concat([[batch, restarts], tf.shape(t)[1:]],
                                                        0)), best, axis=1, batch_dims=1)
     return Projection(reconstruction=pick(reconstructions), z=pick(z),
-                      error=tf.gather(errors, best, axis=1, batch_dims=1))
+                      error=tf.gather(errors, best, axis=1, batch_dims=1), steps=steps,
+                      row_steps=row_steps)
+
+
+def bfloat16_twin(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` whose layers compute in bfloat16 (float32 weights, copied), with
+    the layers that produce its outputs kept in float32.
+
+    Works for functional and sequential Keras models rebuilt from their config.
+    """
+    config = model.get_config()
+    outputs = {entry[0] for entry in _output_layer_entries(config)}
+    layers = config.get("layers", [])
+    for index, layer in enumerate(layers):
+        name = layer.get("config", {}).get("name", layer.get("name"))
+        if layer.get("class_name") == "InputLayer":
+            continue
+        is_output = name in outputs or (not outputs and index == len(layers) - 1)
+        layer["config"]["dtype"] = {"module": "keras", "class_name": "DTypePolicy",
+                                    "config": {"name": "float32" if is_output else
+                                               "mixed_bfloat16"},
+                                    "registered_name": None}
+    twin = model.__class__.from_config(config)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def _output_layer_entries(config: dict) -> list:
+    outputs = config.get("output_layers", [])
+    if outputs and not isinstance(outputs[0], list):  # a single output: [name, 0, 0]
+        outputs = [outputs]
+    return outputs
 
 
 def initial_latents(batch, latent_dim: int, restarts: int, seed=None) -> tf.Tensor:
@@ -211,7 +305,8 @@ class Projector(tf.Module):
     """
 
     def __init__(self, generator: keras.Model, config: Optional[ProjectionConfig] = None,
-                 gradient: str = "none", name: Optional[str] = None):
+                 gradient: str = "none", name: Optional[str] = None,
+                 encoder: Optional[keras.Model] = None):
         super().__init__(name=name)
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
@@ -219,6 +314,11 @@ class Projector(tf.Module):
         self.generator = generator
         self.config = config or ProjectionConfig()
         self.gradient = gradient
+        if self.config.encoder_start and encoder is None:
+            raise ValueError("projection.encoder_start needs an encoder (x -> z)")
+        self.encoder = encoder if self.config.encoder_start else None
+        self.descent_generator = (bfloat16_twin(generator)
+                                  if self.config.descent_precision == "bfloat16" else generator)
         self.latent_dim = int(generator.input_shape[-1])
         self.image_shape = tuple(int(s) for s in generator.output_shape[1:])
         self.pixel_range = generator_range(generator)
@@ -228,10 +328,11 @@ class Projector(tf.Module):
 
     def _project(self, images, z_init):
         config, generator = self.config, self.generator
-        if self.gradient == "full":
-            return _project_graph(generator, images, z_init, config)
+        options = dict(descent_generator=self.descent_generator, encoder=self.encoder)
+        if self.gradient == "full":  # Through what actually ran, options included.
+            return _project_graph(generator, images, z_init, config, **options)
         result = _project_graph(generator, tf.stop_gradient(images),
-                                tf.stop_gradient(z_init), config)
+                                tf.stop_gradient(z_init), config, **options)
         identity = self.gradient == "bpda"
 
         @tf.custom_gradient
@@ -241,7 +342,7 @@ class Projector(tf.Module):
             return tf.identity(result.reconstruction), grad
 
         return Projection(attach(images), tf.stop_gradient(result.z),
-                          tf.stop_gradient(result.error))
+                          tf.stop_gradient(result.error), result.steps, result.row_steps)
 
     def initial_latents(self, batch, seed=None) -> tf.Tensor:
         """z0 for a batch: [batch*R, latent] from N(0, 1/latent)."""
