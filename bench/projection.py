@@ -41,24 +41,6 @@ flags.DEFINE_list("variants", ["compiled", "eager", "tf1"], "Variants to time.")
 flags.DEFINE_string("output", "bench/results/projection", "Output path without extension.")
 
 
-def generator_macs(generator):
-    """Forward multiply-accumulates per sample of Dense and (transposed) conv layers."""
-    import keras
-
-    total = 0
-    for layer in generator.layers:
-        if isinstance(layer, keras.layers.Dense):
-            total += int(layer.kernel.shape[0] * layer.kernel.shape[1])
-        elif isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv2D)):
-            kh, kw = layer.kernel_size
-            in_shape, out_shape = layer.input.shape, layer.output.shape
-            if isinstance(layer, keras.layers.Conv2DTranspose):  # each input pixel scatters
-                total += int(in_shape[1] * in_shape[2] * in_shape[3] * out_shape[3] * kh * kw)
-            else:
-                total += int(out_shape[1] * out_shape[2] * out_shape[3] * in_shape[3] * kh * kw)
-    return total
-
-
 def matmul_peak_gflops(n=4096, repeats=5):
     import tensorflow as tf
 
@@ -196,6 +178,7 @@ def main(argv):
 
     from defense_gan_tf import config as config_lib
     from defense_gan_tf import models
+    from defense_gan_tf.defense.cost import generator_macs
 
     cfg = config_lib.override(config_lib.preset("mnist"), {"model.net_dim": FLAGS.net_dim})
     generator = models.build_generator(cfg, seed=0)

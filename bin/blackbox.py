@@ -36,7 +36,7 @@ def build_run():
     spec = RunSpec(
         dataset=FLAGS.dataset, model=FLAGS.bb_model, defense_type=FLAGS.defense_type,
         train_on_recs=FLAGS.train_on_recs, attack=config_lib.AttackConfig(eps=FLAGS.fgsm_eps),
-        projection=shared.projection_config(), num_tests=FLAGS.num_tests,
+        projection=shared.projection_config(FLAGS.dataset), num_tests=FLAGS.num_tests,
         num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed, batch_size=100,
         generator=FLAGS.generator, classifier=FLAGS.classifier)
     return BlackboxRun(spec=spec, substitute_model=FLAGS.sub_model, holdout=FLAGS.holdout,

@@ -43,11 +43,18 @@ def define_data_flags(*, with_celeba: bool = False) -> None:
 
 
 def define_projection_flags() -> None:
-    """--rec_iters (L), --rec_rr (R), --rec_lr: the Defense-GAN projection (paper section 3.3)."""
+    """--projection (a preset) and --rec_iters (L), --rec_rr (R), --rec_lr, which override
+    the preset when given: the Defense-GAN projection (paper section 3.3)."""
+    absl_flags.DEFINE_enum("projection", "paper", list(config_lib.PROJECTION_PRESETS),
+                           "Projection preset: paper (the authors' L, R) or fast (see "
+                           "config.FAST_PROJECTION); the --rec_* flags override it.")
     defaults = config_lib.ProjectionConfig()
-    absl_flags.DEFINE_integer("rec_iters", defaults.iterations, "Projection steps L.")
-    absl_flags.DEFINE_integer("rec_rr", defaults.restarts, "Projection restarts R.")
-    absl_flags.DEFINE_float("rec_lr", defaults.learning_rate, "Projection learning rate.")
+    absl_flags.DEFINE_integer("rec_iters", defaults.iterations, "Projection steps L "
+                              "(default: the preset's).")
+    absl_flags.DEFINE_integer("rec_rr", defaults.restarts, "Projection restarts R "
+                              "(default: the preset's).")
+    absl_flags.DEFINE_float("rec_lr", defaults.learning_rate, "Projection learning rate "
+                            "(default: the preset's).")
 
 
 def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default: str,
@@ -105,10 +112,18 @@ def check_evaluation_flags() -> None:
                 outputs=("results_dir", "classifier_dir"))
 
 
-def projection_config(**extra) -> config_lib.ProjectionConfig:
-    """The ProjectionConfig of the --rec_* flags (validated by the dataclass)."""
-    return config_lib.ProjectionConfig(iterations=FLAGS.rec_iters, restarts=FLAGS.rec_rr,
-                                       learning_rate=FLAGS.rec_lr, **extra)
+def projection_config(dataset: str = "mnist", **extra) -> config_lib.ProjectionConfig:
+    """The --projection preset for ``dataset``, with the --rec_* flags given on the command
+    line (and ``extra`` fields) applied; validated by the dataclass."""
+    import dataclasses
+
+    base = config_lib.projection_preset(FLAGS.projection, dataset)
+    given = {field: FLAGS[flag].value for flag, field in (
+        ("rec_iters", "iterations"), ("rec_rr", "restarts"), ("rec_lr", "learning_rate"))
+        if FLAGS[flag].present}
+    if "iterations" in given and base.prune_at:  # keep the schedule inside the new L
+        given["prune_at"] = tuple(p for p in base.prune_at if p < given["iterations"])
+    return dataclasses.replace(base, **given, **extra)
 
 
 def _name_the_flag(message: str) -> str:

@@ -49,7 +49,7 @@ def build_run():
     spec = RunSpec(
         dataset=FLAGS.dataset, model=FLAGS.model, defense_type=FLAGS.defense_type,
         train_on_recs=FLAGS.train_on_recs, attack=attack,
-        projection=shared.projection_config(), num_tests=FLAGS.num_tests,
+        projection=shared.projection_config(FLAGS.dataset), num_tests=FLAGS.num_tests,
         num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed,
         batch_size=FLAGS.batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier)
     return WhiteboxRun(spec=spec, gradient=FLAGS.gradient, same_init=FLAGS.same_init)

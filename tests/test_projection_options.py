@@ -124,3 +124,16 @@ def test_encoder_start_replaces_one_restart(dense_generator):
     finally:
         tf.config.run_functions_eagerly(False)
     assert float(tf.reduce_max(out.error)) < 1e-5  # the encoder's start wins
+
+
+def test_presets_and_the_projection_flag():
+    paper = config_lib.projection_preset("paper", "mnist")
+    assert paper == config_lib.preset("mnist").projection
+    fast = config_lib.projection_preset("fast", "mnist")
+    assert (fast.iterations, fast.restarts) == (paper.iterations, paper.restarts)
+    assert fast != paper
+    rows = sum((end - start) * r for start, end, r in fast.restart_schedule)
+    assert rows <= paper.iterations * paper.restarts / 5  # at least 5x fewer passes
+    assert config_lib.projection_preset("paper", "celeba").restarts == 2
+    with pytest.raises(ValueError, match="unknown projection preset"):
+        config_lib.projection_preset("turbo")

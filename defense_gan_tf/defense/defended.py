@@ -32,6 +32,7 @@ class DefendedClassifier(keras.Model):
       projection_config: L, R, learning rate, momentum, decay.
       gradient: ``full``, ``bpda`` or ``none``: what differentiating through
         the defense yields.
+      encoder: images -> z, needed when ``projection_config.encoder_start``.
       seed: when given, every call draws the same initial z for a given batch
         size (the paper's "white-box revisited", where the attacker knows the
         random starts); by default each call draws fresh starts.
@@ -39,7 +40,8 @@ class DefendedClassifier(keras.Model):
 
     def __init__(self, classifier: keras.Model, generator: keras.Model,
                  projection_config: Optional[ProjectionConfig] = None,
-                 gradient: str = "none", seed: Optional[int] = None, **kwargs):
+                 gradient: str = "none", seed: Optional[int] = None,
+                 encoder: Optional[keras.Model] = None, **kwargs):
         super().__init__(**kwargs)
         check_generator(generator, "DefendedClassifier's generator (second argument)")
         check_classifier(classifier, "DefendedClassifier's classifier (first argument)",
@@ -47,7 +49,8 @@ class DefendedClassifier(keras.Model):
         self.classifier = classifier
         self.generator = generator
         self.projection_config = projection_config or ProjectionConfig()
-        self.projector = Projector(generator, self.projection_config, gradient)
+        self.projector = Projector(generator, self.projection_config, gradient,
+                                   encoder=encoder)
         self.gradient = gradient
         self.seed = seed
 

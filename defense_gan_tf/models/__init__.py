@@ -2,7 +2,8 @@
 
 from defense_gan_tf.models.classifiers import CLASSIFIERS, build_classifier
 from defense_gan_tf.models.critic import build_critic
+from defense_gan_tf.models.encoder import build_encoder
 from defense_gan_tf.models.generator import build_generator, float32_copy
 
-__all__ = ["CLASSIFIERS", "build_classifier", "build_critic",
+__all__ = ["CLASSIFIERS", "build_classifier", "build_critic", "build_encoder",
            "build_generator", "float32_copy"]

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+r"""Accuracy against compute for cheaper Defense-GAN projections (ProjectionConfig options).
+
+For each configuration (the paper's L=200, R=10; each option alone; the ``fast``
+preset; cheaper plain settings) on the first --num_images test images, with the
+dataset's classifier A behind the projection (Defense-GAN-Orig):
+  - GFLOPs per image, counted from the descent passes the loop executed (pruned and
+    stopped rows included while their stretch ran) plus the final forward passes;
+  - measured images per second (clean images, one run, same process);
+  - mean clean reconstruction error;
+  - accuracy on clean images, on FGSM eps 0.3 made on the undefended classifier
+    (transferred), and on FGSM eps 0.3 with BPDA through the defense (the attacker's
+    projection uses the same configuration), each with a 95% Wilson interval.
+Writes JSON and markdown (--output + .json / .md) and a plot of accuracy against GFLOPs
+per image (--output + .png). Run it alone on the machine: timings are shared-CPU noise
+otherwise.
+
+  python bench/projection_tradeoff.py --generator=pretrained/mnist/generator.keras \
+      --classifier=pretrained/mnist/classifier_A.keras --data_dir=../shared/data \
+      --num_images=500
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("generator", None, "Generator .keras.")
+flags.DEFINE_string("classifier", None, "The dataset's classifier A (.keras, logits).")
+flags.DEFINE_string("encoder", None, "Encoder .keras for the encoder-start rows (default: "
+                    "encoder.keras beside the generator when it exists; else they are skipped).")
+flags.DEFINE_enum("dataset", "mnist", ["mnist", "f-mnist", "fashion_mnist"], "Dataset.")
+flags.DEFINE_string("data_dir", None, "Local IDX folder (default: $DEFENSE_GAN_DATA_DIR).")
+flags.DEFINE_integer("num_images", 500, "First test images.")
+flags.DEFINE_integer("batch_size", 50, "Images per projection call.")
+flags.DEFINE_float("eps", 0.3, "FGSM epsilon.")
+flags.DEFINE_list("configs", [], "Only these configuration names (default: all).")
+flags.DEFINE_string("output", "bench/results/projection_tradeoff", "Output path without "
+                    "extension.")
+flags.mark_flags_as_required(["generator", "classifier"])
+
+
+def configurations(dataset):
+    """(name, ProjectionConfig) pairs: the paper's, each option alone, fast, cheaper plain."""
+    from defense_gan_tf import config as config_lib
+
+    paper = config_lib.projection_preset("paper", dataset)
+    fast = config_lib.projection_preset("fast", dataset)
+    replace = dataclasses.replace
+    return [
+        ("paper", paper),
+        ("bfloat16 descent", replace(paper, descent_precision="bfloat16")),
+        ("pruning 10/20/40", replace(paper, prune_at=(10, 20, 40))),
+        ("early stop 1e-5/20", replace(paper, early_stop_tolerance=1e-5,
+                                       early_stop_window=20)),
+        ("encoder start", replace(paper, encoder_start=True)),
+        ("fast", fast),
+        ("L=50 R=10", replace(paper, iterations=50)),
+        ("L=100 R=4", replace(paper, iterations=100, restarts=4)),
+    ]
+
+
+def measure(name, projection, generator, classifier, encoder, x, y, x_transfer, eps):
+    import numpy as np
+    import tensorflow as tf
+
+    from defense_gan_tf import attacks
+    from defense_gan_tf.defense import Projector
+    from defense_gan_tf.defense.cost import projection_gflops
+    from defense_gan_tf.evaluation.stats import accuracy_entry
+
+    b = FLAGS.batch_size
+    defense = Projector(generator, projection, encoder=encoder)
+    attacker = Projector(generator, projection, gradient="bpda", encoder=encoder)
+
+    def defended_predictions(images, seed):
+        preds, errors, row_steps = [], [], 0
+        for i in range(0, len(images), b):
+            p = defense(images[i:i + b], seed=[seed, i])
+            preds.append(np.argmax(classifier(p.reconstruction, training=False), -1))
+            errors.append(p.error.numpy())
+            row_steps += int(p.row_steps)
+        return np.concatenate(preds), np.concatenate(errors), row_steps
+
+    defense(x[:b], seed=[0, 0])  # compile before timing
+    t0 = time.perf_counter()
+    clean_pred, clean_err, row_steps = defended_predictions(x, 1)
+    seconds = time.perf_counter() - t0
+    transfer_pred, _, _ = defended_predictions(x_transfer, 2)
+    model_fn = lambda images: classifier(attacker(images, seed=[3, 0]).reconstruction,  # noqa
+                                         training=False)
+    x_bpda = np.concatenate([attacks.fgsm(model_fn, tf.constant(x[i:i + b]), eps=eps,
+                                          y=y[i:i + b]).numpy()
+                             for i in range(0, len(x), b)])
+    bpda_pred, _, _ = defended_predictions(x_bpda, 4)
+    final_rows = len(x) * projection.restart_schedule[-1][2]
+    row = {
+        "name": name,
+        "projection": dataclasses.asdict(projection),
+        "gflops_per_image": projection_gflops(generator, row_steps, final_rows) / len(x),
+        "row_steps_per_image": row_steps / len(x),
+        "images_per_second": len(x) / seconds,
+        "mean_clean_reconstruction_error": float(clean_err.mean()),
+        "clean": accuracy_entry(clean_pred == y),
+        "transferred_fgsm": accuracy_entry(transfer_pred == y),
+        "bpda_fgsm": accuracy_entry(bpda_pred == y),
+    }
+    print(f"{name:20s} {row['gflops_per_image']:8.2f} GFLOP/img  "
+          f"{row['images_per_second']:6.2f} img/s  clean {row['clean']['accuracy']:.3f}  "
+          f"transferred {row['transferred_fgsm']['accuracy']:.3f}  "
+          f"BPDA {row['bpda_fgsm']['accuracy']:.3f}", flush=True)
+    return row
+
+
+def markdown(rows):
+    def cell(e):
+        return f"{e['accuracy']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
+
+    paper = next((r for r in rows if r["name"] == "paper"), None)
+    lines = ["| configuration | GFLOPs / image | x paper | img/s | x paper | clean error | "
+             "clean | transferred FGSM | BPDA FGSM |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fewer = paper["gflops_per_image"] / r["gflops_per_image"] if paper else float("nan")
+        faster = r["images_per_second"] / paper["images_per_second"] if paper else float("nan")
+        lines.append(f"| {r['name']} | {r['gflops_per_image']:.2f} | {fewer:.1f} | "
+                     f"{r['images_per_second']:.2f} | {faster:.1f} | "
+                     f"{r['mean_clean_reconstruction_error']:.4f} | {cell(r['clean'])} | "
+                     f"{cell(r['transferred_fgsm'])} | {cell(r['bpda_fgsm'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, key in enumerate(("clean", "transferred_fgsm", "bpda_fgsm")):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for r in rows:
+            e = r[key]
+            ax.errorbar([r["gflops_per_image"]], [e["accuracy"]],
+                        yerr=[[e["accuracy"] - e["ci95"][0]], [e["ci95"][1] - e["accuracy"]]],
+                        fmt="o", capsize=3, label=r["name"])
+        ax.set_xscale("log")
+        ax.set_xlabel("GFLOPs per image")
+        ax.set_title(key.replace("_", " ") + " accuracy (95% CI)")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv):
+    del argv
+    for name in ("generator", "classifier"):
+        if not os.path.isfile(FLAGS[name].value):
+            raise app.UsageError(f"--{name} {FLAGS[name].value} is not a file")
+    if FLAGS.num_images < 1 or FLAGS.batch_size < 1:
+        raise app.UsageError("--num_images and --batch_size must be >= 1")
+    import numpy as np
+    import tensorflow as tf
+
+    from defense_gan_tf import attacks, data
+    from defense_gan_tf.config import canonical_dataset_name
+    from defense_gan_tf.console import command_line
+    from defense_gan_tf.evaluation.loading import (load_classifier, load_generator,
+                                                   load_model_file)
+
+    dataset = canonical_dataset_name(FLAGS.dataset)
+    generator, iterations = load_generator(FLAGS.generator, dataset=dataset)
+    classifier = load_classifier(FLAGS.classifier, image_shape=generator.output_shape[1:])
+    encoder_path = FLAGS.encoder or os.path.join(os.path.dirname(FLAGS.generator),
+                                                 "encoder.keras")
+    encoder = load_model_file(encoder_path, "--encoder") if os.path.isfile(encoder_path) \
+        else None
+    x, y = data.load_numpy(dataset, "test", data_dir=FLAGS.data_dir)
+    x, y = x[:FLAGS.num_images], y[:FLAGS.num_images].astype(np.int64)
+    x_transfer = np.concatenate([
+        attacks.fgsm(classifier, tf.constant(x[i:i + 100]), eps=FLAGS.eps,
+                     y=y[i:i + 100]).numpy() for i in range(0, len(x), 100)])
+    rows = []
+    for name, projection in configurations(dataset):
+        if FLAGS.configs and name not in FLAGS.configs:
+            continue
+        if projection.encoder_start and encoder is None:
+            print(f"{name}: skipped (no encoder at {encoder_path})", flush=True)
+            continue
+        rows.append(measure(name, projection, generator, classifier, encoder, x, y,
+                            x_transfer, FLAGS.eps))
+    result = {
+        "benchmark": "projection_tradeoff",
+        "dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
+        "generator_iterations": iterations, "rows": rows,
+        "machine": {"cores": os.cpu_count(), "tensorflow": tf.__version__,
+                    "python": platform.python_version()},
+        "command": command_line(sys.argv),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(FLAGS.output + ".md", "w") as f:
+        f.write(f"# Projection accuracy against compute ({dataset}, {len(x)} test images, "
+                f"generator iterations {iterations})\n\n" + markdown(rows)
+                + f"\n`{result['command']}`\n")
+    plot(rows, FLAGS.output + ".png")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)
