@@ -32,6 +32,10 @@ flags.DEFINE_integer("classifier_epochs", 3, "Epochs of a newly trained quality 
 flags.DEFINE_integer("num_samples", 10_000, "Generated images for the quality figures.")
 flags.DEFINE_multi_string("train_command", [], "The bin/train.py command(s) that trained "
                           "the generator, recorded in the manifest.")
+flags.DEFINE_integer("defense_images", 0, "Also measure Defense-GAN-Orig (the run's L, R) "
+                     "on this many first test images: clean, transferred FGSM, random-sign "
+                     "and paper-style FGSM accuracy, into the manifest (0: skip; 500 at "
+                     "L=200, R=10 takes about an hour on 2 CPU cores).")
 flags.DEFINE_bool("overwrite", False, "Replace a package already in --dest_dir (and allow "
                   "packaging a run of 0 iterations).")
 flags.mark_flags_as_required(["run_dir", "dest_dir", "classifier"])
@@ -45,6 +49,8 @@ def main(argv):
             raise app.UsageError(f"--run_dir {FLAGS.run_dir} has no {name}")
     if FLAGS.num_samples < 2:
         raise app.UsageError("--num_samples must be >= 2")
+    if FLAGS.defense_images < 0:
+        raise app.UsageError("--defense_images must be >= 0")
     if os.path.exists(FLAGS.dest_dir) and not os.path.isdir(FLAGS.dest_dir):
         raise app.UsageError(f"--dest_dir {FLAGS.dest_dir} is a file, not a folder")
     if os.path.isfile(os.path.join(FLAGS.dest_dir, "manifest.json")) and not FLAGS.overwrite:
@@ -52,48 +58,34 @@ def main(argv):
                              "generator; pass --overwrite to replace it")
     import json
 
-    import keras
-
     from defense_gan_tf import config as config_lib
     from defense_gan_tf import data
     from defense_gan_tf.console import command_line, relative_argument
-    from defense_gan_tf.evaluation.package import package_generator
-    from defense_gan_tf.training import train_classifier
-    from defense_gan_tf.training.classifier import save_without_optimizer
+    from defense_gan_tf.evaluation import training_curve
+    from defense_gan_tf.evaluation.package import package_generator, quality_classifier
 
     with open(os.path.join(FLAGS.run_dir, "config.json")) as f:
         cfg = config_lib.Config.from_dict(json.load(f))
-    test_x, _ = data.load_numpy(cfg.dataset, "test", data_dir=FLAGS.data_dir)
-    val_x, val_y = data.load_numpy(cfg.dataset, "validation", data_dir=FLAGS.data_dir)
-    description_path = FLAGS.classifier + ".json"
-    if os.path.isfile(FLAGS.classifier):
-        classifier = keras.models.load_model(FLAGS.classifier)
-        with open(description_path) as f:
-            description = json.load(f)["description"]
-    else:
-        train_x, train_y = data.load_numpy(cfg.dataset, "train", data_dir=FLAGS.data_dir)
-        classifier = train_classifier(
-            train_x, train_y, config_lib.ClassifierConfig(model=FLAGS.classifier_model),
-            epochs=FLAGS.classifier_epochs, validation=(val_x, val_y))
-        _, accuracy = classifier.evaluate(test_x, data.load_numpy(
-            cfg.dataset, "test", data_dir=FLAGS.data_dir)[1], verbose=0)
-        description = (f"model {FLAGS.classifier_model}, {FLAGS.classifier_epochs} epochs "
-                       f"on the 50,000 training images, test accuracy {accuracy:.4f}")
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.classifier)), exist_ok=True)
-        save_without_optimizer(classifier, FLAGS.classifier)
-        with open(description_path, "w") as f:
-            json.dump({"description": description}, f, indent=2)
-    from defense_gan_tf.console import command_line
-
-    command = command_line(sys.argv)
+    test_x, test_y = data.load_numpy(cfg.dataset, "test", data_dir=FLAGS.data_dir)
+    val_x, _ = data.load_numpy(cfg.dataset, "validation", data_dir=FLAGS.data_dir)
+    classifier, description = quality_classifier(
+        FLAGS.classifier, cfg.dataset, data_dir=FLAGS.data_dir, model=FLAGS.classifier_model,
+        epochs=FLAGS.classifier_epochs)
+    probe = None
+    if FLAGS.defense_images:
+        probe = training_curve.DefenseQualityProbe(
+            classifier, test_x, test_y, training_curve.CurveSettings(
+                num_samples=2000, num_images=FLAGS.defense_images,
+                paper_fgsm_images=FLAGS.defense_images, projection=cfg.projection),
+            pixel_range=cfg.model.pixel_range)
     try:
         manifest = package_generator(
             FLAGS.run_dir, FLAGS.dest_dir, classifier=classifier, test_images=test_x,
-            reference_images=val_x, num_samples=FLAGS.num_samples, command=command,
-            classifier_description=description,
+            reference_images=val_x, num_samples=FLAGS.num_samples,
+            command=command_line(sys.argv), classifier_description=description,
             train_commands=[" ".join(relative_argument(w) for w in c.split(" "))
                             for c in FLAGS.train_command],
-            overwrite=FLAGS.overwrite)
+            overwrite=FLAGS.overwrite, defense_probe=probe)
     except ValueError as e:
         raise app.UsageError(f"--run_dir: {e}") from None
     print(json.dumps({k: manifest[k] for k in ("iterations", "train_wall_seconds",

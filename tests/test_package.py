@@ -93,8 +93,10 @@ def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_c
         assert os.path.getsize(os.path.join(dest, name)) > 0, name
     with pytest.raises(PackageExistsError):
         package_generator(run, dest, **kwargs)
-    again = package_generator(run, dest, overwrite=True, **kwargs)
+    again = package_generator(run, dest, overwrite=True,
+                              defense_probe=lambda g: {"clean": g.output_shape[1:]}, **kwargs)
     assert again["sha256"] == first["sha256"]
+    assert again["defense"] == {"clean": (28, 28, 1)} and first["defense"] is None
 
 
 def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_classifier):

@@ -62,11 +62,41 @@ def machine_description() -> dict:
             "gpus": len(tf.config.list_physical_devices("GPU"))}
 
 
+def quality_classifier(path: str, dataset: str, *, data_dir: Optional[str] = None,
+                       model: str = "A", epochs: int = 3, log=None):
+    """(classifier, description): the dataset's quality classifier from ``path``, or trained
+    on the real training set and saved there (with ``<path>.json`` describing it) when the
+    file is missing."""
+    from defense_gan_tf import data
+    from defense_gan_tf.config import ClassifierConfig
+    from defense_gan_tf.training import train_classifier
+    from defense_gan_tf.training.classifier import save_without_optimizer
+
+    description_path = path + ".json"
+    if os.path.isfile(path):
+        with open(description_path) as f:
+            return keras.models.load_model(path), json.load(f)["description"]
+    train_x, train_y = data.load_numpy(dataset, "train", data_dir=data_dir)
+    val = data.load_numpy(dataset, "validation", data_dir=data_dir)
+    test_x, test_y = data.load_numpy(dataset, "test", data_dir=data_dir)
+    classifier = train_classifier(train_x, train_y, ClassifierConfig(model=model),
+                                  epochs=epochs, validation=val, log=log)
+    _, accuracy = classifier.evaluate(test_x, test_y, verbose=0)
+    description = (f"model {model}, {epochs} epochs on the 50,000 training images, "
+                   f"test accuracy {accuracy:.4f}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_without_optimizer(classifier, path)
+    with open(description_path, "w") as f:
+        json.dump({"description": description}, f, indent=2)
+    return classifier, description
+
+
 def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                       test_images: np.ndarray, reference_images: Optional[np.ndarray],
                       num_samples: int = 10_000, command: str = "",
                       classifier_description: str = "",
-                      train_commands: Sequence[str] = (), overwrite: bool = False) -> dict:
+                      train_commands: Sequence[str] = (), overwrite: bool = False,
+                      defense_probe=None) -> dict:
     """Copies ``run_dir/generator.keras`` to ``dest_dir`` with a manifest and samples.
 
     Args:
@@ -83,6 +113,9 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       train_commands: the training command lines (recorded).
       overwrite: replace a package already in ``dest_dir``, and allow packaging
         a run that trained for 0 iterations.
+      defense_probe: optional generator -> dict (a
+        :class:`~defense_gan_tf.evaluation.training_curve.DefenseQualityProbe`); its
+        figures go into the manifest under ``defense``.
 
     Returns:
       The manifest dict.
@@ -141,6 +174,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "sha256": sha256_of(weights),
         "bytes": os.path.getsize(weights),
         "quality": quality,
+        "defense": defense_probe(generator) if defense_probe is not None else None,
         "quality_classifier": classifier_description,
         "samples": "samples.png",
         "critic_file": "critic.keras" if os.path.isfile(critic) else None,
