@@ -80,3 +80,31 @@ def tiny_config():
         "gan.critic_steps": 2, "gan.log_every": 1, "gan.checkpoint_every": 2,
         "gan.sample_every": 2,
     })
+
+
+def _left_right_images(n, seed=0):
+    """Two classes: the left half (class 0) or the right half (class 1) is brighter."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.uniform(0.3, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
+    x[y == 0, :, :14] += 0.2
+    x[y == 1, :, 14:] += 0.2
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def left_right_images():
+    """A factory of two-class toy images: ``left_right_images(n, seed=0) -> (x, y)``."""
+    return _left_right_images
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """(model, x, y): a small MLP that separates brighter-left from brighter-right images
+    almost perfectly, with 64 of its training images."""
+    from defense_gan_tf import training
+
+    x, y = _left_right_images(400)
+    model = training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"),
+                                      epochs=8, verbose=0, seed=1)
+    return model, x[:64], y[:64]

@@ -33,25 +33,6 @@ def test_fgsm_on_linear_model_is_the_analytic_perturbation():
                                                       y=logits.argmax(1)).numpy())
 
 
-def left_right_images(n, seed=0):
-    """Two classes: the left half (class 0) or the right half (class 1) is brighter."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    x = rng.uniform(0.3, 0.5, size=(n, 28, 28, 1)).astype(np.float32)
-    x[y == 0, :, :14] += 0.2
-    x[y == 1, :, 14:] += 0.2
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def toy():
-    """A small MLP that separates dark-left from dark-right images almost perfectly."""
-    x, y = left_right_images(400)
-    model = training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"),
-                                      epochs=8, verbose=0, seed=1)
-    return model, x[:64], y[:64]
-
-
 def _accuracy(model, x, y):
     return float(np.mean(np.argmax(model(x).numpy(), axis=1) == y))
 
@@ -112,7 +93,7 @@ def test_input_gradient_norm_sees_masking(toy):
     np.testing.assert_array_equal(attacks.fgsm(masked, x, eps=0.1, y=y).numpy(), x)
 
 
-def test_adversarial_training_raises_fgsm_accuracy():
+def test_adversarial_training_raises_fgsm_accuracy(left_right_images):
     x, y = left_right_images(600)
     cfg = config_lib.ClassifierConfig(model="E")
     plain = training.train_classifier(x[:500], y[:500], cfg, epochs=6, verbose=0, seed=1)
@@ -160,7 +141,8 @@ def test_attacks_refuse_images_of_the_wrong_scale_or_with_nan(name):
 
 
 @pytest.mark.parametrize("adversarial_eps", [None, 0.1])
-def test_classifier_training_reports_through_the_given_log_only(capsys, adversarial_eps):
+def test_classifier_training_reports_through_the_given_log_only(capsys, adversarial_eps,
+                                                                left_right_images):
     x, y = left_right_images(64)
     messages = []
     training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"), epochs=2,

@@ -7,6 +7,7 @@ never import the defense.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Optional
 
@@ -109,6 +110,49 @@ def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor):
     if grad is None:  # No path from x to the loss (e.g. a stop_gradient defense).
         grad = tf.zeros_like(x)
     return loss, grad
+
+
+def accepts_seed(model_fn) -> bool:
+    """Whether ``model_fn`` takes a ``seed`` keyword (a randomized model that can be seeded,
+    such as ``DefendedClassifier``, whose random projection starts it fixes)."""
+    target = getattr(model_fn, "call", model_fn)
+    try:
+        return "seed" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# Seeds of the model's random draws in an attack: [attack seed, _DRAW_OFFSET + draw].
+_DRAW_OFFSET = 1_000
+
+
+def expected_loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor, *,
+                               samples: int = 1, seed: Optional[int] = None,
+                               draw: int = 0):
+    """Loss and input gradient averaged over ``samples`` calls of a randomized model.
+
+    Expectation over transformation (EOT; Athalye, Carlini and Wagner 2018, section
+    4.3): a defense that draws fresh randomness on every call (Defense-GAN's random
+    projection starts) is attacked through the average gradient. When ``seed`` is
+    given and ``model_fn`` takes a ``seed`` keyword, call k draws with seed
+    ``[seed, 1000 + draw + k]``, so the attack gives the same result twice.
+
+    Returns:
+      (mean per-example loss [B], mean gradient like ``x``).
+    """
+    if samples < 1:
+        raise ValueError(f"eot samples must be >= 1, got {samples}")
+    seeded = seed is not None and accepts_seed(model_fn)
+    loss_sum, grad_sum = 0.0, tf.zeros_like(x)
+    for k in range(samples):
+        fn = model_fn
+        if seeded:
+            draw_seed = [int(seed), _DRAW_OFFSET + draw + k]
+            fn = lambda images, s=draw_seed: model_fn(images, seed=s)  # noqa: E731
+        loss, grad = loss_and_gradient(fn, x, y)
+        loss_sum += loss
+        grad_sum += grad
+    return loss_sum / samples, grad_sum / samples
 
 
 def input_gradient_norm(model_fn: ModelFn, x, y=None) -> tf.Tensor:

@@ -54,9 +54,14 @@ class DefendedClassifier(keras.Model):
         self.gradient = gradient
         self.seed = seed
 
-    def project(self, images, z_init=None) -> Projection:
-        """The projection of ``images`` (reconstruction, z, error)."""
-        return self.projector(images, z_init=z_init, seed=self.seed)
+    def project(self, images, z_init=None, seed=None) -> Projection:
+        """The projection of ``images`` (reconstruction, z, error).
+
+        ``seed`` (an int or a pair) fixes this call's random starts; a defense built
+        with a ``seed`` always uses its own (white box revisited).
+        """
+        return self.projector(images, z_init=z_init,
+                              seed=self.seed if self.seed is not None else seed)
 
     def reconstruct(self, images):
         """G(z*) for each image."""
@@ -66,8 +71,11 @@ class DefendedClassifier(keras.Model):
         """Per-image mean squared error of the projection: the detection statistic (section 3.4)."""
         return self.project(images).error
 
-    def call(self, images, training=False):
-        return self.classifier(self.project(images).reconstruction, training=False)
+    def call(self, images, training=False, seed=None):
+        """Logits of the classifier on G(z*); ``seed`` fixes this call's random starts
+        (attacks pass one to be reproducible; see ``attacks.common.accepts_seed``)."""
+        return self.classifier(self.project(images, seed=seed).reconstruction,
+                               training=False)
 
     def call_with_details(self, images, z_init=None):
         """(logits, Projection) from one projection."""

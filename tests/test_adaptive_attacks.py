@@ -1,0 +1,117 @@
+"""EOT, PGD in L2 and the latent-space attack (Athalye et al. 2018)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from defense_gan_tf import attacks, config as config_lib
+from defense_gan_tf.attacks.common import expected_loss_and_gradient
+
+
+def _noisy_linear(seed=0):
+    """logits = flatten(x + 0.5 noise) W: a randomized model that can be seeded."""
+    w = tf.constant(np.random.default_rng(seed).normal(size=(784, 10)).astype(np.float32)
+                    * 0.05)
+
+    def model_fn(x, seed=None):
+        shape = tf.shape(x)
+        noise = (tf.random.normal(shape) if seed is None else
+                 tf.random.stateless_normal(shape, seed=seed))
+        return tf.matmul(tf.reshape(x + 0.5 * noise, [-1, 784]), w)
+    return model_fn
+
+
+def _images(n=4, seed=1):
+    return np.random.default_rng(seed).uniform(0.2, 0.8, (n, 28, 28, 1)).astype(np.float32)
+
+
+def test_eot_gradient_variance_falls_with_samples():
+    fn = _noisy_linear()
+    x, y = tf.constant(_images()), tf.constant([1, 2, 3, 4], tf.int64)
+
+    def spread(samples):
+        grads = [expected_loss_and_gradient(fn, x, y, samples=samples, seed=s)[1].numpy()
+                 for s in range(6)]
+        return float(np.mean(np.var(np.stack(grads), axis=0)))
+    one, eight = spread(1), spread(8)
+    assert eight < 0.3 * one  # about 1/8 in expectation
+    # The same seed gives the same draws: reproducible attacks.
+    a = expected_loss_and_gradient(fn, x, y, samples=3, seed=5)[1].numpy()
+    b = expected_loss_and_gradient(fn, x, y, samples=3, seed=5)[1].numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eot_with_one_sample_is_the_plain_attack_and_seeded_attacks_repeat():
+    fn = _noisy_linear()
+    x, y = _images(), np.array([1, 2, 3, 4])
+    np.testing.assert_array_equal(attacks.fgsm(fn, x, eps=0.1, y=y, seed=3).numpy(),
+                                  attacks.fgsm(fn, x, eps=0.1, y=y, seed=3,
+                                               eot_samples=1).numpy())
+    for attack in (
+            lambda: attacks.pgd_linf(fn, x, eps=0.1, step_size=0.02, iterations=3, y=y,
+                                     seed=4, eot_samples=2),
+            lambda: attacks.pgd_l2(fn, x, eps=1.0, step_size=0.3, iterations=3, y=y,
+                                   seed=4, eot_samples=2)):
+        np.testing.assert_array_equal(attack().numpy(), attack().numpy())
+    with pytest.raises(ValueError, match="eot samples"):
+        attacks.fgsm(fn, x, eps=0.1, y=y, eot_samples=0)
+
+
+def test_pgd_l2_stays_in_the_ball_and_beats_fgsm_at_an_l2_budget():
+    # A linear model that looks mostly at a 4x4 patch: weight 1 there, 0.01 elsewhere.
+    w = np.full((28, 28, 1), 0.01, np.float32)
+    w[10:14, 10:14] = 1.0
+    w_flat = tf.constant(w.reshape(784, 1))
+
+    def model_fn(x):  # class 1 when the weighted sum exceeds 8 + 0.01 * 768 * 0.5
+        score = tf.matmul(tf.reshape(x, [-1, 784]), w_flat) - (8.0 + 3.84)
+        return tf.concat([tf.zeros_like(score), score], axis=1)
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 0.7, (16, 28, 28, 1)).astype(np.float32)
+    x[:, 10:14, 10:14] = 0.6  # patch sum 9.6: class 1 by a margin of about 1.6
+    y = np.ones(16, np.int64)
+    accuracy = lambda images: float(np.mean(np.argmax(model_fn(images), 1) == y))  # noqa
+    assert accuracy(x) == 1.0
+    eps = 1.0
+    adv = attacks.pgd_l2(model_fn, x, eps=eps, step_size=0.25, iterations=10, y=y, seed=0)
+    norms = np.sqrt(np.sum((adv.numpy() - x) ** 2, axis=(1, 2, 3)))
+    assert norms.max() <= eps + 1e-4
+    assert adv.numpy().min() >= 0.0 and adv.numpy().max() <= 1.0
+    # FGSM of the same L2 size (eps / 28 per pixel) spends it on every pixel alike.
+    fgsm = attacks.fgsm(model_fn, x, eps=eps / 28.0, y=y)
+    assert accuracy(adv) < 0.2 < accuracy(fgsm)
+
+
+def test_latent_attack_finds_on_manifold_examples_and_checks_the_projection(
+        dense_generator):
+    import keras
+
+    from defense_gan_tf.defense import project
+
+    g = dense_generator()
+    # A linear classifier of G's images: class = whether pixel mean exceeds the median.
+    z = tf.random.stateless_normal([64, 8], seed=[1, 1]) * 0.35
+    means = tf.reduce_mean(g(z), axis=[1, 2, 3]).numpy()
+    threshold = float(np.median(means))
+
+    def classifier(images):
+        m = tf.reduce_mean(images, axis=[1, 2, 3])
+        return tf.stack([50.0 * (threshold - m), 50.0 * (m - threshold)], axis=1)
+
+    x = g(z[:8]).numpy()
+    y = np.argmax(classifier(x).numpy(), 1)
+    close = np.abs(means[:8] - threshold) < np.quantile(np.abs(means - threshold), 0.5)
+    out = attacks.latent_attack(g, classifier, x, y=y, budget=0.01, z_init=z[:8],
+                                steps=100, learning_rate=0.05, search_steps=2)
+    assert out.x_adv.shape == x.shape and out.distortion.shape == (8,)
+    assert out.found[close].all()  # images near the boundary are always crossed
+    found = out.found
+    assert np.all(out.distortion[found] <= 0.01)
+    assert np.all(np.argmax(classifier(out.x_adv[found]).numpy(), 1) != y[found])
+    # The re-projection check: a fresh projection of the found G(z) is classified too.
+    rec = project(g, out.x_adv[found], config_lib.ProjectionConfig(iterations=50,
+                                                                   restarts=4),
+                  seed=0).reconstruction
+    survives = np.argmax(classifier(rec).numpy(), 1) != y[found]
+    assert survives.mean() > 0.5
