@@ -30,6 +30,8 @@ _FLAG_OF_FIELD = {
     "attack.cw_binary_steps": "cw_binary_steps", "num_tests": "num_tests",
     "num_train": "num_train", "epochs": "nb_epochs", "batch_size": "batch_size",
     "holdout": "holdout", "data_aug": "data_aug", "epochs_substitute": "nb_epochs_s",
+    "attacks": "attacks", "eps_linf": "eps_linf", "eps_l2": "eps_l2",
+    "pgd_steps": "pgd_steps", "eot_samples": "eot_samples", "latent_steps": "latent_steps",
 }
 
 
@@ -58,13 +60,19 @@ def define_projection_flags() -> None:
 
 
 def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default: str,
-                            model_help: str, num_tests: int) -> None:
-    """The flags of the white- and black-box runs: defense, classifier, data sizes, outputs."""
+                            model_help: str, num_tests: int,
+                            choose_defense: bool = True) -> None:
+    """The flags of the evaluation runs: defense, classifier, data sizes, outputs.
+
+    With ``choose_defense=False`` (runs that always attack Defense-GAN) there is no
+    --defense_type and --generator is required.
+    """
     define_data_flags()
     define_projection_flags()
     absl_flags.DEFINE_enum(model_flag, model_default, list(config_lib.CLASSIFIER_MODELS),
                            model_help)
-    absl_flags.DEFINE_enum("defense_type", "none", list(config_lib.DEFENSES), "Defense.")
+    if choose_defense:
+        absl_flags.DEFINE_enum("defense_type", "none", list(config_lib.DEFENSES), "Defense.")
     absl_flags.DEFINE_bool("train_on_recs", False, "Train the classifier on reconstructions "
                            "(Defense-GAN-Rec) instead of originals (Defense-GAN-Orig).")
     absl_flags.DEFINE_float("fgsm_eps", 0.3, "L-infinity epsilon of the attack; also the "
@@ -74,6 +82,8 @@ def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default:
     absl_flags.DEFINE_integer("nb_epochs", 10, "Classifier training epochs.")
     absl_flags.DEFINE_string("generator", None, "Generator .keras (needed for defense_gan "
                              "and --train_on_recs).")
+    if not choose_defense:
+        absl_flags.mark_flag_as_required("generator")
     absl_flags.DEFINE_string("classifier", None, "Use this trained classifier (.keras, "
                              "logits) instead of training one; it must fit the run (e.g. "
                              "trained on reconstructions for --train_on_recs).")
@@ -103,10 +113,11 @@ def check_paths(*, files=(), folders=(), outputs=()) -> None:
 
 def check_evaluation_flags() -> None:
     """Checks of the evaluation flags that no config can make: paths and flag pairs."""
-    if (FLAGS.defense_type == "defense_gan" or FLAGS.train_on_recs) and not FLAGS.generator:
+    defense = FLAGS.defense_type if "defense_type" in FLAGS else "defense_gan"
+    if (defense == "defense_gan" or FLAGS.train_on_recs) and not FLAGS.generator:
         raise app.UsageError("--generator is required with --defense_type=defense_gan or "
                              "--train_on_recs")
-    if FLAGS.train_on_recs and FLAGS.defense_type != "defense_gan":
+    if FLAGS.train_on_recs and defense != "defense_gan":
         raise app.UsageError("--train_on_recs goes with --defense_type=defense_gan")
     check_paths(files=("generator", "classifier"), folders=("data_dir",),
                 outputs=("results_dir", "classifier_dir"))

@@ -85,8 +85,6 @@ def test_pgd_l2_stays_in_the_ball_and_beats_fgsm_at_an_l2_budget():
 
 def test_latent_attack_finds_on_manifold_examples_and_checks_the_projection(
         dense_generator):
-    import keras
-
     from defense_gan_tf.defense import project
 
     g = dense_generator()
@@ -115,3 +113,74 @@ def test_latent_attack_finds_on_manifold_examples_and_checks_the_projection(
                   seed=0).reconstruction
     survives = np.argmax(classifier(rec).numpy(), 1) != y[found]
     assert survives.mean() > 0.5
+
+
+def test_worst_case_counts_an_image_robust_only_if_every_attack_failed():
+    from defense_gan_tf.evaluation.adaptive import AttackCell, worst_case
+
+    entry = {"accuracy": 0.0, "ci95": [0, 1], "n": 4, "correct": 0}
+
+    def cell(attack, norm, budget, correct):
+        return AttackCell(attack=attack, norm=norm, budget=budget, defended=entry,
+                          undefended=entry, correct=correct, mean_distortion=0.0,
+                          gradient_norm=None, seconds_per_image=0.0)
+    worst = worst_case([cell("a", "linf", 0.1, [True, True, False, True]),
+                        cell("b", "linf", 0.1, [True, False, True, True]),
+                        cell("a", "linf", 0.2, [False, False, False, True])])
+    assert worst[("linf", 0.1)]["correct"] == 2  # images 0 and 3 survived both
+    assert worst[("linf", 0.2)]["correct"] == 1
+
+
+def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path):
+    import os
+
+    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    root, gen_path, train, test = tiny_world
+    spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=6,
+                   num_train=200, epochs=2, batch_size=3,
+                   projection=config_lib.ProjectionConfig(iterations=3, restarts=2))
+    run = AdaptiveRun(spec=spec, eps_linf=(0.1, 0.3), eps_l2=(2.0,), pgd_steps=3,
+                      pgd_l2_steps=3, eot_samples=2, cw_iterations=3, latent_steps=5)
+    out = run_adaptive(run, results_dir=str(tmp_path / "res"),
+                       classifier_dir=str(root / "classifiers"), train_data=train,
+                       test_data=test, command="pytest", log=lambda m: None)
+    cells = out["cells"]
+    # fgsm, bpda_pgd, bpda_eot_pgd at 2 budgets; pgd_l2, cw at 1; latent at 1.
+    assert len(cells) == 3 * 2 + 2 + 1
+    names = os.listdir(tmp_path / "res")
+    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 9
+    assert any(n.startswith("robustness_curve_") for n in names)
+    for (norm, budget), entry in out["worst_case"].items():
+        same = [c for c in cells if c.norm == norm and c.budget == budget]
+        assert entry["correct"] <= min(c.defended["correct"] for c in same)
+    linf = [c for c in cells if c.norm == "linf"]
+    assert all(c.mean_distortion <= c.budget + 1e-6 for c in linf)
+    assert "Worst case" in out["table"] and "| bpda_eot_pgd | linf | 0.3 |" in out["table"]
+    with pytest.raises(ValueError, match="attacks"):
+        AdaptiveRun(spec=spec, attacks=("nope",))
+
+
+def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    gen_path = tiny_world[1]
+    base = [sys.executable, os.path.join(root, "bin", "adaptive.py"), f"--generator={gen_path}",
+            "--model=E", "--num_tests=4", "--num_train=300", "--nb_epochs=1",
+            "--batch_size=4", "--rec_iters=2", "--rec_rr=2", "--pgd_steps=2",
+            "--eot_samples=2", "--attacks=bpda_pgd,latent", "--eps_linf=0.3",
+            "--latent_steps=3", f"--results_dir={tmp_path / 'res'}",
+            f"--classifier_dir={tmp_path / 'clf'}", f"--data_dir={mnist_dir}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    ok = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "Worst case" in ok.stdout
+    for flag, name in (("--attacks=bogus", "--attacks"), ("--eps_linf=2", "--eps_linf"),
+                       ("--eps_l2=x", "--eps_l2")):
+        bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])

@@ -46,7 +46,7 @@ def test_blackbox_runs_fill_the_table(setup):
 
 def test_holdout_plus_tests_must_fit(setup):
     root, gen_path, train, test = setup
-    with pytest.raises(ValueError, match="holdout"):
+    with pytest.raises(ValueError, match="after the first 50 .holdout"):
         run_blackbox(BlackboxRun(spec=RunSpec(model="E", num_tests=50, num_train=200),
                                  holdout=50),
                      results_dir=str(root / "bb2"), classifier_dir=str(root / "c2"),

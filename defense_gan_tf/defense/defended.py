@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
-import tensorflow as tf
 
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projection, Projector

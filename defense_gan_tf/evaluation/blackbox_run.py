@@ -19,15 +19,11 @@ from defense_gan_tf import attacks
 from defense_gan_tf.config import CLASSIFIER_MODELS
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
-from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.loading import (get_classifier, load_generator, load_splits,
-                                               prepare_output_dir, take)
+from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, RunSpec,
                                             flat_settings, write_run_record)
 from defense_gan_tf.evaluation.stats import accuracy_entry
-from defense_gan_tf.errors import InputError
 from defense_gan_tf.models import build_classifier
-from defense_gan_tf.training.classifier import weights_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,19 +84,12 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         test split; all before any training or querying.
     """
     spec = run.spec
-    prepare_output_dir(results_dir, "results_dir")
-    generator, generator_iterations = load_generator(spec.generator, dataset=spec.dataset)
-    train_data, test_data = load_splits(spec.dataset, data_dir, train_data, test_data)
-    if run.holdout + spec.num_tests > len(test_data[0]):
-        raise InputError(f"holdout ({run.holdout}) + num_tests ({spec.num_tests}) exceed the "
-                         f"{len(test_data[0])} test images")
-    train_x, train_y = take(train_data, spec.num_train, "num_train")
-    seed_x = test_data[0][:run.holdout]
-    eval_x, eval_y = take(test_data, spec.num_tests, "num_tests", start=run.holdout)
-    if not spec.classifier:
-        prepare_output_dir(classifier_dir, "classifier_dir")
-    black_box = get_classifier(spec, train_x, train_y, classifier_dir=classifier_dir,
-                               generator=generator, log=log)
+    inputs = load_run_inputs(spec, results_dir=results_dir, classifier_dir=classifier_dir,
+                             data_dir=data_dir, train_data=train_data, test_data=test_data,
+                             test_start=run.holdout, test_start_name="holdout", log=log)
+    generator, black_box = inputs.generator, inputs.classifier
+    seed_x = inputs.test_split[0][:run.holdout]
+    eval_x, eval_y = inputs.test_x, inputs.test_y
     oracle = black_box
     if spec.defense_type == "defense_gan":
         oracle = DefendedClassifier(black_box, generator, spec.projection, gradient="none")
@@ -138,9 +127,7 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         linf_mean=float(np.abs(adv - eval_x).reshape(len(adv), -1).max(axis=1).mean()),
         substitute_seconds=substitute_seconds,
         seconds=time.monotonic() - t0)
-    settings = {**flat_settings(run), "generator_iterations": generator_iterations,
-                "generator_sha": weights_digest(generator)[:16] if generator else None,
-                "classifier_sha": report.file_digest(spec.classifier)}
+    settings = {**flat_settings(run), **inputs.record_fields(spec)}
     log(f"black box {spec.model} ({spec.defense_type}): clean "
         f"{result.clean['accuracy']:.3f}, adversarial {result.adversarial['accuracy']:.3f}, "
         f"{training_queries} queries")

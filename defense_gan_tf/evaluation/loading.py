@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import zipfile
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import keras
 import numpy as np
@@ -113,7 +113,7 @@ def load_splits(dataset: str, data_dir: Optional[str], train_data=None, test_dat
     return train_data, test_data
 
 
-def take(split, count: int, what: str, start: int = 0):
+def take(split, count: int, what: str, start: int = 0, start_name: str = ""):
     """The ``count`` examples of ``split`` from ``start``; refuses to silently return fewer.
 
     Raises:
@@ -122,8 +122,61 @@ def take(split, count: int, what: str, start: int = 0):
     images, labels = split
     if start + count > len(images):
         raise InputError(f"{what}={count} asks for more images than the {len(images)} "
-                         f"available" + (f" after the first {start}" if start else ""))
+                         f"available" + (f" after the first {start}" if start else "")
+                         + (f" ({start_name})" if start_name else ""))
     return images[start:start + count], labels[start:start + count]
+
+
+class RunInputs(NamedTuple):
+    """What an evaluation workflow works on, loaded and checked before any work.
+
+    Attributes:
+      generator: the generator (None without one) and ``generator_iterations``.
+      classifier: the run's classifier (given, cached or trained).
+      test_x, test_y: the ``num_tests`` test images from ``test_start`` on.
+      test_split: the whole test split (images, labels).
+    """
+
+    generator: Optional[keras.Model]
+    generator_iterations: Optional[int]
+    classifier: keras.Model
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_split: tuple
+
+    def record_fields(self, spec) -> dict:
+        """Settings the run record adds to the spec's: what was loaded, by digest."""
+        from defense_gan_tf.evaluation.report import file_digest
+        from defense_gan_tf.training.classifier import weights_digest
+
+        return {"generator_iterations": self.generator_iterations,
+                "generator_sha": weights_digest(self.generator)[:16] if self.generator
+                else None,
+                "classifier_sha": file_digest(spec.classifier)}
+
+
+def load_run_inputs(spec, *, results_dir: str, classifier_dir: str,
+                    data_dir: Optional[str] = None, train_data=None, test_data=None,
+                    test_start: int = 0, test_start_name: str = "",
+                    log: Callable[[str], None] = echo) -> RunInputs:
+    """Checks the output folders, loads the generator, the splits and the classifier of a
+    :class:`~defense_gan_tf.evaluation.runs.RunSpec`; fails before any work.
+
+    Raises:
+      InputError: an output folder is a file or not writable, a model file is missing,
+        corrupt or of the wrong kind, or more images are asked for than the splits hold.
+    """
+    prepare_output_dir(results_dir, "results_dir")
+    generator, iterations = load_generator(spec.generator, dataset=spec.dataset)
+    train_data, test_data = load_splits(spec.dataset, data_dir, train_data, test_data)
+    train_x, train_y = take(train_data, spec.num_train, "num_train")
+    test_x, test_y = take(test_data, spec.num_tests, "num_tests", start=test_start,
+                          start_name=test_start_name)
+    if not spec.classifier:
+        prepare_output_dir(classifier_dir, "classifier_dir")
+    classifier = get_classifier(spec, train_x, train_y, classifier_dir=classifier_dir,
+                                generator=generator, log=log)
+    return RunInputs(generator, iterations, classifier, test_x, test_y, test_data)
 
 
 def prepare_output_dir(path: str, name: str) -> str:

@@ -13,13 +13,11 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
-from defense_gan_tf.evaluation.loading import (get_classifier, load_generator, load_splits,
-                                               prepare_output_dir, take)
+from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (RunOutcome, RunSpec, flat_settings,
                                             write_run_record)
 from defense_gan_tf.evaluation.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
-from defense_gan_tf.training.classifier import weights_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,15 +79,11 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         the splits hold; all before any attack runs.
     """
     spec = run.spec
-    prepare_output_dir(results_dir, "results_dir")
-    generator, generator_iterations = load_generator(spec.generator, dataset=spec.dataset)
-    train_data, test_data = load_splits(spec.dataset, data_dir, train_data, test_data)
-    train_x, train_y = take(train_data, spec.num_train, "num_train")
-    test_x, test_y = take(test_data, spec.num_tests, "num_tests")
-    if not spec.classifier:
-        prepare_output_dir(classifier_dir, "classifier_dir")
-    classifier = get_classifier(spec, train_x, train_y, classifier_dir=classifier_dir,
-                                generator=generator, log=log)
+    inputs = load_run_inputs(spec, results_dir=results_dir, classifier_dir=classifier_dir,
+                             data_dir=data_dir, train_data=train_data, test_data=test_data,
+                             log=log)
+    generator, classifier = inputs.generator, inputs.classifier
+    test_x, test_y = inputs.test_x, inputs.test_y
     model_fn, score_fn, scorer = classifier, None, None
     if spec.defense_type == "defense_gan":
         seed = spec.seed if run.same_init else None
@@ -97,20 +91,23 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
                                       gradient=run.gradient, seed=seed)
         scorer = DefendedClassifier(classifier, generator, spec.projection, gradient="none",
                                     seed=seed)
-
-        def score_fn(x):
-            logits, projection = scorer.call_with_details(x)
-            return logits, projection.error
+        score_fn = _scores_with_errors(scorer)
     lo, hi = spec.pixel_range
     result = evaluate_whitebox(model_fn, test_x, test_y, spec.attack, clip_min=lo,
                                clip_max=hi, batch_size=spec.batch_size, seed=spec.seed,
                                score_fn=score_fn, log=log)
-    settings = {**flat_settings(run), "generator_iterations": generator_iterations,
-                "generator_sha": weights_digest(generator)[:16] if generator else None,
-                "classifier_sha": report.file_digest(spec.classifier)}
+    settings = {**flat_settings(run), **inputs.record_fields(spec)}
     stem = os.path.join(results_dir, f"whitebox_{run.name()}_{report.settings_id(settings)}")
     _figures(stem, spec, test_x, result, scorer, (lo, hi))
     return write_run_record(results_dir, "whitebox", run.name(), settings, result, command)
+
+
+def _scores_with_errors(scorer: DefendedClassifier):
+    """images -> (logits, reconstruction errors) from one projection."""
+    def score(x):
+        logits, projection = scorer.call_with_details(x)
+        return logits, projection.error
+    return score
 
 
 def _figures(stem: str, spec: RunSpec, test_x, result, scorer, pixel_range) -> None:

@@ -1,0 +1,304 @@
+"""Adaptive attacks on Defense-GAN and one worst-case number per budget (``bin/adaptive.py``).
+
+Run the way the adaptive-attack literature asks (Athalye, Carlini and Wagner 2018;
+Carlini et al. 2019, "On evaluating adversarial robustness"): several attacks per
+budget, each crafted against the defense (the paper's full gradient through the
+unrolled projection, BPDA, BPDA with expectation over the random starts, PGD in L2,
+CW-L2 through BPDA, the latent-space attack), every adversarial image then scored
+through a fresh projection. An image counts as robust at a budget only if it survived
+every attack of that budget. The same attacks on the undefended classifier give the
+"no defense" line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from defense_gan_tf import attacks
+from defense_gan_tf.console import echo
+from defense_gan_tf.defense import DefendedClassifier, Projector
+from defense_gan_tf.evaluation import report
+from defense_gan_tf.evaluation.loading import load_run_inputs
+from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
+from defense_gan_tf.evaluation.stats import accuracy_entry
+
+# name: (norm, gradient through the projection, short description)
+ATTACKS = {
+    "fgsm": ("linf", "full", "FGSM through the unrolled projection (the paper's white box)"),
+    "bpda_pgd": ("linf", "bpda", "PGD with BPDA"),
+    "bpda_eot_pgd": ("linf", "bpda", "PGD with BPDA and EOT over the random starts"),
+    "bpda_pgd_l2": ("l2", "bpda", "PGD in L2 with BPDA"),
+    "cw_bpda": ("l2", "bpda", "Carlini-Wagner L2 with BPDA (found only within the budget)"),
+    "latent": ("mse", None, "latent-space search (Athalye et al. 5.4.2), re-projected"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveRun:
+    """Settings of one adaptive evaluation (the flags of ``bin/adaptive.py``).
+
+    Attributes:
+      spec: data, classifier, generator and projection (``spec.defense_type`` is
+        ``defense_gan``; Rec when ``spec.train_on_recs``).
+      attacks: names from :data:`ATTACKS`.
+      eps_linf, eps_l2: budgets of the L-infinity and L2 attacks.
+      latent_budget: mean squared error per pixel of the latent attack.
+      pgd_steps, pgd_l2_steps: PGD iterations; step sizes are 2.5 eps / steps.
+      eot_samples: draws averaged per EOT step.
+      cw_iterations, cw_learning_rate, cw_const: CW settings.
+      latent_steps: Adam steps of the latent search per value of its constant.
+    """
+
+    spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
+        defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
+    attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_pgd_l2", "cw_bpda", "latent")
+    eps_linf: tuple = (0.1, 0.2, 0.3)
+    eps_l2: tuple = (1.0, 2.0, 4.0)
+    latent_budget: float = 0.005
+    pgd_steps: int = 100
+    pgd_l2_steps: int = 100
+    eot_samples: int = 10
+    cw_iterations: int = 100
+    cw_learning_rate: float = 0.01
+    cw_const: float = 1.0
+    latent_steps: int = 200
+
+    def __post_init__(self):
+        unknown = sorted(set(self.attacks) - set(ATTACKS))
+        if unknown or not self.attacks:
+            raise ValueError(f"attacks must be a non-empty list of {sorted(ATTACKS)}, got "
+                             f"unknown {unknown}")
+        if self.spec.defense_type != "defense_gan":
+            raise ValueError("adaptive runs attack Defense-GAN: spec.defense_type must be "
+                             "defense_gan")
+        lo, hi = self.spec.pixel_range
+        if any(not 0 < e <= hi - lo for e in self.eps_linf) or any(
+                not e > 0 for e in self.eps_l2):
+            raise ValueError(f"eps_linf must be in (0, {hi - lo}] and eps_l2 > 0")
+        for name in ("pgd_steps", "pgd_l2_steps", "eot_samples", "cw_iterations",
+                     "latent_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def budgets(self, attack: str) -> tuple:
+        """The budgets ``attack`` runs at."""
+        norm = ATTACKS[attack][0]
+        return {"linf": self.eps_linf, "l2": self.eps_l2, "mse": (self.latent_budget,)}[norm]
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackCell:
+    """One attack at one budget, against the defense and the undefended classifier."""
+
+    attack: str
+    norm: str
+    budget: float
+    defended: dict           # accuracy entry through a fresh projection
+    undefended: dict         # the same attack on the classifier alone
+    correct: list            # per image, defended (for the worst case)
+    mean_distortion: float   # L-inf, L2 or MSE per pixel, by the norm
+    gradient_norm: Optional[float]
+    seconds_per_image: float
+    found: Optional[float] = None  # latent attack: the share found within the budget
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def worst_case(cells: list) -> dict:
+    """{(norm, budget): accuracy entry}: an image is robust only if every attack at that
+    budget failed on it."""
+    groups: dict = {}
+    for cell in cells:
+        key = (cell.norm, cell.budget)
+        ok = np.asarray(cell.correct, bool)
+        groups[key] = ok if key not in groups else groups[key] & ok
+    return {key: accuracy_entry(ok) for key, ok in sorted(groups.items())}
+
+
+def _distortion(norm: str, x_adv: np.ndarray, x: np.ndarray) -> float:
+    delta = (x_adv - x).reshape(len(x), -1)
+    if norm == "linf":
+        return float(np.abs(delta).max(axis=1).mean())
+    if norm == "l2":
+        return float(np.sqrt((delta ** 2).sum(axis=1)).mean())
+    return float((delta ** 2).mean(axis=1).mean())
+
+
+def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, classifier,
+          generator, start_projector: Optional[Projector], seed: int):
+    """Adversarial images of ``attack`` at ``budget`` against ``model_fn`` (the defended
+    model with the attack's gradient mode, or the classifier alone). The latent attack
+    searches G's range for ``classifier``, starting from ``start_projector``'s z* of x
+    (random starts without one). Returns (x_adv, found share or None)."""
+    lo, hi = run.spec.pixel_range
+    norm = ATTACKS[attack][0]
+    if attack == "latent":
+        z_init = None if start_projector is None else start_projector(x, seed=[seed, 9]).z
+        out = attacks.latent_attack(generator, classifier, x, y=y, budget=budget,
+                                    z_init=z_init, steps=run.latent_steps, clip_min=lo,
+                                    clip_max=hi, seed=seed)
+        return out.x_adv, float(out.found.mean())
+    steps = run.pgd_l2_steps if norm == "l2" else run.pgd_steps
+    common = dict(y=y, clip_min=lo, clip_max=hi)
+    if attack == "fgsm":
+        return attacks.fgsm(model_fn, x, eps=budget, seed=seed, **common).numpy(), None
+    if attack in ("bpda_pgd", "bpda_eot_pgd"):
+        k = run.eot_samples if attack == "bpda_eot_pgd" else 1
+        return attacks.pgd_linf(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
+                                iterations=steps, seed=seed, eot_samples=k,
+                                **common).numpy(), None
+    if attack == "bpda_pgd_l2":
+        return attacks.pgd_l2(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
+                              iterations=steps, seed=seed, **common).numpy(), None
+    if attack == "cw_bpda":
+        x_cw = attacks.cw_l2(model_fn, x, binary_search_steps=1,
+                             max_iterations=run.cw_iterations,
+                             learning_rate=run.cw_learning_rate,
+                             initial_const=run.cw_const, **common).numpy()
+        # Outside the budget the attack counts as failed: keep the clean image there.
+        x_np = np.asarray(x)
+        within = np.sqrt(((x_cw - x_np) ** 2).reshape(len(x_np), -1).sum(axis=1)) <= \
+            budget + 1e-6
+        return np.where(within[:, None, None, None], x_cw, x_np), float(within.mean())
+    raise ValueError(f"unknown attack {attack!r}")
+
+
+def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
+                 data_dir: Optional[str] = None, command: str = "",
+                 train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
+                 log: Callable[[str], None] = echo) -> dict:
+    """Runs every attack at every budget; writes one JSON per attack and budget, the table
+    (``adaptive_table.md``) and ``robustness_curve.png``; returns the summary dict
+    (cells, worst case, sanity checks, paths)."""
+    spec = run.spec
+    inputs = load_run_inputs(spec, results_dir=results_dir, classifier_dir=classifier_dir,
+                             data_dir=data_dir, train_data=train_data, test_data=test_data,
+                             log=log)
+    generator, classifier = inputs.generator, inputs.classifier
+    x_all, y_all = inputs.test_x, inputs.test_y
+    scorer = Projector(generator, spec.projection)
+    settings = {**flat_settings(run), **inputs.record_fields(spec)}
+    run_id = report.settings_id(settings)
+
+    def defended_correct(images, y, seed):
+        rec = scorer(images, seed=[seed, 11]).reconstruction
+        return np.argmax(classifier(rec, training=False), -1) == y
+
+    defended = {mode: DefendedClassifier(classifier, generator, spec.projection,
+                                         gradient=mode) for mode in ("full", "bpda")}
+    cells = []
+    for attack in run.attacks:
+        norm, mode, _ = ATTACKS[attack]
+        for budget in run.budgets(attack):
+            t0 = time.monotonic()
+            ok, ok_plain, distortion, found, grads = [], [], [], [], []
+            for start in range(0, len(x_all), spec.batch_size):
+                x = tf.constant(x_all[start:start + spec.batch_size])
+                y = y_all[start:start + spec.batch_size].astype(np.int64)
+                seed = spec.seed * 1_000_003 + start
+                common = dict(classifier=classifier, generator=generator, seed=seed)
+                x_adv, share = craft(attack, budget, run, x, y,
+                                     model_fn=defended.get(mode, classifier),
+                                     start_projector=scorer, **common)
+                ok.append(defended_correct(x_adv, y, seed))
+                plain, _ = craft(attack, budget, run, x, y, model_fn=classifier,
+                                 start_projector=None, **common)
+                ok_plain.append(np.argmax(classifier(plain), -1) == y)
+                distortion.append(_distortion(norm, x_adv, x.numpy()) * len(y))
+                if share is not None:
+                    found.append(share * len(y))
+                if mode is not None:
+                    grads.append(attacks.input_gradient_norm(defended[mode], x[:5],
+                                                             y[:5]).numpy())
+            n = len(x_all)
+            cell = AttackCell(
+                attack=attack, norm=norm, budget=float(budget),
+                defended=accuracy_entry(np.concatenate(ok)),
+                undefended=accuracy_entry(np.concatenate(ok_plain)),
+                correct=np.concatenate(ok).tolist(),
+                mean_distortion=float(sum(distortion) / n),
+                gradient_norm=float(np.concatenate(grads).mean()) if grads else None,
+                seconds_per_image=(time.monotonic() - t0) / n,
+                found=float(sum(found) / n) if found else None)
+            cells.append(cell)
+            log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
+                f"no defense {cell.undefended['accuracy']:.3f} "
+                f"({cell.seconds_per_image:.1f} s/image)")
+            report.write_json(os.path.join(
+                results_dir, f"adaptive_{spec.dataset}_{attack}_{norm}{budget}_{run_id}.json"),
+                {"kind": "adaptive", "settings": settings, "run_id": run_id,
+                 "result": cell.to_json(), "versions": report.versions(),
+                 "command": command})
+    worst = worst_case(cells)
+    table = adaptive_table(cells, worst, settings, command)
+    with open(os.path.join(results_dir, f"adaptive_table_{run_id}.md"), "w") as f:
+        f.write(table)
+    plot_robustness(cells, worst, os.path.join(results_dir,
+                                               f"robustness_curve_{run_id}.png"))
+    return {"cells": cells, "worst_case": worst, "table": table, "run_id": run_id}
+
+
+def adaptive_table(cells: list, worst: dict, settings: dict, command: str) -> str:
+    """Markdown: attack x budget with 95% intervals, distortion, gradient norm and cost,
+    then the worst case per budget and the command."""
+    def cell_text(e):
+        return f"{e['accuracy']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
+
+    proj = settings["projection"]
+    lines = [f"# Adaptive attacks ({settings['dataset']}, classifier {settings['model']}, "
+             f"Defense-GAN-{'Rec' if settings['train_on_recs'] else 'Orig'} at "
+             f"L={proj['iterations']}, R={proj['restarts']}, "
+             f"{settings['num_tests']} test images, generator iterations "
+             f"{settings['generator_iterations']})", "",
+             "| attack | norm | budget | Defense-GAN | no defense | mean distortion | "
+             "input-gradient norm | found | s / image |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        grad = "-" if c.gradient_norm is None else f"{c.gradient_norm:.3g}"
+        found = "-" if c.found is None else f"{c.found:.2f}"
+        lines.append(f"| {c.attack} | {c.norm} | {c.budget:g} | {cell_text(c.defended)} | "
+                     f"{cell_text(c.undefended)} | {c.mean_distortion:.4g} | {grad} | "
+                     f"{found} | {c.seconds_per_image:.1f} |")
+    lines += ["", "Worst case (an image is robust only if every attack at the budget failed):",
+              "", "| norm | budget | Defense-GAN |", "|---|---|---|"]
+    lines += [f"| {norm} | {budget:g} | {cell_text(e)} |" for (norm, budget), e in worst.items()]
+    lines += ["", f"`{command}`", ""]
+    return "\n".join(lines)
+
+
+def plot_robustness(cells: list, worst: dict, path: str) -> str:
+    """Accuracy against budget, one line per attack and the worst case, per norm; dashed
+    lines for the undefended classifier."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    norms = sorted({c.norm for c in cells})
+    fig = Figure(figsize=(5 * len(norms), 4), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, norm in enumerate(norms):
+        ax = fig.add_subplot(1, len(norms), i + 1)
+        for attack in sorted({c.attack for c in cells if c.norm == norm}):
+            pts = sorted((c.budget, c) for c in cells if c.norm == norm and c.attack == attack)
+            b = [p[0] for p in pts]
+            line, = ax.plot(b, [p[1].defended["accuracy"] for p in pts], "o-", label=attack)
+            ax.plot(b, [p[1].undefended["accuracy"] for p in pts], ":",
+                    color=line.get_color())
+        w = [(budget, e["accuracy"]) for (n, budget), e in worst.items() if n == norm]
+        ax.plot([p[0] for p in w], [p[1] for p in w], "k-", lw=2.5,
+                label="worst case (Defense-GAN)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel({"linf": "L-infinity eps", "l2": "L2 eps",
+                       "mse": "MSE per pixel"}[norm])
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Defense-GAN under adaptive attacks (dotted: no defense)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
