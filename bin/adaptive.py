@@ -39,19 +39,14 @@ absl_flags.DEFINE_integer("batch_size", 10, "Test images per attack batch.")
 def build_run():
     """Flags -> AdaptiveRun (validated by the dataclasses)."""
     from defense_gan_tf.evaluation.adaptive import AdaptiveRun
-    from defense_gan_tf.evaluation.runs import RunSpec
 
     try:
         eps_linf = tuple(float(e) for e in FLAGS.eps_linf)
         eps_l2 = tuple(float(e) for e in FLAGS.eps_l2)
     except ValueError:
         raise app.UsageError("--eps_linf and --eps_l2 take comma-separated numbers") from None
-    spec = RunSpec(
-        dataset=FLAGS.dataset, model=FLAGS.model, defense_type="defense_gan",
-        train_on_recs=FLAGS.train_on_recs,
-        projection=shared.projection_config(FLAGS.dataset), num_tests=FLAGS.num_tests,
-        num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed,
-        batch_size=FLAGS.batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier)
+    spec = shared.run_spec(model=FLAGS.model, batch_size=FLAGS.batch_size,
+                           defense_type="defense_gan")
     return AdaptiveRun(spec=spec, attacks=tuple(FLAGS.attacks), eps_linf=eps_linf,
                        eps_l2=eps_l2, latent_budget=FLAGS.latent_budget,
                        pgd_steps=FLAGS.pgd_steps, pgd_l2_steps=FLAGS.pgd_steps,

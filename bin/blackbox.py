@@ -31,14 +31,8 @@ absl_flags.DEFINE_integer("nb_epochs_s", 10, "Substitute training epochs per rou
 def build_run():
     """Flags -> BlackboxRun (validated by the config dataclasses)."""
     from defense_gan_tf.evaluation.blackbox_run import BlackboxRun
-    from defense_gan_tf.evaluation.runs import RunSpec
 
-    spec = RunSpec(
-        dataset=FLAGS.dataset, model=FLAGS.bb_model, defense_type=FLAGS.defense_type,
-        train_on_recs=FLAGS.train_on_recs, attack=config_lib.AttackConfig(eps=FLAGS.fgsm_eps),
-        projection=shared.projection_config(FLAGS.dataset), num_tests=FLAGS.num_tests,
-        num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed, batch_size=100,
-        generator=FLAGS.generator, classifier=FLAGS.classifier)
+    spec = shared.run_spec(model=FLAGS.bb_model, batch_size=100)
     return BlackboxRun(spec=spec, substitute_model=FLAGS.sub_model, holdout=FLAGS.holdout,
                        data_aug=FLAGS.data_aug, lmbda=FLAGS.lmbda,
                        epochs_substitute=FLAGS.nb_epochs_s)

@@ -137,6 +137,19 @@ def projection_config(dataset: str = "mnist", **extra) -> config_lib.ProjectionC
     return dataclasses.replace(base, **given, **extra)
 
 
+def run_spec(*, model: str, batch_size: int, attack=None, defense_type: str = None):
+    """The RunSpec of the evaluation flags (the classifier flag's value is ``model``)."""
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    return RunSpec(
+        dataset=FLAGS.dataset, model=model,
+        defense_type=defense_type or FLAGS.defense_type, train_on_recs=FLAGS.train_on_recs,
+        attack=attack or config_lib.AttackConfig(eps=FLAGS.fgsm_eps),
+        projection=projection_config(FLAGS.dataset), num_tests=FLAGS.num_tests,
+        num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed,
+        batch_size=batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier)
+
+
 def _name_the_flag(message: str) -> str:
     """Puts the flag's name beside each config field a message names."""
     for field, flag in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0])):

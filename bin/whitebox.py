@@ -38,7 +38,6 @@ absl_flags.DEFINE_float("pgd_step_size", 0.01, "PGD step size.")
 
 def build_run():
     """Flags -> WhiteboxRun (validated by the config dataclasses)."""
-    from defense_gan_tf.evaluation.runs import RunSpec
     from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun
 
     attack = config_lib.AttackConfig(
@@ -46,12 +45,7 @@ def build_run():
         cw_binary_steps=FLAGS.cw_binary_steps, cw_iterations=FLAGS.cw_iterations,
         cw_learning_rate=FLAGS.cw_lr, cw_initial_const=FLAGS.cw_const,
         pgd_step_size=FLAGS.pgd_step_size, pgd_iterations=FLAGS.pgd_iterations)
-    spec = RunSpec(
-        dataset=FLAGS.dataset, model=FLAGS.model, defense_type=FLAGS.defense_type,
-        train_on_recs=FLAGS.train_on_recs, attack=attack,
-        projection=shared.projection_config(FLAGS.dataset), num_tests=FLAGS.num_tests,
-        num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed,
-        batch_size=FLAGS.batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier)
+    spec = shared.run_spec(model=FLAGS.model, batch_size=FLAGS.batch_size, attack=attack)
     return WhiteboxRun(spec=spec, gradient=FLAGS.gradient, same_init=FLAGS.same_init)
 
 
