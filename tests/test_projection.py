@@ -240,3 +240,16 @@ def test_seeded_defense_shares_its_starts_with_the_attacker(gen):
     assert not np.allclose(first.z.numpy(), other.z.numpy())
     fresh = DefendedClassifier(clf, g, c)
     assert not np.allclose(fresh.project(x).z.numpy(), fresh.project(x).z.numpy())
+
+
+def test_draw_seed_gives_fresh_but_reproducible_starts(gen):
+    x, _ = targets(gen, n=2)
+    clf = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(),
+                            keras.layers.Dense(2)])
+    c = cfg(iterations=2, restarts=2)
+    one = DefendedClassifier(clf, gen, c, draw_seed=4)
+    two = DefendedClassifier(clf, gen, c, draw_seed=4)
+    first, second = one.project(x).z.numpy(), one.project(x).z.numpy()
+    assert not np.allclose(first, second)          # fresh starts on every call
+    np.testing.assert_array_equal(first, two.project(x).z.numpy())   # the same stream
+    np.testing.assert_array_equal(second, two.project(x).z.numpy())

@@ -68,7 +68,8 @@ def train_substitute(oracle_labels: Callable[[np.ndarray], np.ndarray], seed_ima
     Args:
       oracle_labels: images -> integer labels (the black box; one query per image).
       seed_images: the attacker's initial held-out images (the authors: 150).
-      build_substitute: makes an uncompiled logits model (the authors: model E).
+      build_substitute: makes an uncompiled logits model (the authors: model E); seed
+        its initialisers to make the substitute reproducible.
       rounds: substitute epochs (the authors: 6); the set doubles after each
         round but the last.
       lmbda: augmentation step; its sign flips every ``flip_every`` rounds.
@@ -80,16 +81,18 @@ def train_substitute(oracle_labels: Callable[[np.ndarray], np.ndarray], seed_ima
     log = log or echo
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    keras.utils.set_random_seed(seed)
     substitute = build_substitute()
     substitute.compile(optimizer=keras.optimizers.Adam(learning_rate),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.asarray(seed_images, np.float32)
     labels = np.asarray(oracle_labels(x)).astype(np.int64)
     queries, sizes, agreement = len(x), [], []
+    rng = np.random.default_rng(seed)
     for r in range(rounds):
-        substitute.fit(x, labels, batch_size=batch_size, epochs=epochs, shuffle=True,
-                       verbose=0)
+        for _ in range(epochs):  # each epoch's order from a local, seeded generator
+            order = rng.permutation(len(x))
+            substitute.fit(x[order], labels[order], batch_size=batch_size, epochs=1,
+                           shuffle=False, verbose=0)
         pred = np.argmax(substitute.predict(x, batch_size=256, verbose=0), axis=1)
         agreement.append(float(np.mean(pred == labels)))
         sizes.append(len(x))

@@ -32,6 +32,8 @@ class DefendedClassifier(keras.Model):
       gradient: ``full``, ``bpda`` or ``none``: what differentiating through
         the defense yields.
       encoder: images -> z, needed when ``projection_config.encoder_start``.
+      draw_seed: without ``seed``, every call still draws fresh starts, but from the
+        stateless stream [draw_seed, call number], so a run is reproducible.
       seed: when given, every call draws the same initial z for a given batch
         size (the paper's "white-box revisited", where the attacker knows the
         random starts); by default each call draws fresh starts.
@@ -40,7 +42,8 @@ class DefendedClassifier(keras.Model):
     def __init__(self, classifier: keras.Model, generator: keras.Model,
                  projection_config: Optional[ProjectionConfig] = None,
                  gradient: str = "none", seed: Optional[int] = None,
-                 encoder: Optional[keras.Model] = None, **kwargs):
+                 encoder: Optional[keras.Model] = None, draw_seed: Optional[int] = None,
+                 **kwargs):
         super().__init__(**kwargs)
         check_generator(generator, "DefendedClassifier's generator (second argument)")
         check_classifier(classifier, "DefendedClassifier's classifier (first argument)",
@@ -52,6 +55,8 @@ class DefendedClassifier(keras.Model):
                                    encoder=encoder)
         self.gradient = gradient
         self.seed = seed
+        self.draw_seed = draw_seed
+        self._draws = 0
 
     def project(self, images, z_init=None, seed=None) -> Projection:
         """The projection of ``images`` (reconstruction, z, error).
@@ -59,8 +64,12 @@ class DefendedClassifier(keras.Model):
         ``seed`` (an int or a pair) fixes this call's random starts; a defense built
         with a ``seed`` always uses its own (white box revisited).
         """
-        return self.projector(images, z_init=z_init,
-                              seed=self.seed if self.seed is not None else seed)
+        if self.seed is not None:
+            seed = self.seed
+        elif seed is None and self.draw_seed is not None and z_init is None:
+            seed = [int(self.draw_seed), self._draws]
+            self._draws += 1
+        return self.projector(images, z_init=z_init, seed=seed)
 
     def reconstruct(self, images):
         """G(z*) for each image."""

@@ -192,7 +192,8 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
         return np.argmax(classifier(rec, training=False), -1) == y
 
     defended = {mode: DefendedClassifier(classifier, generator, spec.projection,
-                                         gradient=mode) for mode in ("full", "bpda")}
+                                         gradient=mode, draw_seed=spec.seed * 2 + 1)
+                for mode in ("full", "bpda")}
     cells = []
     for attack in run.attacks:
         norm, mode, _ = ATTACKS[attack]

@@ -92,7 +92,8 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     eval_x, eval_y = inputs.test_x, inputs.test_y
     oracle = black_box
     if spec.defense_type == "defense_gan":
-        oracle = DefendedClassifier(black_box, generator, spec.projection, gradient="none")
+        oracle = DefendedClassifier(black_box, generator, spec.projection, gradient="none",
+                                    draw_seed=spec.seed * 2 + 1)
     queries = {"n": 0}
 
     def oracle_labels(x):
@@ -105,7 +106,8 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     t0 = time.monotonic()
     sub = attacks.train_substitute(
         oracle_labels, seed_x, lambda: build_classifier(run.substitute_model,
-                                                        input_shape=seed_x.shape[1:]),
+                                                        input_shape=seed_x.shape[1:],
+                                                        seed=spec.seed),
         rounds=run.data_aug, lmbda=run.lmbda, flip_every=run.flip_every,
         epochs=run.epochs_substitute, seed=spec.seed, log=log)
     substitute_seconds = time.monotonic() - t0

@@ -86,11 +86,13 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
     test_x, test_y = inputs.test_x, inputs.test_y
     model_fn, score_fn, scorer = classifier, None, None
     if spec.defense_type == "defense_gan":
+        # Fresh starts on every call (unless same_init), drawn from seeded streams.
         seed = spec.seed if run.same_init else None
         model_fn = DefendedClassifier(classifier, generator, spec.projection,
-                                      gradient=run.gradient, seed=seed)
+                                      gradient=run.gradient, seed=seed,
+                                      draw_seed=spec.seed * 2 + 1)
         scorer = DefendedClassifier(classifier, generator, spec.projection, gradient="none",
-                                    seed=seed)
+                                    seed=seed, draw_seed=spec.seed * 2 + 2)
         score_fn = _scores_with_errors(scorer)
     lo, hi = spec.pixel_range
     result = evaluate_whitebox(model_fn, test_x, test_y, spec.attack, clip_min=lo,

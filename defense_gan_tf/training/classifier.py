@@ -34,8 +34,9 @@ def _check(images, labels):
     return images, labels
 
 
-def _compiled_classifier(config: ClassifierConfig, input_shape, num_classes: int):
-    model = build_classifier(config.model, input_shape=input_shape, num_classes=num_classes)
+def _compiled_classifier(config: ClassifierConfig, input_shape, num_classes: int, seed: int):
+    model = build_classifier(config.model, input_shape=input_shape, num_classes=num_classes,
+                             seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -56,7 +57,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray,
       labels: [N] integer class labels.
       config: learning rate, batch size, epochs and architecture.
       epochs: overrides ``config.epochs``.
-      seed: seeds initialisation, dropout and shuffling.
+      seed: seeds initialisation, dropout and shuffling (the model's own seeds and a
+        local generator: the process's random state is left alone).
       validation: optional (images, labels) evaluated after each epoch.
       adversarial_eps: when set, FGSM adversarial training with this epsilon:
         each batch's loss is 0.5 CE(x) + 0.5 CE(clip(x + eps sign grad_x CE(x))).
@@ -70,14 +72,13 @@ def train_classifier(images: np.ndarray, labels: np.ndarray,
     """
     config = config or ClassifierConfig()
     images, labels = _check(images, labels)
-    keras.utils.set_random_seed(seed)
-    model = _compiled_classifier(config, images.shape[1:], num_classes)
+    model = _compiled_classifier(config, images.shape[1:], num_classes, seed)
     epochs = config.epochs if epochs is None else epochs
     log = log or echo
     if adversarial_eps is None:
-        callbacks = [_EpochLog(log, epochs)] if verbose else []
-        model.fit(images, labels, batch_size=config.batch_size, epochs=epochs, shuffle=True,
-                  validation_data=validation, verbose=0, callbacks=callbacks)
+        fit_shuffled(model, images, labels, batch_size=config.batch_size, epochs=epochs,
+                     seed=seed, validation=validation,
+                     callbacks=[_EpochLog(log, epochs)] if verbose else [])
         return model
     if not 0 <= adversarial_eps <= clip_max - clip_min:
         raise ValueError(f"adversarial_eps must be in [0, {clip_max - clip_min}], "
@@ -85,6 +86,18 @@ def train_classifier(images: np.ndarray, labels: np.ndarray,
     _adversarial_fit(model, images, labels, config, epochs, adversarial_eps, clip_min,
                      clip_max, seed, validation, log if verbose else None)
     return model
+
+
+def fit_shuffled(model: keras.Model, images: np.ndarray, labels: np.ndarray, *,
+                 batch_size: int, epochs: int, seed: int, validation=None,
+                 callbacks=()) -> None:
+    """``model.fit`` with each epoch's order drawn from a local generator seeded by ``seed``."""
+    rng = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        order = rng.permutation(len(images))
+        model.fit(images[order], labels[order], batch_size=batch_size, epochs=epoch + 1,
+                  initial_epoch=epoch, shuffle=False, validation_data=validation, verbose=0,
+                  callbacks=list(callbacks))
 
 
 class _EpochLog(keras.callbacks.Callback):
