@@ -449,6 +449,7 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
       CheckpointError: checkpoints exist but none can be restored.
       OutputDirBusyError: another process is training into ``output_dir``.
       InputError: ``output_dir`` is a file.
+      WarmStartError: the warm-start weights do not fit the config's models.
     """
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise InputError(f"output_dir {output_dir} is a file, not a folder")
