@@ -87,6 +87,8 @@ def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default:
     absl_flags.DEFINE_string("classifier", None, "Use this trained classifier (.keras, "
                              "logits) instead of training one; it must fit the run (e.g. "
                              "trained on reconstructions for --train_on_recs).")
+    absl_flags.DEFINE_string("magnet", None, "MagNet folder (bin/train_magnet.py) for "
+                             "--defense_type=magnet.")
     absl_flags.DEFINE_string("results_dir", results_dir, "Where JSON, table and figures go.")
     absl_flags.DEFINE_string("classifier_dir", "runs/classifiers", "Cache of trained "
                              "classifiers and reconstructions.")
@@ -119,7 +121,10 @@ def check_evaluation_flags() -> None:
                              "--train_on_recs")
     if FLAGS.train_on_recs and defense != "defense_gan":
         raise app.UsageError("--train_on_recs goes with --defense_type=defense_gan")
-    check_paths(files=("generator", "classifier"), folders=("data_dir",),
+    if defense == "magnet" and not FLAGS.magnet:
+        raise app.UsageError("--magnet (a bin/train_magnet.py folder) is required with "
+                             "--defense_type=magnet")
+    check_paths(files=("generator", "classifier"), folders=("data_dir", "magnet"),
                 outputs=("results_dir", "classifier_dir"))
 
 
@@ -147,7 +152,8 @@ def run_spec(*, model: str, batch_size: int, attack=None, defense_type: str = No
         attack=attack or config_lib.AttackConfig(eps=FLAGS.fgsm_eps),
         projection=projection_config(FLAGS.dataset), num_tests=FLAGS.num_tests,
         num_train=FLAGS.num_train, epochs=FLAGS.nb_epochs, seed=FLAGS.seed,
-        batch_size=batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier)
+        batch_size=batch_size, generator=FLAGS.generator, classifier=FLAGS.classifier,
+        magnet=FLAGS.magnet)
 
 
 def _name_the_flag(message: str) -> str:

@@ -24,7 +24,7 @@ DATASETS = ("mnist", "fashion_mnist", "celeba")
 IMAGE_DATASET_NAMES = ("mnist", "f-mnist", "fashion_mnist")
 CLASSIFIER_MODELS = tuple("ABCDEF")
 # How a classifier is protected in the white- and black-box tables (paper section 4).
-DEFENSES = ("none", "defense_gan", "adv_tr")
+DEFENSES = ("none", "defense_gan", "adv_tr", "magnet")
 # What differentiating through the projection yields (defense.projection).
 GRADIENT_MODES = ("full", "bpda", "none")
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -92,3 +93,40 @@ def test_bin_train_magnet(tmp_path, mnist_dir):
     assert 0.0 < record["clean_test_rejection_rate"] < 0.2
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode != 0 and "--output_dir" in again.stderr
+
+
+def test_magnet_in_the_white_and_black_box_workflows(tiny_world, tmp_path):
+    from defense_gan_tf.config import AttackConfig
+    from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
+    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+
+    root, _, train, test = tiny_world
+    detectors, _ = magnet.train_magnet(
+        train[0], test[0][:30], magnet.MagNetConfig(false_positive_rate=0.1, epochs=2,
+                                                    batch_size=32), log=lambda m: None)
+    folder = magnet.save_magnet(str(tmp_path / "magnet"), detectors,
+                                magnet.MagNetConfig(false_positive_rate=0.1))
+    spec = RunSpec(model="E", defense_type="magnet", magnet=folder, num_tests=20,
+                   num_train=200, epochs=2, batch_size=10, attack=AttackConfig(eps=0.3))
+    out = run_whitebox(WhiteboxRun(spec=spec), results_dir=str(tmp_path / "wb"),
+                       classifier_dir=str(root / "classifiers"), train_data=train,
+                       test_data=test, command="pytest", log=lambda m: None)
+    m = out.result.magnet
+    assert 0.0 <= m["clean_rejection_rate"] <= 1.0
+    counted = m["adversarial_defended_counting_detections"]
+    assert counted["correct"] >= out.result.adversarial["correct"]  # detections only add
+    header = out.table.splitlines()[2]
+    assert "MagNet" in header and "detected counted as defended" in header
+    row = [l for l in out.table.splitlines() if l.startswith("| fgsm (eps 0.3) | E |")][0]
+    assert "rejects" in row
+    with pytest.raises(ValueError, match="MagNet folder"):
+        RunSpec(defense_type="magnet")
+    bb = run_blackbox(BlackboxRun(spec=dataclasses.replace(spec, num_tests=30),
+                                  substitute_model="E", holdout=20, data_aug=2,
+                                  epochs_substitute=2),
+                      results_dir=str(tmp_path / "bb"), classifier_dir=str(root / "classifiers"),
+                      train_data=train,
+                      test_data=(np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2)),
+                      command="pytest", log=lambda m: None)
+    assert bb.result.magnet["adversarial_defended_counting_detections"]["n"] == 30

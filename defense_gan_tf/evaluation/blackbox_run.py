@@ -19,6 +19,7 @@ from defense_gan_tf import attacks
 from defense_gan_tf.config import CLASSIFIER_MODELS
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
+from defense_gan_tf.defense.magnet import load_magnet
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, RunSpec,
                                             flat_settings, write_run_record)
@@ -94,6 +95,8 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     if spec.defense_type == "defense_gan":
         oracle = DefendedClassifier(black_box, generator, spec.projection, gradient="none",
                                     draw_seed=spec.seed * 2 + 1)
+    elif spec.defense_type == "magnet":  # labels of the reformed images
+        oracle = load_magnet(spec.magnet, black_box)
     queries = {"n": 0}
 
     def oracle_labels(x):
@@ -128,9 +131,20 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         oracle_queries=training_queries,
         linf_mean=float(np.abs(adv - eval_x).reshape(len(adv), -1).max(axis=1).mean()),
         substitute_seconds=substitute_seconds,
-        seconds=time.monotonic() - t0)
+        seconds=time.monotonic() - t0,
+        magnet=_magnet_rejections(oracle, eval_x, adv, adv_pred == eval_y)
+        if spec.defense_type == "magnet" else None)
     settings = {**flat_settings(run), **inputs.record_fields(spec)}
     log(f"black box {spec.model} ({spec.defense_type}): clean "
         f"{result.clean['accuracy']:.3f}, adversarial {result.adversarial['accuracy']:.3f}, "
         f"{training_queries} queries")
     return write_run_record(results_dir, "blackbox", run.name(), settings, result, command)
+
+
+def _magnet_rejections(magnet, clean: np.ndarray, adversarial: np.ndarray,
+                       correct: np.ndarray) -> dict:
+    """MagNet's rejection rates and the accuracy counting rejected inputs as defended."""
+    rejected = magnet.rejected(adversarial)
+    return {"clean_rejection_rate": float(magnet.rejected(clean).mean()),
+            "adversarial_rejection_rate": float(rejected.mean()),
+            "adversarial_defended_counting_detections": accuracy_entry(correct | rejected)}

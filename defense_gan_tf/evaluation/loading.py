@@ -152,7 +152,9 @@ class RunInputs(NamedTuple):
         return {"generator_iterations": self.generator_iterations,
                 "generator_sha": weights_digest(self.generator)[:16] if self.generator
                 else None,
-                "classifier_sha": file_digest(spec.classifier)}
+                "classifier_sha": file_digest(spec.classifier),
+                "magnet_sha": file_digest(os.path.join(spec.magnet, "magnet.json"))
+                if getattr(spec, "magnet", None) else None}
 
 
 def load_run_inputs(spec, *, results_dir: str, classifier_dir: str,

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 COLUMNS = ("no attack", "no defense", "Defense-GAN-Rec", "Defense-GAN-Orig",
-           "adv. training")
+           "adv. training", "MagNet", "MagNet, detected counted as defended")
 
 
 def versions() -> dict:
@@ -80,6 +80,8 @@ def column_of(run: dict) -> Optional[str]:
         return "adv. training"
     if defense == "defense_gan":
         return "Defense-GAN-Rec" if run["settings"]["train_on_recs"] else "Defense-GAN-Orig"
+    if defense == "magnet":
+        return "MagNet"
     return None
 
 
@@ -178,6 +180,11 @@ def paper_table(runs: list, first: str, second: str) -> str:
             put(row, col, order, cell, run)
         if run["settings"]["defense_type"] == "none":
             put(row, "no attack", (), _cell(run["result"]["clean"]), run)
+        magnet = run["result"].get("magnet")
+        if magnet:
+            put(row, "MagNet, detected counted as defended", (),
+                _cell(magnet["adversarial_defended_counting_detections"])
+                + f" (rejects {magnet['clean_rejection_rate']:.1%} of clean)", run)
 
     def show(entry):
         others = len(entry["ids"]) - 1

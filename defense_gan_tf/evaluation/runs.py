@@ -39,6 +39,7 @@ class RunSpec:
       batch_size: images per attack or query batch.
       generator: generator ``.keras`` file (Defense-GAN and Rec classifiers).
       classifier: a trained ``.keras`` classifier to use as it is.
+      magnet: a MagNet folder (``bin/train_magnet.py``) for ``defense_type="magnet"``.
     """
 
     dataset: str = "mnist"
@@ -54,9 +55,12 @@ class RunSpec:
     batch_size: int = 20
     generator: Optional[str] = None
     classifier: Optional[str] = None
+    magnet: Optional[str] = None
 
     def __post_init__(self):
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
+        if self.defense_type == "magnet" and not self.magnet:
+            raise ValueError("magnet: a MagNet folder is needed for defense_type magnet")
         if self.model not in CLASSIFIER_MODELS:
             raise ValueError(f"model must be one of {list(CLASSIFIER_MODELS)}, got "
                              f"{self.model!r}")
@@ -105,6 +109,8 @@ class AttackResult:
       linf_mean, l2_mean: mean distortions.
       seconds, images_per_second: cost.
       detection: AUC and the raw reconstruction errors, for defended models.
+      magnet: for MagNet, rejection rates of clean and adversarial images and the
+        accuracy that counts rejected adversarial inputs as defended.
       adversarial_examples: the first batch of adversarial images (for figures; not
         part of the JSON).
     """
@@ -119,14 +125,16 @@ class AttackResult:
     seconds: float
     images_per_second: float
     detection: Optional[dict] = None
+    magnet: Optional[dict] = None
     adversarial_examples: Optional[np.ndarray] = dataclasses.field(default=None, repr=False,
                                                                    compare=False)
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if f.name != "adversarial_examples"}
-        if out["detection"] is None:
-            del out["detection"]
+        for name in ("detection", "magnet"):
+            if out[name] is None:
+                del out[name]
         return out
 
 
@@ -143,9 +151,13 @@ class BlackboxResult:
     linf_mean: float
     substitute_seconds: float
     seconds: float
+    magnet: Optional[dict] = None
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["magnet"] is None:
+            del out["magnet"]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

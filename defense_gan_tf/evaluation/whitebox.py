@@ -62,7 +62,8 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
       clip_min, clip_max: the data range.
       batch_size: images per attack call.
       seed: seeds random parts of the attacks.
-      score_fn: images -> (logits, per-image reconstruction error or None):
+      score_fn: images -> (logits, per-image detection score or None; for Defense-GAN
+        the reconstruction error, for MagNet 1.0 where its detectors reject):
         the model the clean and adversarial images are scored on (default:
         ``model_fn``, no errors). A defended model with fresh random starts
         differs from the one the attacker saw unless the starts are shared
@@ -119,7 +120,8 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
         clean_err, adv_err = np.concatenate(clean_err), np.concatenate(adv_err)
         roc = roc_curve(clean_err, adv_err)
         detection = {"auc": roc.auc, "clean_errors": clean_err.tolist(),
-                     "adversarial_errors": adv_err.tolist()}
+                     "adversarial_errors": adv_err.tolist(),
+                     "adversarial_correct": np.concatenate(adv_ok).tolist()}
     norms = np.concatenate(grad_norms)
     return AttackResult(
         clean=accuracy_entry(np.concatenate(clean_ok)),

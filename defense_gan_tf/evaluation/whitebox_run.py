@@ -11,11 +11,13 @@ import numpy as np
 from defense_gan_tf.config import GRADIENT_MODES
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
+from defense_gan_tf.defense.magnet import MagNet, load_magnet
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (RunOutcome, RunSpec, flat_settings,
                                             write_run_record)
+from defense_gan_tf.evaluation.stats import accuracy_entry
 from defense_gan_tf.evaluation.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
 
@@ -94,10 +96,17 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         scorer = DefendedClassifier(classifier, generator, spec.projection, gradient="none",
                                     seed=seed, draw_seed=spec.seed * 2 + 2)
         score_fn = _scores_with_errors(scorer)
+    elif spec.defense_type == "magnet":
+        # White box through the reformer (the detectors are not differentiated);
+        # adversarial images the detectors reject are reported apart.
+        model_fn = load_magnet(spec.magnet, classifier)
+        score_fn = _scores_with_rejections(model_fn)
     lo, hi = spec.pixel_range
     result = evaluate_whitebox(model_fn, test_x, test_y, spec.attack, clip_min=lo,
                                clip_max=hi, batch_size=spec.batch_size, seed=spec.seed,
                                score_fn=score_fn, log=log)
+    if spec.defense_type == "magnet":
+        result = dataclasses.replace(result, magnet=magnet_summary(result.detection))
     settings = {**flat_settings(run), **inputs.record_fields(spec)}
     stem = os.path.join(results_dir, f"whitebox_{run.name()}_{report.settings_id(settings)}")
     _figures(stem, spec, test_x, result, scorer, (lo, hi))
@@ -110,6 +119,24 @@ def _scores_with_errors(scorer: DefendedClassifier):
         logits, projection = scorer.call_with_details(x)
         return logits, projection.error
     return score
+
+
+def _scores_with_rejections(magnet: MagNet):
+    """images -> (logits after reforming, 1.0 where MagNet's detectors reject)."""
+    def score(x):
+        return magnet(x), magnet.rejected(np.asarray(x)).astype(np.float32)
+    return score
+
+
+def magnet_summary(detection: dict) -> dict:
+    """Rejection rates and the accuracy that counts a rejected adversarial input as
+    defended, from the per-image flags (``evaluate_whitebox``'s detection entry)."""
+    clean = np.asarray(detection["clean_errors"]) > 0.5
+    adversarial = np.asarray(detection["adversarial_errors"]) > 0.5
+    correct = np.asarray(detection["adversarial_correct"], bool)
+    return {"clean_rejection_rate": float(clean.mean()),
+            "adversarial_rejection_rate": float(adversarial.mean()),
+            "adversarial_defended_counting_detections": accuracy_entry(correct | adversarial)}
 
 
 def _figures(stem: str, spec: RunSpec, test_x, result, scorer, pixel_range) -> None:
