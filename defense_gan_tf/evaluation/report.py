@@ -53,19 +53,25 @@ def file_digest(path: Optional[str]) -> Optional[str]:
     return digest.hexdigest()[:16]
 
 
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def json_ready(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def write_json(path: str, payload: dict) -> str:
     """Writes ``payload`` (numpy scalars allowed) atomically."""
-    def default(o):
-        if isinstance(o, (np.floating, np.integer)):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=default)
+        json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
         f.write("\n")
     os.replace(tmp, path)
     return path

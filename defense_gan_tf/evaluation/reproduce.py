@@ -1,0 +1,243 @@
+"""The paper's tables as lists of runs, run resumably (``bin/reproduce.py``).
+
+Each table is a list of cells; a cell is one white-box or black-box run through the
+existing workflows. A cell whose run record already exists in the results folder
+with the same settings is skipped, so a table resumes after an interruption and
+across days; the table's markdown is rebuilt from all records after each cell.
+
+Tables (paper section 4; Samangouei et al. 2018):
+  whitebox_mnist      Tables 3/4 layout: models A-D x FGSM eps 0.3, RAND+FGSM, CW-L2 x
+                      no defense, Defense-GAN-Orig, Defense-GAN-Rec, FGSM adversarial
+                      training, MagNet
+  blackbox_mnist      Tables 1/2 layout: black box / substitute A/E, B/E, C/E, D/E, F/E,
+                      A/B x the same defenses, FGSM eps 0.3
+  blackbox_eps_mnist  the epsilon sweep 0.1-0.3 for F/E
+  detection_mnist     Figure 4: detection ROC of FGSM eps 0.1, 0.2, 0.3 (model A)
+  whitebox_fmnist, blackbox_fmnist   Fashion-MNIST: model A, and F/E
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, NamedTuple, Optional
+
+from defense_gan_tf.config import AttackConfig, projection_preset
+from defense_gan_tf.console import echo
+from defense_gan_tf.evaluation import report
+from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
+from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
+from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+
+TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_mnist",
+          "whitebox_fmnist", "blackbox_fmnist")
+
+# Seconds per projection of one image at L=200, R=10 on the reference 2-core CPU
+# (bench/projection.py); estimates scale it by each cell's projection work.
+SECONDS_PER_PAPER_PROJECTION = 0.55
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSettings:
+    """What every cell of a table shares.
+
+    Attributes:
+      num_tests: test images per undefended cell; Defense-GAN cells use
+        ``defense_gan_tests`` (projections are the cost).
+      projection: ``paper`` or ``fast`` (named in every cell that uses it).
+      generator, magnet, classifier_epochs, rec_train: the generator file, MagNet
+        folder, classifier epochs (the paper: 10) and the training images the
+        Defense-GAN-Rec classifier is trained on (reconstructions, cached).
+    """
+
+    num_tests: int = 500
+    defense_gan_tests: int = 200
+    projection: str = "paper"
+    generator: str = "pretrained/mnist/generator.keras"
+    magnet: Optional[str] = "pretrained/mnist/magnet"
+    classifier_epochs: int = 10
+    rec_train: int = 10_000
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("num_tests", "defense_gan_tests", "classifier_epochs", "rec_train"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        projection_preset(self.projection)  # a known preset
+
+
+class Cell(NamedTuple):
+    """One run of a table: ``kind`` (whitebox / blackbox), its run and its estimated cost."""
+
+    kind: str
+    run: object
+    label: str
+    estimate_seconds: float
+
+
+def _dataset_of(table: str) -> str:
+    return "fashion_mnist" if table.endswith("fmnist") else "mnist"
+
+
+def _spec(s: TableSettings, dataset: str, model: str, defense: str, attack: AttackConfig,
+          *, rec: bool = False, black_box: bool = False) -> RunSpec:
+    gan = defense == "defense_gan"
+    return RunSpec(
+        dataset=dataset, model=model, defense_type=defense, train_on_recs=rec, attack=attack,
+        projection=projection_preset(s.projection, dataset),
+        num_tests=s.defense_gan_tests if gan else s.num_tests,
+        num_train=s.rec_train if rec else 50_000, epochs=s.classifier_epochs, seed=s.seed,
+        batch_size=(10 if gan else 100) if not black_box else 100,
+        generator=s.generator if (gan or rec) else None,
+        magnet=s.magnet if defense == "magnet" else None)
+
+
+_DEFENSES = (("none", False), ("defense_gan", False), ("defense_gan", True), ("adv_tr", False),
+             ("magnet", False))
+
+
+def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
+              reconstruct: bool = True) -> float:
+    """Seconds: projections of test images (and attack steps through them), oracle queries,
+    the Rec classifier's reconstructions (cached after the first), classifier training."""
+    proj = spec.projection
+    work = sum((end - start) * r for start, end, r in proj.restart_schedule) / 2000.0
+    per_projection = SECONDS_PER_PAPER_PROJECTION * work
+    seconds = 60.0 * spec.epochs / 10  # classifier training, unless cached
+    if spec.defense_type == "defense_gan":
+        seconds += spec.num_tests * per_projection * (2 + 3 * attack_steps)
+        seconds += queries * per_projection
+    if spec.train_on_recs and reconstruct:
+        seconds += spec.num_train * per_projection
+    return seconds
+
+
+def cells(table: str, settings: Optional[TableSettings] = None) -> list:
+    """The cells of ``table`` (one of :data:`TABLES`)."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of {list(TABLES)}")
+    s = settings or TableSettings()
+    dataset = _dataset_of(table)
+    out = []
+    first_rec = [True]  # the training-set reconstructions are computed once, then cached
+
+    def estimate(spec, steps, queries=0):
+        seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0])
+        if spec.train_on_recs:
+            first_rec[0] = False
+        return seconds
+
+    if table.startswith("whitebox") or table == "detection_mnist":
+        models = ("A",) if table != "whitebox_mnist" else ("A", "B", "C", "D")
+        attacks = [AttackConfig(attack_type="fgsm", eps=0.3),
+                   AttackConfig(attack_type="rand_fgsm", eps=0.3, alpha=0.05),
+                   AttackConfig(attack_type="cw")]
+        defenses = _DEFENSES
+        if table == "detection_mnist":
+            attacks = [AttackConfig(attack_type="fgsm", eps=e) for e in (0.1, 0.2, 0.3)]
+            defenses = (("defense_gan", False),)
+        for model in models:
+            for attack in attacks:
+                for defense, rec in defenses:
+                    if defense == "magnet" and not s.magnet:
+                        continue
+                    spec = _spec(s, dataset, model, defense, attack, rec=rec)
+                    steps = 100 if attack.attack_type == "cw" else 1
+                    run = WhiteboxRun(spec=spec, gradient="full")
+                    out.append(Cell("whitebox", run, f"{attack.attack_type} {model} "
+                                    f"{defense}{' rec' if rec else ''}",
+                                    estimate(spec, steps)))
+        return out
+    pairs = {"blackbox_mnist": (("A", "E"), ("B", "E"), ("C", "E"), ("D", "E"), ("F", "E"),
+                                ("A", "B")),
+             "blackbox_eps_mnist": (("F", "E"),), "blackbox_fmnist": (("F", "E"),)}[table]
+    epsilons = (0.1, 0.15, 0.2, 0.25, 0.3) if table == "blackbox_eps_mnist" else (0.3,)
+    for model, substitute in pairs:
+        for eps in epsilons:
+            for defense, rec in _DEFENSES:
+                if defense == "magnet" and not s.magnet:
+                    continue
+                spec = _spec(s, dataset, model, defense, AttackConfig(eps=eps), rec=rec,
+                             black_box=True)
+                run = BlackboxRun(spec=spec, substitute_model=substitute)
+                out.append(Cell("blackbox", run, f"{model}/{substitute} eps {eps} "
+                                f"{defense}{' rec' if rec else ''}",
+                                estimate(spec, 1, queries=150 * 2 ** 5)))
+    return out
+
+
+def _comparable(settings: dict) -> dict:
+    return {k: v for k, v in settings.items()
+            if k not in ("generator_iterations", "generator_sha", "classifier_sha",
+                         "magnet_sha")}
+
+
+def is_done(cell: Cell, results_dir: str) -> bool:
+    """Whether a record with the cell's settings exists in ``results_dir``."""
+    want = _comparable(report.json_ready(flat_settings(cell.run)))
+    return any(_comparable(r["settings"]) == want
+               for r in report.load_runs(results_dir, prefix=f"{cell.kind}_"))
+
+
+def run_table(table: str, settings: TableSettings, *, results_dir: str, classifier_dir: str,
+              data_dir: Optional[str] = None, command: str = "", dry_run: bool = False,
+              log: Callable[[str], None] = echo, cell_list: Optional[list] = None,
+              train_data=None, test_data=None) -> list:
+    """Runs the cells of ``table`` not yet done, with progress and an estimate of the time
+    left; returns [(cell, done before, seconds)] (with ``dry_run`` nothing runs).
+
+    ``cell_list``, ``train_data`` and ``test_data`` replace the table's cells and the
+    loaded splits (test seam).
+    """
+    todo = cell_list if cell_list is not None else cells(table, settings)
+    done = [is_done(c, results_dir) for c in todo]
+    remaining = sum(c.estimate_seconds for c, d in zip(todo, done) if not d)
+    log(f"{table}: {len(todo)} cells, {sum(done)} done, about {remaining / 3600:.1f} h left "
+        f"(estimate)")
+    out, t0, spent_estimates = [], time.monotonic(), 0.0
+    for i, (cell, finished) in enumerate(zip(todo, done)):
+        status = "done" if finished else "to run"
+        log(f"  [{i + 1}/{len(todo)}] {cell.label}: {status}, estimate "
+            f"{cell.estimate_seconds / 60:.0f} min")
+        if finished or dry_run:
+            out.append((cell, finished, 0.0))
+            continue
+        t_cell = time.monotonic()
+        workflow = run_whitebox if cell.kind == "whitebox" else run_blackbox
+        workflow(cell.run, results_dir=results_dir, classifier_dir=classifier_dir,
+                 data_dir=data_dir, command=command, log=log, train_data=train_data,
+                 test_data=test_data)
+        seconds = time.monotonic() - t_cell
+        spent_estimates += cell.estimate_seconds
+        rate = (time.monotonic() - t0) / max(spent_estimates, 1e-9)  # actual / estimated
+        left = rate * sum(c.estimate_seconds for c, d in zip(todo[i + 1:], done[i + 1:])
+                          if not d)
+        log(f"  finished {cell.label} in {seconds / 60:.1f} min; about {left / 3600:.1f} h "
+            "left")
+        out.append((cell, False, seconds))
+    return out
+
+
+def table_results_dir(root: str, table: str) -> str:
+    """Where a table's records go: ``<root>/<table>``."""
+    return os.path.join(root, table)
+
+
+def detection_figure(results_dir: str, path: str) -> Optional[str]:
+    """One ROC plot of every Defense-GAN white-box record in ``results_dir`` (paper Fig. 4:
+    one curve per attack and epsilon); None when there is none."""
+    from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
+
+    curves = {}
+    for record in report.load_runs(results_dir, prefix="whitebox_"):
+        det = record["result"].get("detection")
+        s = record["settings"]
+        if det and s["defense_type"] == "defense_gan":
+            label = (f"{s['attack']['attack_type']} eps {s['attack']['eps']}, model "
+                     f"{s['model']}, n={record['result']['clean']['n']}")
+            curves[label] = roc_curve(det["clean_errors"], det["adversarial_errors"])
+    if not curves:
+        return None
+    return plot_roc(dict(sorted(curves.items())), path,
+                    title="Detection by reconstruction error (Defense-GAN-Orig)")

@@ -1,0 +1,69 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from defense_gan_tf.config import AttackConfig, ProjectionConfig
+from defense_gan_tf.evaluation import reproduce
+from defense_gan_tf.evaluation.runs import RunSpec
+from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tables_hold_the_papers_cells():
+    s = reproduce.TableSettings(num_tests=500, defense_gan_tests=200)
+    wb = reproduce.cells("whitebox_mnist", s)
+    assert len(wb) == 4 * 3 * 5  # models A-D x FGSM, RAND+FGSM, CW x five defenses
+    assert len({c.label for c in wb}) == len(wb)
+    for c in wb:
+        spec = c.run.spec
+        expected = 200 if spec.defense_type == "defense_gan" else 500
+        assert spec.num_tests == expected and spec.epochs == 10
+        assert spec.train_on_recs == ("rec" in c.label)
+        if spec.train_on_recs:
+            assert spec.num_train == 10_000
+    bb = reproduce.cells("blackbox_mnist", s)
+    assert {(c.run.spec.model, c.run.substitute_model) for c in bb} == {
+        ("A", "E"), ("B", "E"), ("C", "E"), ("D", "E"), ("F", "E"), ("A", "B")}
+    sweep = reproduce.cells("blackbox_eps_mnist", s)
+    assert sorted({c.run.spec.attack.eps for c in sweep}) == [0.1, 0.15, 0.2, 0.25, 0.3]
+    fast = reproduce.cells("whitebox_fmnist", reproduce.TableSettings(projection="fast"))
+    assert all(c.run.spec.dataset == "fashion_mnist" for c in fast)
+    assert any(c.run.spec.projection.prune_at for c in fast)
+    no_magnet = reproduce.cells("whitebox_mnist", reproduce.TableSettings(magnet=None))
+    assert len(no_magnet) == 4 * 3 * 4
+    with pytest.raises(ValueError, match="unknown table"):
+        reproduce.cells("table_9")
+
+
+def test_run_table_resumes_by_skipping_cells_already_done(tiny_world, tmp_path):
+    root, gen_path, train, test = tiny_world
+    spec = RunSpec(model="E", num_tests=10, num_train=200, epochs=1, batch_size=10,
+                   attack=AttackConfig(eps=0.3),
+                   projection=ProjectionConfig(iterations=2, restarts=2))
+    cell = reproduce.Cell("whitebox", WhiteboxRun(spec=spec), "fgsm E none", 1.0)
+    kwargs = dict(results_dir=str(tmp_path / "res"), classifier_dir=str(root / "clf"),
+                  cell_list=[cell], train_data=train, test_data=test, log=lambda m: None)
+    settings = reproduce.TableSettings()
+    assert not reproduce.is_done(cell, str(tmp_path / "res"))
+    first = reproduce.run_table("whitebox_mnist", settings, **kwargs)
+    assert [done for _, done, _ in first] == [False]
+    assert reproduce.is_done(cell, str(tmp_path / "res"))
+    again = reproduce.run_table("whitebox_mnist", settings, **kwargs)
+    assert [done for _, done, _ in again] == [True]
+
+
+def test_bin_reproduce_dry_run(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "bin", "reproduce.py"),
+           "--table=blackbox_eps_mnist", "--dry_run", f"--results_root={tmp_path}",
+           "--magnet=" + str(tmp_path)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "25 cells, 0 done" in out.stdout and "F/E eps 0.15 magnet" in out.stdout
+    bad = subprocess.run(cmd + ["--num_tests=0"], capture_output=True, text=True, env=env,
+                         timeout=300, cwd=ROOT)
+    assert bad.returncode != 0 and "--num_tests" in bad.stderr
