@@ -146,3 +146,15 @@ def test_served_model_answers_an_empty_batch(exported):
     assert out["logits"].shape == (0, 10)
     assert out["reconstruction_error"].shape == (0,)
     assert out["is_adversarial"].shape == (0,)
+
+
+def test_export_with_the_cheaper_projection_options(tmp_path, dense_generator):
+    g = dense_generator()
+    clf = models.build_classifier("E", seed=0)
+    c = config_lib.ProjectionConfig(iterations=6, restarts=4, prune_at=(2, 4),
+                                    descent_precision="bfloat16")
+    path = export_saved_model(clf, g, str(tmp_path / "fast"), projection_config=c, seed=1)
+    out = tf.saved_model.load(path).signatures["serving_default"](
+        images=tf.constant(_inputs(2)))
+    assert out["logits"].shape == (2, 10)
+    assert np.all(np.isfinite(out["reconstruction_error"].numpy()))
