@@ -35,3 +35,23 @@ def test_shipped_generator_matches_manifest_and_generates(name):
     assert x.shape == (4, 28, 28, 1)
     assert x.min() >= 0.0 and x.max() <= 1.0
     assert x.std(axis=0).mean() > 0.01  # different z, different images
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_shipped_critic_and_curve_let_training_continue(name):
+    from defense_gan_tf import training
+
+    folder = os.path.join(ROOT, "pretrained", name)
+    with open(os.path.join(folder, "manifest.json")) as f:
+        manifest = json.load(f)
+    if not manifest.get("critic_file"):
+        pytest.skip(f"{name}: packaged before critics were shipped")
+    with open(os.path.join(folder, manifest["critic_file"]), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == manifest["critic_sha256"]
+    warm = training.load_warm_start(folder)
+    assert warm.iteration == manifest["iterations"]
+    assert manifest["precision"] in ("float32", "mixed_bfloat16")
+    if manifest.get("quality_curve"):
+        entries = training.gan_trainer.read_quality(warm.quality_path)
+        assert entries and entries[-1]["iteration"] <= manifest["iterations"]
+        assert os.path.exists(os.path.join(folder, "quality_curve.png"))
