@@ -159,7 +159,7 @@ def run_spec(*, model: str, batch_size: int, attack=None, defense_type: str = No
 def _name_the_flag(message: str) -> str:
     """Puts the flag's name beside each config field a message names."""
     for field, flag in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0])):
-        pattern = r"(?<![\w.-])" + re.escape(field) + r"\b"
+        pattern = r"(?<![\w./-])" + re.escape(field) + r"(?![\w/])"
         if flag in FLAGS and re.search(pattern, message):
             label = f"--{flag} ({field})" if "." in field or field != flag else f"--{flag}"
             message = re.sub(pattern, label, message, count=1)
