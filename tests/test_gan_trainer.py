@@ -329,6 +329,8 @@ def test_evaluator_runs_every_n_iterations_and_is_not_training_time(tmp_path, ti
     assert [e["iteration"] for e in entries] == [2, 4]
     assert [e["figure"] for e in entries] == [1, 2]
     assert all(e["eval_seconds"] >= 1.5 for e in entries)
+    # An entry's training time excludes its own evaluation (and the earlier ones).
+    assert entries[1]["train_seconds"] - entries[0]["train_seconds"] < 1.5
     # Two 1.5 s evaluations are excluded from the training time but counted apart.
     assert result.total_train_seconds < result.seconds - 3.0
     with open(os.path.join(out, "progress.json")) as f:

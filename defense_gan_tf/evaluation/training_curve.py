@@ -284,7 +284,7 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
 
     entries = sorted(entries, key=lambda e: e["iteration"])
     its = [e["iteration"] for e in entries]
-    fig = Figure(figsize=(11, 7.5), dpi=100)
+    fig = Figure(figsize=(11, 8.5), dpi=100)
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(2, 2, i) for i in range(1, 5)]
     axes[0].plot(its, [e.get("classifier_score", np.nan) for e in entries], "o-")
@@ -315,8 +315,8 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
                    label="FGSM, no defense")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Defense-GAN-Orig accuracy (95% intervals)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower left")
+    if ax.get_legend_handles_labels()[0]:  # below the panel, clear of the lines
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax = axes[3]
     failures = [e.get("transferred_fgsm_failures", {}) for e in entries]
     opt = np.array([f.get("optimisation_failures", 0) for f in failures])

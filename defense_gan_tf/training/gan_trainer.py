@@ -683,12 +683,12 @@ class _Evaluation(Monitor):
             generator = float32_copy(generator, lambda: build_generator(config))
         figures = self.evaluator(generator)
         spent = time.monotonic() - t0
+        state.eval_seconds += spent  # before train_seconds(), which excludes it
         entry = {"iteration": state.iteration, "train_seconds": round(state.train_seconds(), 1),
                  "eval_seconds": round(spent, 1), **figures}
         if state.chief:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry, sort_keys=True) + "\n")
-        state.eval_seconds += spent
         self.estimate = spent
         self.done.add(state.iteration)
         state.log(f"evaluated iteration {state.iteration} in {_format_seconds(spent)}: "
