@@ -142,7 +142,8 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
                    num_train=200, epochs=2, batch_size=3,
                    projection=config_lib.ProjectionConfig(iterations=3, restarts=2))
     run = AdaptiveRun(spec=spec, eps_linf=(0.1, 0.3), eps_l2=(2.0,), pgd_steps=3,
-                      pgd_l2_steps=3, eot_samples=2, cw_iterations=3, latent_steps=5)
+                      pgd_l2_steps=3, eot_samples=2, cw_iterations=3, latent_steps=5,
+                      sanity_images=4)
     out = run_adaptive(run, results_dir=str(tmp_path / "res"),
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, command="pytest", log=lambda m: None)
@@ -158,8 +159,16 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
     linf = [c for c in cells if c.norm == "linf"]
     assert all(c.mean_distortion <= c.budget + 1e-6 for c in linf)
     assert "Worst case" in out["table"] and "| bpda_eot_pgd | linf | 0.3 |" in out["table"]
+    checks = {c["name"]: c for c in out["sanity"]}
+    assert set(checks) == {"full_range", "more_steps", "identity_bpda"}
+    assert checks["identity_bpda"]["passed"] and checks["identity_bpda"]["same_labels"]
+    assert checks["full_range"]["accuracy"]["n"] == 4
+    assert "Sanity checks" in out["table"]
+    assert sum(n.startswith("adaptive_sanity_") for n in names) == 1
     with pytest.raises(ValueError, match="attacks"):
         AdaptiveRun(spec=spec, attacks=("nope",))
+    with pytest.raises(ValueError, match="sanity_images"):
+        AdaptiveRun(spec=spec, sanity_images=-1)
 
 
 def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
@@ -184,3 +193,30 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
         bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
                              timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])
+
+
+def test_identity_sanity_check_catches_a_wrong_backward_pass(toy):
+    """The identity check compares BPDA plumbing with the plain attack: it passes for the
+    straight-through gradient and fails when the backward pass is wrong (zero)."""
+    import tensorflow as tf
+
+    from defense_gan_tf.defense.projection import attach_gradient
+    from defense_gan_tf.evaluation.adaptive import IdentityDefense
+
+    model, x, y = toy
+    x, y = x[:16], y[:16]
+
+    def pgd(model_fn):
+        return attacks.pgd_linf(model_fn, x, y=y, eps=0.3, step_size=0.05, iterations=5,
+                                seed=3).numpy()
+
+    alone = pgd(model)
+    np.testing.assert_allclose(pgd(IdentityDefense(model)), alone, atol=1e-6)
+
+    def zero_backward(images, training=False):
+        images = tf.convert_to_tensor(images, tf.float32)
+        return model(attach_gradient(images, images, "none"), training=False)
+
+    assert np.abs(pgd(zero_backward) - alone).max() > 0.1
+    with pytest.raises(ValueError, match="bpda or none"):
+        attach_gradient(x, x, "full")

@@ -298,6 +298,22 @@ def initial_latents(batch, latent_dim: int, restarts: int, seed=None) -> tf.Tens
     return tf.random.stateless_normal(shape, seed=seed, stddev=stddev)
 
 
+def attach_gradient(images, value, gradient: str) -> tf.Tensor:
+    """``value`` in the forward pass; backward, the identity to ``images`` (``bpda``,
+    Athalye et al. 2018 section 4.1) or zero (``none``)."""
+    if gradient not in ("bpda", "none"):
+        raise ValueError(f"attach_gradient takes bpda or none, got {gradient!r}")
+    identity = gradient == "bpda"
+
+    @tf.custom_gradient
+    def attach(x):
+        def grad(upstream):
+            return upstream if identity else tf.zeros_like(upstream)
+        return tf.identity(tf.stop_gradient(value)), grad
+
+    return attach(images)
+
+
 class Projector(tf.Module):
     """A compiled projection for one generator and one :class:`ProjectionConfig`.
 
@@ -333,16 +349,9 @@ class Projector(tf.Module):
             return _project_graph(generator, images, z_init, config, **options)
         result = _project_graph(generator, tf.stop_gradient(images),
                                 tf.stop_gradient(z_init), config, **options)
-        identity = self.gradient == "bpda"
-
-        @tf.custom_gradient
-        def attach(x):
-            def grad(upstream):
-                return upstream if identity else tf.zeros_like(upstream)
-            return tf.identity(result.reconstruction), grad
-
-        return Projection(attach(images), tf.stop_gradient(result.z),
-                          tf.stop_gradient(result.error), result.steps, result.row_steps)
+        return Projection(attach_gradient(images, result.reconstruction, self.gradient),
+                          tf.stop_gradient(result.z), tf.stop_gradient(result.error),
+                          result.steps, result.row_steps)
 
     def initial_latents(self, batch, seed=None) -> tf.Tensor:
         """z0 for a batch: [batch*R, latent] from N(0, 1/latent)."""

@@ -23,6 +23,7 @@ import tensorflow as tf
 from defense_gan_tf import attacks
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
+from defense_gan_tf.defense.projection import attach_gradient
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
@@ -53,6 +54,9 @@ class AdaptiveRun:
       eot_samples: draws averaged per EOT step.
       cw_iterations, cw_learning_rate, cw_const: CW settings.
       latent_steps: Adam steps of the latent search per value of its constant.
+      sanity_images: test images the sanity checks of Carlini et al. (2019) run on
+        (0 skips them): BPDA-PGD at the whole pixel range, BPDA-PGD with twice the
+        steps, and BPDA through an identity projection against the classifier alone.
     """
 
     spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
@@ -68,6 +72,7 @@ class AdaptiveRun:
     cw_learning_rate: float = 0.01
     cw_const: float = 1.0
     latent_steps: int = 200
+    sanity_images: int = 20
 
     def __post_init__(self):
         unknown = sorted(set(self.attacks) - set(ATTACKS))
@@ -85,6 +90,8 @@ class AdaptiveRun:
                      "latent_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sanity_images < 0:
+            raise ValueError(f"sanity_images must be >= 0, got {self.sanity_images}")
 
     def budgets(self, attack: str) -> tuple:
         """The budgets ``attack`` runs at."""
@@ -170,6 +177,88 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     raise ValueError(f"unknown attack {attack!r}")
 
 
+class IdentityDefense:
+    """The defended classifier with its projection replaced by the identity, behind the
+    same BPDA gradient as the real defense: an attack on it must equal the attack on the
+    classifier alone (Carlini et al. 2019, section 5)."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+
+    def __call__(self, images, training=False):
+        images = tf.convert_to_tensor(images, tf.float32)
+        return self.classifier(attach_gradient(images, images, "bpda"), training=False)
+
+
+def _check(name: str, description: str, passed: bool, **figures) -> dict:
+    return {"name": name, "description": description, "passed": bool(passed), **figures}
+
+
+def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended_correct,
+                  cells: list, log: Callable[[str], None] = echo) -> list:
+    """The checklist of Carlini et al. (2019, "On evaluating adversarial robustness")
+    on the first ``len(x)`` test images, each a dict with ``passed`` and its figures:
+
+    * ``full_range``: BPDA-PGD with eps the whole pixel range must leave accuracy near 0
+      (at most 0.1); otherwise the attack, not the defense, is what fails.
+    * ``more_steps``: BPDA-PGD at the largest L-infinity budget with twice the steps must
+      not raise accuracy by more than the half-width of the first run's 95% interval.
+    * ``identity_bpda``: BPDA-PGD through an identity "projection" must give the same
+      images and labels as PGD on the classifier alone (the BPDA plumbing is right).
+    """
+    lo, hi = run.spec.pixel_range
+    x = tf.constant(x)
+    y = np.asarray(y, np.int64)
+    steps = run.pgd_steps
+    eps_max = max(run.eps_linf)
+
+    def bpda_pgd(model_fn, eps, iterations, seed):
+        return attacks.pgd_linf(model_fn, x, y=y, eps=eps, step_size=2.5 * eps / iterations,
+                                iterations=iterations, clip_min=lo, clip_max=hi,
+                                seed=seed).numpy()
+
+    checks = []
+    seed = run.spec.seed * 1_000_003 + 77
+    t0 = time.monotonic()
+    whole = accuracy_entry(defended_correct(bpda_pgd(defended_bpda, hi - lo, steps, seed),
+                                            y, seed))
+    checks.append(_check(
+        "full_range", f"BPDA-PGD ({steps} steps) at eps {hi - lo:g} (the whole range) "
+        "leaves accuracy <= 0.1", whole["accuracy"] <= 0.1, accuracy=whole,
+        seconds=time.monotonic() - t0))
+
+    t0 = time.monotonic()
+    base = [c for c in cells if c.attack == "bpda_pgd" and c.budget == eps_max]
+    if base:  # the evaluation's own run on these images
+        first = accuracy_entry(np.asarray(base[0].correct[:len(y)], bool))
+    else:
+        first = accuracy_entry(defended_correct(bpda_pgd(defended_bpda, eps_max, steps, seed),
+                                                y, seed))
+    double = accuracy_entry(defended_correct(
+        bpda_pgd(defended_bpda, eps_max, 2 * steps, seed), y, seed))
+    slack = first["ci95"][1] - first["accuracy"]
+    checks.append(_check(
+        "more_steps", f"BPDA-PGD at eps {eps_max:g} with {2 * steps} steps is not more than "
+        f"the 95% half-width above {steps} steps", double["accuracy"] <= first["accuracy"] +
+        slack, accuracy=first, accuracy_double_steps=double,
+        seconds=time.monotonic() - t0))
+
+    t0 = time.monotonic()
+    through = bpda_pgd(IdentityDefense(classifier), eps_max, steps, seed)
+    alone = bpda_pgd(classifier, eps_max, steps, seed)
+    diff = float(np.abs(through - alone).max())
+    same_labels = bool(np.array_equal(np.argmax(classifier(through), -1),
+                                      np.argmax(classifier(alone), -1)))
+    checks.append(_check(
+        "identity_bpda", "BPDA-PGD through an identity projection equals PGD on the "
+        "classifier alone", diff <= 1e-5 and same_labels, max_abs_difference=diff,
+        same_labels=same_labels, seconds=time.monotonic() - t0))
+    for c in checks:
+        log(f"sanity {c['name']}: {'passed' if c['passed'] else 'FAILED'} "
+            f"({c['description']})")
+    return checks
+
+
 def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
@@ -238,17 +327,30 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                  "result": cell.to_json(), "versions": report.versions(),
                  "command": command})
     worst = worst_case(cells)
-    table = adaptive_table(cells, worst, settings, command)
+    sanity = []
+    if run.sanity_images:
+        n = min(run.sanity_images, len(x_all))
+        sanity = sanity_checks(run, x_all[:n], y_all[:n], classifier=classifier,
+                               defended_bpda=defended["bpda"],
+                               defended_correct=defended_correct, cells=cells, log=log)
+        report.write_json(os.path.join(results_dir,
+                                       f"adaptive_sanity_{spec.dataset}_{run_id}.json"),
+                          {"kind": "adaptive_sanity", "settings": settings, "run_id": run_id,
+                           "num_images": n, "checks": sanity,
+                           "versions": report.versions(), "command": command})
+    table = adaptive_table(cells, worst, settings, command, sanity)
     with open(os.path.join(results_dir, f"adaptive_table_{run_id}.md"), "w") as f:
         f.write(table)
     plot_robustness(cells, worst, os.path.join(results_dir,
                                                f"robustness_curve_{run_id}.png"))
-    return {"cells": cells, "worst_case": worst, "table": table, "run_id": run_id}
+    return {"cells": cells, "worst_case": worst, "sanity": sanity, "table": table,
+            "run_id": run_id}
 
 
-def adaptive_table(cells: list, worst: dict, settings: dict, command: str) -> str:
+def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
+                   sanity: Optional[list] = None) -> str:
     """Markdown: attack x budget with 95% intervals, distortion, gradient norm and cost,
-    then the worst case per budget and the command."""
+    then the worst case per budget, the sanity checks and the command."""
     def cell_text(e):
         return f"{e['accuracy']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
 
@@ -269,6 +371,19 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str) -> st
     lines += ["", "Worst case (an image is robust only if every attack at the budget failed):",
               "", "| norm | budget | Defense-GAN |", "|---|---|---|"]
     lines += [f"| {norm} | {budget:g} | {cell_text(e)} |" for (norm, budget), e in worst.items()]
+    if sanity:
+        lines += ["", "Sanity checks (Carlini et al. 2019):", "",
+                  "| check | passed | figures |", "|---|---|---|"]
+        for c in sanity:
+            figures = []
+            for key in ("accuracy", "accuracy_double_steps"):
+                if key in c:
+                    figures.append(f"{key.replace('_', ' ')} {cell_text(c[key])}")
+            if "max_abs_difference" in c:
+                figures.append(f"max difference {c['max_abs_difference']:.2g}, same labels "
+                               f"{c['same_labels']}")
+            lines.append(f"| {c['description']} | {'yes' if c['passed'] else '**no**'} | "
+                         f"{'; '.join(figures)} |")
     lines += ["", f"`{command}`", ""]
     return "\n".join(lines)
 
