@@ -12,8 +12,10 @@ dataset's classifier A behind the projection (Defense-GAN-Orig):
     (transferred), and on FGSM eps 0.3 with BPDA through the defense (the attacker's
     projection uses the same configuration), each with a 95% Wilson interval.
 Writes JSON and markdown (--output + .json / .md) and a plot of accuracy against GFLOPs
-per image (--output + .png). Run it alone on the machine: timings are shared-CPU noise
-otherwise.
+per image (--output + .png) after every configuration; a rerun keeps the rows of an
+earlier run with the same generator file, images and eps (and the same configuration),
+so the benchmark can be spread over several sittings (--fresh starts over). Run it
+alone on the machine: timings are shared-CPU noise otherwise.
 
   python bench/projection_tradeoff.py --generator=pretrained/mnist/generator.keras \
       --classifier=pretrained/mnist/classifier_A.keras --data_dir=../shared/data \
@@ -42,6 +44,7 @@ flags.DEFINE_float("eps", 0.3, "FGSM epsilon.")
 flags.DEFINE_list("configs", [], "Only these configuration names (default: all).")
 flags.DEFINE_string("output", "bench/results/projection_tradeoff", "Output path without "
                     "extension.")
+flags.DEFINE_bool("fresh", False, "Ignore rows of an earlier run at --output.")
 flags.mark_flags_as_required(["generator", "classifier"])
 
 
@@ -171,6 +174,7 @@ def main(argv):
     from defense_gan_tf.console import command_line
     from defense_gan_tf.evaluation.loading import (load_classifier, load_generator,
                                                    load_model_file)
+    from defense_gan_tf.evaluation.package import sha256_of
 
     dataset = canonical_dataset_name(FLAGS.dataset)
     generator, iterations = load_generator(FLAGS.generator, dataset=dataset)
@@ -184,6 +188,9 @@ def main(argv):
     x_transfer = np.concatenate([
         attacks.fgsm(classifier, tf.constant(x[i:i + 100]), eps=FLAGS.eps,
                      y=y[i:i + 100]).numpy() for i in range(0, len(x), 100)])
+    identity = {"dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
+                "generator_sha256": sha256_of(FLAGS.generator)}
+    earlier = {} if FLAGS.fresh else earlier_rows(FLAGS.output + ".json", identity)
     rows = []
     for name, projection in configurations(dataset):
         if FLAGS.configs and name not in FLAGS.configs:
@@ -191,26 +198,54 @@ def main(argv):
         if projection.encoder_start and encoder is None:
             print(f"{name}: skipped (no encoder at {encoder_path})", flush=True)
             continue
-        rows.append(measure(name, projection, generator, classifier, encoder, x, y,
-                            x_transfer, FLAGS.eps))
+        done = earlier.get(name)
+        same = json.loads(json.dumps(dataclasses.asdict(projection)))  # tuples as lists
+        if done is not None and done["projection"] == same:
+            print(f"{name}: kept from the earlier run", flush=True)
+            rows.append(done)
+        else:
+            rows.append(measure(name, projection, generator, classifier, encoder, x, y,
+                                x_transfer, FLAGS.eps))
+        write_outputs(rows, identity, iterations, command_line(sys.argv), tf.__version__)
+    print(markdown(rows))
+
+
+def earlier_rows(path, identity):
+    """{name: row} of an earlier run at ``path`` with the same generator, images and eps."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        print(f"{path}: unreadable, starting over", flush=True)
+        return {}
+    if any(old.get(k) != v for k, v in identity.items()):
+        print(f"{path}: made with other settings, starting over", flush=True)
+        return {}
+    return {row["name"]: row for row in old.get("rows", [])}
+
+
+def write_outputs(rows, identity, iterations, command, tf_version):
+    """JSON, markdown and plot of the rows so far (rewritten after every configuration)."""
     result = {
-        "benchmark": "projection_tradeoff",
-        "dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
+        "benchmark": "projection_tradeoff", **identity,
         "generator_iterations": iterations, "rows": rows,
-        "machine": {"cores": os.cpu_count(), "tensorflow": tf.__version__,
+        "machine": {"cores": os.cpu_count(), "tensorflow": tf_version,
                     "python": platform.python_version()},
-        "command": command_line(sys.argv),
+        "command": command,
     }
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output + ".json", "w") as f:
+    tmp = FLAGS.output + ".json.tmp"
+    with open(tmp, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
+    os.replace(tmp, FLAGS.output + ".json")
     with open(FLAGS.output + ".md", "w") as f:
-        f.write(f"# Projection accuracy against compute ({dataset}, {len(x)} test images, "
-                f"generator iterations {iterations})\n\n" + markdown(rows)
-                + f"\n`{result['command']}`\n")
+        f.write(f"# Projection accuracy against compute ({identity['dataset']}, "
+                f"{identity['num_images']} test images, generator iterations {iterations})"
+                f"\n\n" + markdown(rows) + f"\n`{command}`\n")
     plot(rows, FLAGS.output + ".png")
-    print(markdown(rows))
 
 
 if __name__ == "__main__":
