@@ -34,6 +34,10 @@ absl_flags.DEFINE_integer("eot_samples", 10, "Draws averaged per EOT step.")
 absl_flags.DEFINE_integer("cw_iterations", 100, "CW iterations.")
 absl_flags.DEFINE_integer("latent_steps", 200, "Latent search steps per constant.")
 absl_flags.DEFINE_integer("batch_size", 10, "Test images per attack batch.")
+absl_flags.DEFINE_integer("attack_rec_iters", 0, "L of the projection the BPDA attacks run "
+                          "forward (0: the defense's). Cheaper only weakens the attack.")
+absl_flags.DEFINE_integer("attack_rec_rr", 0, "R of the attacker's projection (0: the "
+                          "defense's).")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
                           "range budget, twice the PGD steps, identity BPDA); 0 skips them.")
 
@@ -53,7 +57,9 @@ def build_run():
                        eps_l2=eps_l2, latent_budget=FLAGS.latent_budget,
                        pgd_steps=FLAGS.pgd_steps, pgd_l2_steps=FLAGS.pgd_steps,
                        eot_samples=FLAGS.eot_samples, cw_iterations=FLAGS.cw_iterations,
-                       latent_steps=FLAGS.latent_steps, sanity_images=FLAGS.sanity_images)
+                       latent_steps=FLAGS.latent_steps, sanity_images=FLAGS.sanity_images,
+                       attack_iterations=FLAGS.attack_rec_iters,
+                       attack_restarts=FLAGS.attack_rec_rr)
 
 
 class _Outcome:

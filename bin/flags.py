@@ -32,6 +32,8 @@ _FLAG_OF_FIELD = {
     "holdout": "holdout", "data_aug": "data_aug", "epochs_substitute": "nb_epochs_s",
     "attacks": "attacks", "eps_linf": "eps_linf", "eps_l2": "eps_l2",
     "pgd_steps": "pgd_steps", "eot_samples": "eot_samples", "latent_steps": "latent_steps",
+    "attack_iterations": "attack_rec_iters", "attack_restarts": "attack_rec_rr",
+    "sanity_images": "sanity_images",
 }
 
 

@@ -169,6 +169,24 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
         AdaptiveRun(spec=spec, attacks=("nope",))
     with pytest.raises(ValueError, match="sanity_images"):
         AdaptiveRun(spec=spec, sanity_images=-1)
+    with pytest.raises(ValueError, match="attack_iterations"):
+        AdaptiveRun(spec=spec, attack_iterations=-2)
+
+
+def test_attacker_projection_defaults_to_the_defense_and_keeps_a_valid_schedule():
+    import dataclasses
+
+    from defense_gan_tf.evaluation.adaptive import AdaptiveRun
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    fast = config_lib.projection_preset("fast", "mnist")
+    spec = RunSpec(defense_type="defense_gan", projection=fast, generator="g.keras")
+    assert AdaptiveRun(spec=spec).attack_projection == fast
+    cheap = AdaptiveRun(spec=spec, attack_iterations=30, attack_restarts=4).attack_projection
+    assert (cheap.iterations, cheap.restarts) == (30, 4)
+    assert all(p < 30 for p in cheap.prune_at)
+    assert dataclasses.replace(cheap, iterations=fast.iterations, restarts=fast.restarts,
+                               prune_at=fast.prune_at) == fast
 
 
 def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
@@ -189,6 +207,7 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "Worst case" in ok.stdout
     for flag, name in (("--attacks=bogus", "--attacks"), ("--eps_linf=2", "--eps_linf"),
+                       ("--attack_rec_iters=-1", "--attack_rec_iters"),
                        ("--eps_l2=x", "--eps_l2")):
         bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
                              timeout=120)
