@@ -89,8 +89,10 @@ def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_c
     first = package_generator(run, dest, **kwargs)
     assert first["critic_file"] == "critic.keras"
     assert first["quality_curve_last"]["iteration"] == 2
-    for name in ("critic.keras", "quality.jsonl", "quality_curve.png"):
+    for name in ("critic.keras", "quality.jsonl", "quality_curve.png", "quality_curve.md"):
         assert os.path.getsize(os.path.join(dest, name)) > 0, name
+    with open(os.path.join(dest, "quality_curve.md")) as f:
+        assert "| 2 | 2.00 | 5.0 |" in f.read()
     with pytest.raises(PackageExistsError):
         package_generator(run, dest, **kwargs)
     again = package_generator(run, dest, overwrite=True,

@@ -95,3 +95,31 @@ def test_settings_are_checked():
         training_curve.CurveSettings(num_samples=1)
     with pytest.raises(ValueError, match="eps"):
         training_curve.CurveSettings(eps=0.0)
+
+
+def test_curve_table_has_one_row_per_evaluation_in_order_with_its_figures():
+    from defense_gan_tf.evaluation.training_curve import curve_table
+
+    def acc(k, n):
+        return {"accuracy": k / n, "correct": k, "n": n, "ci95": [k / n - 0.1, k / n + 0.05],
+                "mean_reconstruction_error": 0.001 * k}
+
+    late = {"iteration": 5000, "classifier_score": 8.5, "frechet_distance": 7.31,
+            "defense_gan_orig": {"clean": acc(100, 100), "transferred_fgsm": acc(30, 100),
+                                 "random_sign": acc(99, 100),
+                                 "paper_fgsm": {**acc(13, 20),
+                                                "input_gradient_norm_median": 3e-4,
+                                                "input_gradient_norm_mean": 2.5e10}},
+            "transferred_fgsm_failures": {"failures": 70, "range_failures": 68}}
+    early = {"iteration": 2500, "classifier_score": 6.0}  # quality only
+    table = curve_table([late, early]).splitlines()
+    rows = [line for line in table if line.startswith("| 2,500") or line.startswith("| 5,000")]
+    assert [r.split("|")[1].strip() for r in rows] == ["2,500", "5,000"]
+    cells = [c.strip() for c in rows[1].split("|")[1:-1]]
+    assert cells[:3] == ["5,000", "8.50", "7.3"]
+    assert cells[4] == "0.30 [0.20, 0.35]"
+    assert cells[6] == "0.65 [0.55, 0.70] n=20"
+    assert cells[7] == "3.0e-04 / 2.5e+10" and cells[8] == "68 / 70"
+    assert cells[9] == "0.1000 / 0.0300"
+    assert [c.strip() for c in rows[0].split("|")[1:-1]][3:] == ["-"] * 7
+    assert "first 100 test images" in "\n".join(table)

@@ -24,12 +24,12 @@ import tensorflow as tf
 from defense_gan_tf import __version__
 from defense_gan_tf.config import Config
 from defense_gan_tf.evaluation.quality import generator_quality, sample
-from defense_gan_tf.evaluation.training_curve import plot_quality_curve
+from defense_gan_tf.evaluation.training_curve import curve_table, plot_quality_curve
 from defense_gan_tf.training.gan_trainer import read_quality
 from defense_gan_tf.plots import save_image_grid
 
 PACKAGE_FILES = ("generator.keras", "critic.keras", "manifest.json", "samples.png",
-                 "quality.jsonl", "quality_curve.png")
+                 "quality.jsonl", "quality_curve.png", "quality_curve.md")
 
 
 class PackageExistsError(FileExistsError):
@@ -155,6 +155,9 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                         os.path.join(dest_dir, "quality.jsonl"))
         plot_quality_curve(curve, os.path.join(dest_dir, "quality_curve.png"),
                            title=f"{config.dataset} generator")
+        with open(os.path.join(dest_dir, "quality_curve.md"), "w") as f:
+            f.write(f"# Quality curve of the {config.dataset} generator (written by its "
+                    "training run every quality_every iterations)\n\n" + curve_table(curve))
     generator = keras.models.load_model(weights)
     save_image_grid(sample(generator, 100, seed=1), os.path.join(dest_dir, "samples.png"),
                     columns=10, pixel_range=config.model.pixel_range)

@@ -336,3 +336,48 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _accuracy_text(entry: Optional[dict], interval: bool = True) -> str:
+    if not entry:
+        return "-"
+    text = f"{entry['accuracy']:.2f}"
+    return text + (f" [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]" if interval else "")
+
+
+def curve_table(entries) -> str:
+    """A run's ``quality.jsonl`` entries as a markdown table, one row per evaluation:
+    quality, Defense-GAN-Orig accuracies with 95% intervals, the paper-style attack's
+    input-gradient norms, the failure split and the reconstruction errors."""
+    entries = sorted(entries, key=lambda e: e["iteration"])
+    lines = ["| iterations | classifier score | Frechet distance | clean | transferred FGSM | "
+             "random-sign noise | paper-style FGSM | its input-gradient norm, median / mean "
+             "| range / all transferred failures | clean / transferred MSE |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        d = e.get("defense_gan_orig", {})
+        paper = d.get("paper_fgsm")
+        paper_text = "-" if not paper else f"{_accuracy_text(paper)} n={paper['n']}"
+        grads = "-" if not paper or "input_gradient_norm_median" not in paper else (
+            f"{paper['input_gradient_norm_median']:.1e} / "
+            f"{paper['input_gradient_norm_mean']:.1e}")
+        fail = e.get("transferred_fgsm_failures") or {}
+        fail_text = (f"{fail['range_failures']} / {fail['failures']}" if fail else "-")
+        mse = [d.get(k, {}).get("mean_reconstruction_error") for k in
+               ("clean", "transferred_fgsm")]
+        mse_text = ("-" if all(m is None for m in mse) else
+                    " / ".join("-" if m is None else f"{m:.4f}" for m in mse))
+        score = e.get("classifier_score")
+        fd = e.get("frechet_distance")
+        lines.append(
+            f"| {e['iteration']:,} | {'-' if score is None else f'{score:.2f}'} | "
+            f"{'-' if fd is None else f'{fd:.1f}'} | {_accuracy_text(d.get('clean'))} | "
+            f"{_accuracy_text(d.get('transferred_fgsm'))} | "
+            f"{_accuracy_text(d.get('random_sign'))} | {paper_text} | {grads} | "
+            f"{fail_text} | {mse_text} |")
+    n = next((e["defense_gan_orig"]["clean"]["n"] for e in entries
+              if "clean" in e.get("defense_gan_orig", {})), None)
+    if n:
+        lines += ["", f"Defense-GAN-Orig on the first {n} test images (paper-style FGSM on "
+                  "the first n shown); Frechet distance on the run's own sample count."]
+    return "\n".join(lines) + "\n"
