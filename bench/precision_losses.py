@@ -11,7 +11,6 @@ Wasserstein estimate. Writes JSON and a PNG with one panel per loss:
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -81,9 +80,8 @@ def main(argv):
     if FLAGS.iters < FLAGS.log_every or FLAGS.log_every < 1:
         raise app.UsageError("--iters must be >= --log_every >= 1")
     import numpy as np
-    import tensorflow as tf
 
-    from defense_gan_tf import data
+    from defense_gan_tf import data, hardware
 
     images, _ = data.load_numpy("mnist", "train", data_dir=FLAGS.data_dir)
     series, seconds = {}, {}
@@ -114,8 +112,7 @@ def main(argv):
         "summary": summary,
         "series": series,
         "plot": os.path.basename(png),
-        "machine": {"cores": os.cpu_count(), "tensorflow": tf.__version__,
-                    "python": platform.python_version()},
+        "machine": hardware.describe(),
         "command": "python bench/precision_losses.py " + " ".join(sys.argv[1:]),
     }
     with open(FLAGS.output, "w") as f:

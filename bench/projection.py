@@ -22,7 +22,6 @@ Writes bench/results/projection.json and bench/results/projection.md.
 
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -177,7 +176,7 @@ def main(argv):
     import tensorflow as tf
 
     from defense_gan_tf import config as config_lib
-    from defense_gan_tf import models
+    from defense_gan_tf import hardware, models
     from defense_gan_tf.defense.cost import generator_macs
 
     cfg = config_lib.override(config_lib.preset("mnist"), {"model.net_dim": FLAGS.net_dim})
@@ -216,8 +215,7 @@ def main(argv):
         "matmul_peak_gflops": peak,
         "rows": rows,
         "goals": "batch >= 64: compiled >= 70% of matmul peak and not slower than tf1",
-        "machine": {"cores": os.cpu_count(), "tensorflow": tf.__version__,
-                    "python": platform.python_version()},
+        "machine": hardware.describe(),
         "command": "python bench/projection.py " + " ".join(sys.argv[1:]),
     }
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

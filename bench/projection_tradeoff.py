@@ -25,7 +25,6 @@ alone on the machine: timings are shared-CPU noise otherwise.
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
@@ -206,7 +205,7 @@ def main(argv):
         else:
             rows.append(measure(name, projection, generator, classifier, encoder, x, y,
                                 x_transfer, FLAGS.eps))
-        write_outputs(rows, identity, iterations, command_line(sys.argv), tf.__version__)
+        write_outputs(rows, identity, iterations, command_line(sys.argv))
     print(markdown(rows))
 
 
@@ -226,13 +225,14 @@ def earlier_rows(path, identity):
     return {row["name"]: row for row in old.get("rows", [])}
 
 
-def write_outputs(rows, identity, iterations, command, tf_version):
+def write_outputs(rows, identity, iterations, command):
     """JSON, markdown and plot of the rows so far (rewritten after every configuration)."""
+    from defense_gan_tf import hardware
+
     result = {
         "benchmark": "projection_tradeoff", **identity,
         "generator_iterations": iterations, "rows": rows,
-        "machine": {"cores": os.cpu_count(), "tensorflow": tf_version,
-                    "python": platform.python_version()},
+        "machine": hardware.describe(),
         "command": command,
     }
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

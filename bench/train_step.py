@@ -105,11 +105,7 @@ def main(argv):
     del argv
     if FLAGS.iters < 2 or FLAGS.rounds < 1:
         raise app.UsageError("--iters must be >= 2 and --rounds >= 1")
-    import platform
-
-    import tensorflow as tf
-
-    from defense_gan_tf import data
+    from defense_gan_tf import data, hardware
 
     images, _ = data.load_numpy("mnist", "train", data_dir=FLAGS.data_dir)
     packaged, minimal, bf16 = [], [], []
@@ -135,8 +131,7 @@ def main(argv):
         "iters_per_round": FLAGS.iters,
         "goal": "packaged within 15% of minimal (ratio <= 1.15); mixed_bfloat16 used for "
                 "long runs if float32_over_mixed_bfloat16 >= 1.25",
-        "machine": {"cores": os.cpu_count(), "tensorflow": tf.__version__,
-                    "python": platform.python_version()},
+        "machine": hardware.describe(),
         "command": "python bench/train_step.py " + " ".join(sys.argv[1:]),
     }
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

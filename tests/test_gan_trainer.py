@@ -374,6 +374,39 @@ def test_evaluation_without_time_left_stops_and_is_pending(tmp_path, tiny_config
         os.path.join(out, "quality.jsonl"))] == [3]
 
 
+def test_evaluation_cost_is_counted_in_iterations_of_the_earlier_entries():
+    # 10 s of training for 100 iterations (0.1 s each), then a 50 s evaluation:
+    # 500 iterations' worth. The last three pairs decide, the dearest wins.
+    entries = [{"iteration": 100 * i, "train_seconds": 10.0 * i, "eval_seconds": 50.0}
+               for i in range(1, 6)]
+    entries[-1]["eval_seconds"] = 80.0
+    assert gan_trainer.evaluation_cost_in_iterations(entries) == pytest.approx(800.0)
+    assert gan_trainer.evaluation_cost_in_iterations(entries[:1]) is None
+    assert gan_trainer.evaluation_cost_in_iterations([{"iteration": 5}] * 3) is None
+
+
+def test_time_budget_expects_an_evaluation_as_dear_as_the_earlier_ones(tmp_path,
+                                                                        tiny_config):
+    # Earlier entries (say, of the package a warm start continues) show an evaluation
+    # costing 100,000 training iterations. At this machine's speed that is far more than
+    # a 10-minute budget holds, though the fixed 300 s guess would fit: no evaluation runs.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "quality.jsonl").write_text(
+        json.dumps({"iteration": 1000, "train_seconds": 100.0, "eval_seconds": 1.0}) + "\n"
+        + json.dumps({"iteration": 2000, "train_seconds": 110.0, "eval_seconds": 1000.0})
+        + "\n")
+    cfg = _with(tiny_config, gan__train_iters=100_000, gan__checkpoint_every=100)
+    evaluator = _CountingEvaluator()
+    messages = []
+    result = training.train_gan(cfg, str(out), images=_images(), log=messages.append,
+                                evaluator=evaluator, evaluate_every=12,
+                                time_budget_minutes=10.0)
+    assert (result.iteration, result.stop_reason) == (12, "time_budget")
+    assert evaluator.calls == []
+    assert any("no time left" in m for m in messages)
+
+
 def test_non_finite_loss_stops_without_overwriting_good_files(tmp_path, tiny_config):
     out = str(tmp_path / "run")
     cfg = _with(tiny_config, gan__train_iters=2, gan__checkpoint_every=100)

@@ -115,9 +115,11 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
     warm = training.load_warm_start(dest)
     assert warm.iteration == 3 and warm.quality_path
     # A lost run folder: a new one continues at iteration 3 from the shipped weights.
+    # It continues in float32 (a warm start may change the precision; the record says so).
+    cfg32 = config_lib.override(cfg, {"gan.precision": "float32"})
     new = str(tmp_path / "new")
     messages = []
-    r = training.train_gan(config_lib.override(cfg, {"gan.train_iters": 3}), new,
+    r = training.train_gan(config_lib.override(cfg32, {"gan.train_iters": 3}), new,
                            images=images, log=messages.append, warm_start=warm)
     assert (r.start_iteration, r.iteration) == (3, 3)
     shipped = keras.models.load_model(os.path.join(dest, "generator.keras"))
@@ -127,13 +129,23 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
     with open(os.path.join(new, "progress.json")) as f:
         progress = json.load(f)
     assert progress["warm_starts"][0]["iteration"] == 3
+    assert progress["warm_starts"][0]["precision"] == "float32"
+    assert progress["warm_starts"][0]["previous_precision"] == "mixed_bfloat16"
     assert progress["total_train_seconds"] >= warm.train_seconds
     assert os.path.exists(os.path.join(new, "quality.jsonl"))
     # It then trains on; resuming that folder later is exact and ignores the warm start.
-    r = training.train_gan(config_lib.override(cfg, {"gan.train_iters": 5}), new,
+    r = training.train_gan(config_lib.override(cfg32, {"gan.train_iters": 5}), new,
                            images=images, log=messages.append, warm_start=warm)
     assert (r.start_iteration, r.iteration) == (3, 5)
     assert any("not needed" in m for m in messages)
+    # Its package says which iterations trained in which precision.
+    manifest = package_generator(new, str(tmp_path / "pretrained2"), classifier=clf,
+                                 test_images=images[:8], reference_images=None,
+                                 num_samples=10)
+    assert manifest["precision"] == "float32"
+    assert manifest["precision_segments"] == [
+        {"from": 0, "to": 3, "precision": "mixed_bfloat16"},
+        {"from": 3, "to": 5, "precision": "float32"}]
     # Weights of another architecture are refused with the file named.
     other = config_lib.override(cfg, {"model.net_dim": 8})
     with pytest.raises(training.WarmStartError, match="generator.keras"):

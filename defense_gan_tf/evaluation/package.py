@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 from typing import Optional, Sequence
 
@@ -21,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from defense_gan_tf import __version__
+from defense_gan_tf import __version__, hardware
 from defense_gan_tf.config import Config
 from defense_gan_tf.evaluation.quality import generator_quality, sample
 from defense_gan_tf.evaluation.training_curve import curve_table, plot_quality_curve
@@ -45,20 +44,35 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def precision_segments(warm_starts: Sequence[dict], iterations: int,
+                       precision: str) -> list[dict]:
+    """Which iterations trained in which precision, from the warm starts' records.
+
+    A warm start may change the precision (the newest run's is ``precision``);
+    each record names the precision before and after it. Without records the
+    whole run has ``precision``.
+    """
+    segments, start = [], 0
+    for record in warm_starts:
+        if "precision" not in record:
+            continue
+        if record.get("previous_precision") and record["iteration"] > start:
+            segments.append({"from": start, "to": int(record["iteration"]),
+                             "precision": record["previous_precision"]})
+        start = int(record["iteration"])
+    segments.append({"from": start, "to": iterations, "precision": precision})
+    merged = []
+    for segment in segments:
+        if merged and merged[-1]["precision"] == segment["precision"]:
+            merged[-1]["to"] = segment["to"]
+        else:
+            merged.append(segment)
+    return merged
+
+
 def machine_description() -> dict:
-    """CPU, cores, Python and TensorFlow versions of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "defense_gan_tf": __version__,
+    """CPU, cores, native bfloat16, Python, TensorFlow, Keras and package versions, GPUs."""
+    return {**hardware.describe(), "keras": keras.__version__, "defense_gan_tf": __version__,
             "gpus": len(tf.config.list_physical_devices("GPU"))}
 
 
@@ -169,6 +183,9 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "iterations": int(progress["iteration"]),
         "paper_iterations": 200_000,
         "precision": config.gan.precision,
+        "precision_segments": precision_segments(
+            progress.get("warm_starts", []), int(progress["iteration"]),
+            config.gan.precision),
         "train_wall_seconds": round(float(progress["total_train_seconds"]), 1),
         "eval_wall_seconds": round(float(progress.get("total_eval_seconds", 0.0)), 1),
         "warm_starts": list(progress.get("warm_starts", [])),

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import data as data_lib
+from defense_gan_tf import hardware
 from defense_gan_tf.config import Config
 from defense_gan_tf.console import echo
 from defense_gan_tf.errors import InputError
@@ -124,6 +125,7 @@ class WarmStart:
       warm_starts: earlier warm starts of the same lineage.
       quality_path: the earlier ``quality.jsonl``, continued by the new run.
       source: where the weights came from (recorded).
+      precision: the training precision of the package's last run, if recorded.
     """
 
     generator_path: str
@@ -134,6 +136,7 @@ class WarmStart:
     warm_starts: tuple = ()
     quality_path: Optional[str] = None
     source: str = ""
+    precision: Optional[str] = None
 
 
 def load_warm_start(package_dir: str) -> WarmStart:
@@ -162,7 +165,7 @@ def load_warm_start(package_dir: str) -> WarmStart:
         eval_seconds=float(manifest.get("eval_wall_seconds", 0.0)),
         warm_starts=tuple(manifest.get("warm_starts", ())),
         quality_path=quality if os.path.isfile(quality) else None,
-        source=package_dir)
+        source=package_dir, precision=manifest.get("precision"))
 
 
 def _apply_warm_start(warm: WarmStart, model: WGANGP, config: Config) -> None:
@@ -352,6 +355,27 @@ def read_quality(path: str) -> list[dict]:
             except (ValueError, KeyError, TypeError):
                 raise ValueError(f"{path}, line {number}: not a quality entry") from None
     return [entries[k] for k in sorted(entries)]
+
+
+def evaluation_cost_in_iterations(entries: list[dict]) -> Optional[float]:
+    """How many training iterations' time an in-run evaluation took, from quality entries.
+
+    Consecutive entries give the training seconds per iteration between them and
+    the later one's evaluation seconds; the largest ratio of the last three is
+    returned (None when fewer than two entries carry the timings). Expressed in
+    iterations, the cost carries over to a faster or slower machine.
+    """
+    timed = [e for e in entries
+             if all(isinstance(e.get(k), (int, float)) for k in
+                    ("iteration", "train_seconds", "eval_seconds"))]
+    timed.sort(key=lambda e: e["iteration"])
+    ratios = []
+    for a, b in zip(timed, timed[1:]):
+        iterations = b["iteration"] - a["iteration"]
+        seconds = b["train_seconds"] - a["train_seconds"]
+        if iterations > 0 and seconds > 0:
+            ratios.append(b["eval_seconds"] / (seconds / iterations))
+    return max(ratios[-3:]) if ratios else None
 
 
 def _write_json(path: str, payload) -> None:
@@ -653,9 +677,23 @@ class _Evaluation(Monitor):
 
     def on_start(self, state):
         self.path = os.path.join(state.output_dir, QUALITY_FILE)
-        self.done = {e["iteration"] for e in read_quality(self.path)}
+        entries = read_quality(self.path)
+        self.done = {e["iteration"] for e in entries}
+        self.cost_in_iterations = evaluation_cost_in_iterations(entries)
+        self.timed = False
         if self.due(state):  # Left pending by the previous call's time budget.
             self.evaluate(state)
+
+    def expected_seconds(self, state) -> float:
+        """The next evaluation's expected cost: the last one timed in this call, else
+        the earlier entries' cost in iterations at this call's training speed (a
+        machine several times slower than the one that wrote them is so accounted
+        for), else a fixed guess."""
+        done = state.iteration - state.start_iteration
+        if self.timed or self.cost_in_iterations is None or done < 10:
+            return self.estimate
+        per_iteration = (state.train_seconds() - state.previous_seconds) / done
+        return max(self.estimate, self.cost_in_iterations * per_iteration)
 
     def due(self, state):
         it = state.iteration
@@ -664,7 +702,7 @@ class _Evaluation(Monitor):
     def after_step(self, state):
         if not self.due(state):
             return None
-        if self.budget is not None and (state.elapsed() + self.estimate
+        if self.budget is not None and (state.elapsed() + self.expected_seconds(state)
                                         + 2 * state.save_seconds + 10.0 > self.budget):
             state.log(f"no time left in the budget to evaluate iteration {state.iteration}; "
                       "stopping (the evaluation runs first when the run resumes)")
@@ -689,7 +727,7 @@ class _Evaluation(Monitor):
         if state.chief:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry, sort_keys=True) + "\n")
-        self.estimate = spent
+        self.estimate, self.timed = spent, True
         self.done.add(state.iteration)
         state.log(f"evaluated iteration {state.iteration} in {_format_seconds(spent)}: "
                   + summarise_quality(entry))
@@ -709,6 +747,11 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
             images, _ = data_lib.load_numpy(config.dataset, "train", data_dir=data_dir)
     if chief:
         _prepare_output_dir(output_dir, config, overwrite)
+    accelerators = (len(tf.config.list_physical_devices("GPU"))
+                    + len(tf.config.list_physical_devices("TPU")))
+    warning = hardware.bfloat16_warning(gan.precision, accelerators=accelerators)
+    if warning:
+        log(warning)
 
     with strategy.scope():
         generator = build_generator(config, seed=gan.seed, precision=gan.precision)
@@ -806,6 +849,8 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
         previous_eval_seconds = warm_start.eval_seconds
         warm_starts = list(warm_start.warm_starts) + [
             {"iteration": warm_start.iteration, "source": warm_start.source,
+             "precision": config.gan.precision,
+             "previous_precision": warm_start.precision,
              "note": "weights only; optimizer state started afresh"}]
         if chief and warm_start.quality_path:
             shutil.copyfile(warm_start.quality_path, os.path.join(output_dir, QUALITY_FILE))

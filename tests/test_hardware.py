@@ -1,0 +1,56 @@
+"""CPU feature detection behind the bfloat16 warning, and the warning in training."""
+
+import pytest
+
+from defense_gan_tf import hardware
+from defense_gan_tf import training
+
+AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
+WITH_BF16 = ("processor\t: 0\nmodel name\t: Intel Xeon\n"
+             "flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+
+
+def _cpuinfo(tmp_path, text):
+    path = tmp_path / "cpuinfo"
+    path.write_text(text + text.replace(": 0", ": 1"))
+    return str(path)
+
+
+def test_cpu_info_reads_the_model_and_flags(tmp_path):
+    model, flags = hardware.cpu_info(_cpuinfo(tmp_path, AVX2_ONLY))
+    assert model == "AMD EPYC"
+    assert {"avx2", "fma"} <= flags and "avx512_bf16" not in flags
+    assert hardware.native_bfloat16(flags) is False
+    assert hardware.native_bfloat16(hardware.cpu_info(_cpuinfo(tmp_path, WITH_BF16))[1])
+    assert hardware.native_bfloat16(frozenset({"amx_bf16"}))
+    # No readable cpuinfo: unknown, never a false claim either way.
+    model, flags = hardware.cpu_info(str(tmp_path / "missing"))
+    assert model and flags == frozenset()
+    assert hardware.native_bfloat16(flags) is None
+
+
+def test_bfloat16_warning_only_where_bfloat16_would_be_emulated():
+    avx2, bf16 = frozenset({"avx2"}), frozenset({"avx512_bf16"})
+    assert "--precision=float32" in hardware.bfloat16_warning(
+        "mixed_bfloat16", accelerators=0, flags=avx2)
+    assert hardware.bfloat16_warning("mixed_bfloat16", accelerators=0, flags=bf16) is None
+    assert hardware.bfloat16_warning("mixed_bfloat16", accelerators=1, flags=avx2) is None
+    assert hardware.bfloat16_warning("float32", accelerators=0, flags=avx2) is None
+    assert hardware.bfloat16_warning("mixed_bfloat16", accelerators=0,
+                                     flags=frozenset()) is None
+
+
+@pytest.mark.parametrize("flags,warned", [({"avx2"}, True), ({"avx512_bf16"}, False)])
+def test_training_in_bfloat16_warns_on_a_cpu_that_emulates_it(tmp_path, tiny_config,
+                                                                monkeypatch, flags, warned):
+    import numpy as np
+
+    from defense_gan_tf import config as config_lib
+
+    monkeypatch.setattr(hardware, "cpu_info", lambda: ("cpu", frozenset(flags)))
+    cfg = config_lib.override(tiny_config, {"gan.train_iters": 1,
+                                            "gan.precision": "mixed_bfloat16"})
+    images = np.random.default_rng(0).uniform(size=(64, 28, 28, 1)).astype(np.float32)
+    messages = []
+    training.train_gan(cfg, str(tmp_path / "run"), images=images, log=messages.append)
+    assert any("AVX512-BF16" in m for m in messages) == warned
