@@ -25,4 +25,7 @@ if [ -z "${DEFENSE_GAN_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data/mnist" ]; th
   export DEFENSE_GAN_DATA_DIR="$(cd "$ROOT/../shared/data" && pwd)"
 fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# oneDNN kernels (TensorFlow enables them by default only on AVX-512 CPUs): about 2x
+# faster WGAN-GP training on an AVX2-only CPU (measured); an explicit setting is kept.
+export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-1}"
 cd "$ROOT"

@@ -17,6 +17,10 @@ import time
 
 from absl import app, flags
 
+from defense_gan_tf import hardware
+
+hardware.enable_onednn()  # before TensorFlow is imported
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Local IDX folder (default: $DEFENSE_GAN_DATA_DIR).")
@@ -81,7 +85,7 @@ def main(argv):
         raise app.UsageError("--iters must be >= --log_every >= 1")
     import numpy as np
 
-    from defense_gan_tf import data, hardware
+    from defense_gan_tf import data
 
     images, _ = data.load_numpy("mnist", "train", data_dir=FLAGS.data_dir)
     series, seconds = {}, {}

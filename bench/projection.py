@@ -28,6 +28,10 @@ import time
 
 from absl import app, flags
 
+from defense_gan_tf import hardware
+
+hardware.enable_onednn()  # before TensorFlow is imported
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["1", "4", "16", "64", "256"], "Batch sizes.")
@@ -176,7 +180,7 @@ def main(argv):
     import tensorflow as tf
 
     from defense_gan_tf import config as config_lib
-    from defense_gan_tf import hardware, models
+    from defense_gan_tf import models
     from defense_gan_tf.defense.cost import generator_macs
 
     cfg = config_lib.override(config_lib.preset("mnist"), {"model.net_dim": FLAGS.net_dim})

@@ -30,6 +30,10 @@ import time
 
 from absl import app, flags
 
+from defense_gan_tf import hardware
+
+hardware.enable_onednn()  # before TensorFlow is imported
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("generator", None, "Generator .keras.")
 flags.DEFINE_string("classifier", None, "The dataset's classifier A (.keras, logits).")
@@ -227,8 +231,6 @@ def earlier_rows(path, identity):
 
 def write_outputs(rows, identity, iterations, command):
     """JSON, markdown and plot of the rows so far (rewritten after every configuration)."""
-    from defense_gan_tf import hardware
-
     result = {
         "benchmark": "projection_tradeoff", **identity,
         "generator_iterations": iterations, "rows": rows,

@@ -17,6 +17,9 @@ from absl import app
 from absl import flags as absl_flags
 
 from defense_gan_tf import config as config_lib
+from defense_gan_tf import hardware
+
+hardware.enable_onednn()  # before any binary imports TensorFlow
 
 FLAGS = absl_flags.FLAGS
 

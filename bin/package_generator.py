@@ -19,6 +19,10 @@ import sys
 
 from absl import app, flags
 
+from defense_gan_tf import hardware
+
+hardware.enable_onednn()  # before TensorFlow is imported
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "bin/train.py output folder.")

@@ -9,8 +9,12 @@ measured at 28.9 s against 2.8 s in float32 on a 2-core AVX2-only machine
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 from typing import Optional
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -58,12 +62,28 @@ def bfloat16_warning(precision: str, *, accelerators: int,
             "the run's precision; a warm start may change it)")
 
 
-def describe() -> dict:
-    """The machine a figure was measured on: CPU model, cores, native bfloat16, versions."""
-    import os
+def enable_onednn() -> bool:
+    """Asks TensorFlow for its oneDNN CPU kernels unless the user chose otherwise.
 
+    TensorFlow turns oneDNN on by default only on CPUs with AVX-512 neural-network
+    features; on an AVX2-only CPU the packaged WGAN-GP iteration of the paper's
+    MNIST model took 1.66 s with it against 3.48 s without (one run each, same
+    machine). The variable is read when TensorFlow loads, so the binaries call
+    this before importing it. An explicit ``TF_ENABLE_ONEDNN_OPTS`` is kept.
+
+    Returns:
+      True if the setting can still take effect (TensorFlow not yet imported).
+    """
+    os.environ.setdefault(ONEDNN_VARIABLE, "1")
+    return "tensorflow" not in sys.modules
+
+
+def describe() -> dict:
+    """The machine a figure was measured on: CPU model, cores, native bfloat16, the
+    oneDNN setting and versions."""
     import tensorflow as tf
 
     cpu, flags = cpu_info()
     return {"cpu": cpu, "cores": os.cpu_count(), "native_bfloat16": native_bfloat16(flags),
+            ONEDNN_VARIABLE: os.environ.get(ONEDNN_VARIABLE, "(TensorFlow's default)"),
             "python": platform.python_version(), "tensorflow": tf.__version__}

@@ -1,5 +1,9 @@
 """CPU feature detection behind the bfloat16 warning, and the warning in training."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from defense_gan_tf import hardware
@@ -54,3 +58,24 @@ def test_training_in_bfloat16_warns_on_a_cpu_that_emulates_it(tmp_path, tiny_con
     messages = []
     training.train_gan(cfg, str(tmp_path / "run"), images=images, log=messages.append)
     assert any("AVX512-BF16" in m for m in messages) == warned
+
+
+
+def test_onednn_is_asked_for_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv(hardware.ONEDNN_VARIABLE, raising=False)
+    assert hardware.enable_onednn() == ("tensorflow" not in sys.modules)
+    assert os.environ[hardware.ONEDNN_VARIABLE] == "1"
+    monkeypatch.setenv(hardware.ONEDNN_VARIABLE, "0")
+    hardware.enable_onednn()
+    assert os.environ[hardware.ONEDNN_VARIABLE] == "0"
+    assert hardware.describe()[hardware.ONEDNN_VARIABLE] == "0"
+
+
+def test_binaries_ask_for_onednn_before_tensorflow_loads():
+    # bin/flags.py is what every evaluation binary imports first.
+    code = ("import sys; sys.path.insert(0, 'bin'); import flags, os; "
+            "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN_VARIABLE}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == ["False", "1"]
