@@ -27,6 +27,7 @@ FLAGS = absl_flags.FLAGS
 _FLAG_OF_FIELD = {
     "projection.iterations": "rec_iters", "projection.restarts": "rec_rr",
     "projection.learning_rate": "rec_lr", "projection.momentum": "rec_momentum",
+    "projection.descent_precision": "rec_precision",
     "attack.eps": "fgsm_eps", "attack.alpha": "alpha",
     "attack.pgd_iterations": "pgd_iterations", "attack.pgd_step_size": "pgd_step_size",
     "attack.cw_iterations": "cw_iterations", "attack.cw_learning_rate": "cw_lr",
@@ -50,8 +51,8 @@ def define_data_flags(*, with_celeba: bool = False) -> None:
 
 
 def define_projection_flags() -> None:
-    """--projection (a preset) and --rec_iters (L), --rec_rr (R), --rec_lr, which override
-    the preset when given: the Defense-GAN projection (paper section 3.3)."""
+    """--projection (a preset) and --rec_iters (L), --rec_rr (R), --rec_lr, --rec_precision,
+    which override the preset when given: the Defense-GAN projection (paper section 3.3)."""
     absl_flags.DEFINE_enum("projection", "paper", list(config_lib.PROJECTION_PRESETS),
                            "Projection preset: paper (the authors' L, R) or fast (see "
                            "config.FAST_PROJECTION); the --rec_* flags override it.")
@@ -62,6 +63,11 @@ def define_projection_flags() -> None:
                               "(default: the preset's).")
     absl_flags.DEFINE_float("rec_lr", defaults.learning_rate, "Projection learning rate "
                             "(default: the preset's).")
+    absl_flags.DEFINE_enum("rec_precision", defaults.descent_precision,
+                           list(config_lib.DESCENT_PRECISIONS),
+                           "Precision of the L descent steps (default: the preset's; "
+                           "bfloat16 is faster only on CPUs with AVX512-BF16 or AMX-BF16, "
+                           "or accelerators). The chosen restart is scored in float32.")
 
 
 def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default: str,
@@ -140,7 +146,8 @@ def projection_config(dataset: str = "mnist", **extra) -> config_lib.ProjectionC
 
     base = config_lib.projection_preset(FLAGS.projection, dataset)
     given = {field: FLAGS[flag].value for flag, field in (
-        ("rec_iters", "iterations"), ("rec_rr", "restarts"), ("rec_lr", "learning_rate"))
+        ("rec_iters", "iterations"), ("rec_rr", "restarts"), ("rec_lr", "learning_rate"),
+        ("rec_precision", "descent_precision"))
         if FLAGS[flag].present}
     if "iterations" in given and base.prune_at:  # keep the schedule inside the new L
         given["prune_at"] = tuple(p for p in base.prune_at if p < given["iterations"])

@@ -54,6 +54,7 @@ def canonical_dataset_name(name: str) -> str:
 
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+DESCENT_PRECISIONS = ("float32", "bfloat16")  # of the projection's L steps
 
 
 def check_precision(precision: str) -> str:
@@ -203,7 +204,7 @@ class ProjectionConfig:
         if not 0.0 < self.decay_at <= 1.0:
             raise ValueError(
                 f"projection.decay_at must be in (0, 1], got {self.decay_at}")
-        if self.descent_precision not in ("float32", "bfloat16"):
+        if self.descent_precision not in DESCENT_PRECISIONS:
             raise ValueError("projection.descent_precision must be 'float32' or 'bfloat16', "
                              f"got {self.descent_precision!r}")
         prune_at = tuple(int(p) for p in self.prune_at)

@@ -1,4 +1,4 @@
-"""What the CPU can do natively, for choosing (and recording) a training precision.
+"""What the CPU can do: the bfloat16 warning, the oneDNN switch, the machine record.
 
 ``mixed_bfloat16`` pays off only where the hardware computes in bfloat16: on
 x86 CPUs that is AVX512-BF16 or AMX-BF16. Elsewhere TensorFlow emulates the
@@ -49,12 +49,22 @@ def native_bfloat16(flags: Optional[frozenset] = None) -> Optional[bool]:
     return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
 
 
-def bfloat16_warning(precision: str, *, accelerators: int,
+def emulates_bfloat16(*, accelerators: Optional[int] = None,
+                      flags: Optional[frozenset] = None) -> bool:
+    """True if bfloat16 would run emulated: no GPU or TPU and a CPU known to lack it."""
+    if accelerators is None:
+        import tensorflow as tf
+
+        accelerators = (len(tf.config.list_physical_devices("GPU"))
+                        + len(tf.config.list_physical_devices("TPU")))
+    return not accelerators and native_bfloat16(flags) is False
+
+
+def bfloat16_warning(precision: str, *, accelerators: Optional[int] = None,
                      flags: Optional[frozenset] = None) -> Optional[str]:
-    """A warning when ``precision`` asks for bfloat16 on a CPU that would emulate it."""
-    if precision != "mixed_bfloat16" or accelerators:
-        return None
-    if native_bfloat16(flags) is not False:
+    """A warning when training ``precision`` asks for bfloat16 on a CPU that would emulate it."""
+    if precision != "mixed_bfloat16" or not emulates_bfloat16(accelerators=accelerators,
+                                                               flags=flags):
         return None
     return ("warning: precision mixed_bfloat16 on a CPU without AVX512-BF16 or AMX-BF16: "
             "TensorFlow emulates bfloat16 here, which was measured about 10x slower than "

@@ -137,3 +137,35 @@ def test_presets_and_the_projection_flag():
     assert config_lib.projection_preset("paper", "celeba").restarts == 2
     with pytest.raises(ValueError, match="unknown projection preset"):
         config_lib.projection_preset("turbo")
+
+
+@pytest.mark.parametrize("flags,precision,warned", [
+    ({"avx2"}, "bfloat16", True), ({"avx512_bf16"}, "bfloat16", False),
+    ({"avx2"}, "float32", False)])
+def test_bfloat16_descent_warns_where_the_cpu_would_emulate_it(conv_gen, monkeypatch, flags,
+                                                               precision, warned):
+    import warnings
+
+    from defense_gan_tf import hardware
+
+    monkeypatch.setattr(hardware, "cpu_info", lambda: ("cpu", frozenset(flags)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Projector(conv_gen, cfg(iterations=2, restarts=1, descent_precision=precision))
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert any("--rec_precision=float32" in m for m in messages) == warned
+
+
+def test_rec_precision_flag_overrides_the_preset_and_keeps_its_pruning():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'bin'); import flags as f; "
+            "from absl import flags as af; f.define_projection_flags(); "
+            "af.FLAGS(['x', '--projection=fast'] + sys.argv[1:]); "
+            "c = f.projection_config('mnist'); print(c.descent_precision, list(c.prune_at))")
+    runs = {args: subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            for args in ((), ("--rec_precision=float32",))}
+    assert runs[()] == "bfloat16 [10, 20, 40]"
+    assert runs[("--rec_precision=float32",)] == "float32 [10, 20, 40]"

@@ -22,12 +22,14 @@ Gradient modes (what a caller differentiating through the projection gets):
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from defense_gan_tf import hardware
 from defense_gan_tf.config import GRADIENT_MODES, ProjectionConfig
 from defense_gan_tf.models.checks import check_generator
 
@@ -333,8 +335,16 @@ class Projector(tf.Module):
         if self.config.encoder_start and encoder is None:
             raise ValueError("projection.encoder_start needs an encoder (x -> z)")
         self.encoder = encoder if self.config.encoder_start else None
-        self.descent_generator = (bfloat16_twin(generator)
-                                  if self.config.descent_precision == "bfloat16" else generator)
+        self.descent_generator = generator
+        if self.config.descent_precision == "bfloat16":
+            self.descent_generator = bfloat16_twin(generator)
+            if hardware.emulates_bfloat16():
+                warnings.warn(
+                    "projection.descent_precision=bfloat16 on a CPU without AVX512-BF16 or "
+                    "AMX-BF16: TensorFlow emulates bfloat16 here, so the descent is slower "
+                    "than in float32, not faster (--projection=fast --rec_precision=float32 "
+                    "keeps the preset's restart pruning)",
+                    RuntimeWarning, stacklevel=2)
         self.latent_dim = int(generator.input_shape[-1])
         self.image_shape = tuple(int(s) for s in generator.output_shape[1:])
         self.pixel_range = generator_range(generator)

@@ -747,9 +747,7 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
             images, _ = data_lib.load_numpy(config.dataset, "train", data_dir=data_dir)
     if chief:
         _prepare_output_dir(output_dir, config, overwrite)
-    accelerators = (len(tf.config.list_physical_devices("GPU"))
-                    + len(tf.config.list_physical_devices("TPU")))
-    warning = hardware.bfloat16_warning(gan.precision, accelerators=accelerators)
+    warning = hardware.bfloat16_warning(gan.precision)
     if warning:
         log(warning)
 
