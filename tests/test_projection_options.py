@@ -78,10 +78,11 @@ def test_early_stopping_stops_converged_images_first_and_alone(dense_generator):
     alone = project(g, converged, c, z_init=start[:1])
     assert int(alone.steps) == 20
     # A batch runs until its last image stops, but the converged image's result is the
-    # one it gets alone: its z stayed where it stopped.
+    # one it gets alone: its z stayed where it stopped. (Up to float32 round-off: oneDNN
+    # kernels may round a batch of two differently from a batch of one.)
     both = project(g, np.concatenate([converged, hard]), c, z_init=start)
     assert int(both.steps) > 20
-    np.testing.assert_array_equal(both.z.numpy()[0], alone.z.numpy()[0])
+    np.testing.assert_allclose(both.z.numpy()[0], alone.z.numpy()[0], rtol=1e-6, atol=1e-7)
     hard_alone = project(g, hard, c, z_init=start[1:])
     np.testing.assert_allclose(both.z.numpy()[1], hard_alone.z.numpy()[0], rtol=1e-5,
                                atol=1e-6)
