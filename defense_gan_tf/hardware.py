@@ -17,6 +17,9 @@ from typing import Optional
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# The start of both bfloat16 warnings (training precision, projection descent).
+EMULATED_BFLOAT16 = ("on a CPU without AVX512-BF16 or AMX-BF16: TensorFlow emulates "
+                     "bfloat16 here")
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str, frozenset]:
@@ -66,9 +69,8 @@ def bfloat16_warning(precision: str, *, accelerators: Optional[int] = None,
     if precision != "mixed_bfloat16" or not emulates_bfloat16(accelerators=accelerators,
                                                                flags=flags):
         return None
-    return ("warning: precision mixed_bfloat16 on a CPU without AVX512-BF16 or AMX-BF16: "
-            "TensorFlow emulates bfloat16 here, which was measured about 10x slower than "
-            "float32 on such a machine; pass --precision=float32 (an exact resume keeps "
+    return (f"warning: precision mixed_bfloat16 {EMULATED_BFLOAT16}, which was measured "
+            "about 10x slower than float32 on such a machine; pass --precision=float32 (an exact resume keeps "
             "the run's precision; a warm start may change it)")
 
 

@@ -340,10 +340,10 @@ class Projector(tf.Module):
             self.descent_generator = bfloat16_twin(generator)
             if hardware.emulates_bfloat16():
                 warnings.warn(
-                    "projection.descent_precision=bfloat16 on a CPU without AVX512-BF16 or "
-                    "AMX-BF16: TensorFlow emulates bfloat16 here, so the descent is slower "
-                    "than in float32, not faster (--projection=fast --rec_precision=float32 "
-                    "keeps the preset's restart pruning)",
+                    f"projection.descent_precision=bfloat16 {hardware.EMULATED_BFLOAT16}, "
+                    "so the descent is slower than in float32, not faster "
+                    "(--projection=fast --rec_precision=float32 keeps the preset's restart "
+                    "pruning)",
                     RuntimeWarning, stacklevel=2)
         self.latent_dim = int(generator.input_shape[-1])
         self.image_shape = tuple(int(s) for s in generator.output_shape[1:])
