@@ -44,7 +44,7 @@ absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity check
 
 def build_run():
     """Flags -> AdaptiveRun (validated by the dataclasses)."""
-    from defense_gan_tf.evaluation.adaptive import AdaptiveRun
+    from defense_gan_tf.evaluation.specs import AdaptiveRun
 
     try:
         eps_linf = tuple(float(e) for e in FLAGS.eps_linf)

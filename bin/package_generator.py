@@ -39,7 +39,11 @@ flags.DEFINE_multi_string("train_command", [], "The bin/train.py command(s) that
 flags.DEFINE_integer("defense_images", 0, "Also measure Defense-GAN-Orig (the run's L, R) "
                      "on this many first test images: clean, transferred FGSM, random-sign "
                      "and paper-style FGSM accuracy, into the manifest (0: skip; 500 at "
-                     "L=200, R=10 takes about an hour on 2 CPU cores).")
+                     "L=200, R=10 take 1-3 hours on 2 CPU cores: see "
+                     "bin/measure_generator.py to run them in parts).")
+flags.DEFINE_string("defense_cache", "runs/measure_cache", "Where the --defense_images "
+                    "batches are kept, so that a stopped run continues when rerun "
+                    "(bin/measure_generator.py measures a package in parts).")
 flags.DEFINE_bool("overwrite", False, "Replace a package already in --dest_dir (and allow "
                   "packaging a run of 0 iterations).")
 flags.mark_flags_as_required(["run_dir", "dest_dir", "classifier"])
@@ -64,7 +68,7 @@ def main(argv):
 
     from defense_gan_tf import config as config_lib
     from defense_gan_tf import data
-    from defense_gan_tf.console import command_line, relative_argument
+    from defense_gan_tf.console import command_line, echo, relative_argument
     from defense_gan_tf.evaluation import training_curve
     from defense_gan_tf.evaluation.package import package_generator, quality_classifier
 
@@ -89,7 +93,8 @@ def main(argv):
             command=command_line(sys.argv), classifier_description=description,
             train_commands=[" ".join(relative_argument(w) for w in c.split(" "))
                             for c in FLAGS.train_command],
-            overwrite=FLAGS.overwrite, defense_probe=probe)
+            overwrite=FLAGS.overwrite, defense_probe=probe,
+            defense_cache=FLAGS.defense_cache if probe else None, log=echo)
     except ValueError as e:
         raise app.UsageError(f"--run_dir: {e}") from None
     print(json.dumps({k: manifest[k] for k in ("iterations", "train_wall_seconds",

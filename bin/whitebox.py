@@ -38,7 +38,7 @@ absl_flags.DEFINE_float("pgd_step_size", 0.01, "PGD step size.")
 
 def build_run():
     """Flags -> WhiteboxRun (validated by the config dataclasses)."""
-    from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun
+    from defense_gan_tf.evaluation.specs import WhiteboxRun
 
     attack = config_lib.AttackConfig(
         attack_type=FLAGS.attack_type, eps=FLAGS.fgsm_eps, alpha=FLAGS.alpha,

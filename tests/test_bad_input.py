@@ -3,6 +3,7 @@ fails early with a message that names the flag, argument or file at fault."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -101,6 +102,35 @@ def test_projection_needs_steps_and_restarts():
     for flag in ("--rec_iters=0", "--rec_rr=0"):
         r = _bin("whitebox.py", flag, timeout=120)
         assert r.returncode != 0 and flag.split("=")[0] in r.stderr, r.stderr[-500:]
+
+
+def _loads_tensorflow(result) -> bool:
+    """Whether a ``python -X importtime`` run imported TensorFlow."""
+    return any(re.search(r"\|\s+(tensorflow|keras)$", line.rstrip())
+               for line in result.stderr.splitlines())
+
+
+@pytest.mark.parametrize("name, args, flag", [
+    ("whitebox.py", ["--fgsm_eps=1.5"], "--fgsm_eps"),
+    ("blackbox.py", ["--holdout=0"], "--holdout"),
+    ("adaptive.py", ["--generator=GEN", "--attacks=bogus"], "--attacks"),
+    ("reproduce.py", ["--table=whitebox_mnist", "--num_tests=0"], "--num_tests"),
+])
+def test_bad_flags_fail_before_tensorflow_loads(files, name, args, flag):
+    """A flag error costs well under a second: the settings dataclasses (evaluation.specs,
+    runs, config) import without TensorFlow, and the binaries check them first."""
+    args = [a.replace("GEN", files["generator"]) for a in args]
+    r = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, "bin", name),
+                        *args], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode != 0 and flag in r.stderr, r.stderr[-500:]
+    assert not _loads_tensorflow(r), f"{name} imported TensorFlow before checking {flag}"
+
+
+def test_the_import_probe_sees_tensorflow():
+    probe = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                            "import defense_gan_tf.evaluation.whitebox_run"],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+    assert probe.returncode == 0 and _loads_tensorflow(probe)
 
 
 def test_model_files_of_the_wrong_kind_or_corrupt_are_named(files):

@@ -96,9 +96,58 @@ def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_c
     with pytest.raises(PackageExistsError):
         package_generator(run, dest, **kwargs)
     again = package_generator(run, dest, overwrite=True,
-                              defense_probe=lambda g: {"clean": g.output_shape[1:]}, **kwargs)
+                              defense_probe=lambda g, **_: {"clean": g.output_shape[1:]},
+                              **kwargs)
     assert again["sha256"] == first["sha256"]
     assert again["defense"] == {"clean": (28, 28, 1)} and first["defense"] is None
+
+
+def _stopping_probe(generator, **_):
+    from defense_gan_tf.evaluation.training_curve import BudgetExhausted
+
+    raise BudgetExhausted(1, 5, "cache")
+
+
+def test_defense_figures_that_run_out_of_time_change_no_package(tmp_path, tiny_config,
+                                                                images_and_classifier):
+    from defense_gan_tf.evaluation.package import add_defense_figures
+    from defense_gan_tf.evaluation.training_curve import BudgetExhausted
+
+    images, clf = images_and_classifier
+    kwargs = dict(classifier=clf, test_images=images[:8], reference_images=None,
+                  num_samples=10)
+    run, dest = str(tmp_path / "run"), str(tmp_path / "pretrained")
+    training.train_gan(config_lib.override(tiny_config, {"gan.train_iters": 2}), run,
+                       images=images, log=lambda m: None)
+    package_generator(run, dest, **kwargs)
+    before = {name: open(os.path.join(dest, name), "rb").read()
+              for name in ("manifest.json", "generator.keras")}
+    # Repackaging whose probe stops: the old package stays whole.
+    with pytest.raises(BudgetExhausted):
+        package_generator(run, dest, overwrite=True, defense_probe=_stopping_probe, **kwargs)
+    # Figures added to the package in place: none until the probe finishes.
+    with pytest.raises(BudgetExhausted):
+        add_defense_figures(dest, _stopping_probe)
+    for name, content in before.items():
+        assert open(os.path.join(dest, name), "rb").read() == content, name
+    seen = {}
+
+    def probe(generator, **options):
+        seen.update(options)
+        return {"clean": {"accuracy": 1.0}}
+
+    figures = add_defense_figures(dest, probe, command="python bin/measure_generator.py",
+                                  cache_dir="c", deadline=5.0)
+    assert seen == {"cache_dir": "c", "deadline": 5.0, "log": None}
+    with open(os.path.join(dest, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["defense"] == figures == {"clean": {"accuracy": 1.0},
+                                              "command": "python bin/measure_generator.py"}
+    # A generator that is not the one the manifest describes is refused.
+    with open(os.path.join(dest, "generator.keras"), "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        add_defense_figures(dest, probe)
 
 
 def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_classifier):
@@ -162,3 +211,47 @@ def test_recorded_commands_carry_no_absolute_paths():
                         root=root)
     assert line == ("python bin/train.py --output_dir=runs/x --data_dir=../shared/data "
                     "--seed=3 relative/p")
+
+
+def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
+        tmp_path, tiny_config, images_and_classifier, mnist_dir):
+    import subprocess
+    import sys
+
+    from defense_gan_tf import models
+
+    images, clf = images_and_classifier
+    run, dest = str(tmp_path / "run"), str(tmp_path / "pretrained")
+    training.train_gan(config_lib.override(tiny_config, {"gan.train_iters": 1}), run,
+                       images=images, log=lambda m: None)
+    package_generator(run, dest, classifier=clf, test_images=images[:8],
+                      reference_images=None, num_samples=10)
+    classifier = str(tmp_path / "classifier_A.keras")
+    models.build_classifier("E", input_shape=(28, 28, 1)).save(classifier)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, os.path.join(root, "bin", "measure_generator.py"),
+           f"--package_dir={dest}", f"--classifier={classifier}", f"--data_dir={mnist_dir}",
+           "--num_images=4", "--paper_fgsm_images=2", "--rec_iters=2", "--rec_rr=2",
+           "--batch_size=2", "--attack_batch_size=2", f"--cache_dir={tmp_path / 'cache'}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    with open(os.path.join(dest, "manifest.json")) as f:
+        before = f.read()
+    stopped = subprocess.run(cmd + ["--time_budget_minutes=1e-9"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    assert "not finished" in stopped.stdout and "0 of 8 batches" in stopped.stdout
+    with open(os.path.join(dest, "manifest.json")) as f:
+        assert f.read() == before
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(os.path.join(dest, "manifest.json")) as f:
+        defense = json.load(f)["defense"]
+    assert defense["defense_gan_orig"]["clean"]["n"] == 4
+    assert defense["defense_gan_orig"]["paper_fgsm"]["n"] == 2
+    assert defense["settings"]["projection"]["iterations"] == 2
+    assert "measure_generator.py" in defense["command"] and "=/" not in defense["command"]
+    with open(os.path.join(dest, "defense_figures.md")) as f:
+        assert "| clean |" in f.read()
+    missing = subprocess.run(cmd[:2] + [f"--package_dir={tmp_path}", f"--classifier={classifier}"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode != 0 and "--package_dir" in missing.stderr

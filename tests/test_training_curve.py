@@ -77,6 +77,43 @@ def test_probe_figures_match_a_direct_projection(probe_setup):
     assert again["frechet_distance"] == out["frechet_distance"]
 
 
+def test_an_interrupted_probe_resumes_from_its_cache_with_the_same_figures(
+        probe_setup, tmp_path, monkeypatch):
+    import time
+
+    from defense_gan_tf import config as config_lib
+
+    generator, _, _, _, _, probe = probe_setup
+    plain = probe(generator)
+    total = probe.planned_batches()
+    assert total == 3 * 2 + (2 + 1)  # 6 images in 4s; paper FGSM 3 in 2s, re-projected in 4s
+    # A deadline already passed: nothing runs.
+    with pytest.raises(training_curve.BudgetExhausted) as stop:
+        probe(generator, cache_dir=str(tmp_path), deadline=0.0)
+    assert (stop.value.done, stop.value.total) == (0, total)
+    # The clock jumps past the deadline once four batches are done: the fifth never starts.
+    lines = []
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + (1e9 if len(lines) >= 4 else 0))
+    with pytest.raises(training_curve.BudgetExhausted) as stop:
+        probe(generator, cache_dir=str(tmp_path), deadline=real() + 1e6, log=lines.append)
+    monkeypatch.undo()
+    assert stop.value.done == 4 and len(lines) == 4
+    folder = tmp_path / probe.cache_key(generator)
+    assert len(list(folder.glob("*.npz"))) == 4 and not list(folder.glob("*.tmp*"))
+    # The rerun loads those four and computes the rest: the figures of an uncached call.
+    lines.clear()
+    resumed = probe(generator, cache_dir=str(tmp_path), log=lines.append)
+    assert len(lines) == total - 4 and resumed["batches_from_cache"] == 4
+    assert resumed["defense_gan_orig"] == plain["defense_gan_orig"]
+    assert resumed["transferred_fgsm_failures"] == plain["transferred_fgsm_failures"]
+    # Another generator has another key: nothing cached for the first is reused.
+    cfg = config_lib.override(config_lib.preset("mnist"),
+                              {"model.net_dim": 4, "model.latent_dim": 8})
+    other = models.build_generator(cfg, seed=1)
+    assert probe.cache_key(other) != probe.cache_key(generator)
+
+
 def test_failures_split_by_whether_the_clean_reconstruction_fits_better():
     adversarial = np.zeros((4, 2, 2, 1), np.float32)
     clean_rec = np.stack([np.full((2, 2, 1), v, np.float32) for v in (0.1, 0.1, 0.5, 0.5)])

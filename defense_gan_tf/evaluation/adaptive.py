@@ -26,97 +26,9 @@ from defense_gan_tf.defense import DefendedClassifier, Projector
 from defense_gan_tf.defense.projection import attach_gradient
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.loading import load_run_inputs
-from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
+from defense_gan_tf.evaluation.runs import flat_settings
+from defense_gan_tf.evaluation.specs import ATTACKS, AdaptiveRun
 from defense_gan_tf.evaluation.stats import accuracy_entry
-
-# name: (norm, gradient through the projection, short description)
-ATTACKS = {
-    "fgsm": ("linf", "full", "FGSM through the unrolled projection (the paper's white box)"),
-    "bpda_pgd": ("linf", "bpda", "PGD with BPDA"),
-    "bpda_eot_pgd": ("linf", "bpda", "PGD with BPDA and EOT over the random starts"),
-    "bpda_pgd_l2": ("l2", "bpda", "PGD in L2 with BPDA"),
-    "cw_bpda": ("l2", "bpda", "Carlini-Wagner L2 with BPDA (found only within the budget)"),
-    "latent": ("mse", None, "latent-space search (Athalye et al. 5.4.2), re-projected"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class AdaptiveRun:
-    """Settings of one adaptive evaluation (the flags of ``bin/adaptive.py``).
-
-    Attributes:
-      spec: data, classifier, generator and projection (``spec.defense_type`` is
-        ``defense_gan``; Rec when ``spec.train_on_recs``).
-      attacks: names from :data:`ATTACKS`.
-      eps_linf, eps_l2: budgets of the L-infinity and L2 attacks.
-      latent_budget: mean squared error per pixel of the latent attack.
-      pgd_steps, pgd_l2_steps: PGD iterations; step sizes are 2.5 eps / steps.
-      eot_samples: draws averaged per EOT step.
-      cw_iterations, cw_learning_rate, cw_const: CW settings.
-      latent_steps: Adam steps of the latent search per value of its constant.
-      attack_iterations, attack_restarts: L and R of the projection inside the BPDA
-        attacks' forward passes (0: the defense's own). A cheaper attacker projection
-        can only weaken the attack; every adversarial image is still scored through
-        the defense's full projection.
-      sanity_images: test images the sanity checks of Carlini et al. (2019) run on
-        (0 skips them): BPDA-PGD at the whole pixel range, BPDA-PGD with twice the
-        steps, and BPDA through an identity projection against the classifier alone.
-    """
-
-    spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
-        defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
-    attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_pgd_l2", "cw_bpda", "latent")
-    eps_linf: tuple = (0.1, 0.2, 0.3)
-    eps_l2: tuple = (1.0, 2.0, 4.0)
-    latent_budget: float = 0.005
-    pgd_steps: int = 100
-    pgd_l2_steps: int = 100
-    eot_samples: int = 10
-    cw_iterations: int = 100
-    cw_learning_rate: float = 0.01
-    cw_const: float = 1.0
-    latent_steps: int = 200
-    sanity_images: int = 20
-    attack_iterations: int = 0
-    attack_restarts: int = 0
-
-    def __post_init__(self):
-        unknown = sorted(set(self.attacks) - set(ATTACKS))
-        if unknown or not self.attacks:
-            raise ValueError(f"attacks must be a non-empty list of {sorted(ATTACKS)}, got "
-                             f"unknown {unknown}")
-        if self.spec.defense_type != "defense_gan":
-            raise ValueError("adaptive runs attack Defense-GAN: spec.defense_type must be "
-                             "defense_gan")
-        lo, hi = self.spec.pixel_range
-        if any(not 0 < e <= hi - lo for e in self.eps_linf) or any(
-                not e > 0 for e in self.eps_l2):
-            raise ValueError(f"eps_linf must be in (0, {hi - lo}] and eps_l2 > 0")
-        for name in ("pgd_steps", "pgd_l2_steps", "eot_samples", "cw_iterations",
-                     "latent_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.sanity_images < 0:
-            raise ValueError(f"sanity_images must be >= 0, got {self.sanity_images}")
-        if self.attack_iterations < 0 or self.attack_restarts < 0:
-            raise ValueError("attack_iterations and attack_restarts must be >= 0 (0: the "
-                             "defense's own)")
-        self.attack_projection  # a valid ProjectionConfig (raises ValueError otherwise)
-
-    @property
-    def attack_projection(self):
-        """The projection the BPDA attacks run forward (the defense's by default)."""
-        own = self.spec.projection
-        steps = self.attack_iterations or own.iterations
-        return dataclasses.replace(own, iterations=steps,
-                                   restarts=self.attack_restarts or own.restarts,
-                                   prune_at=tuple(p for p in own.prune_at if p < steps))
-
-    def budgets(self, attack: str) -> tuple:
-        """The budgets ``attack`` runs at."""
-        norm = ATTACKS[attack][0]
-        return {"linf": self.eps_linf, "l2": self.eps_l2, "mse": (self.latent_budget,)}[norm]
-
 
 @dataclasses.dataclass(frozen=True)
 class AttackCell:

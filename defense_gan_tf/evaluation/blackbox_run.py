@@ -9,65 +9,20 @@ the examples to the oracle.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Callable, Optional
 
 import numpy as np
 
 from defense_gan_tf import attacks
-from defense_gan_tf.config import CLASSIFIER_MODELS
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import load_magnet
 from defense_gan_tf.evaluation.loading import load_run_inputs
-from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, RunSpec,
-                                            flat_settings, write_run_record)
+from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings, write_run_record)
+from defense_gan_tf.evaluation.specs import BlackboxRun
 from defense_gan_tf.evaluation.stats import accuracy_entry
 from defense_gan_tf.models import build_classifier
-
-
-@dataclasses.dataclass(frozen=True)
-class BlackboxRun:
-    """Settings of one black-box run (the flags of ``bin/blackbox.py``).
-
-    Attributes:
-      spec: the black box (``spec.model``, its defense and training), the FGSM
-        epsilon (``spec.attack.eps``), test images and projection (:class:`RunSpec`).
-      substitute_model: the substitute's architecture.
-      holdout: test images held out to seed the substitute.
-      data_aug: substitute training rounds (augmentations + 1).
-      lmbda: Jacobian augmentation step; its sign flips every ``flip_every`` rounds.
-      epochs_substitute: substitute epochs per round.
-    """
-
-    spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
-        model="F", num_tests=1000, batch_size=100))
-    substitute_model: str = "E"
-    holdout: int = 150
-    data_aug: int = 6
-    lmbda: float = 0.1
-    flip_every: int = 3
-    epochs_substitute: int = 10
-
-    def __post_init__(self):
-        if self.substitute_model not in CLASSIFIER_MODELS:
-            raise ValueError(f"substitute_model must be one of {list(CLASSIFIER_MODELS)}, "
-                             f"got {self.substitute_model!r}")
-        for name in ("holdout", "data_aug", "flip_every", "epochs_substitute"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def name(self) -> str:
-        """A readable file-name stem (the settings digest is appended when writing)."""
-        s = self.spec
-        parts = [s.dataset, f"eps{s.attack.eps}", s.model, self.substitute_model,
-                 s.defense_type]
-        if s.defense_type == "defense_gan":
-            parts += ["rec" if s.train_on_recs else "orig", f"L{s.projection.iterations}",
-                      f"R{s.projection.restarts}"]
-        parts += [f"h{self.holdout}", f"aug{self.data_aug}", f"n{s.num_tests}", f"s{s.seed}"]
-        return "_".join(str(p) for p in parts)
 
 
 def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,

@@ -22,13 +22,15 @@ import tensorflow as tf
 
 from defense_gan_tf import __version__, hardware
 from defense_gan_tf.config import Config
+from defense_gan_tf.errors import InputError
 from defense_gan_tf.evaluation.quality import generator_quality, sample
 from defense_gan_tf.evaluation.training_curve import curve_table, plot_quality_curve
 from defense_gan_tf.training.gan_trainer import read_quality
 from defense_gan_tf.plots import save_image_grid
 
 PACKAGE_FILES = ("generator.keras", "critic.keras", "manifest.json", "samples.png",
-                 "quality.jsonl", "quality_curve.png", "quality_curve.md")
+                 "quality.jsonl", "quality_curve.png", "quality_curve.md",
+                 "defense_figures.md")
 
 
 class PackageExistsError(FileExistsError):
@@ -110,7 +112,8 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                       num_samples: int = 10_000, command: str = "",
                       classifier_description: str = "",
                       train_commands: Sequence[str] = (), overwrite: bool = False,
-                      defense_probe=None) -> dict:
+                      defense_probe=None, defense_cache: Optional[str] = None,
+                      deadline: Optional[float] = None, log=None) -> dict:
     """Copies ``run_dir/generator.keras`` to ``dest_dir`` with a manifest and samples.
 
     Args:
@@ -129,7 +132,10 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         a run that trained for 0 iterations.
       defense_probe: optional generator -> dict (a
         :class:`~defense_gan_tf.evaluation.training_curve.DefenseQualityProbe`); its
-        figures go into the manifest under ``defense``.
+        figures go into the manifest under ``defense``. It runs first, before
+        ``dest_dir`` is touched.
+      defense_cache, deadline, log: passed to the probe (a resumable cache folder, a
+        ``time.monotonic()`` deadline, progress output).
 
     Returns:
       The manifest dict.
@@ -138,6 +144,8 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       FileNotFoundError: ``run_dir`` lacks one of its files.
       PackageExistsError: ``dest_dir`` holds a package and ``overwrite`` is False.
       ValueError: the run trained for 0 iterations and ``overwrite`` is False.
+      BudgetExhausted: the probe's deadline passed first; ``dest_dir`` is unchanged and
+        the finished batches are in ``defense_cache``.
     """
     paths = {name: os.path.join(run_dir, name)
              for name in ("config.json", "progress.json", "generator.keras")}
@@ -154,6 +162,10 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
     if os.path.exists(os.path.join(dest_dir, "manifest.json")) and not overwrite:
         raise PackageExistsError(f"{dest_dir} already holds a packaged generator; pass "
                                  "overwrite to replace it")
+    defense = None
+    if defense_probe is not None:  # the slow part first: an interruption changes nothing
+        defense = defense_probe(keras.models.load_model(paths["generator.keras"]),
+                                cache_dir=defense_cache, deadline=deadline, log=log)
     os.makedirs(dest_dir, exist_ok=True)
     for name in PACKAGE_FILES:  # No stale file of an earlier package stays behind.
         if os.path.exists(os.path.join(dest_dir, name)):
@@ -194,7 +206,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "sha256": sha256_of(weights),
         "bytes": os.path.getsize(weights),
         "quality": quality,
-        "defense": defense_probe(generator) if defense_probe is not None else None,
+        "defense": defense,
         "quality_classifier": classifier_description,
         "samples": "samples.png",
         "critic_file": "critic.keras" if os.path.isfile(critic) else None,
@@ -204,7 +216,51 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "command": command,
         "train_commands": list(train_commands),
     }
-    with open(os.path.join(dest_dir, "manifest.json"), "w") as f:
+    _write_manifest(dest_dir, manifest)
+    return manifest
+
+
+def _write_manifest(dest_dir: str, manifest: dict) -> None:
+    path = os.path.join(dest_dir, "manifest.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
-    return manifest
+    os.replace(path + ".tmp", path)
+
+
+def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
+                        cache_dir: Optional[str] = None, deadline: Optional[float] = None,
+                        log=None) -> dict:
+    """Measures a shipped generator with ``defense_probe`` and stores the figures in its
+    manifest under ``defense`` (with the command), replacing earlier ones.
+
+    The probe can take hours (500 test images at L=200, R=10); with ``cache_dir`` and a
+    ``deadline`` it runs in parts, each call continuing from the batches cached by the
+    last. The manifest changes only when every batch is done.
+
+    Returns:
+      The probe's figures.
+
+    Raises:
+      InputError: ``package_dir`` has no manifest.json or generator, or the generator
+        file does not match the manifest's sha256.
+      BudgetExhausted: the deadline passed first (the manifest is unchanged).
+    """
+    manifest_path = os.path.join(package_dir, "manifest.json")
+    if not os.path.isfile(manifest_path):
+        raise InputError(f"{package_dir} has no manifest.json; is it a package of "
+                                "bin/package_generator.py?")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    weights = os.path.join(package_dir, manifest.get("file", "generator.keras"))
+    if not os.path.isfile(weights):
+        raise InputError(f"{package_dir} has no {os.path.basename(weights)}")
+    if sha256_of(weights) != manifest.get("sha256"):
+        raise InputError(f"{weights} does not match the sha256 in {manifest_path}; "
+                         "repackage it with bin/package_generator.py")
+    figures = defense_probe(keras.models.load_model(weights), cache_dir=cache_dir,
+                            deadline=deadline, log=log)
+    figures["command"] = command
+    manifest["defense"] = figures
+    _write_manifest(package_dir, manifest)
+    return figures

@@ -26,9 +26,8 @@ from typing import Callable, NamedTuple, Optional
 from defense_gan_tf.config import AttackConfig, projection_preset
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
 from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
-from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+from defense_gan_tf.evaluation.specs import BlackboxRun, WhiteboxRun
 
 TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_mnist",
           "whitebox_fmnist", "blackbox_fmnist")
@@ -204,7 +203,7 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
             out.append((cell, finished, 0.0))
             continue
         t_cell = time.monotonic()
-        workflow = run_whitebox if cell.kind == "whitebox" else run_blackbox
+        workflow = _workflow(cell.kind)
         workflow(cell.run, results_dir=results_dir, classifier_dir=classifier_dir,
                  data_dir=data_dir, command=command, log=log, train_data=train_data,
                  test_data=test_data)
@@ -217,6 +216,15 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
             "left")
         out.append((cell, False, seconds))
     return out
+
+
+def _workflow(kind: str):
+    """The run function of a cell kind (imported here: it loads TensorFlow)."""
+    if kind == "whitebox":
+        from defense_gan_tf.evaluation.whitebox_run import run_whitebox
+        return run_whitebox
+    from defense_gan_tf.evaluation.blackbox_run import run_blackbox
+    return run_blackbox
 
 
 def table_results_dir(root: str, table: str) -> str:

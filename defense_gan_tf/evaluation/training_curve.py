@@ -26,9 +26,12 @@ that points of a curve differ only by the generator.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import keras
 import numpy as np
@@ -91,6 +94,75 @@ def _batched(fn, *arrays, batch_size: int):
     if isinstance(outs[0], tuple):
         return tuple(np.concatenate(parts) for parts in zip(*outs))
     return np.concatenate(outs)
+
+
+class BudgetExhausted(Exception):
+    """The probe's deadline passed before all of its batches were measured.
+
+    Every finished batch is in the probe's cache folder: calling the probe again with
+    the same generator, classifier and settings continues where it stopped.
+
+    Attributes:
+      done, total: batches finished (this call and earlier ones) and planned.
+      cache_dir: the folder holding them.
+    """
+
+    def __init__(self, done: int, total: int, cache_dir: str):
+        super().__init__(f"time budget used up after {done} of {total} batches; they are "
+                         f"cached in {cache_dir}, so the same call continues from there")
+        self.done, self.total, self.cache_dir = done, total, cache_dir
+
+
+def weights_digest(*models: keras.Model) -> str:
+    """A SHA-256 hex digest of the models' weights (shapes and values)."""
+    h = hashlib.sha256()
+    for model in models:
+        for w in model.get_weights():
+            w = np.ascontiguousarray(w)
+            h.update(str((w.shape, w.dtype.str)).encode())
+            h.update(w.tobytes())
+    return h.hexdigest()
+
+
+class _Batches:
+    """Runs a probe's batched computations, each batch saved to a cache folder when one
+    is given (so an interrupted probe resumes), with a deadline and progress output."""
+
+    def __init__(self, folder: Optional[str], total: int, deadline: Optional[float],
+                 log: Optional[Callable[[str], None]]):
+        self.folder, self.total, self.deadline = folder, total, deadline
+        self.log = log or (lambda message: None)
+        self.done = self.loaded = 0
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+    def run(self, name: str, fn, *arrays, batch_size: int):
+        n = len(arrays[0])
+        count = math.ceil(n / batch_size)
+        outs = []
+        for b, i in enumerate(range(0, n, batch_size)):
+            path = os.path.join(self.folder, f"{name}_{b:04d}.npz") if self.folder else None
+            if path and os.path.isfile(path):
+                with np.load(path) as f:
+                    out = tuple(f[f"out{k}"] for k in range(len(f.files)))
+                self.done += 1
+                self.loaded += 1
+            else:
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    raise BudgetExhausted(self.done, self.total, self.folder or "(no cache)")
+                t0 = time.perf_counter()
+                out = fn(*(a[i:i + batch_size] for a in arrays))
+                out = out if isinstance(out, tuple) else (out,)
+                if path:  # written whole or not at all
+                    tmp = path + ".tmp.npz"
+                    np.savez(tmp, **{f"out{k}": v for k, v in enumerate(out)})
+                    os.replace(tmp, path)
+                self.done += 1
+                self.log(f"  {name}: batch {b + 1}/{count} in {time.perf_counter() - t0:.0f} "
+                         f"s ({self.done}/{self.total} batches of the probe done)")
+            outs.append(out)
+        parts = tuple(np.concatenate(p) for p in zip(*outs))
+        return parts if len(parts) > 1 else parts[0]
 
 
 def classify_failures(clean_reconstruction: np.ndarray, found_error: np.ndarray,
@@ -159,13 +231,31 @@ class DefenseQualityProbe:
         return _batched(lambda x: np.argmax(self.classifier(x, training=False), -1),
                         images, batch_size=self.settings.batch_size)
 
-    def _project(self, projector: Projector, images: np.ndarray, seed: int):
+    def _project(self, projector: Projector, images: np.ndarray, seed: int, batches, name):
         def run(x):
             out = projector(x, seed=[seed, 0])
             return out.reconstruction.numpy(), out.error.numpy()
-        return _batched(run, images, batch_size=self.settings.batch_size)
+        return batches.run(name, run, images, batch_size=self.settings.batch_size)
 
-    def _paper_fgsm(self, generator: keras.Model):
+    def planned_batches(self) -> int:
+        """Batches one call measures (projections and paper-style FGSM)."""
+        s = self.settings
+        per = math.ceil(s.num_images / s.batch_size)
+        fgsm_batches = (math.ceil(s.paper_fgsm_images / s.paper_fgsm_batch_size)
+                        + math.ceil(s.paper_fgsm_images / s.batch_size)
+                        if s.paper_fgsm_images else 0)
+        return 3 * per + fgsm_batches
+
+    def cache_key(self, generator: keras.Model) -> str:
+        """What a cached batch depends on: generator, classifier, settings, data range."""
+        settings = json.dumps([dataclasses.asdict(self.settings), self.pixel_range],
+                              sort_keys=True, default=str)
+        h = hashlib.sha256(weights_digest(generator, self.classifier).encode())
+        h.update(settings.encode())
+        h.update(self.x.tobytes())
+        return h.hexdigest()[:16]
+
+    def _paper_fgsm(self, generator: keras.Model, batches):
         """FGSM through the unrolled projection; returns (x_adv, gradient L2 norms)."""
         s = self.settings
         lo, hi = self.pixel_range
@@ -182,12 +272,30 @@ class DefenseQualityProbe:
             return x_adv.numpy(), norms.numpy(), zero.numpy()
 
         n = s.paper_fgsm_images
-        return _batched(attack, self.x[:n], self.y[:n], batch_size=s.paper_fgsm_batch_size)
+        return batches.run("paper_fgsm_attack", attack, self.x[:n], self.y[:n],
+                           batch_size=s.paper_fgsm_batch_size)
 
-    def __call__(self, generator: keras.Model) -> dict:
-        """Scores ``generator``; returns a JSON-ready dict (accuracies with 95% intervals)."""
+    def __call__(self, generator: keras.Model, *, cache_dir: Optional[str] = None,
+                 deadline: Optional[float] = None,
+                 log: Optional[Callable[[str], None]] = None) -> dict:
+        """Scores ``generator``; returns a JSON-ready dict (accuracies with 95% intervals).
+
+        Args:
+          generator: the generator to score.
+          cache_dir: when given, every finished batch of projections or attacks is saved
+            under ``cache_dir/<key>/`` (the key digests generator, classifier and
+            settings), and batches found there are loaded instead of recomputed: an
+            interrupted call resumes. Results equal an uncached call's.
+          deadline: a ``time.monotonic()`` value; no new batch starts after it.
+          log: progress output per batch.
+
+        Raises:
+          BudgetExhausted: the deadline passed first (finished batches stay cached).
+        """
         s = self.settings
         timings = {}
+        folder = os.path.join(cache_dir, self.cache_key(generator)) if cache_dir else None
+        batches = _Batches(folder, self.planned_batches(), deadline, log)
         t0 = time.perf_counter()
         fake = sample(generator, s.num_samples, seed=_SAMPLE_SEED)
         mu, sigma, probs = statistics(self.classifier, fake)
@@ -202,7 +310,8 @@ class DefenseQualityProbe:
         for name, images in (("clean", self.x), ("transferred_fgsm", self.x_fgsm),
                              ("random_sign", self.x_noise)):
             t0 = time.perf_counter()
-            recs[name], errors[name] = self._project(projector, images, _EVAL_SEED)
+            recs[name], errors[name] = self._project(projector, images, _EVAL_SEED, batches,
+                                                     name)
             defended[name] = accuracy_entry(self._predict(recs[name]) == self.y)
             defended[name]["mean_reconstruction_error"] = float(errors[name].mean())
             timings[name] = time.perf_counter() - t0
@@ -212,9 +321,9 @@ class DefenseQualityProbe:
 
         if s.paper_fgsm_images:
             t0 = time.perf_counter()
-            x_adv, norms, zero = self._paper_fgsm(generator)
+            x_adv, norms, zero = self._paper_fgsm(generator, batches)
             n = s.paper_fgsm_images
-            rec, err = self._project(projector, x_adv, _EVAL_SEED)
+            rec, err = self._project(projector, x_adv, _EVAL_SEED, batches, "paper_fgsm")
             defended["paper_fgsm"] = accuracy_entry(self._predict(rec) == self.y[:n])
             defended["paper_fgsm"].update({
                 "mean_reconstruction_error": float(err.mean()),
@@ -234,6 +343,8 @@ class DefenseQualityProbe:
             "classifier": "the dataset's classifier A (logits), trained on real images",
         }
         out["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+        if batches.loaded:  # the seconds above cover only the batches run by this call
+            out["batches_from_cache"] = batches.loaded
         return out
 
 
@@ -380,4 +491,38 @@ def curve_table(entries) -> str:
     if n:
         lines += ["", f"Defense-GAN-Orig on the first {n} test images (paper-style FGSM on "
                   "the first n shown); Frechet distance on the run's own sample count."]
+    return "\n".join(lines) + "\n"
+
+
+_CONDITIONS = (("clean", "clean"), ("transferred_fgsm", "FGSM transferred from the "
+                                    "undefended classifier"),
+               ("random_sign", "random-sign noise"),
+               ("paper_fgsm", "paper-style FGSM (full gradient through the projection)"))
+
+
+def defense_table(figures: dict) -> str:
+    """Markdown of one probe result: accuracy without and with Defense-GAN-Orig per input,
+    with 95% intervals, n and mean reconstruction error, then the failure split."""
+    eps = figures.get("settings", {}).get("eps", 0.3)
+    lines = ["| input (eps %g) | undefended | Defense-GAN-Orig [95%% interval] | n | "
+             "mean reconstruction error |" % eps, "|---|---|---|---|---|"]
+    defended, undefended = figures["defense_gan_orig"], figures.get("undefended", {})
+    for key, label in _CONDITIONS:
+        entry = defended.get(key)
+        if not entry:
+            continue
+        lines.append(f"| {label} | {_accuracy_text(undefended.get(key), interval=False)} | "
+                     f"{_accuracy_text(entry)} | {entry['n']} | "
+                     f"{entry['mean_reconstruction_error']:.4f} |")
+    f = figures.get("transferred_fgsm_failures")
+    if f:
+        lines.append(f"\nTransferred-FGSM failures: {f['failures']}, of which "
+                     f"{f['optimisation_failures']} optimisation and {f['range_failures']} "
+                     "range failures (DESIGN.md 5b).")
+    paper = defended.get("paper_fgsm")
+    if paper and "input_gradient_norm_median" in paper:
+        lines.append(f"Paper-style FGSM input-gradient L2 norm: median "
+                     f"{paper['input_gradient_norm_median']:.2e}, mean "
+                     f"{paper['input_gradient_norm_mean']:.2e}; share of exactly zero "
+                     f"gradient pixels {paper['zero_gradient_pixel_share']:.3f}.")
     return "\n".join(lines) + "\n"

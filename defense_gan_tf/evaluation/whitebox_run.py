@@ -8,7 +8,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from defense_gan_tf.config import GRADIENT_MODES
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import MagNet, load_magnet
@@ -18,43 +17,9 @@ from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (RunOutcome, RunSpec, flat_settings,
                                             write_run_record)
 from defense_gan_tf.evaluation.stats import accuracy_entry
+from defense_gan_tf.evaluation.specs import WhiteboxRun
 from defense_gan_tf.evaluation.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
-
-
-@dataclasses.dataclass(frozen=True)
-class WhiteboxRun:
-    """Settings of one white-box run (the flags of ``bin/whitebox.py``).
-
-    Attributes:
-      spec: data, classifier, defense, attack and projection (:class:`RunSpec`).
-      gradient: what the attacker's gradient through the projection is: ``full``
-        (through the unrolled steps; the paper's white box), ``bpda`` or ``none``.
-      same_init: white box revisited: the attacker knows the projection's starts.
-    """
-
-    spec: RunSpec = dataclasses.field(default_factory=RunSpec)
-    gradient: str = "full"
-    same_init: bool = False
-
-    def __post_init__(self):
-        if self.gradient not in GRADIENT_MODES:
-            raise ValueError(f"gradient must be one of {list(GRADIENT_MODES)}, got "
-                             f"{self.gradient!r}")
-
-    def name(self) -> str:
-        """A readable file-name stem (the settings digest is appended when writing)."""
-        s, a = self.spec, self.spec.attack
-        parts = [s.dataset, a.attack_type, f"eps{a.eps}", s.model, s.defense_type]
-        if s.defense_type == "defense_gan":
-            parts += ["rec" if s.train_on_recs else "orig", f"L{s.projection.iterations}",
-                      f"R{s.projection.restarts}", self.gradient]
-            if self.same_init:
-                parts.append("sameinit")
-        if s.classifier:
-            parts.append("clf-" + os.path.splitext(os.path.basename(s.classifier))[0])
-        parts += [f"n{s.num_tests}", f"s{s.seed}"]
-        return "_".join(str(p) for p in parts)
 
 
 def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+r"""Measures what a shipped generator gives Defense-GAN, in parts if need be.
+
+Projects the first --num_images test images of the package's dataset (clean, FGSM
+eps 0.3 made on the undefended classifier, random-sign noise of the same size) and
+attacks the first --paper_fgsm_images through the unrolled projection (paper-style
+FGSM), at the package's L and R (or --rec_iters / --rec_rr), and classifies the
+reconstructions with --classifier (Defense-GAN-Orig; paper sections 3.3 and 4).
+The figures, with 95% intervals, go into the package's manifest.json under
+"defense" and to defense_figures.md beside it.
+
+500 images at L=200, R=10 take hours on 2 CPU cores. Each finished batch is cached
+under --cache_dir, so a run stopped by --time_budget_minutes (exit status 3), a
+signal or a crash continues where it was when the same command runs again; the
+manifest changes only when all batches are done.
+
+Example (MNIST, classifier A, 500 images, 100 minutes per part):
+  python bin/measure_generator.py --package_dir=pretrained/mnist \
+      --classifier=pretrained/mnist/classifier_A.keras --num_images=500 \
+      --data_dir=../shared/data --time_budget_minutes=100
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags
+
+from defense_gan_tf import hardware
+
+hardware.enable_onednn()  # before TensorFlow is imported
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("package_dir", None, "A bin/package_generator.py folder "
+                    "(manifest.json and generator.keras).")
+flags.DEFINE_string("classifier", None, "The dataset's classifier A (.keras, logits), "
+                    "trained on real images.")
+flags.DEFINE_string("data_dir", None, "Local IDX folder (default: $DEFENSE_GAN_DATA_DIR).")
+flags.DEFINE_integer("num_images", 500, "First test images: clean, transferred FGSM and "
+                     "random-sign figures.")
+flags.DEFINE_integer("paper_fgsm_images", None, "First test images attacked by paper-style "
+                     "FGSM (default: --num_images; 0 skips it).")
+flags.DEFINE_float("eps", 0.3, "L-infinity size of FGSM and of the random-sign noise.")
+flags.DEFINE_integer("rec_iters", None, "Projection steps L (default: the package's).")
+flags.DEFINE_integer("rec_rr", None, "Projection restarts R (default: the package's).")
+flags.DEFINE_integer("batch_size", 100, "Images per projection batch (a cached unit).")
+flags.DEFINE_integer("attack_batch_size", 5, "Images per paper-style FGSM batch.")
+flags.DEFINE_string("cache_dir", "runs/measure_cache", "Where finished batches are kept.")
+flags.DEFINE_float("time_budget_minutes", 0, "Start no batch after this many minutes "
+                   "(0: no limit); rerun the same command to continue.")
+flags.mark_flags_as_required(["package_dir", "classifier"])
+
+EXIT_UNFINISHED = 3
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    manifest = os.path.join(FLAGS.package_dir, "manifest.json")
+    if not os.path.isfile(manifest):
+        raise app.UsageError(f"--package_dir {FLAGS.package_dir} has no manifest.json")
+    if not os.path.isfile(FLAGS.classifier):
+        raise app.UsageError(f"--classifier {FLAGS.classifier} is not a file")
+    if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
+        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a folder")
+    if FLAGS.time_budget_minutes < 0:
+        raise app.UsageError("--time_budget_minutes must be >= 0")
+    if os.path.isfile(FLAGS.cache_dir):
+        raise app.UsageError(f"--cache_dir {FLAGS.cache_dir} is a file, not a folder")
+    import dataclasses
+    import json
+
+    from defense_gan_tf import config as config_lib
+    from defense_gan_tf.console import command_line, echo
+
+    with open(manifest) as f:
+        cfg = config_lib.Config.from_dict(json.load(f)["config"])
+    given = {k: v for k, v in (("iterations", FLAGS.rec_iters), ("restarts", FLAGS.rec_rr))
+             if v is not None}
+    paper_images = (FLAGS.num_images if FLAGS.paper_fgsm_images is None
+                    else FLAGS.paper_fgsm_images)
+    from defense_gan_tf.evaluation import training_curve
+
+    try:
+        settings = training_curve.CurveSettings(
+            num_samples=2000, num_images=FLAGS.num_images, paper_fgsm_images=paper_images,
+            eps=FLAGS.eps, projection=dataclasses.replace(cfg.projection, **given),
+            batch_size=FLAGS.batch_size, paper_fgsm_batch_size=FLAGS.attack_batch_size)
+    except ValueError as e:
+        raise app.UsageError(str(e).replace("num_images", "--num_images").replace(
+            "paper_fgsm_images", "--paper_fgsm_images").replace("iterations", "--rec_iters")
+            .replace("restarts", "--rec_rr")) from None
+
+    from defense_gan_tf.errors import InputError
+    from defense_gan_tf.evaluation.package import add_defense_figures
+
+    try:
+        probe = training_curve.probe_for_dataset(cfg.dataset, FLAGS.classifier,
+                                                 data_dir=FLAGS.data_dir, settings=settings,
+                                                 pixel_range=cfg.model.pixel_range)
+    except ValueError as e:
+        raise app.UsageError(f"--classifier: {e}") from None
+    deadline = (time.monotonic() + 60 * FLAGS.time_budget_minutes
+                if FLAGS.time_budget_minutes else None)
+    echo(f"{cfg.dataset}: {probe.planned_batches()} batches at L="
+         f"{settings.projection.iterations}, R={settings.projection.restarts}; cache "
+         f"{FLAGS.cache_dir}")
+    try:
+        figures = add_defense_figures(FLAGS.package_dir, probe, command=command_line(sys.argv),
+                                      cache_dir=FLAGS.cache_dir, deadline=deadline, log=echo)
+    except training_curve.BudgetExhausted as stop:
+        echo(f"not finished: {stop}; the manifest is unchanged")
+        sys.exit(EXIT_UNFINISHED)
+    except InputError as e:
+        raise app.UsageError(f"--package_dir: {e}") from None
+    table = training_curve.defense_table(figures)
+    with open(os.path.join(FLAGS.package_dir, "defense_figures.md"), "w") as f:
+        f.write(f"# Defense-GAN-Orig with this generator\n\n{table}\nCommand: "
+                f"`{figures['command']}`\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)

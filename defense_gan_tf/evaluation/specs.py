@@ -1,0 +1,183 @@
+"""The settings of the evaluation workflows, importable without TensorFlow.
+
+One frozen dataclass per binary (``bin/whitebox.py``, ``bin/blackbox.py``,
+``bin/adaptive.py``), each nesting a :class:`~defense_gan_tf.evaluation.runs.RunSpec`.
+Their checks run when a binary parses its flags, before TensorFlow loads, so a bad
+flag fails in well under a second; the workflows that run them live in
+``whitebox_run``, ``blackbox_run`` and ``adaptive``, which re-export these names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from defense_gan_tf.config import CLASSIFIER_MODELS, GRADIENT_MODES
+from defense_gan_tf.evaluation.runs import RunSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class WhiteboxRun:
+    """Settings of one white-box run (the flags of ``bin/whitebox.py``).
+
+    Attributes:
+      spec: data, classifier, defense, attack and projection (:class:`RunSpec`).
+      gradient: what the attacker's gradient through the projection is: ``full``
+        (through the unrolled steps; the paper's white box), ``bpda`` or ``none``.
+      same_init: white box revisited: the attacker knows the projection's starts.
+    """
+
+    spec: RunSpec = dataclasses.field(default_factory=RunSpec)
+    gradient: str = "full"
+    same_init: bool = False
+
+    def __post_init__(self):
+        if self.gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {list(GRADIENT_MODES)}, got "
+                             f"{self.gradient!r}")
+
+    def name(self) -> str:
+        """A readable file-name stem (the settings digest is appended when writing)."""
+        s, a = self.spec, self.spec.attack
+        parts = [s.dataset, a.attack_type, f"eps{a.eps}", s.model, s.defense_type]
+        if s.defense_type == "defense_gan":
+            parts += ["rec" if s.train_on_recs else "orig", f"L{s.projection.iterations}",
+                      f"R{s.projection.restarts}", self.gradient]
+            if self.same_init:
+                parts.append("sameinit")
+        if s.classifier:
+            parts.append("clf-" + os.path.splitext(os.path.basename(s.classifier))[0])
+        parts += [f"n{s.num_tests}", f"s{s.seed}"]
+        return "_".join(str(p) for p in parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlackboxRun:
+    """Settings of one black-box run (the flags of ``bin/blackbox.py``).
+
+    Attributes:
+      spec: the black box (``spec.model``, its defense and training), the FGSM
+        epsilon (``spec.attack.eps``), test images and projection (:class:`RunSpec`).
+      substitute_model: the substitute's architecture.
+      holdout: test images held out to seed the substitute.
+      data_aug: substitute training rounds (augmentations + 1).
+      lmbda: Jacobian augmentation step; its sign flips every ``flip_every`` rounds.
+      epochs_substitute: substitute epochs per round.
+    """
+
+    spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
+        model="F", num_tests=1000, batch_size=100))
+    substitute_model: str = "E"
+    holdout: int = 150
+    data_aug: int = 6
+    lmbda: float = 0.1
+    flip_every: int = 3
+    epochs_substitute: int = 10
+
+    def __post_init__(self):
+        if self.substitute_model not in CLASSIFIER_MODELS:
+            raise ValueError(f"substitute_model must be one of {list(CLASSIFIER_MODELS)}, "
+                             f"got {self.substitute_model!r}")
+        for name in ("holdout", "data_aug", "flip_every", "epochs_substitute"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def name(self) -> str:
+        """A readable file-name stem (the settings digest is appended when writing)."""
+        s = self.spec
+        parts = [s.dataset, f"eps{s.attack.eps}", s.model, self.substitute_model,
+                 s.defense_type]
+        if s.defense_type == "defense_gan":
+            parts += ["rec" if s.train_on_recs else "orig", f"L{s.projection.iterations}",
+                      f"R{s.projection.restarts}"]
+        parts += [f"h{self.holdout}", f"aug{self.data_aug}", f"n{s.num_tests}", f"s{s.seed}"]
+        return "_".join(str(p) for p in parts)
+
+
+# name: (norm, gradient through the projection, short description)
+ATTACKS = {
+    "fgsm": ("linf", "full", "FGSM through the unrolled projection (the paper's white box)"),
+    "bpda_pgd": ("linf", "bpda", "PGD with BPDA"),
+    "bpda_eot_pgd": ("linf", "bpda", "PGD with BPDA and EOT over the random starts"),
+    "bpda_pgd_l2": ("l2", "bpda", "PGD in L2 with BPDA"),
+    "cw_bpda": ("l2", "bpda", "Carlini-Wagner L2 with BPDA (found only within the budget)"),
+    "latent": ("mse", None, "latent-space search (Athalye et al. 5.4.2), re-projected"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveRun:
+    """Settings of one adaptive evaluation (the flags of ``bin/adaptive.py``).
+
+    Attributes:
+      spec: data, classifier, generator and projection (``spec.defense_type`` is
+        ``defense_gan``; Rec when ``spec.train_on_recs``).
+      attacks: names from :data:`ATTACKS`.
+      eps_linf, eps_l2: budgets of the L-infinity and L2 attacks.
+      latent_budget: mean squared error per pixel of the latent attack.
+      pgd_steps, pgd_l2_steps: PGD iterations; step sizes are 2.5 eps / steps.
+      eot_samples: draws averaged per EOT step.
+      cw_iterations, cw_learning_rate, cw_const: CW settings.
+      latent_steps: Adam steps of the latent search per value of its constant.
+      attack_iterations, attack_restarts: L and R of the projection inside the BPDA
+        attacks' forward passes (0: the defense's own). A cheaper attacker projection
+        can only weaken the attack; every adversarial image is still scored through
+        the defense's full projection.
+      sanity_images: test images the sanity checks of Carlini et al. (2019) run on
+        (0 skips them): BPDA-PGD at the whole pixel range, BPDA-PGD with twice the
+        steps, and BPDA through an identity projection against the classifier alone.
+    """
+
+    spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
+        defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
+    attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_pgd_l2", "cw_bpda", "latent")
+    eps_linf: tuple = (0.1, 0.2, 0.3)
+    eps_l2: tuple = (1.0, 2.0, 4.0)
+    latent_budget: float = 0.005
+    pgd_steps: int = 100
+    pgd_l2_steps: int = 100
+    eot_samples: int = 10
+    cw_iterations: int = 100
+    cw_learning_rate: float = 0.01
+    cw_const: float = 1.0
+    latent_steps: int = 200
+    sanity_images: int = 20
+    attack_iterations: int = 0
+    attack_restarts: int = 0
+
+    def __post_init__(self):
+        unknown = sorted(set(self.attacks) - set(ATTACKS))
+        if unknown or not self.attacks:
+            raise ValueError(f"attacks must be a non-empty list of {sorted(ATTACKS)}, got "
+                             f"unknown {unknown}")
+        if self.spec.defense_type != "defense_gan":
+            raise ValueError("adaptive runs attack Defense-GAN: spec.defense_type must be "
+                             "defense_gan")
+        lo, hi = self.spec.pixel_range
+        if any(not 0 < e <= hi - lo for e in self.eps_linf) or any(
+                not e > 0 for e in self.eps_l2):
+            raise ValueError(f"eps_linf must be in (0, {hi - lo}] and eps_l2 > 0")
+        for name in ("pgd_steps", "pgd_l2_steps", "eot_samples", "cw_iterations",
+                     "latent_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sanity_images < 0:
+            raise ValueError(f"sanity_images must be >= 0, got {self.sanity_images}")
+        if self.attack_iterations < 0 or self.attack_restarts < 0:
+            raise ValueError("attack_iterations and attack_restarts must be >= 0 (0: the "
+                             "defense's own)")
+        self.attack_projection  # a valid ProjectionConfig (raises ValueError otherwise)
+
+    @property
+    def attack_projection(self):
+        """The projection the BPDA attacks run forward (the defense's by default)."""
+        own = self.spec.projection
+        steps = self.attack_iterations or own.iterations
+        return dataclasses.replace(own, iterations=steps,
+                                   restarts=self.attack_restarts or own.restarts,
+                                   prune_at=tuple(p for p in own.prune_at if p < steps))
+
+    def budgets(self, attack: str) -> tuple:
+        """The budgets ``attack`` runs at."""
+        norm = ATTACKS[attack][0]
+        return {"linf": self.eps_linf, "l2": self.eps_l2, "mse": (self.latent_budget,)}[norm]
