@@ -12,11 +12,11 @@ fi
 STAMP="$VENV/.defense_gan_tf-installed"
 WANT="$(cat "$ROOT/setup.py" | sha256sum | cut -d' ' -f1) $ROOT"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] || \
-   ! "$VENV/bin/python" -c "import defense_gan_tf, tensorflow, pytest" 2>/dev/null; then
+   ! "$VENV/bin/python" -c "import defense_gan_tf, tensorflow, pytest, xdist" 2>/dev/null; then
   echo "installing defense_gan_tf and its requirements into $VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -c "import defense_gan_tf, tensorflow, pytest" || {
+  "$VENV/bin/python" -c "import defense_gan_tf, tensorflow, pytest, xdist" || {
     echo "installation failed" >&2; exit 1; }
   echo "$WANT" > "$STAMP"
 fi
