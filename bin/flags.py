@@ -37,7 +37,9 @@ _FLAG_OF_FIELD = {
     "attacks": "attacks", "eps_linf": "eps_linf", "eps_l2": "eps_l2",
     "pgd_steps": "pgd_steps", "eot_samples": "eot_samples", "latent_steps": "latent_steps",
     "attack_iterations": "attack_rec_iters", "attack_restarts": "attack_rec_rr",
-    "sanity_images": "sanity_images",
+    "sanity_images": "sanity_images", "num_images": "num_images",
+    "paper_fgsm_images": "paper_fgsm_images", "paper_fgsm_batch_size": "attack_batch_size",
+    "eps": "eps",
 }
 
 

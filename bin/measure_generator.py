@@ -26,9 +26,7 @@ import time
 
 from absl import app, flags
 
-from defense_gan_tf import hardware
-
-hardware.enable_onednn()  # before TensorFlow is imported
+import flags as shared  # bin/flags.py (turns oneDNN on before TensorFlow loads)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("package_dir", None, "A bin/package_generator.py folder "
@@ -59,14 +57,9 @@ def main(argv):
     manifest = os.path.join(FLAGS.package_dir, "manifest.json")
     if not os.path.isfile(manifest):
         raise app.UsageError(f"--package_dir {FLAGS.package_dir} has no manifest.json")
-    if not os.path.isfile(FLAGS.classifier):
-        raise app.UsageError(f"--classifier {FLAGS.classifier} is not a file")
-    if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
-        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a folder")
+    shared.check_paths(files=("classifier",), folders=("data_dir",), outputs=("cache_dir",))
     if FLAGS.time_budget_minutes < 0:
         raise app.UsageError("--time_budget_minutes must be >= 0")
-    if os.path.isfile(FLAGS.cache_dir):
-        raise app.UsageError(f"--cache_dir {FLAGS.cache_dir} is a file, not a folder")
     import dataclasses
     import json
 
@@ -81,15 +74,11 @@ def main(argv):
                     else FLAGS.paper_fgsm_images)
     from defense_gan_tf.evaluation import training_curve
 
-    try:
+    with shared.usage_errors():
         settings = training_curve.CurveSettings(
             num_samples=2000, num_images=FLAGS.num_images, paper_fgsm_images=paper_images,
             eps=FLAGS.eps, projection=dataclasses.replace(cfg.projection, **given),
             batch_size=FLAGS.batch_size, paper_fgsm_batch_size=FLAGS.attack_batch_size)
-    except ValueError as e:
-        raise app.UsageError(str(e).replace("num_images", "--num_images").replace(
-            "paper_fgsm_images", "--paper_fgsm_images").replace("iterations", "--rec_iters")
-            .replace("restarts", "--rec_rr")) from None
 
     from defense_gan_tf.errors import InputError
     from defense_gan_tf.evaluation.package import add_defense_figures

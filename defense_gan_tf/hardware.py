@@ -70,8 +70,8 @@ def bfloat16_warning(precision: str, *, accelerators: Optional[int] = None,
                                                                flags=flags):
         return None
     return (f"warning: precision mixed_bfloat16 {EMULATED_BFLOAT16}, which was measured "
-            "about 10x slower than float32 on such a machine; pass --precision=float32 (an exact resume keeps "
-            "the run's precision; a warm start may change it)")
+            "about 10x slower than float32 on such a machine; pass --precision=float32 (an "
+            "exact resume keeps the run's precision; a warm start may change it)")
 
 
 def enable_onednn() -> bool:

@@ -19,7 +19,8 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import load_magnet
 from defense_gan_tf.evaluation.loading import load_run_inputs
-from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings, write_run_record)
+from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings,
+                                            write_run_record)
 from defense_gan_tf.evaluation.specs import BlackboxRun
 from defense_gan_tf.evaluation.stats import accuracy_entry
 from defense_gan_tf.models import build_classifier

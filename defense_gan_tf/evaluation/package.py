@@ -249,7 +249,7 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
     manifest_path = os.path.join(package_dir, "manifest.json")
     if not os.path.isfile(manifest_path):
         raise InputError(f"{package_dir} has no manifest.json; is it a package of "
-                                "bin/package_generator.py?")
+                         "bin/package_generator.py?")
     with open(manifest_path) as f:
         manifest = json.load(f)
     weights = os.path.join(package_dir, manifest.get("file", "generator.keras"))

@@ -88,12 +88,16 @@ class CurveSettings:
             raise ValueError(f"eps must be > 0, got {self.eps}")
 
 
-def _batched(fn, *arrays, batch_size: int):
-    outs = [fn(*(a[i:i + batch_size] for a in arrays))
-            for i in range(0, len(arrays[0]), batch_size)]
+def _concatenate(outs: list):
+    """Per-batch outputs (arrays, or tuples of arrays) joined along the batch axis."""
     if isinstance(outs[0], tuple):
         return tuple(np.concatenate(parts) for parts in zip(*outs))
     return np.concatenate(outs)
+
+
+def _batched(fn, *arrays, batch_size: int):
+    return _concatenate([fn(*(a[i:i + batch_size] for a in arrays))
+                         for i in range(0, len(arrays[0]), batch_size)])
 
 
 class BudgetExhausted(Exception):
@@ -145,6 +149,7 @@ class _Batches:
             if path and os.path.isfile(path):
                 with np.load(path) as f:
                     out = tuple(f[f"out{k}"] for k in range(len(f.files)))
+                out = out if len(out) > 1 else out[0]
                 self.done += 1
                 self.loaded += 1
             else:
@@ -152,17 +157,16 @@ class _Batches:
                     raise BudgetExhausted(self.done, self.total, self.folder or "(no cache)")
                 t0 = time.perf_counter()
                 out = fn(*(a[i:i + batch_size] for a in arrays))
-                out = out if isinstance(out, tuple) else (out,)
                 if path:  # written whole or not at all
                     tmp = path + ".tmp.npz"
-                    np.savez(tmp, **{f"out{k}": v for k, v in enumerate(out)})
+                    parts = out if isinstance(out, tuple) else (out,)
+                    np.savez(tmp, **{f"out{k}": v for k, v in enumerate(parts)})
                     os.replace(tmp, path)
                 self.done += 1
                 self.log(f"  {name}: batch {b + 1}/{count} in {time.perf_counter() - t0:.0f} "
                          f"s ({self.done}/{self.total} batches of the probe done)")
             outs.append(out)
-        parts = tuple(np.concatenate(p) for p in zip(*outs))
-        return parts if len(parts) > 1 else parts[0]
+        return _concatenate(outs)
 
 
 def classify_failures(clean_reconstruction: np.ndarray, found_error: np.ndarray,
