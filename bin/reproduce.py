@@ -7,8 +7,13 @@ resumes after an interruption and across days), prints progress with an estimate
 the time left, and rebuilds the table there. --dry_run lists the cells, their cost
 estimate and which are done.
 
+--models, --defenses and --attacks restrict a run to some cells (the cheap or the most
+informative ones first); the table is rebuilt from every record in the folder.
+
 Example:
   python bin/reproduce.py --table=whitebox_mnist --dry_run --data_dir=../shared/data
+  python bin/reproduce.py --table=whitebox_mnist --models=A --defenses=none,adv_tr \
+      --data_dir=../shared/data
 """
 
 import os
@@ -44,6 +49,12 @@ absl_flags.DEFINE_string("classifier_dir", "runs/classifiers", "Cache of trained
                          "classifiers and reconstructions.")
 absl_flags.DEFINE_string("data_dir", None, "Local IDX folder (default: "
                          "$DEFENSE_GAN_DATA_DIR).")
+absl_flags.DEFINE_list("models", None, "Only the cells of these classifiers (black box: "
+                       "the attacked one), e.g. A or A,F (default: all).")
+absl_flags.DEFINE_list("defenses", None, "Only these defense columns, some of none, "
+                       "defense_gan, defense_gan_rec, adv_tr, magnet (default: all).")
+absl_flags.DEFINE_list("attacks", None, "Only these attacks, some of fgsm, rand_fgsm, cw "
+                       "(default: all).")
 absl_flags.mark_flag_as_required("table")
 
 
@@ -66,9 +77,21 @@ def main(argv):
             projection=FLAGS.projection, generator=generator, magnet=magnet,
             classifier_epochs=FLAGS.nb_epochs, rec_train=FLAGS.rec_train, seed=FLAGS.seed)
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
+        table_cells = reproduce.cells(FLAGS.table, settings)
+    try:
+        chosen = reproduce.select(table_cells, models=FLAGS.models, defenses=FLAGS.defenses,
+                                  attacks=FLAGS.attacks)
+    except ValueError as e:  # names the list: defenses or attacks
+        raise app.UsageError(f"--{e}") from None
+    if not chosen:
+        have = sorted({reproduce.cell_keys(c)[0] for c in table_cells})
+        raise app.UsageError(f"no cell of --table={FLAGS.table} matches --models / "
+                             f"--defenses / --attacks (its models: {have})")
+    with shared.usage_errors():
         reproduce.run_table(FLAGS.table, settings, results_dir=results_dir,
                             classifier_dir=FLAGS.classifier_dir, data_dir=FLAGS.data_dir,
-                            command=command_line(sys.argv), dry_run=FLAGS.dry_run)
+                            command=command_line(sys.argv), dry_run=FLAGS.dry_run,
+                            cell_list=chosen)
         if FLAGS.table == "detection_mnist" and not FLAGS.dry_run:
             reproduce.detection_figure(results_dir, os.path.join(results_dir, "roc.png"))
 

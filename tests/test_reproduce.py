@@ -67,3 +67,40 @@ def test_bin_reproduce_dry_run(tmp_path):
     bad = subprocess.run(cmd + ["--num_tests=0"], capture_output=True, text=True, env=env,
                          timeout=300, cwd=ROOT)
     assert bad.returncode != 0 and "--num_tests" in bad.stderr
+
+
+def test_select_keeps_matching_cells_in_table_order():
+    wb = reproduce.cells("whitebox_mnist", reproduce.TableSettings())
+    cheap = reproduce.select(wb, models=["A"], defenses=["none", "adv_tr", "magnet"])
+    assert [c.label for c in cheap] == [c.label for c in wb if c.label.split()[1] == "A" and
+                                        c.label.split()[2] in ("none", "adv_tr", "magnet")]
+    assert len(cheap) == 3 * 3  # FGSM, RAND+FGSM, CW x three columns
+    rec = reproduce.select(wb, defenses=["defense_gan_rec"], attacks=["cw"])
+    assert len(rec) == 4 and all(c.run.spec.train_on_recs for c in rec)
+    orig = reproduce.select(wb, defenses=["defense_gan"])
+    assert len(orig) == 12 and not any(c.run.spec.train_on_recs for c in orig)
+    bb = reproduce.cells("blackbox_mnist", reproduce.TableSettings())
+    assert {c.run.substitute_model for c in reproduce.select(bb, models=["A"])} == {"E", "B"}
+    assert reproduce.select(wb) == wb
+    with pytest.raises(ValueError, match="defenses: unknown"):
+        reproduce.select(wb, defenses=["madry"])
+
+
+def test_bin_reproduce_selection_and_its_errors(tmp_path):
+    base = [sys.executable, os.path.join(ROOT, "bin", "reproduce.py"),
+            "--table=whitebox_mnist", "--dry_run", f"--results_root={tmp_path}",
+            "--magnet=" + str(tmp_path)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+    def run(*extra):
+        return subprocess.run(base + list(extra), capture_output=True, text=True, env=env,
+                              timeout=300, cwd=ROOT)
+
+    out = run("--models=B", "--defenses=none,magnet", "--attacks=cw")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 cells, 0 done" in out.stdout and "cw B magnet" in out.stdout
+    assert "fgsm" not in out.stdout
+    bad = run("--defenses=none,madry")
+    assert bad.returncode != 0 and "--defenses: unknown ['madry']" in bad.stderr
+    empty = run("--models=F")
+    assert empty.returncode != 0 and "its models: ['A', 'B', 'C', 'D']" in empty.stderr

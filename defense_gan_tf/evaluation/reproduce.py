@@ -166,6 +166,35 @@ def cells(table: str, settings: Optional[TableSettings] = None) -> list:
     return out
 
 
+DEFENSE_KEYS = ("none", "defense_gan", "defense_gan_rec", "adv_tr", "magnet")
+ATTACK_KEYS = ("fgsm", "rand_fgsm", "cw")
+
+
+def cell_keys(cell: Cell) -> tuple:
+    """(model, defense, attack) of a cell, as :func:`select` matches them: the model is the
+    defended (black-box: attacked) classifier, the defense one of :data:`DEFENSE_KEYS`."""
+    spec = cell.run.spec
+    defense = spec.defense_type + ("_rec" if spec.train_on_recs else "")
+    return spec.model, defense, spec.attack.attack_type
+
+
+def select(cell_list: list, *, models=None, defenses=None, attacks=None) -> list:
+    """The cells whose model, defense and attack are in the given lists (None: any), in
+    table order; so that the most informative or the cheapest cells can be filled first.
+
+    Raises:
+      ValueError: naming the argument, for a value no cell of any table can have.
+    """
+    for name, given, known in (("defenses", defenses, DEFENSE_KEYS),
+                               ("attacks", attacks, ATTACK_KEYS)):
+        unknown = sorted(set(given or ()) - set(known))
+        if unknown:
+            raise ValueError(f"{name}: unknown {unknown}; expected some of {list(known)}")
+    wanted = (models, defenses, attacks)
+    return [c for c in cell_list
+            if all(w is None or k in w for k, w in zip(cell_keys(c), wanted))]
+
+
 def _comparable(settings: dict) -> dict:
     return {k: v for k, v in settings.items()
             if k not in ("generator_iterations", "generator_sha", "classifier_sha",
@@ -190,6 +219,9 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     loaded splits (test seam).
     """
     todo = cell_list if cell_list is not None else cells(table, settings)
+    if not todo:
+        log(f"{table}: no cell matches the selection")
+        return []
     done = [is_done(c, results_dir) for c in todo]
     remaining = sum(c.estimate_seconds for c, d in zip(todo, done) if not d)
     log(f"{table}: {len(todo)} cells, {sum(done)} done, about {remaining / 3600:.1f} h left "
