@@ -215,13 +215,10 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     """Runs the cells of ``table`` not yet done, with progress and an estimate of the time
     left; returns [(cell, done before, seconds)] (with ``dry_run`` nothing runs).
 
-    ``cell_list``, ``train_data`` and ``test_data`` replace the table's cells and the
-    loaded splits (test seam).
+    ``cell_list`` replaces the table's cells (a :func:`select` of them); ``train_data``
+    and ``test_data`` replace the loaded splits (test seam).
     """
     todo = cell_list if cell_list is not None else cells(table, settings)
-    if not todo:
-        log(f"{table}: no cell matches the selection")
-        return []
     done = [is_done(c, results_dir) for c in todo]
     remaining = sum(c.estimate_seconds for c, d in zip(todo, done) if not d)
     log(f"{table}: {len(todo)} cells, {sum(done)} done, about {remaining / 3600:.1f} h left "
