@@ -8,12 +8,15 @@ the time left, and rebuilds the table there. --dry_run lists the cells, their co
 estimate and which are done.
 
 --models, --defenses and --attacks restrict a run to some cells (the cheap or the most
-informative ones first); the table is rebuilt from every record in the folder.
+informative ones first); the table is rebuilt from every record in the folder, and so is
+--summary (REPRODUCTION.md: every table beside the paper's figures, with what is left to
+run). --summary_only rebuilds that file and runs nothing.
 
 Example:
   python bin/reproduce.py --table=whitebox_mnist --dry_run --data_dir=../shared/data
   python bin/reproduce.py --table=whitebox_mnist --models=A --defenses=none,adv_tr \
       --data_dir=../shared/data
+  python bin/reproduce.py --summary_only
 """
 
 import os
@@ -24,11 +27,16 @@ from absl import flags as absl_flags
 
 import flags as shared  # bin/flags.py
 from defense_gan_tf.config import PROJECTION_PRESETS
+from defense_gan_tf.evaluation.reproduce import TABLES
 
 FLAGS = absl_flags.FLAGS
-absl_flags.DEFINE_enum("table", None, ["whitebox_mnist", "blackbox_mnist",
-                                       "blackbox_eps_mnist", "detection_mnist",
-                                       "whitebox_fmnist", "blackbox_fmnist"], "Which table.")
+absl_flags.DEFINE_enum("table", None, list(TABLES),
+                       "Which table (required unless --summary_only).")
+absl_flags.DEFINE_string("summary", "REPRODUCTION.md", "Rebuilt after a (non-dry) run from "
+                         "every table's records: the tables beside the paper's figures; "
+                         "empty: leave it alone.")
+absl_flags.DEFINE_bool("summary_only", False, "Only rebuild --summary from the records; "
+                       "run nothing.")
 absl_flags.DEFINE_bool("dry_run", False, "List the cells, their estimates and which are "
                        "done; run nothing.")
 absl_flags.DEFINE_integer("num_tests", 500, "Test images per cell without Defense-GAN.")
@@ -55,27 +63,38 @@ absl_flags.DEFINE_list("defenses", None, "Only these defense columns, some of no
                        "defense_gan, defense_gan_rec, adv_tr, magnet (default: all).")
 absl_flags.DEFINE_list("attacks", None, "Only these attacks, some of fgsm, rand_fgsm, cw "
                        "(default: all).")
-absl_flags.mark_flag_as_required("table")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.table is None and not FLAGS.summary_only:
+        raise app.UsageError("--table is required (or --summary_only to rebuild --summary)")
+    if FLAGS.summary_only and not FLAGS.summary:
+        raise app.UsageError("--summary_only needs a --summary path")
     shared.check_paths(files=("generator",), folders=("data_dir", "magnet"),
                        outputs=("results_root", "classifier_dir"))
     from defense_gan_tf.console import command_line
     from defense_gan_tf.evaluation import reproduce
 
-    folder = "fashion_mnist" if FLAGS.table.endswith("fmnist") else "mnist"
-    generator = FLAGS.generator or f"pretrained/{folder}/generator.keras"
-    magnet = FLAGS.magnet
-    if magnet is None and os.path.isdir(f"pretrained/{folder}/magnet"):
-        magnet = f"pretrained/{folder}/magnet"
+    def settings_of(table):  # --generator and --magnet belong to --table alone
+        overrides = {}
+        if table == FLAGS.table:
+            overrides["magnet"] = FLAGS.magnet
+            if FLAGS.generator is not None:
+                overrides["generator"] = FLAGS.generator
+        return reproduce.settings_for(
+            table, num_tests=FLAGS.num_tests, defense_gan_tests=FLAGS.defense_gan_tests,
+            projection=FLAGS.projection, classifier_epochs=FLAGS.nb_epochs, rec_train=FLAGS.rec_train, seed=FLAGS.seed,
+            **overrides)
+
+    if FLAGS.summary_only:
+        with shared.usage_errors():
+            print("wrote", reproduce.write_summary(FLAGS.summary, FLAGS.results_root,
+                                                   settings_of))
+        return
     with shared.usage_errors():
-        settings = reproduce.TableSettings(
-            num_tests=FLAGS.num_tests, defense_gan_tests=FLAGS.defense_gan_tests,
-            projection=FLAGS.projection, generator=generator, magnet=magnet,
-            classifier_epochs=FLAGS.nb_epochs, rec_train=FLAGS.rec_train, seed=FLAGS.seed)
+        settings = settings_of(FLAGS.table)
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
         table_cells = reproduce.cells(FLAGS.table, settings)
     try:
@@ -94,6 +113,8 @@ def main(argv):
                             cell_list=chosen)
         if FLAGS.table == "detection_mnist" and not FLAGS.dry_run:
             reproduce.detection_figure(results_dir, os.path.join(results_dir, "roc.png"))
+        if FLAGS.summary and not FLAGS.dry_run:
+            reproduce.write_summary(FLAGS.summary, FLAGS.results_root, settings_of)
 
 
 if __name__ == "__main__":

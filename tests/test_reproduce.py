@@ -104,3 +104,67 @@ def test_bin_reproduce_selection_and_its_errors(tmp_path):
     assert bad.returncode != 0 and "--defenses: unknown ['madry']" in bad.stderr
     empty = run("--models=F")
     assert empty.returncode != 0 and "its models: ['A', 'B', 'C', 'D']" in empty.stderr
+
+
+def _record(model, defense, accuracy, n=500, rec=False):
+    return {"kind": "whitebox", "run_id": f"{model}{defense}", "finished": "2026",
+            "command": "python bin/reproduce.py --table=whitebox_mnist",
+            "settings": {"model": model, "defense_type": defense, "train_on_recs": rec,
+                         "attack": {"attack_type": "fgsm", "eps": 0.3}},
+            "result": {"clean": {"accuracy": 0.99, "ci95": [0.98, 1.0], "n": n},
+                       "adversarial": {"accuracy": accuracy, "ci95": [0.1, 0.3], "n": n},
+                       "seconds": 200.0}}
+
+
+def test_paper_rows_sit_under_the_measured_rows():
+    from defense_gan_tf.evaluation import report
+
+    ref = {("fgsm (eps 0.3)", "A"): {"no defense": "0.217"},
+           ("fgsm (eps 0.3)", "C"): {"Defense-GAN-Rec": "0.95"}}
+    text = report.paper_table([_record("A", "none", 0.2), _record("B", "none", 0.1)],
+                              "attack", "model", reference=ref)
+    rows = [line for line in text.splitlines() if line.startswith("| fgsm")]
+    assert [r.split(" | ")[1] for r in rows] == ["A", "A (paper)", "B", "C (paper)"]
+    assert rows[1].split(" | ")[3] == "0.217" and rows[0].split(" | ")[3].startswith("0.200")
+    assert rows[3].split(" | ")[4] == "0.95"  # the Rec column of a row with no run yet
+    assert "attack and evaluation took 3.3 min" in text
+    with pytest.raises(ValueError, match="unknown columns"):
+        report.paper_table([], "attack", "model", reference={("x", "A"): {"Rec": "1"}})
+
+
+def test_summary_counts_done_cells_and_shows_paper_figures(tmp_path):
+    from defense_gan_tf.evaluation import report
+
+    settings = reproduce.TableSettings(magnet=None)
+    wb = reproduce.cells("whitebox_mnist", settings)
+    done = reproduce.select(wb, models=["A"], defenses=["none"], attacks=["fgsm"])[0]
+    record = _record("A", "none", 0.212)
+    record["settings"] = report.json_ready(reproduce.flat_settings(done.run))
+    folder = tmp_path / "whitebox_mnist"
+    report.write_json(str(folder / "whitebox_A_none.json"), record)
+    (folder / "reading.md").write_text("The undefended cell matches the paper.")
+    path = reproduce.write_summary(str(tmp_path / "R.md"), str(tmp_path),
+                                   lambda table: settings)
+    text = open(path).read()
+    left = sum(c.estimate_seconds for c in wb if c is not done) / 3600
+    assert f"1 of {len(wb)} cells done; the other {len(wb) - 1} are estimated at " \
+           f"{left:.1f} h" in text
+    assert "| fgsm (eps 0.3) | A | 0.990 [0.98, 1.00] n=500 | 0.212" in text
+    assert "| fgsm (eps 0.3) | A (paper) | 0.997 | 0.217 | 0.988 |" in text
+    assert "Reading: The undefended cell matches the paper." in text
+    for table in reproduce.TABLES:  # every table has its section, run or not
+        assert reproduce.TITLES[table] in text and f"--table={table}" in text
+    assert "0 of 20 cells done" in text  # the epsilon sweep without MagNet: nothing run
+
+
+def test_bin_reproduce_summary_only(tmp_path):
+    base = [sys.executable, os.path.join(ROOT, "bin", "reproduce.py"),
+            f"--results_root={tmp_path}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run(base + ["--summary_only", f"--summary={tmp_path / 'R.md'}"],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "# Reproduction of the paper's tables" in (tmp_path / "R.md").read_text()
+    missing = subprocess.run(base, capture_output=True, text=True, env=env, timeout=300,
+                             cwd=ROOT)
+    assert missing.returncode != 0 and "--table is required" in missing.stderr

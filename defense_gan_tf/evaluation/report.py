@@ -111,6 +111,12 @@ def _row_key(run: dict) -> tuple:
     return (_attack_label(s), s["model"])
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def _run_line(run: dict) -> str:
     s, r = run["settings"], run["result"]
     proj = s.get("projection") or {}
@@ -135,6 +141,8 @@ def _run_line(run: dict) -> str:
             + "".join(f", {e}" for e in extra) + (f"; {setting}" if setting else "")
             + (f"; generator iterations {s['generator_iterations']}"
                if s.get("generator_iterations") is not None else "")
+            + (f"; attack and evaluation took {_duration(r['seconds'])}" if "seconds" in r
+               else "")
             + (f"; run {run['run_id']}" if run.get("run_id") else "")
             + f"  \n  `{run['command']}`")
 
@@ -157,7 +165,7 @@ def defense_tag(run: dict) -> str:
     return tag
 
 
-def paper_table(runs: list, first: str, second: str) -> str:
+def paper_table(runs: list, first: str, second: str, reference: Optional[dict] = None) -> str:
     """Markdown table in the paper's layout plus the list of runs behind it.
 
     A cell holds the latest run for each distinct :func:`defense_tag` (ordered by
@@ -165,6 +173,10 @@ def paper_table(runs: list, first: str, second: str) -> str:
     each other. When runs with other settings (another generator, classifier,
     epochs...) fall in the same place, the cell shows the latest and names the
     run; all of them are listed under the table with their settings.
+
+    ``reference`` maps a row's (first, second) cells to {column: text}: the
+    published figures, shown in a row of their own, marked "(paper)", under the
+    measured row (or alone when that row has no run yet).
     """
     rows: dict = {}
     ordered = sorted(runs, key=lambda r: r.get("finished", ""))
@@ -201,10 +213,20 @@ def paper_table(runs: list, first: str, second: str) -> str:
 
     lines = [f"| {first} | {second} | " + " | ".join(COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
-    for (a, b), row in sorted(rows.items()):
-        cells = ["<br>".join(show(row[c][k]) for k in sorted(row[c])) if c in row else ""
-                 for c in COLUMNS]
-        lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
+    reference = reference or {}
+    for key in sorted(set(rows) | set(reference)):
+        a, b = key
+        if key in rows:
+            row = rows[key]
+            cells = ["<br>".join(show(row[c][k]) for k in sorted(row[c])) if c in row
+                     else "" for c in COLUMNS]
+            lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
+        if key in reference:
+            unknown = set(reference[key]) - set(COLUMNS)
+            if unknown:
+                raise ValueError(f"reference row {key}: unknown columns {sorted(unknown)}")
+            lines.append(f"| {a} | {b} (paper) | "
+                         + " | ".join(reference[key].get(c, "") for c in COLUMNS) + " |")
     lines += ["", "Runs (latest last): settings, input-gradient norm (mean L2 over clean "
               "test images; near 0 means the attack had almost no signal), command.", ""]
     lines += [_run_line(run) for run in ordered]

@@ -256,6 +256,99 @@ def _workflow(kind: str):
     return run_blackbox
 
 
+TITLES = {
+    "whitebox_mnist": "White box, MNIST (paper Tables 3 and 4)",
+    "blackbox_mnist": "Black box, MNIST, FGSM eps 0.3 (paper Tables 1 and 2)",
+    "blackbox_eps_mnist": "Black box, MNIST, F/E across epsilon (paper Table 2 sweep)",
+    "detection_mnist": "Detection by reconstruction error, MNIST (paper Figure 4)",
+    "whitebox_fmnist": "White box, Fashion-MNIST (paper section 4)",
+    "blackbox_fmnist": "Black box, Fashion-MNIST, F/E (paper section 4)",
+}
+
+# The paper's figures where they are known exactly (the authors' issue #2 confirms the
+# first two), by table and row (the keys of the measured rows), and what is known of the
+# rest as ranges (../shared/DESIGN.md section 5).
+PAPER_CELLS = {
+    "whitebox_mnist": {("fgsm (eps 0.3)", "A"): {"no attack": "0.997", "no defense": "0.217",
+                                                 "Defense-GAN-Rec": "0.988"}},
+}
+PAPER_RANGES = {
+    "whitebox_mnist": "across models A-D and FGSM, RAND+FGSM and CW, Defense-GAN-Rec "
+                      "stays about 0.92-0.99 while no defense falls to 0.02-0.33.",
+    "blackbox_mnist": "no defense about 0.2-0.65, Defense-GAN-Rec about 0.97-0.99, "
+                      "Defense-GAN-Orig a few points lower.",
+    "whitebox_fmnist": "Fashion-MNIST is harder: Defense-GAN about 0.8-0.9.",
+    "blackbox_fmnist": "Fashion-MNIST is harder: Defense-GAN about 0.8-0.9.",
+}
+
+
+def settings_for(table: str, **overrides) -> TableSettings:
+    """The table's settings with its dataset's shipped generator and MagNet folder
+    (``pretrained/<dataset>/``; MagNet only when that folder exists) unless given."""
+    folder = _dataset_of(table)
+    overrides.setdefault("generator", f"pretrained/{folder}/generator.keras")
+    if overrides.get("magnet") is None:
+        magnet = f"pretrained/{folder}/magnet"
+        overrides["magnet"] = magnet if os.path.isdir(magnet) else None
+    return TableSettings(**overrides)
+
+
+def table_section(table: str, results_root: str, settings: TableSettings) -> str:
+    """One table of REPRODUCTION.md: its command, how many cells are done and what the
+    rest would cost, the measured cells beside the paper's, the reading (the optional
+    hand-written ``reading.md`` in the table's folder) and every run behind it."""
+    results_dir = table_results_dir(results_root, table)
+    kind = "blackbox" if table.startswith("blackbox") else "whitebox"
+    todo = cells(table, settings)
+    missing = [c for c in todo if not is_done(c, results_dir)]
+    hours = sum(c.estimate_seconds for c in missing) / 3600
+    lines = [f"## {TITLES[table]}", "",
+             f"`python bin/reproduce.py --table={table} --data_dir=../shared/data` "
+             f"(records and figures in `{results_dir}/`)", "",
+             f"{len(todo) - len(missing)} of {len(todo)} cells done"
+             + (f"; the other {len(missing)} are estimated at {hours:.1f} h on the reference "
+                "2-core CPU (`--dry_run` lists them)." if missing else "."), ""]
+    if table in PAPER_RANGES:
+        lines += [f"Paper: {PAPER_RANGES[table]}", ""]
+    runs = report.load_runs(results_dir, prefix=f"{kind}_") if os.path.isdir(results_dir) \
+        else []
+    reference = PAPER_CELLS.get(table)
+    table_text, runs_text = "", ""
+    if runs or reference:
+        second = "model" if kind == "whitebox" else "black box / substitute"
+        text = report.paper_table(runs, "attack", second, reference=reference)
+        table_text, sep, rest = text.partition("\nRuns (latest last)")
+        runs_text = (sep + rest).strip() if runs else ""
+        lines += [table_text.strip(), ""]
+    roc = os.path.join(results_dir, "roc.png")
+    if os.path.exists(roc):
+        lines += [f"![ROC]({roc})", ""]
+    reading = os.path.join(results_dir, "reading.md")
+    if os.path.exists(reading):
+        with open(reading) as f:
+            lines += ["Reading: " + f.read().strip(), ""]
+    if runs_text:
+        lines += [runs_text, ""]
+    return "\n".join(lines)
+
+
+def write_summary(path: str, results_root: str, settings_of: Callable[[str], TableSettings]
+                  = settings_for) -> str:
+    """Writes REPRODUCTION.md: every table of :data:`TABLES`, done or not, from the records
+    under ``results_root``; ``settings_of(table)`` gives the settings a cell must match."""
+    head = ["# Reproduction of the paper's tables", "",
+            "Each cell: accuracy with its 95% Wilson interval and the number of test images "
+            "(n); Defense-GAN cells name L and R, and the runs under each table give the "
+            "generator's training iterations, the input-gradient norm, the time the "
+            "evaluation took and the exact command. Rows marked (paper) hold the published "
+            "figures where they are known. Rebuilt by `python bin/reproduce.py --summary_only`"
+            " and after every table run.", ""]
+    body = [table_section(t, results_root, settings_of(t)) for t in TABLES]
+    with open(path, "w") as f:
+        f.write("\n".join(head + body))
+    return path
+
+
 def table_results_dir(root: str, table: str) -> str:
     """Where a table's records go: ``<root>/<table>``."""
     return os.path.join(root, table)
