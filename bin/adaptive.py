@@ -22,9 +22,11 @@ FLAGS = absl_flags.FLAGS
 shared.define_evaluation_flags(results_dir="results/adaptive", model_flag="model",
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=200, choose_defense=False)
-absl_flags.DEFINE_list("attacks", ["fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_pgd_l2",
-                                   "cw_bpda", "latent"], "Attacks to run (fgsm: through the "
-                       "unrolled projection; bpda_*: BPDA; latent: latent-space search).")
+absl_flags.DEFINE_list("attacks", ["fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd",
+                                   "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda", "latent"],
+                       "Attacks to run (fgsm: through the unrolled projection; bpda_*: BPDA, "
+                       "bpda_track_*: BPDA following z* from step to step; latent: "
+                       "latent-space search).")
 absl_flags.DEFINE_list("eps_linf", ["0.1", "0.2", "0.3"], "L-infinity budgets.")
 absl_flags.DEFINE_list("eps_l2", ["1", "2", "4"], "L2 budgets.")
 absl_flags.DEFINE_float("latent_budget", 0.005, "Mean squared error per pixel of the "
@@ -38,6 +40,8 @@ absl_flags.DEFINE_integer("attack_rec_iters", 0, "L of the projection the BPDA a
                           "forward (0: the defense's). Cheaper only weakens the attack.")
 absl_flags.DEFINE_integer("attack_rec_rr", 0, "R of the attacker's projection (0: the "
                           "defense's).")
+absl_flags.DEFINE_integer("track_steps", 10, "Descent steps per attack step of the "
+                          "bpda_track_* attacks, from the previous step's z*.")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
                           "range budget, twice the PGD steps, identity BPDA); 0 skips them.")
 
@@ -59,7 +63,7 @@ def build_run():
                        eot_samples=FLAGS.eot_samples, cw_iterations=FLAGS.cw_iterations,
                        latent_steps=FLAGS.latent_steps, sanity_images=FLAGS.sanity_images,
                        attack_iterations=FLAGS.attack_rec_iters,
-                       attack_restarts=FLAGS.attack_rec_rr)
+                       attack_restarts=FLAGS.attack_rec_rr, track_steps=FLAGS.track_steps)
 
 
 class _Outcome:

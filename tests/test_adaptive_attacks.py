@@ -148,10 +148,11 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, command="pytest", log=lambda m: None)
     cells = out["cells"]
-    # fgsm, bpda_pgd, bpda_eot_pgd at 2 budgets; pgd_l2, cw at 1; latent at 1.
-    assert len(cells) == 3 * 2 + 2 + 1
+    # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd at 2 budgets; pgd_l2, its tracking
+    # twin and cw at 1; latent at 1.
+    assert len(cells) == 4 * 2 + 3 + 1
     names = os.listdir(tmp_path / "res")
-    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 9
+    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 12
     assert any(n.startswith("robustness_curve_") for n in names)
     for (norm, budget), entry in out["worst_case"].items():
         same = [c for c in cells if c.norm == norm and c.budget == budget]
@@ -239,3 +240,47 @@ def test_identity_sanity_check_catches_a_wrong_backward_pass(toy):
     assert np.abs(pgd(zero_backward) - alone).max() > 0.1
     with pytest.raises(ValueError, match="bpda or none"):
         attach_gradient(x, x, "full")
+
+
+def test_tracking_bpda_follows_the_projection_at_a_fraction_of_its_cost(dense_generator):
+    import keras
+
+    from defense_gan_tf.defense.projection import Projector
+
+    g = dense_generator()
+    clf = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(3, kernel_initializer=keras.initializers
+                                               .RandomNormal(stddev=0.05, seed=3))])
+    rng = np.random.default_rng(0)
+    x = g(rng.normal(size=(4, 8)).astype(np.float32) * 0.35).numpy()
+    cfg = config_lib.ProjectionConfig(iterations=60, restarts=4)
+    full = Projector(g, cfg, "bpda")
+    tracker = attacks.TrackingBPDA(clf, g, cfg, track_steps=5, seed=1)
+    # The first call is the defense's projection (same seeded starts).
+    np.testing.assert_allclose(tracker(x), clf(full(x, seed=[1, 5]).reconstruction),
+                               atol=1e-6)
+    assert tracker.generator_passes == 60 * 4 * 4
+    # A moved image: 5 steps from the last z* fit it as well as the full projection,
+    # far better than 5 steps from a random start.
+    moved = tf.constant(np.clip(x + rng.uniform(-0.05, 0.05, x.shape), 0, 1)
+                        .astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(moved)
+        logits = tracker(moved)
+        target = tf.reduce_sum(logits[:, 0])
+    assert tracker.generator_passes == 60 * 4 * 4 + 5 * 4
+    tracked = np.mean((g(tracker.z).numpy() - moved.numpy()) ** 2, axis=(1, 2, 3))
+    best = full(moved, seed=[2, 5]).error.numpy()
+    cold = Projector(g, config_lib.ProjectionConfig(iterations=5, restarts=1))(
+        moved, seed=[3, 5]).error.numpy()
+    assert np.all(tracked <= 1.5 * best + 1e-6), (tracked, best)
+    assert cold.mean() > 2 * tracked.mean(), (cold, tracked)
+    # BPDA: the input gradient is the classifier's at G(z*) (here its first weight column).
+    weight = clf.layers[-1].kernel.numpy()[:, 0].reshape(28, 28, 1)
+    np.testing.assert_allclose(tape.gradient(target, moved), np.stack([weight] * 4),
+                               atol=1e-6)
+    tracker.reset()
+    np.testing.assert_allclose(tracker(moved), clf(full(moved, seed=[1, 5]).reconstruction),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="track_steps"):
+        attacks.TrackingBPDA(clf, g, cfg, track_steps=0)

@@ -2,7 +2,8 @@
 
 White-box attacks of the Defense-GAN paper (section 4): FGSM, RAND+FGSM,
 Carlini-Wagner L2, plus PGD in L-infinity and L2 (with expectation over a randomized
-model's draws, EOT), the latent-space attack of Athalye et al. (2018, 5.4.2); and the
+model's draws, EOT), BPDA that follows z* from step to step (``TrackingBPDA``), the
+latent-space attack of Athalye et al. (2018, 5.4.2); and the
 black-box substitute training of section 4.1 (Papernot et al. 2017). Every result
 stays inside [clip_min, clip_max].
 """
@@ -16,8 +17,9 @@ from defense_gan_tf.attacks.pgd import pgd_l2, pgd_linf
 from defense_gan_tf.attacks.rand_fgsm import rand_fgsm
 from defense_gan_tf.attacks.substitute import (SubstituteResult, jacobian_augmentation,
                                                train_substitute)
+from defense_gan_tf.attacks.tracking import TrackingBPDA
 
-__all__ = ["LatentAttackResult", "SubstituteResult", "accepts_seed", "cw_l2",
+__all__ = ["LatentAttackResult", "SubstituteResult", "TrackingBPDA", "accepts_seed", "cw_l2",
            "expected_loss_and_gradient", "fgsm", "input_gradient_norm",
            "jacobian_augmentation", "labels_or_predictions", "latent_attack", "pgd_l2",
            "pgd_linf", "rand_fgsm", "train_substitute"]

@@ -3,8 +3,9 @@
 Run the way the adaptive-attack literature asks (Athalye, Carlini and Wagner 2018;
 Carlini et al. 2019, "On evaluating adversarial robustness"): several attacks per
 budget, each crafted against the defense (the paper's full gradient through the
-unrolled projection, BPDA, BPDA with expectation over the random starts, PGD in L2,
-CW-L2 through BPDA, the latent-space attack), every adversarial image then scored
+unrolled projection, BPDA, BPDA with expectation over the random starts, BPDA that
+follows z* from step to step, PGD in L2, CW-L2 through BPDA, the latent-space
+attack), every adversarial image then scored
 through a fresh projection. An image counts as robust at a budget only if it survived
 every attack of that budget. The same attacks on the undefended classifier give the
 "no defense" line.
@@ -21,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import attacks
+from defense_gan_tf.attacks import TrackingBPDA
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
 from defense_gan_tf.defense.projection import attach_gradient
@@ -87,12 +89,12 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     common = dict(y=y, clip_min=lo, clip_max=hi)
     if attack == "fgsm":
         return attacks.fgsm(model_fn, x, eps=budget, seed=seed, **common).numpy(), None
-    if attack in ("bpda_pgd", "bpda_eot_pgd"):
+    if attack in ("bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd"):
         k = run.eot_samples if attack == "bpda_eot_pgd" else 1
         return attacks.pgd_linf(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
                                 iterations=steps, seed=seed, eot_samples=k,
                                 **common).numpy(), None
-    if attack == "bpda_pgd_l2":
+    if attack in ("bpda_pgd_l2", "bpda_track_pgd_l2"):
         return attacks.pgd_l2(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
                               iterations=steps, seed=seed, **common).numpy(), None
     if attack == "cw_bpda":
@@ -217,6 +219,15 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                                          draw_seed=spec.seed * 2 + 1)
                 for mode, projection in (("full", spec.projection),
                                          ("bpda", run.attack_projection))}
+
+    def attacker(mode, seed):
+        """The model an attack of gradient ``mode`` differentiates (None: the classifier);
+        a tracking attacker is new for every batch (it keeps that batch's z*)."""
+        if mode == "track":
+            return TrackingBPDA(classifier, generator, run.attack_projection,
+                                track_steps=run.track_steps, seed=seed)
+        return defended.get(mode, classifier)
+
     cells = []
     for attack in run.attacks:
         norm, mode, _ = ATTACKS[attack]
@@ -229,7 +240,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                 seed = spec.seed * 1_000_003 + start
                 common = dict(classifier=classifier, generator=generator, seed=seed)
                 x_adv, share = craft(attack, budget, run, x, y,
-                                     model_fn=defended.get(mode, classifier),
+                                     model_fn=attacker(mode, seed),
                                      start_projector=scorer, **common)
                 ok.append(defended_correct(x_adv, y, seed))
                 plain, _ = craft(attack, budget, run, x, y, model_fn=classifier,
@@ -238,9 +249,9 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                 distortion.append(_distortion(norm, x_adv, x.numpy()) * len(y))
                 if share is not None:
                     found.append(share * len(y))
-                if mode is not None:
-                    grads.append(attacks.input_gradient_norm(defended[mode], x[:5],
-                                                             y[:5]).numpy())
+                if mode is not None:  # tracking: BPDA's gradient at the first step
+                    grads.append(attacks.input_gradient_norm(
+                        defended["bpda" if mode == "track" else mode], x[:5], y[:5]).numpy())
             n = len(x_all)
             cell = AttackCell(
                 attack=attack, norm=norm, budget=float(budget),

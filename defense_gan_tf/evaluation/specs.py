@@ -99,7 +99,10 @@ ATTACKS = {
     "fgsm": ("linf", "full", "FGSM through the unrolled projection (the paper's white box)"),
     "bpda_pgd": ("linf", "bpda", "PGD with BPDA"),
     "bpda_eot_pgd": ("linf", "bpda", "PGD with BPDA and EOT over the random starts"),
+    "bpda_track_pgd": ("linf", "track", "PGD with BPDA, the attacker's projection following "
+                       "z* from step to step"),
     "bpda_pgd_l2": ("l2", "bpda", "PGD in L2 with BPDA"),
+    "bpda_track_pgd_l2": ("l2", "track", "PGD in L2 with BPDA, following z*"),
     "cw_bpda": ("l2", "bpda", "Carlini-Wagner L2 with BPDA (found only within the budget)"),
     "latent": ("mse", None, "latent-space search (Athalye et al. 5.4.2), re-projected"),
 }
@@ -123,6 +126,9 @@ class AdaptiveRun:
         attacks' forward passes (0: the defense's own). A cheaper attacker projection
         can only weaken the attack; every adversarial image is still scored through
         the defense's full projection.
+      track_steps: descent steps per attack step of the ``bpda_track_*`` attacks, from
+        the previous step's z* (their first step projects like the other BPDA attacks;
+        :class:`defense_gan_tf.attacks.TrackingBPDA`).
       sanity_images: test images the sanity checks of Carlini et al. (2019) run on
         (0 skips them): BPDA-PGD at the whole pixel range, BPDA-PGD with twice the
         steps, and BPDA through an identity projection against the classifier alone.
@@ -130,7 +136,8 @@ class AdaptiveRun:
 
     spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
         defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
-    attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_pgd_l2", "cw_bpda", "latent")
+    attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "bpda_pgd_l2",
+                      "bpda_track_pgd_l2", "cw_bpda", "latent")
     eps_linf: tuple = (0.1, 0.2, 0.3)
     eps_l2: tuple = (1.0, 2.0, 4.0)
     latent_budget: float = 0.005
@@ -144,6 +151,7 @@ class AdaptiveRun:
     sanity_images: int = 20
     attack_iterations: int = 0
     attack_restarts: int = 0
+    track_steps: int = 10
 
     def __post_init__(self):
         unknown = sorted(set(self.attacks) - set(ATTACKS))
@@ -158,7 +166,7 @@ class AdaptiveRun:
                 not e > 0 for e in self.eps_l2):
             raise ValueError(f"eps_linf must be in (0, {hi - lo}] and eps_l2 > 0")
         for name in ("pgd_steps", "pgd_l2_steps", "eot_samples", "cw_iterations",
-                     "latent_steps"):
+                     "latent_steps", "track_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sanity_images < 0:
