@@ -23,10 +23,11 @@ shared.define_evaluation_flags(results_dir="results/adaptive", model_flag="model
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=200, choose_defense=False)
 absl_flags.DEFINE_list("attacks", ["fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd",
-                                   "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda", "latent"],
-                       "Attacks to run (fgsm: through the unrolled projection; bpda_*: BPDA, "
-                       "bpda_track_*: BPDA following z* from step to step; latent: "
-                       "latent-space search).")
+                                   "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda",
+                                   "cw_bpda_track", "latent"],
+                       "Attacks to run (fgsm: through the unrolled projection; bpda_*, "
+                       "cw_bpda: BPDA; *track*: BPDA following z* from step to step; "
+                       "latent: latent-space search).")
 absl_flags.DEFINE_list("eps_linf", ["0.1", "0.2", "0.3"], "L-infinity budgets.")
 absl_flags.DEFINE_list("eps_l2", ["1", "2", "4"], "L2 budgets.")
 absl_flags.DEFINE_float("latent_budget", 0.005, "Mean squared error per pixel of the "
@@ -41,7 +42,7 @@ absl_flags.DEFINE_integer("attack_rec_iters", 0, "L of the projection the BPDA a
 absl_flags.DEFINE_integer("attack_rec_rr", 0, "R of the attacker's projection (0: the "
                           "defense's).")
 absl_flags.DEFINE_integer("track_steps", 10, "Descent steps per attack step of the "
-                          "bpda_track_* attacks, from the previous step's z*.")
+                          "tracking attacks (*track*), from the previous step's z*.")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
                           "range budget, twice the PGD steps, identity BPDA); 0 skips them.")
 

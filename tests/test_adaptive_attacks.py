@@ -148,11 +148,11 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, command="pytest", log=lambda m: None)
     cells = out["cells"]
-    # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd at 2 budgets; pgd_l2, its tracking
-    # twin and cw at 1; latent at 1.
-    assert len(cells) == 4 * 2 + 3 + 1
+    # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd at 2 budgets; pgd_l2 and cw with
+    # their tracking twins at 1; latent at 1.
+    assert len(cells) == 4 * 2 + 4 + 1
     names = os.listdir(tmp_path / "res")
-    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 12
+    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 13
     assert any(n.startswith("robustness_curve_") for n in names)
     for (norm, budget), entry in out["worst_case"].items():
         same = [c for c in cells if c.norm == norm and c.budget == budget]

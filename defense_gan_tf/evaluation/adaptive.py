@@ -97,7 +97,7 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     if attack in ("bpda_pgd_l2", "bpda_track_pgd_l2"):
         return attacks.pgd_l2(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
                               iterations=steps, seed=seed, **common).numpy(), None
-    if attack == "cw_bpda":
+    if attack in ("cw_bpda", "cw_bpda_track"):
         x_cw = attacks.cw_l2(model_fn, x, binary_search_steps=1,
                              max_iterations=run.cw_iterations,
                              learning_rate=run.cw_learning_rate,

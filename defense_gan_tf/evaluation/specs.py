@@ -104,6 +104,7 @@ ATTACKS = {
     "bpda_pgd_l2": ("l2", "bpda", "PGD in L2 with BPDA"),
     "bpda_track_pgd_l2": ("l2", "track", "PGD in L2 with BPDA, following z*"),
     "cw_bpda": ("l2", "bpda", "Carlini-Wagner L2 with BPDA (found only within the budget)"),
+    "cw_bpda_track": ("l2", "track", "Carlini-Wagner L2 with BPDA following z*"),
     "latent": ("mse", None, "latent-space search (Athalye et al. 5.4.2), re-projected"),
 }
 
@@ -126,7 +127,7 @@ class AdaptiveRun:
         attacks' forward passes (0: the defense's own). A cheaper attacker projection
         can only weaken the attack; every adversarial image is still scored through
         the defense's full projection.
-      track_steps: descent steps per attack step of the ``bpda_track_*`` attacks, from
+      track_steps: descent steps per attack step of the tracking attacks, from
         the previous step's z* (their first step projects like the other BPDA attacks;
         :class:`defense_gan_tf.attacks.TrackingBPDA`).
       sanity_images: test images the sanity checks of Carlini et al. (2019) run on
@@ -137,7 +138,7 @@ class AdaptiveRun:
     spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
         defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
     attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "bpda_pgd_l2",
-                      "bpda_track_pgd_l2", "cw_bpda", "latent")
+                      "bpda_track_pgd_l2", "cw_bpda", "cw_bpda_track", "latent")
     eps_linf: tuple = (0.1, 0.2, 0.3)
     eps_l2: tuple = (1.0, 2.0, 4.0)
     latent_budget: float = 0.005
