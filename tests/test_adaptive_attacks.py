@@ -160,6 +160,7 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
     linf = [c for c in cells if c.norm == "linf"]
     assert all(c.mean_distortion <= c.budget + 1e-6 for c in linf)
     assert "Worst case" in out["table"] and "| bpda_eot_pgd | linf | 0.3 |" in out["table"]
+    assert "later steps descend 10 steps from the previous z*" in out["table"]
     checks = {c["name"]: c for c in out["sanity"]}
     assert set(checks) == {"full_range", "more_steps", "identity_bpda"}
     assert checks["identity_bpda"]["passed"] and checks["identity_bpda"]["same_labels"]

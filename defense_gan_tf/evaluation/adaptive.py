@@ -307,7 +307,10 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
              f"{settings['generator_iterations']})", "",
              f"BPDA attacks project with L={settings.get('attack_iterations') or proj['iterations']}"
              f", R={settings.get('attack_restarts') or proj['restarts']} in their forward "
-             "passes; every adversarial image is scored through a fresh projection of the "
+             "passes" + (f" (the tracking attacks in their first; later steps descend "
+                         f"{settings['track_steps']} steps from the previous z*)"
+                         if any(ATTACKS[c.attack][1] == "track" for c in cells) else "")
+             + "; every adversarial image is scored through a fresh projection of the "
              "defense.", "",
              "| attack | norm | budget | Defense-GAN | no defense | mean distortion | "
              "input-gradient norm | found | s / image |", "|---|---|---|---|---|---|---|---|---|"]
