@@ -85,8 +85,8 @@ def main(argv):
                 overrides["generator"] = FLAGS.generator
         return reproduce.settings_for(
             table, num_tests=FLAGS.num_tests, defense_gan_tests=FLAGS.defense_gan_tests,
-            projection=FLAGS.projection, classifier_epochs=FLAGS.nb_epochs, rec_train=FLAGS.rec_train, seed=FLAGS.seed,
-            **overrides)
+            projection=FLAGS.projection, classifier_epochs=FLAGS.nb_epochs,
+            rec_train=FLAGS.rec_train, seed=FLAGS.seed, **overrides)
 
     if FLAGS.summary_only:
         with shared.usage_errors():

@@ -31,9 +31,10 @@ class TrackingBPDA:
     """A classifier behind Defense-GAN as an iterative BPDA attacker sees it.
 
     Call it like a model_fn (images -> logits; the backward pass is the identity
-    through the projection). It keeps each image's z* between calls: build one per
-    batch of images, or call :meth:`reset` before a new batch. A call with another
-    batch size starts over with a full projection.
+    through the projection). It keeps each image's z* between calls: call :meth:`reset`
+    before a new batch of images (one tracker serves many batches; its two compiled
+    projections are traced once). A call with another batch size starts over with a
+    full projection.
 
     Args:
       classifier: images -> logits.
@@ -58,9 +59,12 @@ class TrackingBPDA:
         self.z = None
         self.generator_passes = 0  # rows x descent steps run so far (the attacker's cost)
 
-    def reset(self) -> None:
-        """Forget the tracked z*: the next call projects from random starts."""
+    def reset(self, seed: Optional[int] = None) -> None:
+        """Forget the tracked z*: the next call projects from random starts (seeded by
+        ``seed`` when given)."""
         self.z = None
+        if seed is not None:
+            self.seed = seed
 
     def __call__(self, images, training=False):
         images = tf.convert_to_tensor(images, tf.float32)

@@ -219,13 +219,15 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                                          draw_seed=spec.seed * 2 + 1)
                 for mode, projection in (("full", spec.projection),
                                          ("bpda", run.attack_projection))}
+    tracker = TrackingBPDA(classifier, generator, run.attack_projection,
+                           track_steps=run.track_steps)
 
     def attacker(mode, seed):
         """The model an attack of gradient ``mode`` differentiates (None: the classifier);
-        a tracking attacker is new for every batch (it keeps that batch's z*)."""
+        the tracking attacker starts every batch afresh (it keeps that batch's z*)."""
         if mode == "track":
-            return TrackingBPDA(classifier, generator, run.attack_projection,
-                                track_steps=run.track_steps, seed=seed)
+            tracker.reset(seed=seed)
+            return tracker
         return defended.get(mode, classifier)
 
     cells = []

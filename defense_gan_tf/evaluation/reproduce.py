@@ -201,11 +201,19 @@ def _comparable(settings: dict) -> dict:
                          "magnet_sha")}
 
 
+def done_flags(cell_list: list, results_dir: str) -> list:
+    """Per cell, whether a record with its settings exists in ``results_dir`` (the
+    records are read once for the whole list)."""
+    recorded = {kind: [_comparable(r["settings"]) for r in
+                       report.load_runs(results_dir, prefix=f"{kind}_")]
+                for kind in {c.kind for c in cell_list}}
+    return [_comparable(report.json_ready(flat_settings(c.run))) in recorded[c.kind]
+            for c in cell_list]
+
+
 def is_done(cell: Cell, results_dir: str) -> bool:
     """Whether a record with the cell's settings exists in ``results_dir``."""
-    want = _comparable(report.json_ready(flat_settings(cell.run)))
-    return any(_comparable(r["settings"]) == want
-               for r in report.load_runs(results_dir, prefix=f"{cell.kind}_"))
+    return done_flags([cell], results_dir)[0]
 
 
 def run_table(table: str, settings: TableSettings, *, results_dir: str, classifier_dir: str,
@@ -219,7 +227,7 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     and ``test_data`` replace the loaded splits (test seam).
     """
     todo = cell_list if cell_list is not None else cells(table, settings)
-    done = [is_done(c, results_dir) for c in todo]
+    done = done_flags(todo, results_dir)
     remaining = sum(c.estimate_seconds for c, d in zip(todo, done) if not d)
     log(f"{table}: {len(todo)} cells, {sum(done)} done, about {remaining / 3600:.1f} h left "
         f"(estimate)")
@@ -300,7 +308,7 @@ def table_section(table: str, results_root: str, settings: TableSettings) -> str
     results_dir = table_results_dir(results_root, table)
     kind = "blackbox" if table.startswith("blackbox") else "whitebox"
     todo = cells(table, settings)
-    missing = [c for c in todo if not is_done(c, results_dir)]
+    missing = [c for c, d in zip(todo, done_flags(todo, results_dir)) if not d]
     hours = sum(c.estimate_seconds for c in missing) / 3600
     lines = [f"## {TITLES[table]}", "",
              f"`python bin/reproduce.py --table={table} --data_dir=../shared/data` "
