@@ -9,7 +9,6 @@ Wasserstein estimate. Writes JSON and a PNG with one panel per loss:
   python bench/precision_losses.py --data_dir=../shared/data --iters=300
 """
 
-import json
 import os
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 
 from absl import app, flags
 
-from defense_gan_tf import hardware
+from defense_gan_tf import hardware, jsonio
 
 hardware.enable_onednn()  # before TensorFlow is imported
 
@@ -119,10 +118,8 @@ def main(argv):
         "machine": hardware.describe(),
         "command": "python bench/precision_losses.py " + " ".join(sys.argv[1:]),
     }
-    with open(FLAGS.output, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(json.dumps({k: result[k] for k in ("seconds", "summary")}, indent=2))
+    jsonio.write_json(FLAGS.output, result, sort_keys=False)
+    print(jsonio.dumps({k: result[k] for k in ("seconds", "summary")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ latent vector; achieved GFLOP/s = that count x B x R / per-step time.
 Writes bench/results/projection.json and bench/results/projection.md.
 """
 
-import json
-import os
 import statistics
 import sys
 import time
 
 from absl import app, flags
 
-from defense_gan_tf import hardware
+from defense_gan_tf import hardware, jsonio
 
 hardware.enable_onednn()  # before TensorFlow is imported
 
@@ -222,10 +220,7 @@ def main(argv):
         "machine": hardware.describe(),
         "command": "python bench/projection.py " + " ".join(sys.argv[1:]),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    jsonio.write_json(FLAGS.output + ".json", result, sort_keys=False)
     lines = [f"Projection at L={FLAGS.iterations}, R={FLAGS.restarts}, {result['generator']}; "
              f"matmul peak {peak:.1f} GFLOP/s. Command: `{result['command']}`", "",
              "| batch | " + " | ".join(f"{v} img/s | {v} % peak" for v in FLAGS.variants) + " |",

@@ -30,7 +30,7 @@ import time
 
 from absl import app, flags
 
-from defense_gan_tf import hardware
+from defense_gan_tf import hardware, jsonio
 
 hardware.enable_onednn()  # before TensorFlow is imported
 
@@ -237,12 +237,7 @@ def write_outputs(rows, identity, iterations, command):
         "machine": hardware.describe(),
         "command": command,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    tmp = FLAGS.output + ".json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, FLAGS.output + ".json")
+    jsonio.write_json(FLAGS.output + ".json", result, sort_keys=False)
     with open(FLAGS.output + ".md", "w") as f:
         f.write(f"# Projection accuracy against compute ({identity['dataset']}, "
                 f"{identity['num_images']} test images, generator iterations {iterations})"

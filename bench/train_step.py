@@ -13,8 +13,6 @@ other processes affects all alike. Writes JSON (default bench/results/train_step
   python bench/train_step.py --data_dir=../shared/data --iters=10 --rounds=2
 """
 
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -22,7 +20,7 @@ import time
 
 from absl import app, flags
 
-from defense_gan_tf import hardware
+from defense_gan_tf import hardware, jsonio
 
 hardware.enable_onednn()  # before TensorFlow is imported
 
@@ -142,11 +140,8 @@ def main(argv):
         "machine": hardware.describe(),
         "command": "python bench/train_step.py " + " ".join(sys.argv[1:]),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(json.dumps(result, indent=2))
+    jsonio.write_json(FLAGS.output, result, sort_keys=False)
+    print(jsonio.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ are enforced by the signatures. The SavedModel needs only TensorFlow to load:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Optional
@@ -24,7 +23,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from defense_gan_tf import __version__
+from defense_gan_tf import __version__, jsonio
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.errors import InputError
@@ -121,9 +120,10 @@ def export_saved_model(classifier: keras.Model, generator: keras.Model, path: st
         "generate": module.generate.get_concrete_function(),
     }
     tf.saved_model.save(module, path, signatures=signatures)
-    with open(os.path.join(path, "defense_gan.json"), "w") as f:
-        json.dump({"projection": dataclasses.asdict(module.config), "detection_threshold": detection_threshold, "seed": seed,
-                   "image_shape": list(module.image_shape), "latent_dim": module.latent_dim,
-                   "pixel_range": list(module.pixel_range),
-                   "defense_gan_tf": __version__}, f, indent=2)
+    jsonio.write_json(os.path.join(path, "defense_gan.json"), {
+        "projection": dataclasses.asdict(module.config),
+        "detection_threshold": detection_threshold, "seed": seed,
+        "image_shape": list(module.image_shape), "latent_dim": module.latent_dim,
+        "pixel_range": list(module.pixel_range), "defense_gan_tf": __version__},
+        sort_keys=False)
     return path

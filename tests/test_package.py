@@ -84,11 +84,21 @@ def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_c
     run = str(tmp_path / "run")
     training.train_gan(config_lib.override(tiny_config, {"gan.train_iters": 2}), run,
                        images=images, log=lambda m: None,
-                       evaluator=lambda g: {"classifier_score": 2.0, "frechet_distance": 5.0},
+                       evaluator=lambda g: {"classifier_score": 2.0, "frechet_distance": 5.0,
+                                            "gradient_norm": float("inf")},
                        evaluate_every=1)
     first = package_generator(run, dest, **kwargs)
     assert first["critic_file"] == "critic.keras"
     assert first["quality_curve_last"]["iteration"] == 2
+    # Strict JSON on disk (an overflowed figure is null, never Infinity), in the run
+    # folder and in the package.
+    for path in (os.path.join(run, "quality.jsonl"), os.path.join(dest, "quality.jsonl"),
+                 os.path.join(dest, "manifest.json")):
+        with open(path) as f:
+            text = f.read()
+        records = ([_strict_loads(line) for line in text.splitlines()]
+                   if path.endswith(".jsonl") else [_strict_loads(text)["quality_curve_last"]])
+        assert records and all(r["gradient_norm"] is None for r in records), path
     for name in ("critic.keras", "quality.jsonl", "quality_curve.png", "quality_curve.md"):
         assert os.path.getsize(os.path.join(dest, name)) > 0, name
     with open(os.path.join(dest, "quality_curve.md")) as f:
@@ -100,6 +110,13 @@ def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_c
                               **kwargs)
     assert again["sha256"] == first["sha256"]
     assert again["defense"] == {"clean": (28, 28, 1)} and first["defense"] is None
+
+
+def _strict_loads(text):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def _stopping_probe(generator, **_):

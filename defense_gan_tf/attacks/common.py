@@ -160,9 +160,17 @@ def input_gradient_norm(model_fn: ModelFn, x, y=None) -> tf.Tensor:
 
     Reported next to attack results so that gradient masking is visible: a
     defense whose gradients vanish makes gradient attacks look weaker than
-    the defense is (Athalye, Carlini, Wagner 2018).
+    the defense is (Athalye, Carlini, Wagner 2018). Returns float64 norms, finite
+    whenever every gradient component is.
     """
     x = tf.convert_to_tensor(x, tf.float32)
     y = labels_or_predictions(model_fn, x, y)
     _, grad = loss_and_gradient(model_fn, x, y)
-    return tf.norm(tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
+    return per_example_norm(grad)
+
+
+def per_example_norm(grad) -> tf.Tensor:
+    """L2 norm of each example's gradient [B, ...] -> [B], in float64: the squares of
+    large but finite float32 components would overflow to Inf in float32."""
+    grad = tf.cast(tf.reshape(grad, [tf.shape(grad)[0], -1]), tf.float64)
+    return tf.norm(grad, axis=1)

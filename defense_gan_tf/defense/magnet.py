@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from defense_gan_tf import jsonio
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models.checks import check_classifier
 
@@ -185,11 +186,10 @@ def save_magnet(folder: str, detectors: list, config: MagNetConfig, *, command: 
         name = f"autoencoder_{'I' * (i + 1)}.keras"
         d.autoencoder.save(os.path.join(folder, name))
         entries.append({"file": name, "p": d.p, "threshold": d.threshold})
-    with open(os.path.join(folder, MAGNET_FILE), "w") as f:
-        json.dump({"detectors": entries, "reformer": entries[0]["file"],
-                   "config": dataclasses.asdict(config), "command": command,
-                   **(extra or {})}, f, indent=2, sort_keys=True)
-        f.write("\n")
+    jsonio.write_json(os.path.join(folder, MAGNET_FILE),
+                      {"detectors": entries, "reformer": entries[0]["file"],
+                       "config": dataclasses.asdict(config), "command": command,
+                       **(extra or {})})
     return folder
 
 

@@ -30,7 +30,7 @@ from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import flat_settings
 from defense_gan_tf.evaluation.specs import ATTACKS, AdaptiveRun
-from defense_gan_tf.evaluation.stats import accuracy_entry
+from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
 
 @dataclasses.dataclass(frozen=True)
 class AttackCell:
@@ -261,7 +261,8 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                 undefended=accuracy_entry(np.concatenate(ok_plain)),
                 correct=np.concatenate(ok).tolist(),
                 mean_distortion=float(sum(distortion) / n),
-                gradient_norm=float(np.concatenate(grads).mean()) if grads else None,
+                gradient_norm=(gradient_norm_summary(np.concatenate(grads))["mean"]
+                               if grads else None),
                 seconds_per_image=(time.monotonic() - t0) / n,
                 found=float(sum(found) / n) if found else None)
             cells.append(cell)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from defense_gan_tf import __version__, hardware
+from defense_gan_tf import __version__, hardware, jsonio
 from defense_gan_tf.config import Config
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.evaluation.quality import generator_quality, sample
@@ -102,8 +102,7 @@ def quality_classifier(path: str, dataset: str, *, data_dir: Optional[str] = Non
                    f"test accuracy {accuracy:.4f}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_without_optimizer(classifier, path)
-    with open(description_path, "w") as f:
-        json.dump({"description": description}, f, indent=2)
+    jsonio.write_json(description_path, {"description": description})
     return classifier, description
 
 
@@ -177,8 +176,8 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         shutil.copyfile(critic, os.path.join(dest_dir, "critic.keras"))
     curve = read_quality(os.path.join(run_dir, "quality.jsonl"))
     if curve:
-        shutil.copyfile(os.path.join(run_dir, "quality.jsonl"),
-                        os.path.join(dest_dir, "quality.jsonl"))
+        # Rewritten strictly: an entry of an older run may hold NaN or Infinity.
+        jsonio.write_jsonl(os.path.join(dest_dir, "quality.jsonl"), curve)
         plot_quality_curve(curve, os.path.join(dest_dir, "quality_curve.png"),
                            title=f"{config.dataset} generator")
         with open(os.path.join(dest_dir, "quality_curve.md"), "w") as f:
@@ -221,11 +220,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
 
 
 def _write_manifest(dest_dir: str, manifest: dict) -> None:
-    path = os.path.join(dest_dir, "manifest.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    jsonio.write_json(os.path.join(dest_dir, "manifest.json"), manifest)
 
 
 def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",

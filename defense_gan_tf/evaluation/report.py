@@ -18,7 +18,7 @@ import platform
 import warnings
 from typing import Optional
 
-import numpy as np
+from defense_gan_tf import jsonio
 
 COLUMNS = ("no attack", "no defense", "Defense-GAN-Rec", "Defense-GAN-Orig",
            "adv. training", "MagNet", "MagNet, detected counted as defended")
@@ -53,28 +53,15 @@ def file_digest(path: Optional[str]) -> Optional[str]:
     return digest.hexdigest()[:16]
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def json_ready(obj):
-    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
-    return json.loads(json.dumps(obj, default=_json_default))
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers,
+    non-finite floats None)."""
+    return json.loads(jsonio.dumps(obj))
 
 
 def write_json(path: str, payload: dict) -> str:
-    """Writes ``payload`` (numpy scalars allowed) atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Writes ``payload`` (numpy values allowed) atomically as strict JSON."""
+    return jsonio.write_json(path, payload)
 
 
 def column_of(run: dict) -> Optional[str]:
@@ -127,7 +114,11 @@ def _run_line(run: dict) -> str:
             setting += f", gradient={s['gradient']}, same_init={s.get('same_init')}"
     extra = []
     if "gradient_norm_mean" in r:
-        extra.append(f"grad norm {r['gradient_norm_mean']:.3g}")
+        mean = r["gradient_norm_mean"]
+        extra.append("grad norm " + ("-" if mean is None else f"{mean:.3g}"))
+        if r.get("gradient_norm_nonfinite"):
+            extra.append(f"{r['gradient_norm_nonfinite']} of {r['gradient_norm_images']} "
+                         "grad norms not finite")
     if "l2_mean" in r:
         extra.append(f"L2 {r['l2_mean']:.3g}")
     if r.get("detection", {}).get("auc") is not None:

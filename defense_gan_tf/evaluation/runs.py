@@ -104,8 +104,11 @@ class AttackResult:
     Attributes:
       clean, adversarial: accuracy entries (accuracy, correct, n, ci95).
       gradient_norm_mean: mean L2 norm of the loss gradient reaching the input on
-        clean images; gradient_norm_zero_fraction: the share of exact zeros;
-        gradient_norm_images: on how many images it was measured.
+        clean images, over the finite norms (None if none was finite);
+        gradient_norm_zero_fraction: the share of exact zeros; gradient_norm_images: on
+        how many images it was measured; gradient_norm_median: their median (NaN
+        counted as Inf; None when not finite); gradient_norm_nonfinite: how many norms
+        overflowed to Inf or were NaN.
       linf_mean, l2_mean: mean distortions.
       seconds, images_per_second: cost.
       detection: AUC and the raw reconstruction errors, for defended models.
@@ -117,13 +120,15 @@ class AttackResult:
 
     clean: dict
     adversarial: dict
-    gradient_norm_mean: float
+    gradient_norm_mean: Optional[float]
     gradient_norm_zero_fraction: float
     gradient_norm_images: int
     linf_mean: float
     l2_mean: float
     seconds: float
     images_per_second: float
+    gradient_norm_median: Optional[float] = None
+    gradient_norm_nonfinite: int = 0
     detection: Optional[dict] = None
     magnet: Optional[dict] = None
     adversarial_examples: Optional[np.ndarray] = dataclasses.field(default=None, repr=False,

@@ -30,3 +30,25 @@ def accuracy_entry(correct) -> dict:
     n, k = int(correct.size), int(correct.sum())
     return {"accuracy": k / n if n else float("nan"), "correct": k, "n": n,
             "ci95": list(wilson_interval(k, n))}
+
+
+def gradient_norm_summary(norms) -> dict:
+    """Per-image input-gradient L2 norms, summarised so that an overflow stays visible.
+
+    Gradients through the unrolled projection can overflow (Inf) or turn NaN on a few
+    images while most nearly vanish; a plain mean is then Inf and says nothing.
+
+    Returns:
+      {mean: mean of the finite norms (None if there is none), median: median with
+      NaN counted as +Inf (None when that median is not finite), nonfinite: how many
+      norms were Inf or NaN, zero_fraction: share of norms exactly 0, n: how many}.
+    """
+    norms = np.asarray(norms, np.float64).ravel()
+    finite = np.isfinite(norms)
+    ranked = np.where(np.isnan(norms), np.inf, norms)
+    median = float(np.median(ranked)) if norms.size else None
+    return {"mean": float(norms[finite].mean()) if finite.any() else None,
+            "median": median if median is not None and math.isfinite(median) else None,
+            "nonfinite": int((~finite).sum()),
+            "zero_fraction": float(np.mean(norms == 0)) if norms.size else None,
+            "n": int(norms.size)}

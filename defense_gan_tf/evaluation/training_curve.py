@@ -38,18 +38,21 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf.attacks import fgsm
-from defense_gan_tf.attacks.common import loss_and_gradient
+from defense_gan_tf.attacks.common import loss_and_gradient, per_example_norm
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
                                                sample, statistics)
-from defense_gan_tf.evaluation.stats import accuracy_entry
+from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
 
 # Seeds of the random starts: the evaluation projections and the attacker's own
 # projection (paper-style FGSM) draw different starts, as a real attacker would.
 _EVAL_SEED = 11
 _ATTACK_SEED = 12
 _SAMPLE_SEED = 13
+# What the curve keeps of the paper-style attack's input-gradient norms (see
+# stats.gradient_norm_summary): the mean is over the finite norms.
+_NORM_FIELDS = ("mean", "median", "nonfinite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +274,7 @@ class DefenseQualityProbe:
             x = tf.convert_to_tensor(x)
             _, grad = loss_and_gradient(model_fn, x, tf.convert_to_tensor(y))
             x_adv = tf.clip_by_value(x + s.eps * tf.sign(grad), lo, hi)  # FGSM
-            norms = tf.norm(tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
+            norms = per_example_norm(grad)
             zero = tf.reduce_mean(tf.cast(tf.equal(grad, 0.0), tf.float32), axis=[1, 2, 3])
             return x_adv.numpy(), norms.numpy(), zero.numpy()
 
@@ -332,8 +335,8 @@ class DefenseQualityProbe:
             defended["paper_fgsm"].update({
                 "mean_reconstruction_error": float(err.mean()),
                 "gradient_mode": "full",
-                "input_gradient_norm_mean": float(norms.mean()),
-                "input_gradient_norm_median": float(np.median(norms)),
+                **{f"input_gradient_norm_{k}": v for k, v in
+                   gradient_norm_summary(norms).items() if k in _NORM_FIELDS},
                 "zero_gradient_pixel_share": float(zero.mean()),
                 "mean_linf_distortion": float(np.abs(x_adv - self.x[:n]).max(
                     axis=(1, 2, 3)).mean()),
@@ -460,6 +463,21 @@ def _accuracy_text(entry: Optional[dict], interval: bool = True) -> str:
     return text + (f" [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]" if interval else "")
 
 
+def _norms_text(entry: dict, spec: str) -> str:
+    """'median / mean' of an entry's input-gradient norms; the mean is over the finite
+    norms, and how many were not finite follows (entries before that count existed
+    may hold Inf, or null as strict JSON writes it)."""
+    def number(key):
+        value = entry.get(key)
+        return "-" if value is None else format(value, spec)
+
+    text = f"{number('input_gradient_norm_median')} / {number('input_gradient_norm_mean')}"
+    nonfinite = entry.get("input_gradient_norm_nonfinite")
+    if nonfinite:
+        text += f" ({nonfinite} of {entry['n']} not finite)"
+    return text
+
+
 def curve_table(entries) -> str:
     """A run's ``quality.jsonl`` entries as a markdown table, one row per evaluation:
     quality, Defense-GAN-Orig accuracies with 95% intervals, the paper-style attack's
@@ -474,8 +492,7 @@ def curve_table(entries) -> str:
         paper = d.get("paper_fgsm")
         paper_text = "-" if not paper else f"{_accuracy_text(paper)} n={paper['n']}"
         grads = "-" if not paper or "input_gradient_norm_median" not in paper else (
-            f"{paper['input_gradient_norm_median']:.1e} / "
-            f"{paper['input_gradient_norm_mean']:.1e}")
+            _norms_text(paper, ".1e"))
         fail = e.get("transferred_fgsm_failures") or {}
         fail_text = (f"{fail['range_failures']} / {fail['failures']}" if fail else "-")
         mse = [d.get(k, {}).get("mean_reconstruction_error") for k in
@@ -525,8 +542,7 @@ def defense_table(figures: dict) -> str:
                      "range failures (DESIGN.md 5b).")
     paper = defended.get("paper_fgsm")
     if paper and "input_gradient_norm_median" in paper:
-        lines.append(f"Paper-style FGSM input-gradient L2 norm: median "
-                     f"{paper['input_gradient_norm_median']:.2e}, mean "
-                     f"{paper['input_gradient_norm_mean']:.2e}; share of exactly zero "
+        lines.append(f"Paper-style FGSM input-gradient L2 norm, median / mean: "
+                     f"{_norms_text(paper, '.2e')}; share of exactly zero "
                      f"gradient pixels {paper['zero_gradient_pixel_share']:.3f}.")
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from defense_gan_tf.config import AttackConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation.detection import roc_curve
 from defense_gan_tf.evaluation.runs import AttackResult
-from defense_gan_tf.evaluation.stats import accuracy_entry
+from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
 
 
 def make_attack(config: AttackConfig, clip_min: float, clip_max: float,
@@ -76,7 +76,8 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
     Returns:
       An :class:`AttackResult`: ``clean`` and ``adversarial`` accuracy entries
       (accuracy, correct, n, ci95), ``gradient_norm_mean`` (L2 norm of the input
-      gradient of the loss on clean images), ``linf_mean`` / ``l2_mean``
+      gradient of the loss on clean images, over the finite norms, with their median
+      and ``gradient_norm_nonfinite``, the count that overflowed), ``linf_mean`` / ``l2_mean``
       distortions, ``seconds``, ``images_per_second``, ``detection`` (auc and the
       raw errors) when ``score_fn`` gives errors, and ``adversarial_examples``
       (first batch) for figures.
@@ -122,13 +123,15 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
         detection = {"auc": roc.auc, "clean_errors": clean_err.tolist(),
                      "adversarial_errors": adv_err.tolist(),
                      "adversarial_correct": np.concatenate(adv_ok).tolist()}
-    norms = np.concatenate(grad_norms)
+    norms = gradient_norm_summary(np.concatenate(grad_norms))
     return AttackResult(
         clean=accuracy_entry(np.concatenate(clean_ok)),
         adversarial=accuracy_entry(np.concatenate(adv_ok)),
-        gradient_norm_mean=float(norms.mean()),
-        gradient_norm_zero_fraction=float(np.mean(norms == 0)),
-        gradient_norm_images=int(norms.size),
+        gradient_norm_mean=norms["mean"],
+        gradient_norm_zero_fraction=norms["zero_fraction"],
+        gradient_norm_images=norms["n"],
+        gradient_norm_median=norms["median"],
+        gradient_norm_nonfinite=norms["nonfinite"],
         linf_mean=float(np.concatenate(linf).mean()),
         l2_mean=float(np.concatenate(l2).mean()),
         seconds=seconds,

@@ -102,9 +102,9 @@ def fit_encoder_file(generator_path: str, images: np.ndarray, output_path: str, 
     the command. Returns that record.
     """
     import hashlib
-    import json
     import os
 
+    from defense_gan_tf import jsonio
     from defense_gan_tf.models import build_encoder
 
     generator = keras.models.load_model(generator_path)
@@ -124,7 +124,5 @@ def fit_encoder_file(generator_path: str, images: np.ndarray, output_path: str, 
         "reconstruction_error": round(result.reconstruction_loss, 6),
         "seconds": round(result.seconds, 1), "command": command,
     }
-    with open(os.path.splitext(output_path)[0] + ".json", "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-        f.write("\n")
+    jsonio.write_json(os.path.splitext(output_path)[0] + ".json", record)
     return record

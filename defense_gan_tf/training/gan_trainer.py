@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import data as data_lib
-from defense_gan_tf import hardware
+from defense_gan_tf import hardware, jsonio
 from defense_gan_tf.config import Config
 from defense_gan_tf.console import echo
 from defense_gan_tf.errors import InputError
@@ -328,7 +328,7 @@ def _prepare_output_dir(output_dir: str, config: Config, overwrite: bool) -> Non
                 f"{output_dir} was trained with a different config; refusing to resume "
                 "(pass --overwrite to start afresh, or use another --output_dir):\n  "
                 + "\n  ".join(diffs))
-    _write_json(config_path, config.to_dict())
+    jsonio.write_json(config_path, config.to_dict())
 
 
 def save_float32(model, path: str, builder) -> None:
@@ -376,14 +376,6 @@ def evaluation_cost_in_iterations(entries: list[dict]) -> Optional[float]:
         if iterations > 0 and seconds > 0:
             ratios.append(b["eval_seconds"] / (seconds / iterations))
     return max(ratios[-3:]) if ratios else None
-
-
-def _write_json(path: str, payload) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 class _StopFlag:
@@ -530,7 +522,7 @@ class _RunState:
         """Checkpoint and progress.json at the current iteration."""
         t0 = time.monotonic()
         self.checkpointer.save(self.iteration)
-        _write_json(os.path.join(self.output_dir, "progress.json"), {
+        jsonio.write_json(os.path.join(self.output_dir, "progress.json"), {
             "iteration": self.iteration,
             "total_train_seconds": self.train_seconds(),
             "total_eval_seconds": self.previous_eval_seconds + self.eval_seconds,
@@ -725,8 +717,7 @@ class _Evaluation(Monitor):
         entry = {"iteration": state.iteration, "train_seconds": round(state.train_seconds(), 1),
                  "eval_seconds": round(spent, 1), **figures}
         if state.chief:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(entry, sort_keys=True) + "\n")
+            jsonio.append_jsonl(self.path, entry)
         self.estimate, self.timed = spent, True
         self.done.add(state.iteration)
         state.log(f"evaluated iteration {state.iteration} in {_format_seconds(spent)}: "
