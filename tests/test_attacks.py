@@ -171,3 +171,55 @@ def test_seeded_training_is_reproducible_and_leaves_global_random_state_alone(
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights()))
+
+
+def _gradient_rewritten(fn, rewrite):
+    """fn with the gradient reaching its input replaced by rewrite(gradient)."""
+    @tf.custom_gradient
+    def gate(x):
+        return tf.identity(x), lambda dy: rewrite(dy)
+
+    return lambda x: fn(gate(x))
+
+
+def _nan_and_inf(grad):
+    flat = tf.reshape(grad, [tf.shape(grad)[0], -1])
+    index = tf.range(tf.shape(flat)[1])
+    flat = tf.where(index % 4 == 0, np.float32(np.nan), flat)  # every 4th pixel NaN
+    flat = tf.where(index == 1, np.float32(np.inf), flat)  # one pixel +Inf
+    return tf.reshape(flat, tf.shape(grad))
+
+
+def test_nan_and_inf_gradients_give_finite_adversarial_images():
+    fn, _, _ = linear_model()
+    poisoned = _gradient_rewritten(fn, _nan_and_inf)
+    x = np.full((3, 28, 28, 1), 0.5, np.float32)
+    y = np.array([0, 1, 2])
+    flat = attacks.fgsm(poisoned, x, eps=0.1, y=y).numpy().reshape(3, -1)
+    assert np.all(np.isfinite(flat))
+    nan_pixels = np.arange(784) % 4 == 0
+    np.testing.assert_allclose(flat[:, nan_pixels], 0.5)  # no direction: unmoved
+    np.testing.assert_allclose(flat[:, 1], 0.6, atol=1e-6)  # +Inf: a + step
+    assert np.all(np.abs(flat[:, ~nan_pixels] - 0.5) > 0.09)
+    pgd = attacks.pgd_linf(poisoned, x, y=y, eps=0.1, step_size=0.02, iterations=3,
+                           seed=0).numpy()
+    assert np.all(np.isfinite(pgd)) and np.abs(pgd - x).max() <= 0.1 + 1e-6
+    l2 = attacks.pgd_l2(poisoned, x, y=y, eps=1.0, step_size=0.5, iterations=2,
+                        random_start=False).numpy().reshape(3, -1)
+    assert np.all(np.isfinite(l2))
+    # With an Inf component the step follows it alone: that pixel moves, no other.
+    np.testing.assert_allclose(l2[:, 1], 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.delete(l2, 1, axis=1), 0.5, atol=1e-6)
+
+
+def test_pgd_l2_step_survives_gradients_whose_squares_overflow():
+    fn, _, _ = linear_model()
+    huge = _gradient_rewritten(fn, lambda g: g * 1e30)  # finite; squares overflow float32
+    x = np.full((2, 28, 28, 1), 0.5, np.float32)
+    y = np.array([3, 4])
+    kwargs = dict(y=y, eps=1.0, step_size=0.25, iterations=2, random_start=False)
+    plain = attacks.pgd_l2(fn, x, **kwargs).numpy()
+    scaled = attacks.pgd_l2(huge, x, **kwargs).numpy()
+    moved = np.linalg.norm((plain - x).reshape(2, -1), axis=1)
+    assert np.all((moved > 0.45) & (moved <= 0.5 + 1e-5))  # two steps of 0.25
+    np.testing.assert_allclose(scaled, plain, atol=1e-5)

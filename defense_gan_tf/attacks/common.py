@@ -174,3 +174,31 @@ def per_example_norm(grad) -> tf.Tensor:
     large but finite float32 components would overflow to Inf in float32."""
     grad = tf.cast(tf.reshape(grad, [tf.shape(grad)[0], -1]), tf.float64)
     return tf.norm(grad, axis=1)
+
+
+def gradient_sign(grad) -> tf.Tensor:
+    """sign(grad) with NaN components as 0, for the L-infinity steps of FGSM and PGD.
+
+    Gradients through the unrolled projection can overflow on a few images; a NaN
+    gives no direction, and a NaN step would make the adversarial image NaN (which
+    the projection then refuses). Inf components keep their sign.
+    """
+    return tf.sign(tf.where(tf.math.is_nan(grad), tf.zeros_like(grad), grad))
+
+
+def unit_l2_direction(grad) -> tf.Tensor:
+    """grad / ||grad||_2 per example, for L2 steps, safe against overflow.
+
+    NaN components count as 0; an example with Inf components moves along their
+    signs only (they dominate any finite part); the rest is divided by its largest
+    magnitude before the norm, so that large finite gradients (whose squares
+    overflow float32) still give a unit step. An all-zero gradient stays zero.
+    """
+    axes = list(range(1, len(grad.shape)))
+    grad = tf.where(tf.math.is_nan(grad), tf.zeros_like(grad), grad)
+    inf = tf.math.is_inf(grad)
+    has_inf = tf.reduce_any(inf, axis=axes, keepdims=True)
+    grad = tf.where(has_inf, tf.where(inf, tf.sign(grad), tf.zeros_like(grad)), grad)
+    grad = grad / tf.maximum(tf.reduce_max(tf.abs(grad), axis=axes, keepdims=True), 1e-30)
+    norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=axes, keepdims=True))
+    return grad / tf.maximum(norm, 1e-12)

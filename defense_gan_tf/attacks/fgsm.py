@@ -7,7 +7,7 @@ import tensorflow as tf
 from typing import Optional
 
 from defense_gan_tf.attacks.common import (ModelFn, check_range, expected_loss_and_gradient,
-                                           labels_or_predictions)
+                                           gradient_sign, labels_or_predictions)
 
 
 def fgsm(model_fn: ModelFn, x, *, eps: float, y=None, clip_min: float = 0.0,
@@ -26,9 +26,10 @@ def fgsm(model_fn: ModelFn, x, *, eps: float, y=None, clip_min: float = 0.0,
       seed: seeds the model's draws when it takes a ``seed`` keyword.
 
     Returns:
-      Adversarial images with ||x_adv - x||_inf <= eps, inside [clip_min, clip_max].
+      Adversarial images with ||x_adv - x||_inf <= eps, inside [clip_min, clip_max]
+      (a pixel whose gradient is NaN does not move).
     """
     x = check_range(x, clip_min, clip_max, eps)
     y = labels_or_predictions(model_fn, x, y)
     _, grad = expected_loss_and_gradient(model_fn, x, y, samples=eot_samples, seed=seed)
-    return tf.clip_by_value(x + eps * tf.sign(grad), clip_min, clip_max)
+    return tf.clip_by_value(x + eps * gradient_sign(grad), clip_min, clip_max)

@@ -7,7 +7,8 @@ from typing import Optional
 import tensorflow as tf
 
 from defense_gan_tf.attacks.common import (ModelFn, check_range, expected_loss_and_gradient,
-                                           labels_or_predictions)
+                                           gradient_sign, labels_or_predictions,
+                                           unit_l2_direction)
 
 
 def pgd_linf(model_fn: ModelFn, x, *, eps: float, step_size: float, iterations: int,
@@ -40,7 +41,7 @@ def pgd_linf(model_fn: ModelFn, x, *, eps: float, step_size: float, iterations: 
     for step in range(iterations):
         _, grad = expected_loss_and_gradient(model_fn, x_adv, y, samples=eot_samples,
                                              seed=seed, draw=step * eot_samples)
-        x_adv = x_adv + step_size * tf.sign(grad)
+        x_adv = x_adv + step_size * gradient_sign(grad)
         x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), clip_min, clip_max)
     return x_adv
 
@@ -90,5 +91,5 @@ def pgd_l2(model_fn: ModelFn, x, *, eps: float, step_size: float, iterations: in
     for step in range(iterations):
         _, grad = expected_loss_and_gradient(model_fn, x_adv, y, samples=eot_samples,
                                              seed=seed, draw=step * eot_samples)
-        x_adv = project(x_adv + step_size * grad / tf.maximum(_l2_norms(grad), 1e-12))
+        x_adv = project(x_adv + step_size * unit_l2_direction(grad))
     return x_adv

@@ -38,7 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf.attacks import fgsm
-from defense_gan_tf.attacks.common import loss_and_gradient, per_example_norm
+from defense_gan_tf.attacks.common import (gradient_sign, loss_and_gradient,
+                                           per_example_norm)
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
@@ -273,7 +274,7 @@ class DefenseQualityProbe:
         def attack(x, y):
             x = tf.convert_to_tensor(x)
             _, grad = loss_and_gradient(model_fn, x, tf.convert_to_tensor(y))
-            x_adv = tf.clip_by_value(x + s.eps * tf.sign(grad), lo, hi)  # FGSM
+            x_adv = tf.clip_by_value(x + s.eps * gradient_sign(grad), lo, hi)  # FGSM
             norms = per_example_norm(grad)
             zero = tf.reduce_mean(tf.cast(tf.equal(grad, 0.0), tf.float32), axis=[1, 2, 3])
             return x_adv.numpy(), norms.numpy(), zero.numpy()
