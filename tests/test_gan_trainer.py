@@ -357,6 +357,33 @@ def test_pending_evaluation_runs_first_on_resume(tmp_path, tiny_config):
     assert len(evaluator.calls) == 1
 
 
+def test_a_failing_evaluation_is_recorded_and_training_goes_on(tmp_path, tiny_config):
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=100)
+    counting = _CountingEvaluator()
+
+    def flaky(generator):
+        if not counting.calls:
+            counting.calls.append(None)
+            raise FloatingPointError("images contain NaN")
+        return counting(generator)
+
+    messages = []
+    result = training.train_gan(cfg, out, images=_images(), log=messages.append,
+                                evaluator=flaky, evaluate_every=2)
+    assert (result.iteration, result.stop_reason) == (4, "completed")
+    entries = gan_trainer.read_quality(os.path.join(out, "quality.jsonl"))
+    assert [e["iteration"] for e in entries] == [2, 4]
+    assert entries[0]["error"] == "FloatingPointError: images contain NaN"
+    assert entries[1]["figure"] == 2
+    assert any("evaluation at iteration 2 failed" in m and "Traceback" in m
+               for m in messages)
+    # A resume neither retries the failed evaluation nor repeats the good one.
+    training.train_gan(_with(cfg, gan__train_iters=5), out, images=_images(),
+                       log=lambda m: None, evaluator=flaky, evaluate_every=2)
+    assert len(counting.calls) == 2
+
+
 def test_evaluation_without_time_left_stops_and_is_pending(tmp_path, tiny_config):
     out = str(tmp_path / "run")
     cfg = _with(tiny_config, gan__train_iters=100_000, gan__checkpoint_every=100)

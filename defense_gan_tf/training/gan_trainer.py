@@ -24,6 +24,7 @@ import shutil
 import signal
 import threading
 import time
+import traceback
 from typing import Callable, Optional
 
 import keras
@@ -406,6 +407,8 @@ class _StopFlag:
 
 def summarise_quality(entry: dict) -> str:
     """One line of the figures of a quality entry (those present)."""
+    if "error" in entry:
+        return f"failed ({entry['error'][:200]})"
     parts = []
     if "classifier_score" in entry:
         parts.append(f"score {entry['classifier_score']:.2f}")
@@ -452,7 +455,9 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
         of the generator; its dict is appended, with the iteration and the
         training seconds so far, to ``output_dir/quality.jsonl``. Its time is
         not counted as training time. An evaluation the time budget has no room
-        for ends the run (with a checkpoint) and runs first on resumption.
+        for ends the run (with a checkpoint) and runs first on resumption. An
+        evaluator that raises is logged with its traceback and recorded as
+        ``{"iteration", "error"}``; training goes on and a resume does not retry it.
       evaluate_every: iterations between evaluations (0: none).
       warm_start: weights to start from when ``output_dir`` holds no checkpoint
         (ignored, with a message, when it does: an exact resume is better).
@@ -711,7 +716,14 @@ class _Evaluation(Monitor):
         generator = state.generator
         if config.gan.precision != "float32":
             generator = float32_copy(generator, lambda: build_generator(config))
-        figures = self.evaluator(generator)
+        try:
+            figures = self.evaluator(generator)
+        except Exception as e:  # noqa: BLE001 - a failed evaluation must not end the run
+            # Recorded, so that a resume does not retry (and fail) it before training on.
+            figures = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            state.log(f"evaluation at iteration {state.iteration} failed; training goes "
+                      f"on (the error is recorded in {QUALITY_FILE}):\n"
+                      + "".join(traceback.format_exception(e)).rstrip())
         spent = time.monotonic() - t0
         state.eval_seconds += spent  # before train_seconds(), which excludes it
         entry = {"iteration": state.iteration, "train_seconds": round(state.train_seconds(), 1),
