@@ -10,8 +10,8 @@ For each batch size, in one process, the paper's 64-wide MNIST generator:
             the generator written with raw TF ops from the same weights.
 Also measured: this machine's float32 matmul peak (4096x4096 tf.matmul).
 
-Timing: each variant runs S steps and 0 steps; per-step time = (t_S - t_0) / S,
-and images/s at L=200 = B / (200 * per_step + t_0). One step of gradient descent
+Timing: each variant runs S + 1 steps and 1 step; per-step time = (t_{S+1} - t_1) / S,
+overhead t_1 - per_step, and images/s at L=200 = B / (200 * per_step + overhead). One step of gradient descent
 costs the generator's forward pass plus its backward pass to z, counted
 analytically as 2 x (forward MACs + input-gradient MACs) = 4 x forward MACs per
 latent vector; achieved GFLOP/s = that count x B x R / per-step time.
@@ -57,6 +57,12 @@ def matmul_peak_gflops(n=4096, repeats=5):
     return 2 * n ** 3 / min(times) / 1e9
 
 
+def _step_counts(steps):
+    """The two loop lengths every variant is timed at: their difference gives the time
+    per step, the shorter one the fixed overhead (a projection takes at least 1 step)."""
+    return (1, 1 + steps)
+
+
 def _median_time(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -71,7 +77,7 @@ def time_compiled(generator, images, z_init, steps, repeats):
     from defense_gan_tf.defense import Projector
 
     out = {}
-    for s in (0, steps):
+    for s in _step_counts(steps):
         proj = Projector(generator, ProjectionConfig(iterations=s, restarts=FLAGS.restarts))
         run = lambda: proj(images, z_init=z_init).error.numpy()
         run()  # trace
@@ -97,7 +103,7 @@ def time_eager(generator, images, z_init, steps, repeats):
         return tf.argmin(tf.reshape(err, [-1, FLAGS.restarts]), axis=1).numpy()
 
     run(1)
-    return {s: _median_time(lambda: run(s), repeats) for s in (0, steps)}
+    return {s: _median_time(lambda: run(s), repeats) for s in _step_counts(steps)}
 
 
 def _tf1_generator(weights, z, batch):
@@ -162,7 +168,7 @@ def time_tf1(generator, images, z_init, steps, repeats):
     np.testing.assert_allclose(sess.run(probe), ref, rtol=1e-4, atol=1e-5)
     sess.run(best, {**feed, num_steps: 1})
     out = {s: _median_time(lambda: sess.run(best, {**feed, num_steps: s}), repeats)
-           for s in (0, steps)}
+           for s in _step_counts(steps)}
     sess.close()
     return out
 
@@ -198,8 +204,9 @@ def main(argv):
         row = {"batch": b}
         for name in FLAGS.variants:
             t = timers[name](generator, images, z_init, FLAGS.steps, FLAGS.repeats)
-            per_step = max(t[FLAGS.steps] - t[0], 1e-9) / FLAGS.steps
-            seconds = FLAGS.iterations * per_step + t[0]
+            short, long = _step_counts(FLAGS.steps)
+            per_step = max(t[long] - t[short], 1e-9) / FLAGS.steps
+            seconds = FLAGS.iterations * per_step + max(t[short] - per_step, 0.0)
             gflops = flops_per_latent_step * b * FLAGS.restarts / per_step / 1e9
             row[name] = {"images_per_second": b / seconds, "ms_per_step": 1000 * per_step,
                          "gflops": gflops, "fraction_of_matmul_peak": gflops / peak}
@@ -212,7 +219,7 @@ def main(argv):
         "generator": f"mnist, net_dim {FLAGS.net_dim}, latent 128",
         "iterations": FLAGS.iterations, "restarts": FLAGS.restarts,
         "timed_steps": FLAGS.steps, "repeats": FLAGS.repeats,
-        "method": "per-step time from runs of S and 0 steps, extrapolated to L",
+        "method": "per-step time from runs of S + 1 and 1 steps, extrapolated to L",
         "flops_per_latent_step": flops_per_latent_step,
         "matmul_peak_gflops": peak,
         "rows": rows,
