@@ -33,7 +33,7 @@ def strict(obj):
 def _strict(obj, where: str):
     if obj is None or isinstance(obj, (bool, str)):
         return obj
-    if isinstance(obj, (np.bool_,)):
+    if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
         return int(obj)

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from defense_gan_tf import jsonio
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.evaluation import reproduce
 from defense_gan_tf.evaluation.runs import RunSpec
@@ -141,7 +142,7 @@ def test_summary_counts_done_cells_and_shows_paper_figures(tmp_path):
     record = _record("A", "none", 0.212)
     record["settings"] = report.json_ready(reproduce.flat_settings(done.run))
     folder = tmp_path / "whitebox_mnist"
-    report.write_json(str(folder / "whitebox_A_none.json"), record)
+    jsonio.write_json(str(folder / "whitebox_A_none.json"), record)
     (folder / "reading.md").write_text("The undefended cell matches the paper.")
     path = reproduce.write_summary(str(tmp_path / "R.md"), str(tmp_path),
                                    lambda table: settings)

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from defense_gan_tf import attacks
+from defense_gan_tf import attacks, jsonio
 from defense_gan_tf.attacks import TrackingBPDA
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
@@ -269,7 +269,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
                 f"no defense {cell.undefended['accuracy']:.3f} "
                 f"({cell.seconds_per_image:.1f} s/image)")
-            report.write_json(os.path.join(
+            jsonio.write_json(os.path.join(
                 results_dir, f"adaptive_{spec.dataset}_{attack}_{norm}{budget}_{run_id}.json"),
                 {"kind": "adaptive", "settings": settings, "run_id": run_id,
                  "result": cell.to_json(), "versions": report.versions(),
@@ -281,7 +281,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
         sanity = sanity_checks(run, x_all[:n], y_all[:n], classifier=classifier,
                                defended_bpda=defended["bpda"],
                                defended_correct=defended_correct, cells=cells, log=log)
-        report.write_json(os.path.join(results_dir,
+        jsonio.write_json(os.path.join(results_dir,
                                        f"adaptive_sanity_{spec.dataset}_{run_id}.json"),
                           {"kind": "adaptive_sanity", "settings": settings, "run_id": run_id,
                            "num_images": n, "checks": sanity,

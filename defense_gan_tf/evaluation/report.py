@@ -59,11 +59,6 @@ def json_ready(obj):
     return json.loads(jsonio.dumps(obj))
 
 
-def write_json(path: str, payload: dict) -> str:
-    """Writes ``payload`` (numpy values allowed) atomically as strict JSON."""
-    return jsonio.write_json(path, payload)
-
-
 def column_of(run: dict) -> Optional[str]:
     """Which table column a run's adversarial accuracy belongs to."""
     defense = run["settings"]["defense_type"]

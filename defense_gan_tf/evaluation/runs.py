@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from defense_gan_tf import jsonio
 from defense_gan_tf.config import (CLASSIFIER_MODELS, DEFENSES, AttackConfig,
                                    ProjectionConfig, canonical_dataset_name, preset)
 from defense_gan_tf.evaluation import report
@@ -194,7 +195,7 @@ def write_run_record(results_dir: str, kind: str, name: str, settings: dict, res
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
-    path = report.write_json(os.path.join(results_dir, f"{kind}_{name}_{run_id}.json"),
+    path = jsonio.write_json(os.path.join(results_dir, f"{kind}_{name}_{run_id}.json"),
                              payload)
     with open(report.update_table(results_dir, kind)) as f:
         table = f.read()
