@@ -2,7 +2,8 @@
 r"""Evaluates a trained generator and packages it under pretrained/<dataset>/.
 
 Writes generator.keras, critic.keras (so training can continue from the
-package with bin/train.py --warm_start), samples.png, the run's quality.jsonl
+package with bin/train.py --warm_start; --noship_critic leaves it out of a
+final package), samples.png, the run's quality.jsonl
 with quality_curve.png, and manifest.json (config, precision, iterations, wall
 time, warm restarts, machine, sha256, classifier score and Frechet distance
 next to the real-data ceiling). The quality classifier is loaded from
@@ -44,6 +45,9 @@ flags.DEFINE_integer("defense_images", 0, "Also measure Defense-GAN-Orig (the ru
 flags.DEFINE_string("defense_cache", "runs/measure_cache", "Where the --defense_images "
                     "batches are kept, so that a stopped run continues when rerun "
                     "(bin/measure_generator.py measures a package in parts).")
+flags.DEFINE_bool("ship_critic", True, "Copy the run's critic.keras into the package, "
+                  "so that bin/train.py --warm_start can continue from it; "
+                  "--noship_critic for a final generator (the manifest says so).")
 flags.DEFINE_bool("overwrite", False, "Replace a package already in --dest_dir (and allow "
                   "packaging a run of 0 iterations).")
 flags.mark_flags_as_required(["run_dir", "dest_dir", "classifier"])
@@ -93,7 +97,8 @@ def main(argv):
             command=command_line(sys.argv), classifier_description=description,
             train_commands=[" ".join(relative_argument(w) for w in c.split(" "))
                             for c in FLAGS.train_command],
-            overwrite=FLAGS.overwrite, defense_probe=probe,
+            overwrite=FLAGS.overwrite, include_critic=FLAGS.ship_critic,
+            defense_probe=probe,
             defense_cache=FLAGS.defense_cache if probe else None, log=echo)
     except ValueError as e:
         raise app.UsageError(f"--run_dir: {e}") from None

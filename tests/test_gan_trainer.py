@@ -342,6 +342,29 @@ def test_evaluator_runs_every_n_iterations_and_is_not_training_time(tmp_path, ti
                            evaluator=evaluator, evaluate_every=0)
 
 
+def test_an_evaluation_of_the_last_iteration_is_counted_in_progress(tmp_path, tiny_config):
+    # The last checkpoint comes before the final evaluation; its time must still reach
+    # progress.json (and so the package manifest and a later resume).
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=100)
+    training.train_gan(cfg, out, images=_images(), log=lambda m: None,
+                       evaluator=_CountingEvaluator(seconds=1.0), evaluate_every=2)
+    entries = gan_trainer.read_quality(os.path.join(out, "quality.jsonl"))
+    assert [e["iteration"] for e in entries] == [2, 4]
+    with open(os.path.join(out, "progress.json")) as f:
+        progress = json.load(f)
+    assert progress["iteration"] == 4
+    assert progress["total_eval_seconds"] == pytest.approx(
+        sum(e["eval_seconds"] for e in entries), abs=0.2)
+    assert progress["total_eval_seconds"] >= 2.0
+    # A resume to more iterations starts from that total.
+    training.train_gan(_with(cfg, gan__train_iters=5), out, images=_images(),
+                       log=lambda m: None, evaluator=_CountingEvaluator(seconds=1.0),
+                       evaluate_every=2)
+    with open(os.path.join(out, "progress.json")) as f:
+        assert json.load(f)["total_eval_seconds"] >= progress["total_eval_seconds"]
+
+
 def test_pending_evaluation_runs_first_on_resume(tmp_path, tiny_config):
     out = str(tmp_path / "run")
     cfg = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=100)

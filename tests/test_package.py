@@ -88,7 +88,7 @@ def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_c
                                             "gradient_norm": float("inf")},
                        evaluate_every=1)
     first = package_generator(run, dest, **kwargs)
-    assert first["critic_file"] == "critic.keras"
+    assert first["critic_file"] == "critic.keras" and first["critic_note"] is None
     assert first["quality_curve_last"]["iteration"] == 2
     # Strict JSON on disk (an overflowed figure is null, never Infinity), in the run
     # folder and in the package.
@@ -160,6 +160,30 @@ def test_defense_figures_that_run_out_of_time_change_no_package(tmp_path, tiny_c
         manifest = json.load(f)
     assert manifest["defense"] == figures == {"clean": {"accuracy": 1.0},
                                               "command": "python bin/measure_generator.py"}
+    # An edit of the manifest made while the probe ran is kept.
+    def editing_probe(generator, **options):
+        with open(os.path.join(dest, "manifest.json")) as f:
+            edited = json.load(f)
+        edited["eval_wall_seconds"] = 123.0
+        with open(os.path.join(dest, "manifest.json"), "w") as f:
+            json.dump(edited, f)
+        return {"clean": {"accuracy": 0.5}}
+
+    add_defense_figures(dest, editing_probe)
+    with open(os.path.join(dest, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["eval_wall_seconds"] == 123.0
+    assert manifest["defense"]["clean"] == {"accuracy": 0.5}
+    # A generator replaced while it was measured: its figures are not stored.
+    def replacing_probe(generator, **options):
+        with open(os.path.join(dest, "generator.keras"), "ab") as f:
+            f.write(b"y")
+        return {"clean": {"accuracy": 0.0}}
+
+    with pytest.raises(ValueError, match="changed while"):
+        add_defense_figures(dest, replacing_probe)
+    with open(os.path.join(dest, "manifest.json")) as f:
+        assert json.load(f)["defense"]["clean"] == {"accuracy": 0.5}
     # A generator that is not the one the manifest describes is refused.
     with open(os.path.join(dest, "generator.keras"), "ab") as f:
         f.write(b"x")
@@ -217,6 +241,16 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
     with pytest.raises(training.WarmStartError, match="generator.keras"):
         training.train_gan(other, str(tmp_path / "other"), images=images,
                            log=lambda m: None, warm_start=warm)
+    # A final package goes without its critic: the one shipped before is removed, the
+    # manifest says why, and a warm start from it is refused with the file named.
+    final = package_generator(new, dest, classifier=clf, test_images=images[:8],
+                              reference_images=None, num_samples=10, overwrite=True,
+                              include_critic=False)
+    assert not os.path.exists(os.path.join(dest, "critic.keras"))
+    assert final["critic_file"] is None and "not shipped" in final["critic_note"]
+    assert os.path.exists(os.path.join(dest, "generator.keras"))
+    with pytest.raises(FileNotFoundError, match="critic.keras.*run folder"):
+        training.load_warm_start(dest)
 
 
 def test_recorded_commands_carry_no_absolute_paths():

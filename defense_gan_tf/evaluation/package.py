@@ -3,9 +3,10 @@
 The manifest records what a user needs to trust the file: the config, how
 many iterations it was trained for (and in which precision, with which warm
 restarts) and for how long, on which machine, the sha256 of the weights, and
-quality figures next to the real-data ceiling. The critic is shipped too, so
-that training can continue from the package when the run folder is gone; the
-run's ``quality.jsonl`` and its plot go beside them.
+quality figures next to the real-data ceiling. The critic is shipped too
+(unless the generator is final), so that training can continue from the
+package when the run folder is gone; the run's ``quality.jsonl`` and its plot
+go beside them.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                       num_samples: int = 10_000, command: str = "",
                       classifier_description: str = "",
                       train_commands: Sequence[str] = (), overwrite: bool = False,
-                      defense_probe=None, defense_cache: Optional[str] = None,
+                      include_critic: bool = True, defense_probe=None,
+                      defense_cache: Optional[str] = None,
                       deadline: Optional[float] = None, log=None) -> dict:
     """Copies ``run_dir/generator.keras`` to ``dest_dir`` with a manifest and samples.
 
@@ -129,6 +131,10 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       train_commands: the training command lines (recorded).
       overwrite: replace a package already in ``dest_dir``, and allow packaging
         a run that trained for 0 iterations.
+      include_critic: copy the run's critic too, so that ``bin/train.py --warm_start``
+        can continue from the package. A final generator may go without it (it is
+        two thirds of the generator's size); the manifest then says so, and a warm
+        start from the package is refused.
       defense_probe: optional generator -> dict (a
         :class:`~defense_gan_tf.evaluation.training_curve.DefenseQualityProbe`); its
         figures go into the manifest under ``defense``. It runs first, before
@@ -172,7 +178,8 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
     weights = os.path.join(dest_dir, "generator.keras")
     shutil.copyfile(paths["generator.keras"], weights)
     critic = os.path.join(run_dir, "critic.keras")
-    if os.path.isfile(critic):
+    shipped_critic = include_critic and os.path.isfile(critic)
+    if shipped_critic:
         shutil.copyfile(critic, os.path.join(dest_dir, "critic.keras"))
     curve = read_quality(os.path.join(run_dir, "quality.jsonl"))
     if curve:
@@ -208,8 +215,9 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "defense": defense,
         "quality_classifier": classifier_description,
         "samples": "samples.png",
-        "critic_file": "critic.keras" if os.path.isfile(critic) else None,
-        "critic_sha256": sha256_of(critic) if os.path.isfile(critic) else None,
+        "critic_file": "critic.keras" if shipped_critic else None,
+        "critic_sha256": sha256_of(critic) if shipped_critic else None,
+        "critic_note": _critic_note(shipped_critic, include_critic),
         "quality_curve": "quality.jsonl" if curve else None,
         "quality_curve_last": curve[-1] if curve else None,
         "command": command,
@@ -217,6 +225,15 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
     }
     _write_manifest(dest_dir, manifest)
     return manifest
+
+
+def _critic_note(shipped: bool, requested: bool) -> Optional[str]:
+    if shipped:
+        return None
+    if not requested:
+        return ("critic not shipped (a final generator): bin/train.py cannot warm-start "
+                "from this package")
+    return "the run folder had no critic.keras"
 
 
 def _write_manifest(dest_dir: str, manifest: dict) -> None:
@@ -256,6 +273,12 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
     figures = defense_probe(keras.models.load_model(weights), cache_dir=cache_dir,
                             deadline=deadline, log=log)
     figures["command"] = command
+    # Read again: the probe takes hours, and the manifest may have changed meanwhile.
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    if sha256_of(weights) != manifest.get("sha256"):
+        raise InputError(f"{weights} changed while it was measured; its figures are not "
+                         "stored (rerun to measure the new generator)")
     manifest["defense"] = figures
     _write_manifest(package_dir, manifest)
     return figures

@@ -151,7 +151,9 @@ def load_warm_start(package_dir: str) -> WarmStart:
              for name in ("manifest.json", GENERATOR_FILE, CRITIC_FILE)}
     for name, path in paths.items():
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"warm start folder {package_dir} has no {name}")
+            hint = (" (a final package, shipped without its critic: continue from the run "
+                    "folder instead)" if name == CRITIC_FILE else "")
+            raise FileNotFoundError(f"warm start folder {package_dir} has no {name}{hint}")
     try:
         with open(paths["manifest.json"]) as f:
             manifest = json.load(f)
@@ -527,15 +529,21 @@ class _RunState:
         """Checkpoint and progress.json at the current iteration."""
         t0 = time.monotonic()
         self.checkpointer.save(self.iteration)
+        self.last_saved = self.iteration
+        self.write_progress()
+        self.save_seconds = time.monotonic() - t0
+
+    def write_progress(self) -> None:
+        """progress.json for the checkpoint at ``last_saved``, with the wall times so far
+        (rewritten after an evaluation too, so that the time of one that follows the
+        last checkpoint is counted)."""
         jsonio.write_json(os.path.join(self.output_dir, "progress.json"), {
-            "iteration": self.iteration,
+            "iteration": self.last_saved,
             "total_train_seconds": self.train_seconds(),
             "total_eval_seconds": self.previous_eval_seconds + self.eval_seconds,
             "precision": self.config.gan.precision,
             "warm_starts": self.warm_starts,
         })
-        self.last_saved = self.iteration
-        self.save_seconds = time.monotonic() - t0
 
 
 class Monitor:
@@ -730,6 +738,8 @@ class _Evaluation(Monitor):
                  "eval_seconds": round(spent, 1), **figures}
         if state.chief:
             jsonio.append_jsonl(self.path, entry)
+            if state.iteration == state.last_saved:
+                state.write_progress()
         self.estimate, self.timed = spent, True
         self.done.add(state.iteration)
         state.log(f"evaluated iteration {state.iteration} in {_format_seconds(spent)}: "
