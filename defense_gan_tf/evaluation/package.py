@@ -267,16 +267,18 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
     weights = os.path.join(package_dir, manifest.get("file", "generator.keras"))
     if not os.path.isfile(weights):
         raise InputError(f"{package_dir} has no {os.path.basename(weights)}")
-    if sha256_of(weights) != manifest.get("sha256"):
+    measured = sha256_of(weights)
+    if measured != manifest.get("sha256"):
         raise InputError(f"{weights} does not match the sha256 in {manifest_path}; "
                          "repackage it with bin/package_generator.py")
     figures = defense_probe(keras.models.load_model(weights), cache_dir=cache_dir,
                             deadline=deadline, log=log)
     figures["command"] = command
-    # Read again: the probe takes hours, and the manifest may have changed meanwhile.
+    # Read again: the probe takes hours, and the package may have changed meanwhile
+    # (an edited manifest is kept; a replaced generator gets no figures).
     with open(manifest_path) as f:
         manifest = json.load(f)
-    if sha256_of(weights) != manifest.get("sha256"):
+    if measured != manifest.get("sha256") or measured != sha256_of(weights):
         raise InputError(f"{weights} changed while it was measured; its figures are not "
                          "stored (rerun to measure the new generator)")
     manifest["defense"] = figures

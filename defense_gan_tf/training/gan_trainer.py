@@ -149,17 +149,21 @@ def load_warm_start(package_dir: str) -> WarmStart:
     """
     paths = {name: os.path.join(package_dir, name)
              for name in ("manifest.json", GENERATOR_FILE, CRITIC_FILE)}
-    for name, path in paths.items():
-        if not os.path.isfile(path):
-            hint = (" (a final package, shipped without its critic: continue from the run "
-                    "folder instead)" if name == CRITIC_FILE else "")
-            raise FileNotFoundError(f"warm start folder {package_dir} has no {name}{hint}")
+    if not os.path.isfile(paths["manifest.json"]):
+        raise FileNotFoundError(f"warm start folder {package_dir} has no manifest.json")
     try:
         with open(paths["manifest.json"]) as f:
             manifest = json.load(f)
         iteration = int(manifest["iterations"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{paths['manifest.json']} cannot be read: {e}") from None
+    for name in (GENERATOR_FILE, CRITIC_FILE):
+        if not os.path.isfile(paths[name]):
+            # A package made without its critic says why (package_generator's critic_note).
+            why = manifest.get("critic_note") if name == CRITIC_FILE else None
+            raise FileNotFoundError(
+                f"warm start folder {package_dir} has no {name}"
+                + (f" ({why}); continue from the run folder instead" if why else ""))
     quality = os.path.join(package_dir, QUALITY_FILE)
     return WarmStart(
         generator_path=paths[GENERATOR_FILE], critic_path=paths[CRITIC_FILE],
