@@ -14,8 +14,12 @@ dataset's classifier A behind the projection (Defense-GAN-Orig):
 Writes JSON and markdown (--output + .json / .md) and a plot of accuracy against GFLOPs
 per image (--output + .png) after every configuration; a rerun keeps the rows of an
 earlier run with the same generator file, images and eps (and the same configuration),
-so the benchmark can be spread over several sittings (--fresh starts over). Run it
-alone on the machine: timings are shared-CPU noise otherwise.
+so the benchmark can be spread over several sittings (--fresh starts over;
+--time_budget_minutes stops starting new configurations). Rows measured in different
+sittings have timings from different machine states, so once every configuration is
+there the speeds are measured again in one process on the first --timing_images clean
+images (``same_run`` in the JSON; the markdown's speed ratios use them). Run it alone on
+the machine: timings are shared-CPU noise otherwise.
 
   python bench/projection_tradeoff.py --generator=pretrained/mnist/generator.keras \
       --classifier=pretrained/mnist/classifier_A.keras --data_dir=../shared/data \
@@ -44,20 +48,35 @@ flags.DEFINE_string("data_dir", None, "Local IDX folder (default: $DEFENSE_GAN_D
 flags.DEFINE_integer("num_images", 500, "First test images.")
 flags.DEFINE_integer("batch_size", 50, "Images per projection call.")
 flags.DEFINE_float("eps", 0.3, "FGSM epsilon.")
-flags.DEFINE_list("configs", [], "Only these configuration names (default: all).")
+flags.DEFINE_list("configs", [], "Only these configuration names, measured in this order "
+                  "(default: all).")
+flags.DEFINE_integer("iterations", None, "Override the dataset's L (tiny runs only; every "
+                     "configuration derives from it).")
+flags.DEFINE_integer("restarts", None, "Override the dataset's R (tiny runs only).")
+flags.DEFINE_float("time_budget_minutes", None, "No configuration starts after this many "
+                   "minutes; the rows so far are written and a rerun continues.")
+flags.DEFINE_integer("timing_images", 100, "Clean images of the same-run speed pass once "
+                     "every configuration is measured (0 skips it).")
 flags.DEFINE_string("output", "bench/results/projection_tradeoff", "Output path without "
                     "extension.")
 flags.DEFINE_bool("fresh", False, "Ignore rows of an earlier run at --output.")
 flags.mark_flags_as_required(["generator", "classifier"])
 
 
-def configurations(dataset):
-    """(name, ProjectionConfig) pairs: the paper's, each option alone, fast, cheaper plain."""
+def configurations(dataset, iterations=None, restarts=None):
+    """(name, ProjectionConfig) pairs: the paper's, each option alone, fast, cheaper plain.
+
+    ``iterations`` / ``restarts`` replace the dataset's L and R in all of them (tiny runs).
+    """
     from defense_gan_tf import config as config_lib
 
-    paper = config_lib.projection_preset("paper", dataset)
-    fast = config_lib.projection_preset("fast", dataset)
     replace = dataclasses.replace
+    base = {k: v for k, v in (("iterations", iterations), ("restarts", restarts))
+            if v is not None}
+    paper = replace(config_lib.projection_preset("paper", dataset), **base)
+    fast = replace(config_lib.projection_preset("fast", dataset), **base)
+    quarter, half = max(1, paper.iterations // 4), max(1, paper.iterations // 2)
+    few = max(1, round(paper.restarts * 2 / 5))
     return [
         ("paper", paper),
         ("bfloat16 descent", replace(paper, descent_precision="bfloat16")),
@@ -66,8 +85,8 @@ def configurations(dataset):
                                        early_stop_window=20)),
         ("encoder start", replace(paper, encoder_start=True)),
         ("fast", fast),
-        ("L=50 R=10", replace(paper, iterations=50)),
-        ("L=100 R=4", replace(paper, iterations=100, restarts=4)),
+        (f"L={quarter} R={paper.restarts}", replace(paper, iterations=quarter)),
+        (f"L={half} R={few}", replace(paper, iterations=half, restarts=few)),
     ]
 
 
@@ -81,6 +100,7 @@ def measure(name, projection, generator, classifier, encoder, x, y, x_transfer, 
     from defense_gan_tf.evaluation.stats import accuracy_entry
 
     b = FLAGS.batch_size
+    started = time.perf_counter()
     defense = Projector(generator, projection, encoder=encoder)
     attacker = Projector(generator, projection, gradient="bpda", encoder=encoder)
 
@@ -115,6 +135,8 @@ def measure(name, projection, generator, classifier, encoder, x, y, x_transfer, 
         "clean": accuracy_entry(clean_pred == y),
         "transferred_fgsm": accuracy_entry(transfer_pred == y),
         "bpda_fgsm": accuracy_entry(bpda_pred == y),
+        "seconds": round(time.perf_counter() - started, 1),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     print(f"{name:20s} {row['gflops_per_image']:8.2f} GFLOP/img  "
           f"{row['images_per_second']:6.2f} img/s  clean {row['clean']['accuracy']:.3f}  "
@@ -124,20 +146,40 @@ def measure(name, projection, generator, classifier, encoder, x, y, x_transfer, 
 
 
 def markdown(rows):
+    """The table; speed ratios from the same-run pass when every row has one."""
     def cell(e):
         return f"{e['accuracy']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
 
+    same_run = bool(rows) and all("same_run" in r for r in rows)
+
+    def speed(r):
+        return r["same_run"]["images_per_second"] if same_run else r["images_per_second"]
+
     paper = next((r for r in rows if r["name"] == "paper"), None)
-    lines = ["| configuration | GFLOPs / image | x paper | img/s | x paper | clean error | "
-             "clean | transferred FGSM | BPDA FGSM |", "|---|---|---|---|---|---|---|---|---|"]
+    label = "img/s (same run)" if same_run else "img/s (own sitting)"
+    lines = [f"| configuration | GFLOPs / image | x fewer | {label} | x faster | "
+             "clean error | clean | transferred FGSM | BPDA FGSM |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fewer = paper["gflops_per_image"] / r["gflops_per_image"] if paper else float("nan")
-        faster = r["images_per_second"] / paper["images_per_second"] if paper else float("nan")
+        faster = speed(r) / speed(paper) if paper else float("nan")
         lines.append(f"| {r['name']} | {r['gflops_per_image']:.2f} | {fewer:.1f} | "
-                     f"{r['images_per_second']:.2f} | {faster:.1f} | "
+                     f"{speed(r):.2f} | {faster:.1f} | "
                      f"{r['mean_clean_reconstruction_error']:.4f} | {cell(r['clean'])} | "
                      f"{cell(r['transferred_fgsm'])} | {cell(r['bpda_fgsm'])} |")
     return "\n".join(lines) + "\n"
+
+
+def clean_speed(generator, projection, encoder, x, batch_size):
+    """Images per second of the clean projection of ``x`` (compiled first)."""
+    from defense_gan_tf.defense import Projector
+
+    defense = Projector(generator, projection, encoder=encoder)
+    defense(x[:batch_size], seed=[0, 0])
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        defense(x[i:i + batch_size], seed=[5, i]).reconstruction.numpy()
+    return len(x) / (time.perf_counter() - t0)
 
 
 def plot(rows, path):
@@ -151,7 +193,8 @@ def plot(rows, path):
         for r in rows:
             e = r[key]
             ax.errorbar([r["gflops_per_image"]], [e["accuracy"]],
-                        yerr=[[e["accuracy"] - e["ci95"][0]], [e["ci95"][1] - e["accuracy"]]],
+                        yerr=[[max(0.0, e["accuracy"] - e["ci95"][0])],
+                              [max(0.0, e["ci95"][1] - e["accuracy"])]],  # rounded bounds
                         fmt="o", capsize=3, label=r["name"])
         ax.set_xscale("log")
         ax.set_xlabel("GFLOPs per image")
@@ -188,29 +231,81 @@ def main(argv):
         else None
     x, y = data.load_numpy(dataset, "test", data_dir=FLAGS.data_dir)
     x, y = x[:FLAGS.num_images], y[:FLAGS.num_images].astype(np.int64)
+    if encoder is not None:
+        check_encoder(encoder_path, FLAGS.generator, sha256_of)
     x_transfer = np.concatenate([
         attacks.fgsm(classifier, tf.constant(x[i:i + 100]), eps=FLAGS.eps,
                      y=y[i:i + 100]).numpy() for i in range(0, len(x), 100)])
     identity = {"dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
                 "generator_sha256": sha256_of(FLAGS.generator)}
     earlier = {} if FLAGS.fresh else earlier_rows(FLAGS.output + ".json", identity)
-    rows = []
-    for name, projection in configurations(dataset):
-        if FLAGS.configs and name not in FLAGS.configs:
-            continue
+    every = configurations(dataset, FLAGS.iterations, FLAGS.restarts)
+    known = [name for name, _ in every]
+    unknown = [name for name in FLAGS.configs if name not in known]
+    if unknown:
+        raise app.UsageError(f"--configs: unknown {unknown}; known: {known}")
+    order = FLAGS.configs or known
+    chosen = sorted((c for c in every if c[0] in order), key=lambda c: order.index(c[0]))
+    results, started, stopped = {}, time.monotonic(), False
+    command = command_line(sys.argv)
+
+    def rows_in_table_order():
+        return [results[name] for name in known if name in results]
+
+    for name, projection in chosen:
         if projection.encoder_start and encoder is None:
             print(f"{name}: skipped (no encoder at {encoder_path})", flush=True)
             continue
         done = earlier.get(name)
         same = json.loads(json.dumps(dataclasses.asdict(projection)))  # tuples as lists
-        if done is not None and done["projection"] == same:
+        encoder_sha = sha256_of(encoder_path) if projection.encoder_start else None
+        if done is not None and done["projection"] == same \
+                and done.get("encoder_sha256") == encoder_sha:
             print(f"{name}: kept from the earlier run", flush=True)
-            rows.append(done)
-        else:
-            rows.append(measure(name, projection, generator, classifier, encoder, x, y,
-                                x_transfer, FLAGS.eps))
-        write_outputs(rows, identity, iterations, command_line(sys.argv))
+            results[name] = done
+            continue
+        budget = FLAGS.time_budget_minutes
+        if budget is not None and time.monotonic() - started > 60 * budget:
+            print(f"{name}: not started (--time_budget_minutes {budget} spent); rerun "
+                  "the same command to continue", flush=True)
+            stopped = True
+            continue
+        results[name] = measure(name, projection, generator, classifier, encoder, x, y,
+                                x_transfer, FLAGS.eps)
+        if encoder_sha:
+            results[name]["encoder_sha256"] = encoder_sha
+        write_outputs(rows_in_table_order(), identity, iterations, command)
+    rows = rows_in_table_order()
+    if not stopped and FLAGS.timing_images > 0 and rows \
+            and any("same_run" not in r for r in rows):
+        n = min(FLAGS.timing_images, len(x))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"same-run speed pass on {n} clean images", flush=True)
+        projections = dict(chosen)
+        for r in rows:
+            r["same_run"] = {
+                "images": n, "at": stamp,
+                "images_per_second": clean_speed(generator, projections[r["name"]],
+                                                 encoder, x[:n], FLAGS.batch_size)}
+            print(f"  {r['name']:20s} {r['same_run']['images_per_second']:6.2f} img/s",
+                  flush=True)
+    write_outputs(rows, identity, iterations, command)
     print(markdown(rows))
+    if stopped:
+        sys.exit(3)
+
+
+def check_encoder(encoder_path, generator_path, sha256_of):
+    """Refuses an encoder whose record names another generator than ``generator_path``."""
+    record_path = os.path.splitext(encoder_path)[0] + ".json"
+    if not os.path.isfile(record_path):
+        raise app.UsageError(f"--encoder {encoder_path}: no {record_path} beside it to say "
+                             "which generator it was trained for")
+    with open(record_path) as f:
+        trained_for = json.load(f).get("generator_sha256")
+    if trained_for != sha256_of(generator_path):
+        raise app.UsageError(f"--encoder {encoder_path} was trained for another generator "
+                             f"than --generator {generator_path} (sha256 in {record_path})")
 
 
 def earlier_rows(path, identity):

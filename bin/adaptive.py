@@ -11,6 +11,10 @@ Example (MNIST, classifier A, paper projection, 200 test images):
   python bin/adaptive.py --generator=pretrained/mnist/generator.keras \
       --classifier=pretrained/mnist/classifier_A.keras --num_tests=200 \
       --data_dir=../shared/data
+
+Every finished batch is cached under --cache_dir, so a run stopped by
+--time_budget_minutes (exit status 3) or interrupted continues when the same command
+runs again; a run with more attacks or budgets reuses the cells it shares.
 """
 
 from absl import app
@@ -43,6 +47,11 @@ absl_flags.DEFINE_integer("attack_rec_rr", 0, "R of the attacker's projection (0
                           "defense's).")
 absl_flags.DEFINE_integer("track_steps", 10, "Descent steps per attack step of the "
                           "tracking attacks (*track*), from the previous step's z*.")
+absl_flags.DEFINE_string("cache_dir", "runs/adaptive_cache", "Finished batches of every "
+                        "cell are kept here, keyed by the cell's settings; a rerun continues "
+                        "from them ('' keeps nothing).")
+absl_flags.DEFINE_float("time_budget_minutes", None, "No attack batch starts after this many "
+                        "minutes; exit status 3 then means: run the same command again.")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
                           "range budget, twice the PGD steps, identity BPDA); 0 skips them.")
 
@@ -76,10 +85,24 @@ class _Outcome:
 
 
 def _workflow():
+    import sys
+
     from defense_gan_tf.evaluation.adaptive import run_adaptive
 
+    if FLAGS.time_budget_minutes is not None and FLAGS.time_budget_minutes <= 0:
+        raise app.UsageError(f"--time_budget_minutes must be > 0, got "
+                             f"{FLAGS.time_budget_minutes}")
+    budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
+
     def run(*args, **kwargs):
-        return _Outcome(run_adaptive(*args, **kwargs), kwargs["results_dir"])
+        summary = run_adaptive(*args, cache_dir=FLAGS.cache_dir or None,
+                               time_budget_seconds=budget, **kwargs)
+        if not summary["finished"]:
+            done = len(summary["cells"])
+            print(f"not finished ({done} cells complete, the rest cached by batch under "
+                  f"{FLAGS.cache_dir}); run the same command again")
+            sys.exit(3)
+        return _Outcome(summary, kwargs["results_dir"])
     return run
 
 

@@ -1,5 +1,7 @@
 """EOT, PGD in L2 and the latent-space attack (Athalye et al. 2018)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -175,9 +177,51 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
         AdaptiveRun(spec=spec, attack_iterations=-2)
 
 
-def test_attacker_projection_defaults_to_the_defense_and_keeps_a_valid_schedule():
-    import dataclasses
+def test_run_adaptive_resumes_from_its_batch_cache(tiny_world, tmp_path, monkeypatch):
+    """A spent time budget stops before any batch and writes no table; a finished run's
+    cells come back from the cache without crafting again, and a run with one more attack
+    crafts only that attack's batches."""
+    import os
 
+    from defense_gan_tf.evaluation import adaptive
+    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    root, gen_path, train, test = tiny_world
+    spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=6,
+                   num_train=200, epochs=2, batch_size=3,
+                   projection=config_lib.ProjectionConfig(iterations=3, restarts=2))
+    run = AdaptiveRun(spec=spec, attacks=("bpda_pgd",), eps_linf=(0.2,), pgd_steps=3,
+                      sanity_images=0)
+    res, cache = str(tmp_path / "res"), str(tmp_path / "cache")
+    kw = dict(classifier_dir=str(root / "classifiers"), train_data=train, test_data=test,
+              cache_dir=cache, log=lambda m: None)
+    stopped = run_adaptive(run, results_dir=res, time_budget_seconds=0, **kw)
+    assert not stopped["finished"] and stopped["cells"] == []
+    assert not any(n.startswith("adaptive_table_") for n in os.listdir(res))
+
+    crafted = []
+    real_craft = adaptive.craft
+
+    def counting(attack, *args, **kwargs):
+        crafted.append(attack)
+        return real_craft(attack, *args, **kwargs)
+
+    monkeypatch.setattr(adaptive, "craft", counting)
+    first = run_adaptive(run, results_dir=res, **kw)
+    assert first["finished"] and crafted.count("bpda_pgd") == 4  # 2 batches x (defended,
+    # undefended)
+    again = run_adaptive(run, results_dir=res, **kw)
+    assert crafted.count("bpda_pgd") == 4  # nothing crafted again
+    assert again["cells"][0].correct == first["cells"][0].correct
+    assert again["cells"][0].seconds_per_image == first["cells"][0].seconds_per_image
+    more = dataclasses.replace(run, attacks=("bpda_pgd", "fgsm"))
+    both = run_adaptive(more, results_dir=res, **kw)
+    assert crafted.count("bpda_pgd") == 4 and crafted.count("fgsm") == 4
+    assert both["cells"][0].correct == first["cells"][0].correct
+
+
+def test_attacker_projection_defaults_to_the_defense_and_keeps_a_valid_schedule():
     from defense_gan_tf.evaluation.adaptive import AdaptiveRun
     from defense_gan_tf.evaluation.runs import RunSpec
 
@@ -203,6 +247,7 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
             "--batch_size=4", "--rec_iters=2", "--rec_rr=2", "--pgd_steps=2",
             "--eot_samples=2", "--attacks=bpda_pgd,latent", "--eps_linf=0.3",
             "--latent_steps=3", f"--results_dir={tmp_path / 'res'}",
+            f"--cache_dir={tmp_path / 'cache'}",
             f"--classifier_dir={tmp_path / 'clf'}", f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     ok = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
@@ -210,7 +255,8 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
     assert "Worst case" in ok.stdout
     for flag, name in (("--attacks=bogus", "--attacks"), ("--eps_linf=2", "--eps_linf"),
                        ("--attack_rec_iters=-1", "--attack_rec_iters"),
-                       ("--eps_l2=x", "--eps_l2")):
+                       ("--eps_l2=x", "--eps_l2"),
+                       ("--time_budget_minutes=-1", "--time_budget_minutes")):
         bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
                              timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])

@@ -30,3 +30,52 @@ def test_projection_benchmark_runs_and_writes_its_figures(tmp_path):
             assert row[variant]["ms_per_step"] > 0
     with open(out + ".md") as f:
         assert "| 2 |" in f.read()
+
+
+def test_projection_tradeoff_resumes_retimes_and_counts_what_ran(tiny_world, tmp_path,
+                                                                mnist_dir):
+    """Tiny L and R: rows written, pruning counted at fewer passes than the paper row, the
+    same-run speed pass present; a rerun keeps the rows and honours the time budget."""
+    import keras
+
+    gen_path = tiny_world[1]
+    clf = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(10)])
+    clf_path = str(tmp_path / "clf.keras")
+    clf.save(clf_path)
+    out = str(tmp_path / "tradeoff")
+    base = [sys.executable, os.path.join(ROOT, "bench", "projection_tradeoff.py"),
+            f"--generator={gen_path}", f"--classifier={clf_path}", f"--data_dir={mnist_dir}",
+            "--num_images=6", "--batch_size=3", "--iterations=50", "--restarts=4",
+            "--timing_images=3", f"--output={out}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    r = subprocess.run(base + ["--configs=pruning 10/20/40,paper"], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out + ".json") as f:
+        result = json.load(f)
+    rows = {row["name"]: row for row in result["rows"]}
+    assert list(rows) == ["paper", "pruning 10/20/40"]  # table order, not run order
+    # Paper: 50 steps x 4 restarts; pruning 4, 2, 1, 1 restarts over 10, 10, 20, 10 steps.
+    assert rows["paper"]["row_steps_per_image"] == 200
+    assert rows["pruning 10/20/40"]["row_steps_per_image"] == 90
+    assert rows["pruning 10/20/40"]["gflops_per_image"] < rows["paper"]["gflops_per_image"]
+    for row in rows.values():
+        assert row["same_run"]["images"] == 3 and row["same_run"]["images_per_second"] > 0
+        assert 0 <= row["clean"]["ci95"][0] <= row["clean"]["accuracy"] \
+            <= row["clean"]["ci95"][1] <= 1
+    with open(out + ".md") as f:
+        assert "img/s (same run)" in f.read()
+
+    again = subprocess.run(base + ["--configs=paper,L=12 R=4", "--time_budget_minutes=0"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 3, again.stderr[-3000:]
+    assert "paper: kept from the earlier run" in again.stdout
+    assert "L=12 R=4: not started" in again.stdout
+    with open(out + ".json") as f:
+        kept = {row["name"]: row for row in json.load(f)["rows"]}
+    assert kept["paper"]["measured_at"] == rows["paper"]["measured_at"]
+
+    bad = subprocess.run(base + ["--configs=bogus"], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert bad.returncode != 0 and "--configs" in bad.stderr

@@ -192,13 +192,52 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
     return checks
 
 
+# Settings that say which cells a run has, not what one cell measures: a cell's cache key
+# leaves them out, so a later run with more attacks or budgets reuses the cells it shares.
+_RUN_ONLY = ("attacks", "eps_linf", "eps_l2", "latent_budget", "sanity_images")
+
+
+def cell_key(settings: dict, attack: str, budget: float) -> str:
+    """Digest of everything one cell's numbers depend on (its batch cache's folder)."""
+    own = {k: v for k, v in settings.items() if k not in _RUN_ONLY}
+    return report.settings_id({**own, "attack": attack, "budget": float(budget)})
+
+
+def _load_batch(path: str):
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError):  # a batch cut off mid-write: redo it
+        return None
+
+
+def _save_batch(path: str, **arrays) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
+                 cache_dir: Optional[str] = None,
+                 time_budget_seconds: Optional[float] = None,
                  log: Callable[[str], None] = echo) -> dict:
     """Runs every attack at every budget; writes one JSON per attack and budget, the table
     (``adaptive_table.md``) and ``robustness_curve.png``; returns the summary dict
-    (cells, worst case, sanity checks, paths)."""
+    (cells, worst case, sanity checks, paths, ``finished``).
+
+    With ``cache_dir`` every finished batch of a cell is kept in
+    ``cache_dir/<cell key>/`` (the key digests every setting the cell depends on), and a
+    rerun continues from them; with ``time_budget_seconds`` no batch starts after that
+    long, and the summary says ``finished: False`` (no table is written then). A resumed
+    batch's defended model draws its random starts afresh, so a resumed cell is a valid
+    sample of the same attack but not bit-identical to an uninterrupted one.
+    """
+    started = time.monotonic()
     spec = run.spec
     inputs = load_run_inputs(spec, results_dir=results_dir, classifier_dir=classifier_dir,
                              data_dir=data_dir, train_data=train_data, test_data=test_data,
@@ -230,30 +269,62 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             return tracker
         return defended.get(mode, classifier)
 
-    cells = []
+    cells, finished = [], True
     for attack in run.attacks:
         norm, mode, _ = ATTACKS[attack]
         for budget in run.budgets(attack):
-            t0 = time.monotonic()
-            ok, ok_plain, distortion, found, grads = [], [], [], [], []
-            for start in range(0, len(x_all), spec.batch_size):
-                x = tf.constant(x_all[start:start + spec.batch_size])
-                y = y_all[start:start + spec.batch_size].astype(np.int64)
-                seed = spec.seed * 1_000_003 + start
-                common = dict(classifier=classifier, generator=generator, seed=seed)
-                x_adv, share = craft(attack, budget, run, x, y,
-                                     model_fn=attacker(mode, seed),
-                                     start_projector=scorer, **common)
-                ok.append(defended_correct(x_adv, y, seed))
-                plain, _ = craft(attack, budget, run, x, y, model_fn=classifier,
-                                 start_projector=None, **common)
-                ok_plain.append(np.argmax(classifier(plain), -1) == y)
-                distortion.append(_distortion(norm, x_adv, x.numpy()) * len(y))
-                if share is not None:
-                    found.append(share * len(y))
-                if mode is not None:  # tracking: BPDA's gradient at the first step
-                    grads.append(attacks.input_gradient_norm(
-                        defended["bpda" if mode == "track" else mode], x[:5], y[:5]).numpy())
+            if not finished:
+                break
+            key = cell_key(settings, attack, budget)
+            ok, ok_plain, distortion, found, grads, seconds = [], [], [], [], [], 0.0
+            starts = range(0, len(x_all), spec.batch_size)
+            for number, start in enumerate(starts, 1):
+                path = (os.path.join(cache_dir, key, f"batch_{start:06d}.npz")
+                        if cache_dir else None)
+                batch = _load_batch(path) if path else None
+                if batch is None:
+                    if time_budget_seconds is not None and \
+                            time.monotonic() - started > time_budget_seconds:
+                        log(f"{attack} {norm} {budget}: time budget spent at batch "
+                            f"{number}/{len(starts)}; run again to continue")
+                        finished = False
+                        break
+                    t0 = time.monotonic()
+                    x = tf.constant(x_all[start:start + spec.batch_size])
+                    y = y_all[start:start + spec.batch_size].astype(np.int64)
+                    seed = spec.seed * 1_000_003 + start
+                    common = dict(classifier=classifier, generator=generator, seed=seed)
+                    x_adv, share = craft(attack, budget, run, x, y,
+                                         model_fn=attacker(mode, seed),
+                                         start_projector=scorer, **common)
+                    plain, _ = craft(attack, budget, run, x, y, model_fn=classifier,
+                                     start_projector=None, **common)
+                    batch = {
+                        "ok": defended_correct(x_adv, y, seed),
+                        "ok_plain": np.argmax(classifier(plain), -1) == y,
+                        "distortion": np.float64(_distortion(norm, x_adv, x.numpy())
+                                                 * len(y)),
+                        "found": np.asarray([] if share is None else [share * len(y)]),
+                        # tracking: BPDA's gradient at the first step
+                        "grads": (attacks.input_gradient_norm(
+                            defended["bpda" if mode == "track" else mode], x[:5],
+                            y[:5]).numpy() if mode is not None else np.zeros(0)),
+                    }
+                    batch["seconds"] = np.float64(time.monotonic() - t0)
+                    if path:
+                        _save_batch(path, **batch)
+                    if len(starts) > 1:
+                        log(f"  {attack} {norm} {budget}: batch {number}/{len(starts)} in "
+                            f"{float(batch['seconds']):.0f} s")
+                ok.append(batch["ok"])
+                ok_plain.append(batch["ok_plain"])
+                distortion.append(float(batch["distortion"]))
+                found.extend(np.asarray(batch["found"]).tolist())
+                if len(batch["grads"]):
+                    grads.append(batch["grads"])
+                seconds += float(batch["seconds"])
+            if not finished:
+                break
             n = len(x_all)
             cell = AttackCell(
                 attack=attack, norm=norm, budget=float(budget),
@@ -263,7 +334,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                 mean_distortion=float(sum(distortion) / n),
                 gradient_norm=(gradient_norm_summary(np.concatenate(grads))["mean"]
                                if grads else None),
-                seconds_per_image=(time.monotonic() - t0) / n,
+                seconds_per_image=seconds / n,
                 found=float(sum(found) / n) if found else None)
             cells.append(cell)
             log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
@@ -274,6 +345,8 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                 {"kind": "adaptive", "settings": settings, "run_id": run_id,
                  "result": cell.to_json(), "versions": report.versions(),
                  "command": command})
+    if not finished:
+        return {"cells": cells, "finished": False, "run_id": run_id, "table": None}
     worst = worst_case(cells)
     sanity = []
     if run.sanity_images:
@@ -292,7 +365,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
     plot_robustness(cells, worst, os.path.join(results_dir,
                                                f"robustness_curve_{run_id}.png"))
     return {"cells": cells, "worst_case": worst, "sanity": sanity, "table": table,
-            "run_id": run_id}
+            "run_id": run_id, "finished": True}
 
 
 def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
