@@ -42,5 +42,10 @@ def test_wilson_interval():
     low, high = wilson_interval(100, 100)
     assert high == 1.0 and low == pytest.approx(0.9630, abs=1e-3)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    for trials in (1, 3, 6, 7, 100, 500):  # the interval always holds its own estimate
+        for k in (0, 1, trials // 2, trials):
+            low, high = wilson_interval(k, trials)
+            assert 0.0 <= low <= k / trials <= high <= 1.0, (k, trials)
+    assert wilson_interval(0, 6)[0] == 0.0
     with pytest.raises(ValueError):
         wilson_interval(5, 3)

@@ -21,7 +21,9 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054):
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # The exact interval contains p; float rounding can put a bound a hair beyond it
+    # (2.8e-17 above 0 for 0 successes).
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 def accuracy_entry(correct) -> dict:
