@@ -117,7 +117,9 @@ def measure(name, projection, generator, classifier, encoder, x, y, x_transfer, 
     t0 = time.perf_counter()
     clean_pred, clean_err, row_steps = defended_predictions(x, 1)
     seconds = time.perf_counter() - t0
+    print(f"  {name}: clean projections {len(x) / seconds:.2f} img/s", flush=True)
     transfer_pred, _, _ = defended_predictions(x_transfer, 2)
+    print(f"  {name}: transferred FGSM done; BPDA FGSM next", flush=True)
     model_fn = lambda images: classifier(attacker(images, seed=[3, 0]).reconstruction,  # noqa
                                          training=False)
     x_bpda = np.concatenate([attacks.fgsm(model_fn, tf.constant(x[i:i + b]), eps=eps,
@@ -272,6 +274,7 @@ def main(argv):
             continue
         results[name] = measure(name, projection, generator, classifier, encoder, x, y,
                                 x_transfer, FLAGS.eps)
+        results[name]["command"] = command  # the sitting that measured it
         if encoder_sha:
             results[name]["encoder_sha256"] = encoder_sha
         write_outputs(rows_in_table_order(), identity, iterations, command)
