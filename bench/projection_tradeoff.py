@@ -233,13 +233,14 @@ def main(argv):
         else None
     x, y = data.load_numpy(dataset, "test", data_dir=FLAGS.data_dir)
     x, y = x[:FLAGS.num_images], y[:FLAGS.num_images].astype(np.int64)
+    generator_sha = sha256_of(FLAGS.generator)
     if encoder is not None:
-        check_encoder(encoder_path, FLAGS.generator, sha256_of)
+        check_encoder(encoder_path, FLAGS.generator, generator_sha)
     x_transfer = np.concatenate([
         attacks.fgsm(classifier, tf.constant(x[i:i + 100]), eps=FLAGS.eps,
                      y=y[i:i + 100]).numpy() for i in range(0, len(x), 100)])
     identity = {"dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
-                "generator_sha256": sha256_of(FLAGS.generator)}
+                "generator_sha256": generator_sha}
     earlier = {} if FLAGS.fresh else earlier_rows(FLAGS.output + ".json", identity)
     every = configurations(dataset, FLAGS.iterations, FLAGS.restarts)
     known = [name for name, _ in every]
@@ -298,15 +299,16 @@ def main(argv):
         sys.exit(3)
 
 
-def check_encoder(encoder_path, generator_path, sha256_of):
-    """Refuses an encoder whose record names another generator than ``generator_path``."""
+def check_encoder(encoder_path, generator_path, generator_sha):
+    """Refuses an encoder whose record names another generator than ``generator_path``
+    (whose sha256 is ``generator_sha``)."""
     record_path = os.path.splitext(encoder_path)[0] + ".json"
     if not os.path.isfile(record_path):
         raise app.UsageError(f"--encoder {encoder_path}: no {record_path} beside it to say "
                              "which generator it was trained for")
     with open(record_path) as f:
         trained_for = json.load(f).get("generator_sha256")
-    if trained_for != sha256_of(generator_path):
+    if trained_for != generator_sha:
         raise app.UsageError(f"--encoder {encoder_path} was trained for another generator "
                              f"than --generator {generator_path} (sha256 in {record_path})")
 

@@ -27,6 +27,7 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
 from defense_gan_tf.defense.projection import attach_gradient
 from defense_gan_tf.evaluation import report
+from defense_gan_tf.evaluation.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import flat_settings
 from defense_gan_tf.evaluation.specs import ATTACKS, AdaptiveRun
@@ -203,23 +204,6 @@ def cell_key(settings: dict, attack: str, budget: float) -> str:
     return report.settings_id({**own, "attack": attack, "budget": float(budget)})
 
 
-def _load_batch(path: str):
-    if not os.path.isfile(path):
-        return None
-    try:
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError):  # a batch cut off mid-write: redo it
-        return None
-
-
-def _save_batch(path: str, **arrays) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
@@ -281,7 +265,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             for number, start in enumerate(starts, 1):
                 path = (os.path.join(cache_dir, key, f"batch_{start:06d}.npz")
                         if cache_dir else None)
-                batch = _load_batch(path) if path else None
+                batch = load_batch(path) if path else None
                 if batch is None:
                     if time_budget_seconds is not None and \
                             time.monotonic() - started > time_budget_seconds:
@@ -312,7 +296,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                     }
                     batch["seconds"] = np.float64(time.monotonic() - t0)
                     if path:
-                        _save_batch(path, **batch)
+                        save_batch(path, **batch)
                     if len(starts) > 1:
                         log(f"  {attack} {norm} {budget}: batch {number}/{len(starts)} in "
                             f"{float(batch['seconds']):.0f} s")

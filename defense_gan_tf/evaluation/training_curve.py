@@ -42,6 +42,7 @@ from defense_gan_tf.attacks.common import (gradient_sign, loss_and_gradient,
                                            per_example_norm)
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projector
+from defense_gan_tf.evaluation.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
                                                sample, statistics)
 from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
@@ -147,9 +148,9 @@ class _Batches:
         outs = []
         for b, i in enumerate(range(0, n, batch_size)):
             path = os.path.join(self.folder, f"{name}_{b:04d}.npz") if self.folder else None
-            if path and os.path.isfile(path):
-                with np.load(path) as f:
-                    out = tuple(f[f"out{k}"] for k in range(len(f.files)))
+            saved = load_batch(path) if path else None
+            if saved is not None:
+                out = tuple(saved[f"out{k}"] for k in range(len(saved)))
                 out = out if len(out) > 1 else out[0]
                 self.done += 1
                 self.loaded += 1
@@ -158,11 +159,9 @@ class _Batches:
                     raise BudgetExhausted(self.done, self.total, self.folder or "(no cache)")
                 t0 = time.perf_counter()
                 out = fn(*(a[i:i + batch_size] for a in arrays))
-                if path:  # written whole or not at all
-                    tmp = path + ".tmp.npz"
+                if path:
                     parts = out if isinstance(out, tuple) else (out,)
-                    np.savez(tmp, **{f"out{k}": v for k, v in enumerate(parts)})
-                    os.replace(tmp, path)
+                    save_batch(path, **{f"out{k}": v for k, v in enumerate(parts)})
                 self.done += 1
                 self.log(f"  {name}: batch {b + 1}/{count} in {time.perf_counter() - t0:.0f} "
                          f"s ({self.done}/{self.total} batches of the probe done)")
