@@ -85,6 +85,7 @@ def configurations(dataset, iterations=None, restarts=None):
                                        early_stop_window=20)),
         ("encoder start", replace(paper, encoder_start=True)),
         ("fast", fast),
+        ("fast + encoder start", replace(fast, encoder_start=True)),
         (f"L={quarter} R={paper.restarts}", replace(paper, iterations=quarter)),
         (f"L={half} R={few}", replace(paper, iterations=half, restarts=few)),
     ]

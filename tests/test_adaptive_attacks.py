@@ -216,7 +216,16 @@ def test_run_adaptive_resumes_from_its_batch_cache(tiny_world, tmp_path, monkeyp
     assert again["cells"][0].correct == first["cells"][0].correct
     assert again["cells"][0].seconds_per_image == first["cells"][0].seconds_per_image
     more = dataclasses.replace(run, attacks=("bpda_pgd", "fgsm"))
+    # Stopped after the cached cell: a partial table shows it and nothing of fgsm.
+    part = run_adaptive(more, results_dir=res, time_budget_seconds=0, **kw)
+    assert not part["finished"] and [c.attack for c in part["cells"]] == ["bpda_pgd"]
+    with open(part["partial_table"]) as f:
+        text = f.read()
+    assert "Partial: 1 of 2 cells" in text and "| bpda_pgd | linf | 0.2 |" in text
+    assert "| fgsm |" not in text and "Sanity checks" not in text
+    assert crafted.count("fgsm") == 0
     both = run_adaptive(more, results_dir=res, **kw)
+    assert not os.path.exists(part["partial_table"])  # the full table replaces it
     assert crafted.count("bpda_pgd") == 4 and crafted.count("fgsm") == 4
     assert both["cells"][0].correct == first["cells"][0].correct
 

@@ -73,12 +73,14 @@ def test_served_model_rejects_bad_values(exported, bad, message):
 
 
 def test_served_model_rejects_bad_shapes(exported):
+    # The signature's shape check usually refuses these; when TensorFlow skips it (seen
+    # once in a two-worker run), the graph itself fails on the rank: either way no output.
     loaded = tf.saved_model.load(exported[2])
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError),
                        match=r"shape|Shape|compatible"):
         loaded.signatures["serving_default"](images=tf.zeros([2, 28, 28, 3]))
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError),
-                       match=r"shape|Shape|compatible"):
+                       match=r"shape|Shape|compatible|dimension"):
         loaded.signatures["serving_default"](images=tf.zeros([2, 28, 28]))
 
 

@@ -329,8 +329,19 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                 {"kind": "adaptive", "settings": settings, "run_id": run_id,
                  "result": cell.to_json(), "versions": report.versions(),
                  "command": command})
+    table_path = os.path.join(results_dir, f"adaptive_table_{run_id}.md")
+    partial_path = os.path.join(results_dir, f"adaptive_table_{run_id}.partial.md")
     if not finished:
-        return {"cells": cells, "finished": False, "run_id": run_id, "table": None}
+        if cells:  # what this sitting has, so a stopped run still shows its numbers
+            total = sum(len(run.budgets(a)) for a in run.attacks)
+            with open(partial_path, "w") as f:
+                f.write(adaptive_table(cells, worst_case(cells), settings, command,
+                                       partial=(len(cells), total)))
+            log(f"partial table ({len(cells)} of {total} cells): {partial_path}")
+        return {"cells": cells, "finished": False, "run_id": run_id, "table": None,
+                "partial_table": partial_path if cells else None}
+    if os.path.exists(partial_path):
+        os.remove(partial_path)
     worst = worst_case(cells)
     sanity = []
     if run.sanity_images:
@@ -344,7 +355,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                            "num_images": n, "checks": sanity,
                            "versions": report.versions(), "command": command})
     table = adaptive_table(cells, worst, settings, command, sanity)
-    with open(os.path.join(results_dir, f"adaptive_table_{run_id}.md"), "w") as f:
+    with open(table_path, "w") as f:
         f.write(table)
     plot_robustness(cells, worst, os.path.join(results_dir,
                                                f"robustness_curve_{run_id}.png"))
@@ -353,9 +364,13 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
 
 
 def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
-                   sanity: Optional[list] = None) -> str:
+                   sanity: Optional[list] = None, partial: Optional[tuple] = None) -> str:
     """Markdown: attack x budget with 95% intervals, distortion, gradient norm and cost,
-    then the worst case per budget, the sanity checks and the command."""
+    then the worst case per budget, the sanity checks and the command.
+
+    ``partial`` = (cells done, cells in the run) marks a stopped run's table: its worst
+    case covers only the attacks finished so far, so it can only fall when the rest run.
+    """
     def cell_text(e):
         return f"{e['accuracy']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
 
@@ -372,6 +387,10 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
                          if any(ATTACKS[c.attack][1] == "track" for c in cells) else "")
              + "; every adversarial image is scored through a fresh projection of the "
              "defense.", "",
+             *([f"**Partial: {partial[0]} of {partial[1]} cells.** The run stopped "
+                "(time budget); the same command continues it. The worst case below "
+                "covers only the attacks finished so far, an upper bound on the final "
+                "one; no sanity checks yet.", ""] if partial else []),
              "| attack | norm | budget | Defense-GAN | no defense | mean distortion | "
              "input-gradient norm | found | s / image |", "|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
@@ -380,7 +399,8 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
         lines.append(f"| {c.attack} | {c.norm} | {c.budget:g} | {cell_text(c.defended)} | "
                      f"{cell_text(c.undefended)} | {c.mean_distortion:.4g} | {grad} | "
                      f"{found} | {c.seconds_per_image:.1f} |")
-    lines += ["", "Worst case (an image is robust only if every attack at the budget failed):",
+    lines += ["", "Worst case (an image is robust only if every attack at the budget failed"
+              + ("; attacks finished so far" if partial else "") + "):",
               "", "| norm | budget | Defense-GAN |", "|---|---|---|"]
     lines += [f"| {norm} | {budget:g} | {cell_text(e)} |" for (norm, budget), e in worst.items()]
     if sanity:
