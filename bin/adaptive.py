@@ -14,7 +14,9 @@ Example (MNIST, classifier A, paper projection, 200 test images):
 
 Every finished batch is cached under --cache_dir, so a run stopped by
 --time_budget_minutes (exit status 3) or interrupted continues when the same command
-runs again; a run with more attacks or budgets reuses the cells it shares.
+runs again; a run with more attacks or budgets reuses the cells it shares. A finished
+cell's JSON in --results_dir is reused too (when its settings match), so committed
+cells carry over to a fresh clone without the cache.
 """
 
 from absl import app
@@ -28,14 +30,21 @@ shared.define_evaluation_flags(results_dir="results/adaptive", model_flag="model
                                num_tests=200, choose_defense=False)
 absl_flags.DEFINE_list("attacks", ["fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd",
                                    "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda",
-                                   "cw_bpda_track", "latent"],
+                                   "cw_bpda_track", "latent", "transfer_fgsm",
+                                   "transfer_pgd"],
                        "Attacks to run (fgsm: through the unrolled projection; bpda_*, "
                        "cw_bpda: BPDA; *track*: BPDA following z* from step to step; "
-                       "latent: latent-space search).")
+                       "latent: latent-space search; transfer_*: crafted on the "
+                       "classifier alone).")
 absl_flags.DEFINE_list("eps_linf", ["0.1", "0.2", "0.3"], "L-infinity budgets.")
 absl_flags.DEFINE_list("eps_l2", ["1", "2", "4"], "L2 budgets.")
-absl_flags.DEFINE_float("latent_budget", 0.005, "Mean squared error per pixel of the "
-                        "latent attack (Athalye et al.: 0.005 on MNIST).")
+absl_flags.DEFINE_list("latent_budget", ["0.005"], "Budgets (mean squared error per "
+                       "pixel) of the latent attack (Athalye et al.: 0.005 on MNIST); one "
+                       "search serves them all.")
+absl_flags.DEFINE_integer("latent_search_steps", 5, "Rounds of the latent search over its "
+                          "constant (Carlini-Wagner bisection).")
+absl_flags.DEFINE_float("latent_learning_rate", 0.01, "Adam learning rate on z of the "
+                        "latent search.")
 absl_flags.DEFINE_integer("pgd_steps", 100, "PGD iterations (L-infinity and L2).")
 absl_flags.DEFINE_integer("eot_samples", 10, "Draws averaged per EOT step.")
 absl_flags.DEFINE_integer("cw_iterations", 100, "CW iterations.")
@@ -53,7 +62,8 @@ absl_flags.DEFINE_string("cache_dir", "runs/adaptive_cache", "Finished batches o
 absl_flags.DEFINE_float("time_budget_minutes", None, "No attack batch starts after this many "
                         "minutes; exit status 3 then means: run the same command again.")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
-                          "range budget, twice the PGD steps, identity BPDA); 0 skips them.")
+                          "range budget, twice the PGD steps, identity BPDA; tracking "
+                          "BPDA-PGD unless bpda_pgd is in --attacks); 0 skips them.")
 
 
 def build_run():
@@ -63,12 +73,16 @@ def build_run():
     try:
         eps_linf = tuple(float(e) for e in FLAGS.eps_linf)
         eps_l2 = tuple(float(e) for e in FLAGS.eps_l2)
+        latent_budget = tuple(float(e) for e in FLAGS.latent_budget)
     except ValueError:
-        raise app.UsageError("--eps_linf and --eps_l2 take comma-separated numbers") from None
+        raise app.UsageError("--eps_linf, --eps_l2 and --latent_budget take comma-separated "
+                             "numbers") from None
     spec = shared.run_spec(model=FLAGS.model, batch_size=FLAGS.batch_size,
                            defense_type="defense_gan")
     return AdaptiveRun(spec=spec, attacks=tuple(FLAGS.attacks), eps_linf=eps_linf,
-                       eps_l2=eps_l2, latent_budget=FLAGS.latent_budget,
+                       eps_l2=eps_l2, latent_budget=latent_budget,
+                       latent_search_steps=FLAGS.latent_search_steps,
+                       latent_learning_rate=FLAGS.latent_learning_rate,
                        pgd_steps=FLAGS.pgd_steps, pgd_l2_steps=FLAGS.pgd_steps,
                        eot_samples=FLAGS.eot_samples, cw_iterations=FLAGS.cw_iterations,
                        latent_steps=FLAGS.latent_steps, sanity_images=FLAGS.sanity_images,

@@ -63,6 +63,9 @@ absl_flags.DEFINE_list("defenses", None, "Only these defense columns, some of no
                        "defense_gan, defense_gan_rec, adv_tr, magnet (default: all).")
 absl_flags.DEFINE_list("attacks", None, "Only these attacks, some of fgsm, rand_fgsm, cw "
                        "(default: all).")
+absl_flags.DEFINE_float("time_budget_minutes", None, "No cell starts after this many "
+                        "minutes; exit status 3 then means: run the same command again "
+                        "(finished cells are kept and skipped).")
 
 
 def main(argv):
@@ -72,6 +75,9 @@ def main(argv):
         raise app.UsageError("--table is required (or --summary_only to rebuild --summary)")
     if FLAGS.summary_only and not FLAGS.summary:
         raise app.UsageError("--summary_only needs a --summary path")
+    if FLAGS.time_budget_minutes is not None and not FLAGS.time_budget_minutes > 0:
+        raise app.UsageError(f"--time_budget_minutes must be > 0, got "
+                             f"{FLAGS.time_budget_minutes}")
     shared.check_paths(files=("generator",), folders=("data_dir", "magnet"),
                        outputs=("results_root", "classifier_dir"))
     from defense_gan_tf.console import command_line
@@ -106,15 +112,21 @@ def main(argv):
         have = sorted({reproduce.cell_keys(c)[0] for c in table_cells})
         raise app.UsageError(f"no cell of --table={FLAGS.table} matches --models / "
                              f"--defenses / --attacks (its models: {have})")
+    budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
     with shared.usage_errors():
-        reproduce.run_table(FLAGS.table, settings, results_dir=results_dir,
-                            classifier_dir=FLAGS.classifier_dir, data_dir=FLAGS.data_dir,
-                            command=command_line(sys.argv), dry_run=FLAGS.dry_run,
-                            cell_list=chosen)
+        ran = reproduce.run_table(FLAGS.table, settings, results_dir=results_dir,
+                                  classifier_dir=FLAGS.classifier_dir,
+                                  data_dir=FLAGS.data_dir, command=command_line(sys.argv),
+                                  dry_run=FLAGS.dry_run, cell_list=chosen,
+                                  time_budget_seconds=budget)
         if FLAGS.table == "detection_mnist" and not FLAGS.dry_run:
             reproduce.detection_figure(results_dir, os.path.join(results_dir, "roc.png"))
         if FLAGS.summary and not FLAGS.dry_run:
             reproduce.write_summary(FLAGS.summary, FLAGS.results_root, settings_of)
+    if len(ran) < len(chosen):  # stopped by the time budget
+        print(f"not finished: {len(chosen) - len(ran)} cell(s) left; run the same command "
+              "again")
+        sys.exit(3)
 
 
 if __name__ == "__main__":

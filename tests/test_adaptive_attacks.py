@@ -117,6 +117,60 @@ def test_latent_attack_finds_on_manifold_examples_and_checks_the_projection(
     assert survives.mean() > 0.5
 
 
+def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
+        dense_generator, monkeypatch, tmp_path):
+    """Scoring the latent attack: an image it did not find within the budget stays
+    clean (a failed attack, never a far-away G(z)); one search serves every budget,
+    also in a later run (the search is kept on disk)."""
+    from defense_gan_tf.evaluation import adaptive
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    g = dense_generator()
+    z = tf.random.stateless_normal([64, 8], seed=[1, 1]) * 0.35
+    threshold = float(np.median(tf.reduce_mean(g(z), axis=[1, 2, 3]).numpy()))
+
+    def classifier(images):
+        m = tf.reduce_mean(images, axis=[1, 2, 3])
+        return tf.stack([50.0 * (threshold - m), 50.0 * (m - threshold)], axis=1)
+
+    x = g(z[:8]).numpy()
+    y = np.argmax(classifier(x).numpy(), 1)
+    run = adaptive.AdaptiveRun(spec=RunSpec(defense_type="defense_gan", generator="g"),
+                               latent_budget=(1e-12, 0.01), latent_steps=100,
+                               latent_search_steps=2, latent_learning_rate=0.05)
+    searches = []
+    real = adaptive.attacks.latent_attack
+
+    def counting(*args, **kwargs):
+        searches.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(adaptive.attacks, "latent_attack", counting)
+    kw = dict(model_fn=None, classifier=classifier, generator=g, start_projector=None,
+              seed=3, memo=adaptive.SearchMemo(str(tmp_path / "searches")))
+    tight, share_tight = adaptive.craft("latent", 1e-12, run, x, y, **kw)
+    wide, share_wide = adaptive.craft("latent", 0.01, run, x, y, **kw)
+    assert len(searches) == 1
+    assert share_tight == 0.0 and np.array_equal(tight, x)  # nothing found: all clean
+    assert share_wide > 0
+    moved = np.abs(wide - x).reshape(8, -1).max(axis=1) > 0
+    assert moved.mean() == share_wide
+    assert np.all(np.mean((wide - x) ** 2, axis=(1, 2, 3))[moved] <= 0.01)
+    assert np.all(np.argmax(classifier(wide[moved]).numpy(), 1) != y[moved])
+    kw["memo"] = adaptive.SearchMemo(str(tmp_path / "searches"))  # a rerun
+    again, _ = adaptive.craft("latent", 0.01, run, x, y, **kw)
+    assert len(searches) == 1 and np.array_equal(again, wide)
+    # The latent search's own settings belong to the latent cells' keys alone.
+    settings = {"latent_search_steps": 5, "pgd_steps": 100}
+    other = {**settings, "latent_search_steps": 9}
+    assert adaptive.cell_key(settings, "bpda_pgd", 0.3) == adaptive.cell_key(
+        other, "bpda_pgd", 0.3)
+    assert adaptive.cell_key(settings, "latent", 0.01) != adaptive.cell_key(
+        other, "latent", 0.01)
+    with pytest.raises(ValueError, match="latent_budget"):
+        adaptive.AdaptiveRun(spec=run.spec, latent_budget=(0.01, -1.0))
+
+
 def test_worst_case_counts_an_image_robust_only_if_every_attack_failed():
     from defense_gan_tf.evaluation.adaptive import AttackCell, worst_case
 
@@ -150,11 +204,17 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, command="pytest", log=lambda m: None)
     cells = out["cells"]
-    # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd at 2 budgets; pgd_l2 and cw with
-    # their tracking twins at 1; latent at 1.
-    assert len(cells) == 4 * 2 + 4 + 1
+    # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd and the two transfer attacks at 2
+    # budgets; pgd_l2 and cw with their tracking twins at 1; latent at 1.
+    assert len(cells) == 6 * 2 + 4 + 1
     names = os.listdir(tmp_path / "res")
-    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 13
+    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 17
+    # Transferred FGSM is the undefended FGSM, scored through the defense: the same
+    # images, so the same undefended figures.
+    by = {(c.attack, c.budget): c for c in cells}
+    for eps in (0.1, 0.3):
+        assert by[("transfer_fgsm", eps)].undefended == by[("fgsm", eps)].undefended
+        assert by[("transfer_pgd", eps)].gradient_norm > 0
     assert any(n.startswith("robustness_curve_") for n in names)
     for (norm, budget), entry in out["worst_case"].items():
         same = [c for c in cells if c.norm == norm and c.budget == budget]
@@ -165,6 +225,7 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
     assert "later steps descend 10 steps from the previous z*" in out["table"]
     checks = {c["name"]: c for c in out["sanity"]}
     assert set(checks) == {"full_range", "more_steps", "identity_bpda"}
+    assert {c["attack"] for c in checks.values()} == {"bpda_pgd"}
     assert checks["identity_bpda"]["passed"] and checks["identity_bpda"]["same_labels"]
     assert checks["full_range"]["accuracy"]["n"] == 4
     assert "Sanity checks" in out["table"]
@@ -215,6 +276,15 @@ def test_run_adaptive_resumes_from_its_batch_cache(tiny_world, tmp_path, monkeyp
     assert crafted.count("bpda_pgd") == 4  # nothing crafted again
     assert again["cells"][0].correct == first["cells"][0].correct
     assert again["cells"][0].seconds_per_image == first["cells"][0].seconds_per_image
+    # The batch cache lost (a fresh clone): the committed cell JSON carries the cell.
+    import shutil
+    shutil.rmtree(cache)
+    cloned = run_adaptive(run, results_dir=res, **kw)
+    assert crafted.count("bpda_pgd") == 4
+    assert cloned["cells"][0].correct == first["cells"][0].correct
+    # ... but only for the same settings: more PGD steps are measured anew.
+    longer = run_adaptive(dataclasses.replace(run, pgd_steps=4), results_dir=res, **kw)
+    assert longer["finished"] and crafted.count("bpda_pgd") == 8
     more = dataclasses.replace(run, attacks=("bpda_pgd", "fgsm"))
     # Stopped after the cached cell: a partial table shows it and nothing of fgsm.
     part = run_adaptive(more, results_dir=res, time_budget_seconds=0, **kw)
@@ -223,11 +293,69 @@ def test_run_adaptive_resumes_from_its_batch_cache(tiny_world, tmp_path, monkeyp
         text = f.read()
     assert "Partial: 1 of 2 cells" in text and "| bpda_pgd | linf | 0.2 |" in text
     assert "| fgsm |" not in text and "Sanity checks" not in text
+    assert os.path.getsize(part["partial_plot"]) > 0
     assert crafted.count("fgsm") == 0
     both = run_adaptive(more, results_dir=res, **kw)
     assert not os.path.exists(part["partial_table"])  # the full table replaces it
-    assert crafted.count("bpda_pgd") == 4 and crafted.count("fgsm") == 4
+    assert not os.path.exists(part["partial_plot"])
+    assert crafted.count("bpda_pgd") == 8 and crafted.count("fgsm") == 4
     assert both["cells"][0].correct == first["cells"][0].correct
+
+
+def test_finished_cells_come_back_only_from_matching_records(tmp_path):
+    """A record is reused only with the cell's key (written, or recomputed from the
+    settings of an older record without one), the same attack and as many images."""
+    import json
+
+    from defense_gan_tf.evaluation.adaptive import AttackCell, cell_key, finished_cell
+
+    settings = {"pgd_steps": 100, "attacks": ["a"], "projection": {"iterations": 200}}
+    entry = {"accuracy": 0.5, "ci95": [0.1, 0.9], "correct": 1, "n": 2}
+    cell = AttackCell("bpda_pgd", "linf", 0.3, entry, entry, [True, False], 0.3, 1.0, 2.0)
+    key = cell_key(settings, "bpda_pgd", 0.3)
+
+    def write(name, **record):
+        with open(tmp_path / name, "w") as f:
+            json.dump({"kind": "adaptive", "settings": settings,
+                       "result": cell.to_json(), **record}, f)
+
+    write("adaptive_mnist_bpda_pgd_linf0.3_old.json")  # no key stored: recomputed
+    found, path = finished_cell(str(tmp_path), "mnist", "bpda_pgd", "linf", 0.3, key, 2)
+    assert found == cell and path.endswith("_old.json")
+    # Other run-only settings (the attack list) do not matter; cell settings do.
+    other = cell_key({**settings, "attacks": ["a", "b"]}, "bpda_pgd", 0.3)
+    assert other == key
+    assert finished_cell(str(tmp_path), "mnist", "bpda_pgd", "linf", 0.3,
+                         cell_key({**settings, "pgd_steps": 200}, "bpda_pgd", 0.3),
+                         2) is None
+    assert finished_cell(str(tmp_path), "mnist", "bpda_pgd", "linf", 0.3, key, 3) is None
+    assert finished_cell(str(tmp_path), "mnist", "bpda_pgd", "linf", 0.2, key, 2) is None
+    (tmp_path / "adaptive_mnist_bpda_pgd_linf0.3_old.json").write_text("{broken")
+    assert finished_cell(str(tmp_path), "mnist", "bpda_pgd", "linf", 0.3, key, 2) is None
+    write("adaptive_mnist_bpda_pgd_linf0.3_new.json", cell_key=key)
+    assert finished_cell(str(tmp_path), "mnist", "bpda_pgd", "linf", 0.3, key, 2)[0] == cell
+
+
+def test_sanity_checks_use_the_tracking_attack_without_plain_bpda(tiny_world, tmp_path):
+    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    root, gen_path, train, test = tiny_world
+    spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=4,
+                   num_train=200, epochs=2, batch_size=4,
+                   projection=config_lib.ProjectionConfig(iterations=3, restarts=2))
+    run = AdaptiveRun(spec=spec, attacks=("bpda_track_pgd",), eps_linf=(0.3,),
+                      pgd_steps=3, sanity_images=4, track_steps=2)
+    out = run_adaptive(run, results_dir=str(tmp_path / "res"),
+                       classifier_dir=str(root / "classifiers"), train_data=train,
+                       test_data=test, log=lambda m: None)
+    checks = {c["name"]: c for c in out["sanity"]}
+    assert checks["full_range"]["attack"] == "bpda_track_pgd"
+    assert checks["full_range"]["description"].startswith("Tracking BPDA-PGD")
+    # The 100-step figure is the run's own cell on the same images.
+    assert checks["more_steps"]["accuracy"] == out["cells"][0].defended
+    assert checks["identity_bpda"]["attack"] == "bpda_pgd" and checks["identity_bpda"][
+        "passed"]
 
 
 def test_attacker_projection_defaults_to_the_defense_and_keeps_a_valid_schedule():
@@ -264,7 +392,8 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
     assert "Worst case" in ok.stdout
     for flag, name in (("--attacks=bogus", "--attacks"), ("--eps_linf=2", "--eps_linf"),
                        ("--attack_rec_iters=-1", "--attack_rec_iters"),
-                       ("--eps_l2=x", "--eps_l2"),
+                       ("--eps_l2=x", "--eps_l2"), ("--latent_budget=0.01,x",
+                                                      "--latent_budget"),
                        ("--time_budget_minutes=-1", "--time_budget_minutes")):
         bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
                              timeout=120)

@@ -33,6 +33,9 @@ def test_tables_hold_the_papers_cells():
     fast = reproduce.cells("whitebox_fmnist", reproduce.TableSettings(projection="fast"))
     assert all(c.run.spec.dataset == "fashion_mnist" for c in fast)
     assert any(c.run.spec.projection.prune_at for c in fast)
+    detection = reproduce.cells("detection_mnist", s)
+    assert [c.label for c in detection] == [f"fgsm A defense_gan eps {e}"
+                                            for e in ("0.1", "0.2", "0.3")]
     no_magnet = reproduce.cells("whitebox_mnist", reproduce.TableSettings(magnet=None))
     assert len(no_magnet) == 4 * 3 * 4
     with pytest.raises(ValueError, match="unknown table"):
@@ -48,6 +51,10 @@ def test_run_table_resumes_by_skipping_cells_already_done(tiny_world, tmp_path):
     kwargs = dict(results_dir=str(tmp_path / "res"), classifier_dir=str(root / "clf"),
                   cell_list=[cell], train_data=train, test_data=test, log=lambda m: None)
     settings = reproduce.TableSettings()
+    assert not reproduce.is_done(cell, str(tmp_path / "res"))
+    # A spent time budget starts no cell and reports none.
+    assert reproduce.run_table("whitebox_mnist", settings, time_budget_seconds=0,
+                               **kwargs) == []
     assert not reproduce.is_done(cell, str(tmp_path / "res"))
     first = reproduce.run_table("whitebox_mnist", settings, **kwargs)
     assert [done for _, done, _ in first] == [False]
@@ -103,6 +110,8 @@ def test_bin_reproduce_selection_and_its_errors(tmp_path):
     assert "fgsm" not in out.stdout
     bad = run("--defenses=none,madry")
     assert bad.returncode != 0 and "--defenses: unknown ['madry']" in bad.stderr
+    budget = run("--time_budget_minutes=0")
+    assert budget.returncode != 0 and "--time_budget_minutes must be > 0" in budget.stderr
     empty = run("--models=F")
     assert empty.returncode != 0 and "its models: ['A', 'B', 'C', 'D']" in empty.stderr
 

@@ -9,7 +9,9 @@ separately (the defense may project it to another z).
 
 The search minimises, per image, mean_pixels (G(z) - x)^2 + c * max(Z_y - max_{i != y}
 Z_i + confidence, 0) with Adam over z, keeping the closest misclassified G(z)
-seen, and binary-searches c per image (as Carlini and Wagner's L2 attack does).
+seen, and binary-searches c per image (as Carlini and Wagner's L2 attack does). The
+result counts as found only within the budget; a caller scoring the attack should keep
+the clean image where it was not found.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ class LatentAttackResult(NamedTuple):
 
 def latent_attack(generator: Callable, classifier_fn: ModelFn, x, *, y=None,
                   budget: float = 0.005, z_init=None, steps: int = 200,
-                  learning_rate: float = 0.05, initial_const: float = 0.1,
-                  search_steps: int = 3, confidence: float = 0.0,
+                  learning_rate: float = 0.01, initial_const: float = 0.01,
+                  search_steps: int = 5, confidence: float = 0.0,
                   clip_min: float = 0.0, clip_max: float = 1.0,
                   seed: Optional[int] = None) -> LatentAttackResult:
     """Searches the generator's range for misclassified images close to ``x``.
@@ -57,8 +59,10 @@ def latent_attack(generator: Callable, classifier_fn: ModelFn, x, *, y=None,
       z_init: starting z [B, d] (e.g. the projection's z* of x); default N(0, 1/d).
       steps: Adam steps per value of c.
       learning_rate: Adam learning rate on z.
-      initial_const: the first c; per image it is divided by 10 after a success and
-        multiplied by 10 after a failure (``search_steps`` rounds).
+      initial_const: the first c. Per image, a round that found a misclassified G(z)
+        (at any distance) lowers c, one that found none raises it: bisection between
+        the bounds known so far, or x10 while no success bounds it from above
+        (``search_steps`` rounds; Carlini and Wagner's schedule).
       search_steps: rounds of the search over c.
       confidence: margin the misclassification must have.
       clip_min, clip_max: the data range.
@@ -81,6 +85,7 @@ def latent_attack(generator: Callable, classifier_fn: ModelFn, x, *, y=None,
                   tf.random.stateless_normal(shape, seed=[seed, 7], stddev=std))
     z_init = tf.convert_to_tensor(z_init, tf.float32)
     const = np.full(n, float(initial_const))
+    lower, upper = np.zeros(n), np.full(n, np.inf)  # bounds on the c that succeeds
     best_dist = np.full(n, np.inf)
     best_x = np.zeros(x.shape, np.float32)
     best_z = z_init.numpy().copy()
@@ -111,13 +116,17 @@ def latent_attack(generator: Callable, classifier_fn: ModelFn, x, *, y=None,
                 best_dist[better] = dist[better]
                 best_x[better] = images.numpy()[better]
                 best_z[better] = z.numpy()[better]
-            succeeded |= wrong & (dist <= budget)
+            succeeded |= wrong
             m = 0.9 * m + 0.1 * grad
             v = 0.999 * v + 0.001 * tf.square(grad)
             m_hat, v_hat = m / (1 - 0.9 ** step), v / (1 - 0.999 ** step)
             z.assign_sub(learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
         last_x, last_z = generator(z).numpy(), z.numpy()
-        const = np.where(succeeded, const / 10.0, const * 10.0)
+        # A success bounds c from above (a smaller c then trades misclassification for
+        # distortion); a failure from below.
+        upper = np.where(succeeded, np.minimum(upper, const), upper)
+        lower = np.where(succeeded, lower, np.maximum(lower, const))
+        const = np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0)
     missing = ~np.isfinite(best_dist)
     best_x[missing], best_z[missing] = last_x[missing], last_z[missing]
     distortion = np.mean((best_x - x.numpy()) ** 2, axis=(1, 2, 3))

@@ -5,8 +5,8 @@ Carlini et al. 2019, "On evaluating adversarial robustness"): several attacks pe
 budget, each crafted against the defense (the paper's full gradient through the
 unrolled projection, BPDA, BPDA with expectation over the random starts, BPDA that
 follows z* from step to step, PGD in L2, CW-L2 through BPDA, the latent-space
-attack), every adversarial image then scored
-through a fresh projection. An image counts as robust at a budget only if it survived
+attack) or, as a check, blind to it (FGSM and PGD transferred from the classifier
+alone), every adversarial image then scored through a fresh projection. An image counts as robust at a budget only if it survived
 every attack of that budget. The same attacks on the undefended classifier give the
 "no defense" line.
 """
@@ -14,6 +14,8 @@ every attack of that budget. The same attacks on the undefended classifier give 
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import os
 import time
 from typing import Callable, Optional
@@ -72,25 +74,67 @@ def _distortion(norm: str, x_adv: np.ndarray, x: np.ndarray) -> float:
     return float((delta ** 2).mean(axis=1).mean())
 
 
+class SearchMemo:
+    """The latent searches of one run by batch, in memory and, with ``folder``, on disk
+    (so that a rerun's other budgets reuse the searches of an interrupted run)."""
+
+    def __init__(self, folder: Optional[str] = None):
+        self.folder = folder
+        self.searches: dict = {}
+
+    def _path(self, key) -> Optional[str]:
+        seed, started = key
+        return (os.path.join(self.folder, f"search_{seed}_{int(started)}.npz")
+                if self.folder else None)
+
+    def get(self, key):
+        if key not in self.searches and self._path(key):
+            arrays = load_batch(self._path(key))
+            if arrays is not None:
+                self.searches[key] = attacks.LatentAttackResult(**arrays)
+        return self.searches.get(key)
+
+    def __setitem__(self, key, out) -> None:
+        self.searches[key] = out
+        if self._path(key):
+            save_batch(self._path(key), **{k: np.asarray(v) for k, v in out._asdict().items()})
+
+
 def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, classifier,
-          generator, start_projector: Optional[Projector], seed: int):
+          generator, start_projector: Optional[Projector], seed: int,
+          memo: Optional[dict] = None):
     """Adversarial images of ``attack`` at ``budget`` against ``model_fn`` (the defended
     model with the attack's gradient mode, or the classifier alone). The latent attack
     searches G's range for ``classifier``, starting from ``start_projector``'s z* of x
-    (random starts without one). Returns (x_adv, found share or None)."""
+    (random starts without one); where it found nothing within ``budget`` the clean
+    image is kept (a failed attack). Its search does not depend on the budget, so with
+    ``memo`` (a dict kept across budgets) one search serves every budget of a batch.
+    Returns (x_adv, found share or None)."""
     lo, hi = run.spec.pixel_range
     norm = ATTACKS[attack][0]
     if attack == "latent":
-        z_init = None if start_projector is None else start_projector(x, seed=[seed, 9]).z
-        out = attacks.latent_attack(generator, classifier, x, y=y, budget=budget,
-                                    z_init=z_init, steps=run.latent_steps, clip_min=lo,
-                                    clip_max=hi, seed=seed)
-        return out.x_adv, float(out.found.mean())
+        key = (seed, start_projector is not None)
+        out = None if memo is None else memo.get(key)
+        if out is None:
+            z_init = (None if start_projector is None else
+                      start_projector(x, seed=[seed, 9]).z)
+            out = attacks.latent_attack(
+                generator, classifier, x, y=y, budget=budget, z_init=z_init,
+                steps=run.latent_steps, search_steps=run.latent_search_steps,
+                learning_rate=run.latent_learning_rate, initial_const=run.latent_const,
+                clip_min=lo, clip_max=hi, seed=seed)
+            if memo is not None:
+                memo[key] = out
+        # out.found holds for the attack's own budget; any budget is judged here.
+        found = np.isfinite(out.distortion) & (out.distortion <= budget) & (
+            np.argmax(classifier(out.x_adv), -1) != np.asarray(y))
+        x_np = np.asarray(x)
+        return np.where(found[:, None, None, None], out.x_adv, x_np), float(found.mean())
     steps = run.pgd_l2_steps if norm == "l2" else run.pgd_steps
     common = dict(y=y, clip_min=lo, clip_max=hi)
-    if attack == "fgsm":
+    if attack in ("fgsm", "transfer_fgsm"):
         return attacks.fgsm(model_fn, x, eps=budget, seed=seed, **common).numpy(), None
-    if attack in ("bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd"):
+    if attack in ("bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "transfer_pgd"):
         k = run.eot_samples if attack == "bpda_eot_pgd" else 1
         return attacks.pgd_linf(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
                                 iterations=steps, seed=seed, eot_samples=k,
@@ -129,9 +173,11 @@ def _check(name: str, description: str, passed: bool, **figures) -> dict:
 
 
 def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended_correct,
-                  cells: list, log: Callable[[str], None] = echo) -> list:
+                  cells: list, tracker: Optional[TrackingBPDA] = None,
+                  log: Callable[[str], None] = echo) -> list:
     """The checklist of Carlini et al. (2019, "On evaluating adversarial robustness")
-    on the first ``len(x)`` test images, each a dict with ``passed`` and its figures:
+    on the first ``len(x)`` test images, each a dict with ``passed``, the ``attack`` it
+    used and its figures:
 
     * ``full_range``: BPDA-PGD with eps the whole pixel range must leave accuracy near 0
       (at most 0.1); otherwise the attack, not the defense, is what fails.
@@ -139,42 +185,51 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
       not raise accuracy by more than the half-width of the first run's 95% interval.
     * ``identity_bpda``: BPDA-PGD through an identity "projection" must give the same
       images and labels as PGD on the classifier alone (the BPDA plumbing is right).
+
+    With ``tracker`` the first two checks run the tracking BPDA-PGD (``bpda_track_pgd``,
+    a projection's cost or so per image) instead of BPDA-PGD with a full projection at
+    every step (``defended_bpda``, 100 projections per image at 100 steps).
     """
     lo, hi = run.spec.pixel_range
     x = tf.constant(x)
     y = np.asarray(y, np.int64)
     steps = run.pgd_steps
     eps_max = max(run.eps_linf)
+    attack, label = (("bpda_pgd", "BPDA-PGD") if tracker is None else
+                     ("bpda_track_pgd", "Tracking BPDA-PGD"))
 
     def bpda_pgd(model_fn, eps, iterations, seed):
+        if model_fn is tracker:  # a fresh start for every attack
+            tracker.reset(seed=seed)
         return attacks.pgd_linf(model_fn, x, y=y, eps=eps, step_size=2.5 * eps / iterations,
                                 iterations=iterations, clip_min=lo, clip_max=hi,
                                 seed=seed).numpy()
 
+    defended = defended_bpda if tracker is None else tracker
     checks = []
     seed = run.spec.seed * 1_000_003 + 77
     t0 = time.monotonic()
-    whole = accuracy_entry(defended_correct(bpda_pgd(defended_bpda, hi - lo, steps, seed),
+    whole = accuracy_entry(defended_correct(bpda_pgd(defended, hi - lo, steps, seed),
                                             y, seed))
     checks.append(_check(
-        "full_range", f"BPDA-PGD ({steps} steps) at eps {hi - lo:g} (the whole range) "
-        "leaves accuracy <= 0.1", whole["accuracy"] <= 0.1, accuracy=whole,
+        "full_range", f"{label} ({steps} steps) at eps {hi - lo:g} (the whole range) "
+        "leaves accuracy <= 0.1", whole["accuracy"] <= 0.1, attack=attack, accuracy=whole,
         seconds=time.monotonic() - t0))
 
     t0 = time.monotonic()
-    base = [c for c in cells if c.attack == "bpda_pgd" and c.budget == eps_max]
+    base = [c for c in cells if c.attack == attack and c.budget == eps_max]
     if base:  # the evaluation's own run on these images
         first = accuracy_entry(np.asarray(base[0].correct[:len(y)], bool))
     else:
-        first = accuracy_entry(defended_correct(bpda_pgd(defended_bpda, eps_max, steps, seed),
+        first = accuracy_entry(defended_correct(bpda_pgd(defended, eps_max, steps, seed),
                                                 y, seed))
     double = accuracy_entry(defended_correct(
-        bpda_pgd(defended_bpda, eps_max, 2 * steps, seed), y, seed))
+        bpda_pgd(defended, eps_max, 2 * steps, seed), y, seed))
     slack = first["ci95"][1] - first["accuracy"]
     checks.append(_check(
-        "more_steps", f"BPDA-PGD at eps {eps_max:g} with {2 * steps} steps is not more than "
+        "more_steps", f"{label} at eps {eps_max:g} with {2 * steps} steps is not more than "
         f"the 95% half-width above {steps} steps", double["accuracy"] <= first["accuracy"] +
-        slack, accuracy=first, accuracy_double_steps=double,
+        slack, attack=attack, accuracy=first, accuracy_double_steps=double,
         seconds=time.monotonic() - t0))
 
     t0 = time.monotonic()
@@ -185,7 +240,8 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
                                       np.argmax(classifier(alone), -1)))
     checks.append(_check(
         "identity_bpda", "BPDA-PGD through an identity projection equals PGD on the "
-        "classifier alone", diff <= 1e-5 and same_labels, max_abs_difference=diff,
+        "classifier alone", diff <= 1e-5 and same_labels, attack="bpda_pgd",
+        max_abs_difference=diff,
         same_labels=same_labels, seconds=time.monotonic() - t0))
     for c in checks:
         log(f"sanity {c['name']}: {'passed' if c['passed'] else 'FAILED'} "
@@ -198,10 +254,46 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
 _RUN_ONLY = ("attacks", "eps_linf", "eps_l2", "latent_budget", "sanity_images")
 
 
+# Settings of the latent search alone: they leave the other attacks' keys as they were.
+_LATENT_ONLY = ("latent_search_steps", "latent_learning_rate", "latent_const")
+
+
 def cell_key(settings: dict, attack: str, budget: float) -> str:
     """Digest of everything one cell's numbers depend on (its batch cache's folder)."""
-    own = {k: v for k, v in settings.items() if k not in _RUN_ONLY}
+    own = {k: v for k, v in settings.items() if k not in _RUN_ONLY and
+           (attack == "latent" or k not in _LATENT_ONLY)}
     return report.settings_id({**own, "attack": attack, "budget": float(budget)})
+
+
+def _cell_file(results_dir: str, dataset: str, attack: str, norm: str, budget: float,
+               run_id: str) -> str:
+    return os.path.join(results_dir,
+                        f"adaptive_{dataset}_{attack}_{norm}{budget}_{run_id}.json")
+
+
+def finished_cell(results_dir: str, dataset: str, attack: str, norm: str, budget: float,
+                  key: str, num_images: int) -> Optional[tuple]:
+    """A cell already measured with exactly these settings, read back from its JSON in
+    ``results_dir`` (any run that had it, whatever its other attacks and budgets):
+    ``(AttackCell, path)``, or None. The JSONs are what is committed, so a table whose
+    batch cache was lost continues from its finished cells; a record whose settings
+    differ in anything the cell depends on (``key``) is never used."""
+    pattern = _cell_file(glob.escape(results_dir), dataset, attack, norm, budget, "*")
+    for path in sorted(glob.glob(pattern)):
+        try:
+            with open(path) as f:
+                record = json.load(f)
+            if record.get("kind") != "adaptive":
+                continue
+            stored = record.get("cell_key") or cell_key(record["settings"], attack, budget)
+            if stored != key:
+                continue
+            cell = AttackCell(**record["result"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable or from an older layout: measured again
+        if len(cell.correct) == num_images and cell.attack == attack:
+            return cell, path
+    return None
 
 
 def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
@@ -214,7 +306,9 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
     (``adaptive_table.md``) and ``robustness_curve.png``; returns the summary dict
     (cells, worst case, sanity checks, paths, ``finished``).
 
-    With ``cache_dir`` every finished batch of a cell is kept in
+    A cell whose JSON is already in ``results_dir`` with the same settings (from any run)
+    is read back, not measured again (:func:`finished_cell`). With ``cache_dir`` every
+    finished batch of a cell is kept in
     ``cache_dir/<cell key>/`` (the key digests every setting the cell depends on), and a
     rerun continues from them; with ``time_budget_seconds`` no batch starts after that
     long, and the summary says ``finished: False`` (no table is written then). A resumed
@@ -246,13 +340,23 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                            track_steps=run.track_steps)
 
     def attacker(mode, seed):
-        """The model an attack of gradient ``mode`` differentiates (None: the classifier);
+        """The model an attack of gradient ``mode`` differentiates (None, transfer: the
+        classifier);
         the tracking attacker starts every batch afresh (it keeps that batch's z*)."""
         if mode == "track":
             tracker.reset(seed=seed)
             return tracker
         return defended.get(mode, classifier)
 
+    def attacker_gradient(mode):
+        """The model whose input gradient the table reports for ``mode``."""
+        if mode == "transfer":
+            return classifier
+        return defended["bpda" if mode == "track" else mode]
+
+    # One latent search per batch serves every latent budget (its key leaves the budget out).
+    latent_memo = SearchMemo(os.path.join(cache_dir, cell_key(settings, "latent", 0.0))
+                             if cache_dir else None)
     cells, finished = [], True
     for attack in run.attacks:
         norm, mode, _ = ATTACKS[attack]
@@ -260,6 +364,14 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             if not finished:
                 break
             key = cell_key(settings, attack, budget)
+            done = finished_cell(results_dir, spec.dataset, attack, norm, budget, key,
+                                 len(x_all))
+            if done is not None:
+                cells.append(done[0])
+                log(f"{attack} {norm} {budget}: measured before with these settings "
+                    f"({os.path.basename(done[1])}): Defense-GAN "
+                    f"{done[0].defended['accuracy']:.3f}")
+                continue
             ok, ok_plain, distortion, found, grads, seconds = [], [], [], [], [], 0.0
             starts = range(0, len(x_all), spec.batch_size)
             for number, start in enumerate(starts, 1):
@@ -277,22 +389,27 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                     x = tf.constant(x_all[start:start + spec.batch_size])
                     y = y_all[start:start + spec.batch_size].astype(np.int64)
                     seed = spec.seed * 1_000_003 + start
-                    common = dict(classifier=classifier, generator=generator, seed=seed)
+                    common = dict(classifier=classifier, generator=generator, seed=seed,
+                                  memo=latent_memo)
                     x_adv, share = craft(attack, budget, run, x, y,
                                          model_fn=attacker(mode, seed),
                                          start_projector=scorer, **common)
-                    plain, _ = craft(attack, budget, run, x, y, model_fn=classifier,
-                                     start_projector=None, **common)
+                    # Transfer and latent attacks are crafted on the classifier alone
+                    # already: their undefended figure is that classifier on x_adv.
+                    plain = x_adv if mode in ("transfer", None) else craft(
+                        attack, budget, run, x, y, model_fn=classifier,
+                        start_projector=None, **common)[0]
                     batch = {
                         "ok": defended_correct(x_adv, y, seed),
                         "ok_plain": np.argmax(classifier(plain), -1) == y,
                         "distortion": np.float64(_distortion(norm, x_adv, x.numpy())
                                                  * len(y)),
                         "found": np.asarray([] if share is None else [share * len(y)]),
-                        # tracking: BPDA's gradient at the first step
+                        # the gradient the attacker follows (tracking: BPDA's at its
+                        # first step; transfer: the classifier's alone)
                         "grads": (attacks.input_gradient_norm(
-                            defended["bpda" if mode == "track" else mode], x[:5],
-                            y[:5]).numpy() if mode is not None else np.zeros(0)),
+                            attacker_gradient(mode), x[:5], y[:5]).numpy()
+                            if mode is not None else np.zeros(0)),
                     }
                     batch["seconds"] = np.float64(time.monotonic() - t0)
                     if path:
@@ -324,31 +441,39 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
                 f"no defense {cell.undefended['accuracy']:.3f} "
                 f"({cell.seconds_per_image:.1f} s/image)")
-            jsonio.write_json(os.path.join(
-                results_dir, f"adaptive_{spec.dataset}_{attack}_{norm}{budget}_{run_id}.json"),
-                {"kind": "adaptive", "settings": settings, "run_id": run_id,
+            jsonio.write_json(
+                _cell_file(results_dir, spec.dataset, attack, norm, budget, run_id),
+                {"kind": "adaptive", "settings": settings, "run_id": run_id, "cell_key": key,
                  "result": cell.to_json(), "versions": report.versions(),
                  "command": command})
     table_path = os.path.join(results_dir, f"adaptive_table_{run_id}.md")
     partial_path = os.path.join(results_dir, f"adaptive_table_{run_id}.partial.md")
+    partial_plot = os.path.join(results_dir, f"robustness_curve_{run_id}.partial.png")
     if not finished:
         if cells:  # what this sitting has, so a stopped run still shows its numbers
             total = sum(len(run.budgets(a)) for a in run.attacks)
             with open(partial_path, "w") as f:
                 f.write(adaptive_table(cells, worst_case(cells), settings, command,
                                        partial=(len(cells), total)))
+            plot_robustness(cells, worst_case(cells), partial_plot,
+                            title=f"partial: {len(cells)} of {total} cells")
             log(f"partial table ({len(cells)} of {total} cells): {partial_path}")
         return {"cells": cells, "finished": False, "run_id": run_id, "table": None,
-                "partial_table": partial_path if cells else None}
-    if os.path.exists(partial_path):
-        os.remove(partial_path)
+                "partial_table": partial_path if cells else None,
+                "partial_plot": partial_plot if cells else None}
+    for stale in (partial_path, partial_plot):
+        if os.path.exists(stale):
+            os.remove(stale)
     worst = worst_case(cells)
     sanity = []
     if run.sanity_images:
         n = min(run.sanity_images, len(x_all))
         sanity = sanity_checks(run, x_all[:n], y_all[:n], classifier=classifier,
                                defended_bpda=defended["bpda"],
-                               defended_correct=defended_correct, cells=cells, log=log)
+                               defended_correct=defended_correct, cells=cells,
+                               # the cheap attacker unless the run pays for plain BPDA
+                               tracker=None if "bpda_pgd" in run.attacks else tracker,
+                               log=log)
         jsonio.write_json(os.path.join(results_dir,
                                        f"adaptive_sanity_{spec.dataset}_{run_id}.json"),
                           {"kind": "adaptive_sanity", "settings": settings, "run_id": run_id,
@@ -420,9 +545,9 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
     return "\n".join(lines)
 
 
-def plot_robustness(cells: list, worst: dict, path: str) -> str:
-    """Accuracy against budget, one line per attack and the worst case, per norm; dashed
-    lines for the undefended classifier."""
+def plot_robustness(cells: list, worst: dict, path: str, title: str = "") -> str:
+    """Accuracy against budget, one line per attack and the worst case, per norm; dotted
+    lines for the undefended classifier; ``title`` is added to the figure's title."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -446,7 +571,8 @@ def plot_robustness(cells: list, worst: dict, path: str) -> str:
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Defense-GAN under adaptive attacks (dotted: no defense)")
+    fig.suptitle("Defense-GAN under adaptive attacks (dotted: no defense)"
+                 + (f" [{title}]" if title else ""))
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -144,8 +144,9 @@ def cells(table: str, settings: Optional[TableSettings] = None) -> list:
                     spec = _spec(s, dataset, model, defense, attack, rec=rec)
                     steps = 100 if attack.attack_type == "cw" else 1
                     run = WhiteboxRun(spec=spec, gradient="full")
+                    eps = f" eps {attack.eps:g}" if table == "detection_mnist" else ""
                     out.append(Cell("whitebox", run, f"{attack.attack_type} {model} "
-                                    f"{defense}{' rec' if rec else ''}",
+                                    f"{defense}{' rec' if rec else ''}{eps}",
                                     estimate(spec, steps)))
         return out
     pairs = {"blackbox_mnist": (("A", "E"), ("B", "E"), ("C", "E"), ("D", "E"), ("F", "E"),
@@ -219,12 +220,15 @@ def is_done(cell: Cell, results_dir: str) -> bool:
 def run_table(table: str, settings: TableSettings, *, results_dir: str, classifier_dir: str,
               data_dir: Optional[str] = None, command: str = "", dry_run: bool = False,
               log: Callable[[str], None] = echo, cell_list: Optional[list] = None,
-              train_data=None, test_data=None) -> list:
+              train_data=None, test_data=None,
+              time_budget_seconds: Optional[float] = None) -> list:
     """Runs the cells of ``table`` not yet done, with progress and an estimate of the time
     left; returns [(cell, done before, seconds)] (with ``dry_run`` nothing runs).
 
     ``cell_list`` replaces the table's cells (a :func:`select` of them); ``train_data``
-    and ``test_data`` replace the loaded splits (test seam).
+    and ``test_data`` replace the loaded splits (test seam). With
+    ``time_budget_seconds`` no cell starts after that long: the cells not reached are
+    left out of the returned list (a rerun picks them up, since done cells are skipped).
     """
     todo = cell_list if cell_list is not None else cells(table, settings)
     done = done_flags(todo, results_dir)
@@ -239,6 +243,11 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
         if finished or dry_run:
             out.append((cell, finished, 0.0))
             continue
+        if time_budget_seconds is not None and time.monotonic() - t0 > time_budget_seconds:
+            left = sum(1 for d in done[i:] if not d)
+            log(f"  time budget spent: {left} cell(s) not started; run the same command "
+                "again to continue")
+            break
         t_cell = time.monotonic()
         workflow = _workflow(cell.kind)
         workflow(cell.run, results_dir=results_dir, classifier_dir=classifier_dir,

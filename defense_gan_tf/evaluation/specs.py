@@ -106,6 +106,10 @@ ATTACKS = {
     "cw_bpda": ("l2", "bpda", "Carlini-Wagner L2 with BPDA (found only within the budget)"),
     "cw_bpda_track": ("l2", "track", "Carlini-Wagner L2 with BPDA following z*"),
     "latent": ("mse", None, "latent-space search (Athalye et al. 5.4.2), re-projected"),
+    # Carlini et al. (2019) ask for a transfer attack too: crafted on the classifier
+    # alone, blind to the defense, then scored through it.
+    "transfer_fgsm": ("linf", "transfer", "FGSM on the undefended classifier, transferred"),
+    "transfer_pgd": ("linf", "transfer", "PGD on the undefended classifier, transferred"),
 }
 
 
@@ -118,7 +122,10 @@ class AdaptiveRun:
         ``defense_gan``; Rec when ``spec.train_on_recs``).
       attacks: names from :data:`ATTACKS`.
       eps_linf, eps_l2: budgets of the L-infinity and L2 attacks.
-      latent_budget: mean squared error per pixel of the latent attack.
+      latent_budget: budgets (mean squared error per pixel) of the latent attack; one
+        search serves them all.
+      latent_search_steps, latent_learning_rate, latent_const: the latent search's
+        rounds over its constant, Adam's learning rate on z and the first constant.
       pgd_steps, pgd_l2_steps: PGD iterations; step sizes are 2.5 eps / steps.
       eot_samples: draws averaged per EOT step.
       cw_iterations, cw_learning_rate, cw_const: CW settings.
@@ -138,10 +145,11 @@ class AdaptiveRun:
     spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
         defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
     attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "bpda_pgd_l2",
-                      "bpda_track_pgd_l2", "cw_bpda", "cw_bpda_track", "latent")
+                      "bpda_track_pgd_l2", "cw_bpda", "cw_bpda_track", "latent",
+                      "transfer_fgsm", "transfer_pgd")
     eps_linf: tuple = (0.1, 0.2, 0.3)
     eps_l2: tuple = (1.0, 2.0, 4.0)
-    latent_budget: float = 0.005
+    latent_budget: tuple = (0.005,)
     pgd_steps: int = 100
     pgd_l2_steps: int = 100
     eot_samples: int = 10
@@ -149,6 +157,9 @@ class AdaptiveRun:
     cw_learning_rate: float = 0.01
     cw_const: float = 1.0
     latent_steps: int = 200
+    latent_search_steps: int = 5
+    latent_learning_rate: float = 0.01
+    latent_const: float = 0.01
     sanity_images: int = 20
     attack_iterations: int = 0
     attack_restarts: int = 0
@@ -162,12 +173,19 @@ class AdaptiveRun:
         if self.spec.defense_type != "defense_gan":
             raise ValueError("adaptive runs attack Defense-GAN: spec.defense_type must be "
                              "defense_gan")
+        if isinstance(self.latent_budget, (int, float)):  # one budget given as a number
+            object.__setattr__(self, "latent_budget", (float(self.latent_budget),))
+        if not self.latent_budget or any(not b > 0 for b in self.latent_budget):
+            raise ValueError(f"latent_budget must be one or more numbers > 0, got "
+                             f"{self.latent_budget}")
+        if not (self.latent_learning_rate > 0 and self.latent_const > 0):
+            raise ValueError("latent_learning_rate and latent_const must be > 0")
         lo, hi = self.spec.pixel_range
         if any(not 0 < e <= hi - lo for e in self.eps_linf) or any(
                 not e > 0 for e in self.eps_l2):
             raise ValueError(f"eps_linf must be in (0, {hi - lo}] and eps_l2 > 0")
         for name in ("pgd_steps", "pgd_l2_steps", "eot_samples", "cw_iterations",
-                     "latent_steps", "track_steps"):
+                     "latent_steps", "latent_search_steps", "track_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sanity_images < 0:
@@ -189,4 +207,4 @@ class AdaptiveRun:
     def budgets(self, attack: str) -> tuple:
         """The budgets ``attack`` runs at."""
         norm = ATTACKS[attack][0]
-        return {"linf": self.eps_linf, "l2": self.eps_l2, "mse": (self.latent_budget,)}[norm]
+        return {"linf": self.eps_linf, "l2": self.eps_l2, "mse": tuple(self.latent_budget)}[norm]
