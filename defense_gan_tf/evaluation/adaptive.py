@@ -6,9 +6,9 @@ budget, each crafted against the defense (the paper's full gradient through the
 unrolled projection, BPDA, BPDA with expectation over the random starts, BPDA that
 follows z* from step to step, PGD in L2, CW-L2 through BPDA, the latent-space
 attack) or, as a check, blind to it (FGSM and PGD transferred from the classifier
-alone), every adversarial image then scored through a fresh projection. An image counts as robust at a budget only if it survived
-every attack of that budget. The same attacks on the undefended classifier give the
-"no defense" line.
+alone), every adversarial image then scored through a fresh projection. An image
+counts as robust at a budget only if it survived every attack of that budget. The
+same attacks on the undefended classifier give the "no defense" line.
 """
 
 from __future__ import annotations
@@ -97,18 +97,19 @@ class SearchMemo:
     def __setitem__(self, key, out) -> None:
         self.searches[key] = out
         if self._path(key):
-            save_batch(self._path(key), **{k: np.asarray(v) for k, v in out._asdict().items()})
+            save_batch(self._path(key),
+                       **{k: np.asarray(v) for k, v in out._asdict().items()})
 
 
 def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, classifier,
           generator, start_projector: Optional[Projector], seed: int,
-          memo: Optional[dict] = None):
+          memo: Optional[SearchMemo] = None):
     """Adversarial images of ``attack`` at ``budget`` against ``model_fn`` (the defended
     model with the attack's gradient mode, or the classifier alone). The latent attack
     searches G's range for ``classifier``, starting from ``start_projector``'s z* of x
     (random starts without one); where it found nothing within ``budget`` the clean
     image is kept (a failed attack). Its search does not depend on the budget, so with
-    ``memo`` (a dict kept across budgets) one search serves every budget of a batch.
+    ``memo`` (kept across budgets) one search serves every budget of a batch.
     Returns (x_adv, found share or None)."""
     lo, hi = run.spec.pixel_range
     norm = ATTACKS[attack][0]
@@ -128,8 +129,7 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
         # out.found holds for the attack's own budget; any budget is judged here.
         found = np.isfinite(out.distortion) & (out.distortion <= budget) & (
             np.argmax(classifier(out.x_adv), -1) != np.asarray(y))
-        x_np = np.asarray(x)
-        return np.where(found[:, None, None, None], out.x_adv, x_np), float(found.mean())
+        return _clean_where_failed(out.x_adv, x, found)
     steps = run.pgd_l2_steps if norm == "l2" else run.pgd_steps
     common = dict(y=y, clip_min=lo, clip_max=hi)
     if attack in ("fgsm", "transfer_fgsm"):
@@ -147,12 +147,17 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
                              max_iterations=run.cw_iterations,
                              learning_rate=run.cw_learning_rate,
                              initial_const=run.cw_const, **common).numpy()
-        # Outside the budget the attack counts as failed: keep the clean image there.
         x_np = np.asarray(x)
         within = np.sqrt(((x_cw - x_np) ** 2).reshape(len(x_np), -1).sum(axis=1)) <= \
             budget + 1e-6
-        return np.where(within[:, None, None, None], x_cw, x_np), float(within.mean())
+        return _clean_where_failed(x_cw, x_np, within)
     raise ValueError(f"unknown attack {attack!r}")
+
+
+def _clean_where_failed(x_adv, x, found) -> tuple:
+    """(images, share found): an attack's result outside its budget counts as failed,
+    so the clean image is kept there."""
+    return np.where(found[:, None, None, None], x_adv, np.asarray(x)), float(found.mean())
 
 
 class IdentityDefense:
@@ -340,9 +345,9 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                            track_steps=run.track_steps)
 
     def attacker(mode, seed):
-        """The model an attack of gradient ``mode`` differentiates (None, transfer: the
-        classifier);
-        the tracking attacker starts every batch afresh (it keeps that batch's z*)."""
+        """The model an attack of gradient ``mode`` differentiates (None and transfer:
+        the classifier); the tracking attacker starts every batch afresh (it keeps that
+        batch's z*)."""
         if mode == "track":
             tracker.reset(seed=seed)
             return tracker
@@ -452,10 +457,11 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
     if not finished:
         if cells:  # what this sitting has, so a stopped run still shows its numbers
             total = sum(len(run.budgets(a)) for a in run.attacks)
+            worst = worst_case(cells)
             with open(partial_path, "w") as f:
-                f.write(adaptive_table(cells, worst_case(cells), settings, command,
+                f.write(adaptive_table(cells, worst, settings, command,
                                        partial=(len(cells), total)))
-            plot_robustness(cells, worst_case(cells), partial_plot,
+            plot_robustness(cells, worst, partial_plot,
                             title=f"partial: {len(cells)} of {total} cells")
             log(f"partial table ({len(cells)} of {total} cells): {partial_path}")
         return {"cells": cells, "finished": False, "run_id": run_id, "table": None,

@@ -207,4 +207,5 @@ class AdaptiveRun:
     def budgets(self, attack: str) -> tuple:
         """The budgets ``attack`` runs at."""
         norm = ATTACKS[attack][0]
-        return {"linf": self.eps_linf, "l2": self.eps_l2, "mse": tuple(self.latent_budget)}[norm]
+        return {"linf": self.eps_linf, "l2": self.eps_l2,
+                "mse": tuple(self.latent_budget)}[norm]
