@@ -48,6 +48,8 @@ absl_flags.DEFINE_float("latent_learning_rate", 0.01, "Adam learning rate on z o
 absl_flags.DEFINE_integer("pgd_steps", 100, "PGD iterations (L-infinity and L2).")
 absl_flags.DEFINE_integer("eot_samples", 10, "Draws averaged per EOT step.")
 absl_flags.DEFINE_integer("cw_iterations", 100, "CW iterations.")
+absl_flags.DEFINE_float("cw_learning_rate", 0.1, "CW's Adam learning rate (in tanh space).")
+absl_flags.DEFINE_float("cw_const", 1.0, "CW's constant on the misclassification term.")
 absl_flags.DEFINE_integer("latent_steps", 200, "Latent search steps per constant.")
 absl_flags.DEFINE_integer("batch_size", 10, "Test images per attack batch.")
 absl_flags.DEFINE_integer("attack_rec_iters", 0, "L of the projection the BPDA attacks run "
@@ -85,6 +87,7 @@ def build_run():
                        latent_learning_rate=FLAGS.latent_learning_rate,
                        pgd_steps=FLAGS.pgd_steps, pgd_l2_steps=FLAGS.pgd_steps,
                        eot_samples=FLAGS.eot_samples, cw_iterations=FLAGS.cw_iterations,
+                       cw_learning_rate=FLAGS.cw_learning_rate, cw_const=FLAGS.cw_const,
                        latent_steps=FLAGS.latent_steps, sanity_images=FLAGS.sanity_images,
                        attack_iterations=FLAGS.attack_rec_iters,
                        attack_restarts=FLAGS.attack_rec_rr, track_steps=FLAGS.track_steps)

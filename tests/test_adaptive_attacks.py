@@ -117,6 +117,21 @@ def test_latent_attack_finds_on_manifold_examples_and_checks_the_projection(
     assert survives.mean() > 0.5
 
 
+def _count_calls(monkeypatch, name):
+    """The first argument (the model or generator) of every call to
+    ``adaptive.attacks.<name>`` from now on."""
+    from defense_gan_tf.evaluation import adaptive
+
+    calls, real = [], getattr(adaptive.attacks, name)
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(adaptive.attacks, name, counting)
+    return calls
+
+
 def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
         dense_generator, monkeypatch, tmp_path):
     """Scoring the latent attack: an image it did not find within the budget stays
@@ -138,16 +153,10 @@ def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
     run = adaptive.AdaptiveRun(spec=RunSpec(defense_type="defense_gan", generator="g"),
                                latent_budget=(1e-12, 0.01), latent_steps=100,
                                latent_search_steps=2, latent_learning_rate=0.05)
-    searches = []
-    real = adaptive.attacks.latent_attack
-
-    def counting(*args, **kwargs):
-        searches.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(adaptive.attacks, "latent_attack", counting)
+    searches = _count_calls(monkeypatch, "latent_attack")
+    memo_dir, wrap = str(tmp_path / "searches"), adaptive.attacks.LatentAttackResult
     kw = dict(model_fn=None, classifier=classifier, generator=g, start_projector=None,
-              seed=3, memo=adaptive.SearchMemo(str(tmp_path / "searches")))
+              seed=3, memo=adaptive.SearchMemo(memo_dir, wrap))
     tight, share_tight = adaptive.craft("latent", 1e-12, run, x, y, **kw)
     wide, share_wide = adaptive.craft("latent", 0.01, run, x, y, **kw)
     assert len(searches) == 1
@@ -157,7 +166,7 @@ def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
     assert moved.mean() == share_wide
     assert np.all(np.mean((wide - x) ** 2, axis=(1, 2, 3))[moved] <= 0.01)
     assert np.all(np.argmax(classifier(wide[moved]).numpy(), 1) != y[moved])
-    kw["memo"] = adaptive.SearchMemo(str(tmp_path / "searches"))  # a rerun
+    kw["memo"] = adaptive.SearchMemo(memo_dir, wrap)  # a rerun
     again, _ = adaptive.craft("latent", 0.01, run, x, y, **kw)
     assert len(searches) == 1 and np.array_equal(again, wide)
     # The latent search's own settings belong to the latent cells' keys alone.
@@ -167,8 +176,88 @@ def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
         other, "bpda_pgd", 0.3)
     assert adaptive.cell_key(settings, "latent", 0.01) != adaptive.cell_key(
         other, "latent", 0.01)
+    # ... and CW's settings to the CW cells' (the latent cells leave them out too).
+    cw = {**settings, "cw_learning_rate": 0.1}
+    assert adaptive.cell_key(settings, "bpda_pgd", 0.3) == adaptive.cell_key(
+        cw, "bpda_pgd", 0.3)
+    assert adaptive.cell_key(settings, "latent", 0.01) == adaptive.cell_key(
+        cw, "latent", 0.01)
+    assert adaptive.cell_key(settings, "cw_bpda_track", 2.0) != adaptive.cell_key(
+        cw, "cw_bpda_track", 2.0)
     with pytest.raises(ValueError, match="latent_budget"):
         adaptive.AdaptiveRun(spec=run.spec, latent_budget=(0.01, -1.0))
+
+
+def test_cw_cell_optimises_once_per_target_for_every_budget(monkeypatch, tmp_path):
+    """CW-L2 minimises distortion without a budget: one optimisation per batch and
+    target (the defense, the classifier alone) serves every L2 budget, also in a rerun
+    (kept on disk); at each budget an image whose CW result lies outside it stays
+    clean."""
+    from defense_gan_tf.evaluation import adaptive
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    w = tf.constant(np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32))
+
+    def classifier(images, training=False):
+        return tf.matmul(tf.reshape(images, [-1, 784]), w)
+
+    def defended(images, training=False):  # another target with its own optimisation
+        return classifier(images * 0.9)
+
+    x = _images(6)
+    y = np.argmax(classifier(x).numpy(), 1)
+    run = adaptive.AdaptiveRun(spec=RunSpec(defense_type="defense_gan", generator="g"),
+                               eps_l2=(0.5, 4.0), cw_iterations=60, cw_learning_rate=0.05)
+    calls = _count_calls(monkeypatch, "cw_l2")
+    memo = adaptive.SearchMemo(str(tmp_path / "cw"))
+    rerun = adaptive.SearchMemo(str(tmp_path / "cw"))  # reads the first run's from disk
+
+    def cw(budget, target, m):
+        return adaptive.craft("cw_bpda_track", budget, run, x, y, model_fn=target,
+                              classifier=classifier, generator=None, start_projector=None,
+                              seed=5, memo=m)
+    whole = {t: cw(100.0, t, memo) for t in (defended, classifier)}
+    assert calls == [defended, classifier]
+    for target, (images, share) in whole.items():
+        assert share == 1.0  # every CW result lies within an L2 of 100
+        dist = np.sqrt(((images - x) ** 2).reshape(6, -1).sum(axis=1))
+        mid = float(np.median(dist))  # half the images inside
+        for budget, m in ((mid, memo), (mid, rerun), (0.0, rerun)):
+            inside = dist <= budget + 1e-6
+            cut, share_cut = cw(budget, target, m)
+            assert share_cut == inside.mean()
+            assert np.array_equal(cut[inside], images[inside])
+            assert np.array_equal(cut[~inside], x[~inside])  # clean outside the budget
+        assert 0 < np.mean(dist <= mid + 1e-6) < 1
+    assert calls == [defended, classifier]  # no optimisation after the first budget
+
+
+def test_fgsm_cell_takes_one_gradient_per_target_for_every_budget(monkeypatch, tmp_path):
+    """FGSM's step is eps times one gradient's sign: the cell computes that gradient
+    once per batch and target and gives, at every budget, exactly attacks.fgsm's
+    images (the randomized model is seeded, so the direction is repeatable)."""
+    from defense_gan_tf.evaluation import adaptive
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    fn = _noisy_linear(seed=2)
+
+    def classifier(images, training=False):
+        return fn(images, seed=[0, 0])
+
+    x = tf.constant(_images(5))
+    y = np.array([0, 1, 2, 3, 4])
+    run = adaptive.AdaptiveRun(spec=RunSpec(defense_type="defense_gan", generator="g"))
+    calls = _count_calls(monkeypatch, "fgsm_direction")
+    memo = adaptive.SearchMemo(str(tmp_path / "fgsm"))
+    for budget in (0.1, 0.3, 0.05):
+        for target in (fn, classifier):
+            images, _ = adaptive.craft("fgsm", budget, run, x, y, model_fn=target,
+                                       classifier=classifier, generator=None,
+                                       start_projector=None, seed=7, memo=memo)
+            expected = attacks.fgsm(target, x, eps=budget, y=y, seed=7).numpy()
+            np.testing.assert_array_equal(images, expected)
+            assert np.abs(images - x.numpy()).max() <= budget + 1e-6
+    assert calls == [fn, classifier]
 
 
 def test_worst_case_counts_an_image_robust_only_if_every_attack_failed():
@@ -224,8 +313,15 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
     assert "Worst case" in out["table"] and "| bpda_eot_pgd | linf | 0.3 |" in out["table"]
     assert "later steps descend 10 steps from the previous z*" in out["table"]
     checks = {c["name"]: c for c in out["sanity"]}
-    assert set(checks) == {"full_range", "more_steps", "identity_bpda"}
-    assert {c["attack"] for c in checks.values()} == {"bpda_pgd"}
+    assert set(checks) == {"full_range", "more_steps", "identity_bpda", "undefended_broken"}
+    assert {c["attack"] for c in checks.values() if c["name"] != "undefended_broken"} == {
+        "bpda_pgd"}
+    # The weak attacks are those (latent aside) that leave the undefended classifier
+    # above 0.1 at their norm's largest budget.
+    weak = {(c.attack, c.budget) for c in cells if c.attack != "latent" and
+            c.budget == max(run.budgets(c.attack)) and c.undefended["accuracy"] > 0.1}
+    assert len(checks["undefended_broken"]["weak"]) == len(weak)
+    assert checks["undefended_broken"]["passed"] == (not weak)
     assert checks["identity_bpda"]["passed"] and checks["identity_bpda"]["same_labels"]
     assert checks["full_range"]["accuracy"]["n"] == 4
     assert "Sanity checks" in out["table"]

@@ -11,7 +11,7 @@ stays inside [clip_min, clip_max].
 from defense_gan_tf.attacks.common import (accepts_seed, expected_loss_and_gradient,
                                            input_gradient_norm, labels_or_predictions)
 from defense_gan_tf.attacks.cw_l2 import cw_l2
-from defense_gan_tf.attacks.fgsm import fgsm
+from defense_gan_tf.attacks.fgsm import fgsm, fgsm_direction
 from defense_gan_tf.attacks.latent import LatentAttackResult, latent_attack
 from defense_gan_tf.attacks.pgd import pgd_l2, pgd_linf
 from defense_gan_tf.attacks.rand_fgsm import rand_fgsm
@@ -20,6 +20,6 @@ from defense_gan_tf.attacks.substitute import (SubstituteResult, jacobian_augmen
 from defense_gan_tf.attacks.tracking import TrackingBPDA
 
 __all__ = ["LatentAttackResult", "SubstituteResult", "TrackingBPDA", "accepts_seed", "cw_l2",
-           "expected_loss_and_gradient", "fgsm", "input_gradient_norm",
+           "expected_loss_and_gradient", "fgsm", "fgsm_direction", "input_gradient_norm",
            "jacobian_augmentation", "labels_or_predictions", "latent_attack", "pgd_l2",
            "pgd_linf", "rand_fgsm", "train_substitute"]

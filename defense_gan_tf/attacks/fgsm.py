@@ -30,6 +30,16 @@ def fgsm(model_fn: ModelFn, x, *, eps: float, y=None, clip_min: float = 0.0,
       (a pixel whose gradient is NaN does not move).
     """
     x = check_range(x, clip_min, clip_max, eps)
+    direction = fgsm_direction(model_fn, x, y=y, eot_samples=eot_samples, seed=seed)
+    return tf.clip_by_value(x + eps * direction, clip_min, clip_max)
+
+
+def fgsm_direction(model_fn: ModelFn, x, *, y=None, eot_samples: int = 1,
+                   seed: Optional[int] = None) -> tf.Tensor:
+    """sign(grad_x loss(f(x), y)), FGSM's step before scaling by eps (NaN components 0):
+    it does not depend on eps, so one gradient serves every budget. Arguments as
+    :func:`fgsm`."""
+    x = tf.convert_to_tensor(x, tf.float32)
     y = labels_or_predictions(model_fn, x, y)
     _, grad = expected_loss_and_gradient(model_fn, x, y, samples=eot_samples, seed=seed)
-    return tf.clip_by_value(x + eps * gradient_sign(grad), clip_min, clip_max)
+    return gradient_sign(grad)

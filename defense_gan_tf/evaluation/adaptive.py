@@ -75,30 +75,42 @@ def _distortion(norm: str, x_adv: np.ndarray, x: np.ndarray) -> float:
 
 
 class SearchMemo:
-    """The latent searches of one run by batch, in memory and, with ``folder``, on disk
-    (so that a rerun's other budgets reuse the searches of an interrupted run)."""
+    """Searches of one run that do not depend on the budget (the latent search, the
+    CW-L2 optimisation), by batch, in memory and, with ``folder``, on disk, so that the
+    other budgets of a batch, and a rerun's, reuse them. ``wrap`` rebuilds a stored
+    result from its arrays (default: the dict of arrays itself)."""
 
-    def __init__(self, folder: Optional[str] = None):
+    def __init__(self, folder: Optional[str] = None, wrap: Optional[Callable] = None):
         self.folder = folder
+        self.wrap = wrap
         self.searches: dict = {}
 
     def _path(self, key) -> Optional[str]:
-        seed, started = key
-        return (os.path.join(self.folder, f"search_{seed}_{int(started)}.npz")
-                if self.folder else None)
+        name = "_".join(str(int(k) if isinstance(k, bool) else k) for k in key)
+        return os.path.join(self.folder, f"search_{name}.npz") if self.folder else None
 
     def get(self, key):
         if key not in self.searches and self._path(key):
             arrays = load_batch(self._path(key))
             if arrays is not None:
-                self.searches[key] = attacks.LatentAttackResult(**arrays)
+                self.searches[key] = self.wrap(**arrays) if self.wrap else arrays
         return self.searches.get(key)
 
     def __setitem__(self, key, out) -> None:
         self.searches[key] = out
         if self._path(key):
-            save_batch(self._path(key),
-                       **{k: np.asarray(v) for k, v in out._asdict().items()})
+            arrays = out._asdict() if hasattr(out, "_asdict") else out
+            save_batch(self._path(key), **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+# Attacks whose search does not depend on the budget: one search per batch serves all.
+_BUDGET_FREE = ("latent", "cw_bpda", "cw_bpda_track", "fgsm", "transfer_fgsm")
+
+
+def search_memo(cache_dir: Optional[str], settings: dict, attack: str) -> SearchMemo:
+    """The memo of ``attack``'s budget-free searches (under ``cache_dir`` when given)."""
+    folder = os.path.join(cache_dir, cell_key(settings, attack, 0.0)) if cache_dir else None
+    return SearchMemo(folder, attacks.LatentAttackResult if attack == "latent" else None)
 
 
 def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, classifier,
@@ -108,8 +120,9 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     model with the attack's gradient mode, or the classifier alone). The latent attack
     searches G's range for ``classifier``, starting from ``start_projector``'s z* of x
     (random starts without one); where it found nothing within ``budget`` the clean
-    image is kept (a failed attack). Its search does not depend on the budget, so with
-    ``memo`` (kept across budgets) one search serves every budget of a batch.
+    image is kept (a failed attack), and so does CW-L2 where its result lies outside
+    ``budget``. Neither search depends on the budget, nor does FGSM's gradient, so with
+    ``memo`` (kept across budgets, one per attack) one serves every budget of a batch.
     Returns (x_adv, found share or None)."""
     lo, hi = run.spec.pixel_range
     norm = ATTACKS[attack][0]
@@ -133,7 +146,17 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     steps = run.pgd_l2_steps if norm == "l2" else run.pgd_steps
     common = dict(y=y, clip_min=lo, clip_max=hi)
     if attack in ("fgsm", "transfer_fgsm"):
-        return attacks.fgsm(model_fn, x, eps=budget, seed=seed, **common).numpy(), None
+        # FGSM's step is eps times one gradient's sign: one gradient per batch and target
+        # (through the unrolled projection, the costly part) serves every budget.
+        key = (seed, model_fn is classifier)
+        out = None if memo is None else memo.get(key)
+        if out is None:
+            out = {"direction": attacks.fgsm_direction(model_fn, x, y=y, seed=seed).numpy()}
+            if memo is not None:
+                memo[key] = out
+        step = budget * out["direction"]
+        return tf.clip_by_value(tf.convert_to_tensor(x, tf.float32) + step, lo,
+                                hi).numpy(), None
     if attack in ("bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "transfer_pgd"):
         k = run.eot_samples if attack == "bpda_eot_pgd" else 1
         return attacks.pgd_linf(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
@@ -143,11 +166,18 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
         return attacks.pgd_l2(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
                               iterations=steps, seed=seed, **common).numpy(), None
     if attack in ("cw_bpda", "cw_bpda_track"):
-        x_cw = attacks.cw_l2(model_fn, x, binary_search_steps=1,
-                             max_iterations=run.cw_iterations,
-                             learning_rate=run.cw_learning_rate,
-                             initial_const=run.cw_const, **common).numpy()
-        x_np = np.asarray(x)
+        # CW minimises distortion without a budget: one optimisation per batch (and per
+        # target: the defense, or the classifier alone) serves every budget.
+        key = (seed, model_fn is classifier)
+        out = None if memo is None else memo.get(key)
+        if out is None:
+            out = {"x_adv": attacks.cw_l2(model_fn, x, binary_search_steps=1,
+                                          max_iterations=run.cw_iterations,
+                                          learning_rate=run.cw_learning_rate,
+                                          initial_const=run.cw_const, **common).numpy()}
+            if memo is not None:
+                memo[key] = out
+        x_cw, x_np = np.asarray(out["x_adv"]), np.asarray(x)
         within = np.sqrt(((x_cw - x_np) ** 2).reshape(len(x_np), -1).sum(axis=1)) <= \
             budget + 1e-6
         return _clean_where_failed(x_cw, x_np, within)
@@ -190,6 +220,9 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
       not raise accuracy by more than the half-width of the first run's 95% interval.
     * ``identity_bpda``: BPDA-PGD through an identity "projection" must give the same
       images and labels as PGD on the classifier alone (the BPDA plumbing is right).
+    * ``undefended_broken``: every attack of ``cells`` but the latent one must leave the
+      undefended classifier at most 0.1 at its norm's largest budget (on all the
+      cells' images); one that does not is too weak to say anything of the defense.
 
     With ``tracker`` the first two checks run the tracking BPDA-PGD (``bpda_track_pgd``,
     a projection's cost or so per image) instead of BPDA-PGD with a full projection at
@@ -248,6 +281,15 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
         "classifier alone", diff <= 1e-5 and same_labels, attack="bpda_pgd",
         max_abs_difference=diff,
         same_labels=same_labels, seconds=time.monotonic() - t0))
+    # An attack that cannot break the undefended classifier at its largest budget says
+    # nothing about the defense (the latent attack, bound to G's range, is exempt).
+    weak = [f"{c.attack} {c.norm} {c.budget:g}: {c.undefended['accuracy']:.3f}"
+            for c in cells if c.attack != "latent" and c.budget == max(run.budgets(c.attack))
+            and c.undefended["accuracy"] > 0.1]
+    checks.append(_check(
+        "undefended_broken", "every attack but the latent one leaves the undefended "
+        "classifier at most 0.1 at its largest budget (all test images)", not weak,
+        attack="all", weak=weak, seconds=0.0))
     for c in checks:
         log(f"sanity {c['name']}: {'passed' if c['passed'] else 'FAILED'} "
             f"({c['description']})")
@@ -259,14 +301,16 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
 _RUN_ONLY = ("attacks", "eps_linf", "eps_l2", "latent_budget", "sanity_images")
 
 
-# Settings of the latent search alone: they leave the other attacks' keys as they were.
-_LATENT_ONLY = ("latent_search_steps", "latent_learning_rate", "latent_const")
+# Settings of one attack family alone: the other attacks' keys leave them out.
+_FAMILY_ONLY = {"latent": ("latent_search_steps", "latent_learning_rate", "latent_const"),
+                "cw": ("cw_iterations", "cw_learning_rate", "cw_const")}
 
 
 def cell_key(settings: dict, attack: str, budget: float) -> str:
     """Digest of everything one cell's numbers depend on (its batch cache's folder)."""
-    own = {k: v for k, v in settings.items() if k not in _RUN_ONLY and
-           (attack == "latent" or k not in _LATENT_ONLY)}
+    family = "latent" if attack == "latent" else "cw" if attack.startswith("cw") else None
+    foreign = {k for f, names in _FAMILY_ONLY.items() if f != family for k in names}
+    own = {k: v for k, v in settings.items() if k not in _RUN_ONLY and k not in foreign}
     return report.settings_id({**own, "attack": attack, "budget": float(budget)})
 
 
@@ -282,7 +326,8 @@ def finished_cell(results_dir: str, dataset: str, attack: str, norm: str, budget
     ``results_dir`` (any run that had it, whatever its other attacks and budgets):
     ``(AttackCell, path)``, or None. The JSONs are what is committed, so a table whose
     batch cache was lost continues from its finished cells; a record whose settings
-    differ in anything the cell depends on (``key``) is never used."""
+    differ in anything the cell depends on (``key``, recomputed from the record's full
+    settings by today's :func:`cell_key`) is never used."""
     pattern = _cell_file(glob.escape(results_dir), dataset, attack, norm, budget, "*")
     for path in sorted(glob.glob(pattern)):
         try:
@@ -290,8 +335,7 @@ def finished_cell(results_dir: str, dataset: str, attack: str, norm: str, budget
                 record = json.load(f)
             if record.get("kind") != "adaptive":
                 continue
-            stored = record.get("cell_key") or cell_key(record["settings"], attack, budget)
-            if stored != key:
+            if cell_key(record["settings"], attack, budget) != key:
                 continue
             cell = AttackCell(**record["result"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -359,9 +403,22 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             return classifier
         return defended["bpda" if mode == "track" else mode]
 
-    # One latent search per batch serves every latent budget (its key leaves the budget out).
-    latent_memo = SearchMemo(os.path.join(cache_dir, cell_key(settings, "latent", 0.0))
-                             if cache_dir else None)
+    # One latent search (CW optimisation, FGSM gradient) per batch serves every budget of
+    # that attack: its memo's key leaves the budget out. So does the gradient probe at
+    # the clean images (in memory: it is cheap next to the attacks).
+    memos = {a: search_memo(cache_dir, settings, a) for a in run.attacks if a in _BUDGET_FREE}
+    probes: dict = {}
+
+    def probe(mode, start, x, y):
+        """Input-gradient norms of the model ``mode``'s attacker follows (tracking: BPDA's
+        at its first step; transfer: the classifier's alone) at five clean images."""
+        if mode is None:
+            return np.zeros(0)
+        if (mode, start) not in probes:
+            probes[mode, start] = attacks.input_gradient_norm(
+                attacker_gradient(mode), x[:5], y[:5]).numpy()
+        return probes[mode, start]
+
     cells, finished = [], True
     for attack in run.attacks:
         norm, mode, _ = ATTACKS[attack]
@@ -395,7 +452,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                     y = y_all[start:start + spec.batch_size].astype(np.int64)
                     seed = spec.seed * 1_000_003 + start
                     common = dict(classifier=classifier, generator=generator, seed=seed,
-                                  memo=latent_memo)
+                                  memo=memos.get(attack))
                     x_adv, share = craft(attack, budget, run, x, y,
                                          model_fn=attacker(mode, seed),
                                          start_projector=scorer, **common)
@@ -410,11 +467,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                         "distortion": np.float64(_distortion(norm, x_adv, x.numpy())
                                                  * len(y)),
                         "found": np.asarray([] if share is None else [share * len(y)]),
-                        # the gradient the attacker follows (tracking: BPDA's at its
-                        # first step; transfer: the classifier's alone)
-                        "grads": (attacks.input_gradient_norm(
-                            attacker_gradient(mode), x[:5], y[:5]).numpy()
-                            if mode is not None else np.zeros(0)),
+                        "grads": probe(mode, start, x, y),
                     }
                     batch["seconds"] = np.float64(time.monotonic() - t0)
                     if path:

@@ -128,7 +128,11 @@ class AdaptiveRun:
         rounds over its constant, Adam's learning rate on z and the first constant.
       pgd_steps, pgd_l2_steps: PGD iterations; step sizes are 2.5 eps / steps.
       eot_samples: draws averaged per EOT step.
-      cw_iterations, cw_learning_rate, cw_const: CW settings.
+      cw_iterations, cw_learning_rate, cw_const: CW settings (one search step). The
+        defaults were the best of nine tried against the undefended MNIST classifier A
+        on 50 test images (accuracy 0.84 / 0.10 / 0.00 within L2 1 / 2 / 4); the
+        white box's (lr 10, c 100) leave images far outside those budgets, and lr 0.01
+        hardly moves pixels at 0 or 1 (the tanh change of variables saturates there).
       latent_steps: Adam steps of the latent search per value of its constant.
       attack_iterations, attack_restarts: L and R of the projection inside the BPDA
         attacks' forward passes (0: the defense's own). A cheaper attacker projection
@@ -139,7 +143,8 @@ class AdaptiveRun:
         :class:`defense_gan_tf.attacks.TrackingBPDA`).
       sanity_images: test images the sanity checks of Carlini et al. (2019) run on
         (0 skips them): BPDA-PGD at the whole pixel range, BPDA-PGD with twice the
-        steps, and BPDA through an identity projection against the classifier alone.
+        steps, and BPDA through an identity projection against the classifier alone
+        (every attack breaking the undefended classifier is checked on all images).
     """
 
     spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
@@ -154,7 +159,7 @@ class AdaptiveRun:
     pgd_l2_steps: int = 100
     eot_samples: int = 10
     cw_iterations: int = 100
-    cw_learning_rate: float = 0.01
+    cw_learning_rate: float = 0.1
     cw_const: float = 1.0
     latent_steps: int = 200
     latent_search_steps: int = 5
@@ -180,6 +185,8 @@ class AdaptiveRun:
                              f"{self.latent_budget}")
         if not (self.latent_learning_rate > 0 and self.latent_const > 0):
             raise ValueError("latent_learning_rate and latent_const must be > 0")
+        if not (self.cw_learning_rate > 0 and self.cw_const > 0):
+            raise ValueError("cw_learning_rate and cw_const must be > 0")
         lo, hi = self.spec.pixel_range
         if any(not 0 < e <= hi - lo for e in self.eps_linf) or any(
                 not e > 0 for e in self.eps_l2):
