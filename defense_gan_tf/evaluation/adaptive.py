@@ -76,7 +76,7 @@ def _distortion(norm: str, x_adv: np.ndarray, x: np.ndarray) -> float:
 
 class SearchMemo:
     """Searches of one run that do not depend on the budget (the latent search, the
-    CW-L2 optimisation), by batch, in memory and, with ``folder``, on disk, so that the
+    CW-L2 optimisation, FGSM's gradient), by batch, in memory and, with ``folder``, on disk, so that the
     other budgets of a batch, and a rerun's, reuse them. ``wrap`` rebuilds a stored
     result from its arrays (default: the dict of arrays itself)."""
 
@@ -95,6 +95,14 @@ class SearchMemo:
             if arrays is not None:
                 self.searches[key] = self.wrap(**arrays) if self.wrap else arrays
         return self.searches.get(key)
+
+    def get_or_compute(self, key, compute: Callable):
+        """The search stored under ``key``, or ``compute()``'s result, stored."""
+        out = self.get(key)
+        if out is None:
+            out = compute()
+            self[key] = out
+        return out
 
     def __setitem__(self, key, out) -> None:
         self.searches[key] = out
@@ -126,19 +134,17 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     Returns (x_adv, found share or None)."""
     lo, hi = run.spec.pixel_range
     norm = ATTACKS[attack][0]
+    memo = SearchMemo() if memo is None else memo
     if attack == "latent":
-        key = (seed, start_projector is not None)
-        out = None if memo is None else memo.get(key)
-        if out is None:
+        def search():
             z_init = (None if start_projector is None else
                       start_projector(x, seed=[seed, 9]).z)
-            out = attacks.latent_attack(
+            return attacks.latent_attack(
                 generator, classifier, x, y=y, budget=budget, z_init=z_init,
                 steps=run.latent_steps, search_steps=run.latent_search_steps,
                 learning_rate=run.latent_learning_rate, initial_const=run.latent_const,
                 clip_min=lo, clip_max=hi, seed=seed)
-            if memo is not None:
-                memo[key] = out
+        out = memo.get_or_compute((seed, start_projector is not None), search)
         # out.found holds for the attack's own budget; any budget is judged here.
         found = np.isfinite(out.distortion) & (out.distortion <= budget) & (
             np.argmax(classifier(out.x_adv), -1) != np.asarray(y))
@@ -148,12 +154,8 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     if attack in ("fgsm", "transfer_fgsm"):
         # FGSM's step is eps times one gradient's sign: one gradient per batch and target
         # (through the unrolled projection, the costly part) serves every budget.
-        key = (seed, model_fn is classifier)
-        out = None if memo is None else memo.get(key)
-        if out is None:
-            out = {"direction": attacks.fgsm_direction(model_fn, x, y=y, seed=seed).numpy()}
-            if memo is not None:
-                memo[key] = out
+        out = memo.get_or_compute((seed, model_fn is classifier), lambda: {
+            "direction": attacks.fgsm_direction(model_fn, x, y=y, seed=seed).numpy()})
         step = budget * out["direction"]
         return tf.clip_by_value(tf.convert_to_tensor(x, tf.float32) + step, lo,
                                 hi).numpy(), None
@@ -168,15 +170,11 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     if attack in ("cw_bpda", "cw_bpda_track"):
         # CW minimises distortion without a budget: one optimisation per batch (and per
         # target: the defense, or the classifier alone) serves every budget.
-        key = (seed, model_fn is classifier)
-        out = None if memo is None else memo.get(key)
-        if out is None:
-            out = {"x_adv": attacks.cw_l2(model_fn, x, binary_search_steps=1,
-                                          max_iterations=run.cw_iterations,
-                                          learning_rate=run.cw_learning_rate,
-                                          initial_const=run.cw_const, **common).numpy()}
-            if memo is not None:
-                memo[key] = out
+        out = memo.get_or_compute((seed, model_fn is classifier), lambda: {
+            "x_adv": attacks.cw_l2(model_fn, x, binary_search_steps=1,
+                                   max_iterations=run.cw_iterations,
+                                   learning_rate=run.cw_learning_rate,
+                                   initial_const=run.cw_const, **common).numpy()})
         x_cw, x_np = np.asarray(out["x_adv"]), np.asarray(x)
         within = np.sqrt(((x_cw - x_np) ** 2).reshape(len(x_np), -1).sum(axis=1)) <= \
             budget + 1e-6
