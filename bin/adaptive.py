@@ -29,11 +29,12 @@ shared.define_evaluation_flags(results_dir="results/adaptive", model_flag="model
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=200, choose_defense=False)
 absl_flags.DEFINE_list("attacks", ["fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd",
-                                   "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda",
+                                   "bpda_eot_track_pgd", "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda",
                                    "cw_bpda_track", "latent", "transfer_fgsm",
                                    "transfer_pgd"],
                        "Attacks to run (fgsm: through the unrolled projection; bpda_*, "
-                       "cw_bpda: BPDA; *track*: BPDA following z* from step to step; "
+                       "cw_bpda: BPDA; *track*: BPDA following z* from step to step; *eot*: "
+                       "averaging --eot_samples draws of the random starts per step; "
                        "latent: latent-space search; transfer_*: crafted on the "
                        "classifier alone).")
 absl_flags.DEFINE_list("eps_linf", ["0.1", "0.2", "0.3"], "L-infinity budgets.")
@@ -46,7 +47,8 @@ absl_flags.DEFINE_integer("latent_search_steps", 5, "Rounds of the latent search
 absl_flags.DEFINE_float("latent_learning_rate", 0.01, "Adam learning rate on z of the "
                         "latent search.")
 absl_flags.DEFINE_integer("pgd_steps", 100, "PGD iterations (L-infinity and L2).")
-absl_flags.DEFINE_integer("eot_samples", 10, "Draws averaged per EOT step.")
+absl_flags.DEFINE_integer("eot_samples", 10, "Draws averaged per EOT step (the *eot* "
+                          "attacks).")
 absl_flags.DEFINE_integer("cw_iterations", 100, "CW iterations.")
 absl_flags.DEFINE_float("cw_learning_rate", 0.1, "CW's Adam learning rate (in tanh space).")
 absl_flags.DEFINE_float("cw_const", 1.0, "CW's constant on the misclassification term.")

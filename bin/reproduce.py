@@ -102,7 +102,9 @@ def main(argv):
     with shared.usage_errors():
         settings = settings_of(FLAGS.table)
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
-        table_cells = reproduce.cells(FLAGS.table, settings)
+        # Estimates leave out classifiers already trained into --classifier_dir.
+        table_cells = reproduce.cells(FLAGS.table, settings,
+                                      classifier_dir=FLAGS.classifier_dir)
     try:
         chosen = reproduce.select(table_cells, models=FLAGS.models, defenses=FLAGS.defenses,
                                   attacks=FLAGS.attacks)

@@ -184,6 +184,13 @@ def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
         cw, "latent", 0.01)
     assert adaptive.cell_key(settings, "cw_bpda_track", 2.0) != adaptive.cell_key(
         cw, "cw_bpda_track", 2.0)
+    # ... and the EOT draws to the EOT cells'.
+    eot = {**settings, "eot_samples": 5}
+    assert adaptive.cell_key(settings, "bpda_track_pgd", 0.3) == adaptive.cell_key(
+        eot, "bpda_track_pgd", 0.3)
+    for attack in ("bpda_eot_pgd", "bpda_eot_track_pgd"):
+        assert adaptive.cell_key(settings, attack, 0.3) != adaptive.cell_key(
+            eot, attack, 0.3)
     with pytest.raises(ValueError, match="latent_budget"):
         adaptive.AdaptiveRun(spec=run.spec, latent_budget=(0.01, -1.0))
 
@@ -293,11 +300,12 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, command="pytest", log=lambda m: None)
     cells = out["cells"]
-    # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd and the two transfer attacks at 2
-    # budgets; pgd_l2 and cw with their tracking twins at 1; latent at 1.
-    assert len(cells) == 6 * 2 + 4 + 1
+    # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd, bpda_eot_track_pgd and the two
+    # transfer attacks at 2 budgets; pgd_l2 and cw with their tracking twins at 1; latent
+    # at 1.
+    assert len(cells) == 7 * 2 + 4 + 1
     names = os.listdir(tmp_path / "res")
-    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 17
+    assert sum(n.startswith("adaptive_mnist_") and n.endswith(".json") for n in names) == 19
     # Transferred FGSM is the undefended FGSM, scored through the defense: the same
     # images, so the same undefended figures.
     by = {(c.attack, c.budget): c for c in cells}
@@ -312,6 +320,7 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
     assert all(c.mean_distortion <= c.budget + 1e-6 for c in linf)
     assert "Worst case" in out["table"] and "| bpda_eot_pgd | linf | 0.3 |" in out["table"]
     assert "later steps descend 10 steps from the previous z*" in out["table"]
+    assert "EOT attacks average 2 draws per step" in out["table"]
     checks = {c["name"]: c for c in out["sanity"]}
     assert set(checks) == {"full_range", "more_steps", "identity_bpda", "undefended_broken"}
     assert {c["attack"] for c in checks.values() if c["name"] != "undefended_broken"} == {
@@ -565,3 +574,56 @@ def test_tracking_bpda_follows_the_projection_at_a_fraction_of_its_cost(dense_ge
                                atol=1e-6)
     with pytest.raises(ValueError, match="track_steps"):
         attacks.TrackingBPDA(clf, g, cfg, track_steps=0)
+
+
+def test_tracking_eot_follows_k_draws_and_averages_their_gradients(dense_generator):
+    """With draws=K the tracker's first call is K seeded projections of every image
+    (rows k * B + b, as the defense's projection of the tiled batch), later calls follow
+    all K; the attacks' loss gradient through it is the mean of the K draws' BPDA
+    gradients, not the gradient of any one draw."""
+    import keras
+
+    from defense_gan_tf.attacks.common import loss_and_gradient
+    from defense_gan_tf.defense.projection import Projector
+
+    g = dense_generator()
+    clf = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(3, activation="tanh", kernel_initializer=(
+                                keras.initializers.RandomNormal(stddev=0.3, seed=3))),
+                            keras.layers.Dense(3, kernel_initializer=(
+                                keras.initializers.RandomNormal(stddev=1.0, seed=4)))])
+    rng = np.random.default_rng(0)
+    x = tf.constant(np.clip(g(rng.normal(size=(2, 8)).astype(np.float32)).numpy()
+                            + rng.uniform(-0.2, 0.2, (2, 28, 28, 1)), 0, 1)
+                    .astype(np.float32))
+    y = tf.constant([0, 2], tf.int64)
+    cfg = config_lib.ProjectionConfig(iterations=20, restarts=2)
+    k = 3
+    tracker = attacks.TrackingBPDA(clf, g, cfg, track_steps=4, seed=7, draws=k)
+    logits = tracker.draw_logits(x)
+    assert logits.shape == (k, 2, 3)
+    full = Projector(g, cfg, "bpda")(tf.tile(x, [k, 1, 1, 1]), seed=[7, 5])
+    np.testing.assert_allclose(logits.numpy().reshape(k * 2, 3),
+                               clf(full.reconstruction).numpy(), atol=1e-5)
+    assert tracker.generator_passes == 20 * 2 * k * 2
+    recs = full.reconstruction.numpy().reshape(k, 2, -1)
+    assert np.abs(recs[0] - recs[1]).max() > 1e-3  # the draws differ
+    tracker(x)  # a later call follows all K z* (4 steps on K x B rows)
+    assert tracker.generator_passes == 20 * 2 * k * 2 + 4 * k * 2
+    # The attack's gradient is the mean of the draws' gradients.
+    twin = attacks.TrackingBPDA(clf, g, cfg, track_steps=4, seed=7, draws=k)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        per_draw = twin.draw_logits(x)
+        per_example = [tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=y, logits=per_draw[i]) for i in range(k)]
+        losses = [tf.reduce_sum(one) for one in per_example]
+    grads = np.stack([tape.gradient(loss, x).numpy() for loss in losses])
+    tracker.reset(seed=7)
+    loss, grad = loss_and_gradient(tracker, x, y)
+    np.testing.assert_allclose(grad.numpy(), grads.mean(axis=0), atol=1e-5)
+    assert min(np.abs(grad.numpy() - one).max() for one in grads) > 1e-4
+    np.testing.assert_allclose(loss.numpy(), np.mean([e.numpy() for e in per_example], 0),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="draws"):
+        attacks.TrackingBPDA(clf, g, cfg, draws=0)

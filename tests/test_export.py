@@ -73,8 +73,8 @@ def test_served_model_rejects_bad_values(exported, bad, message):
 
 
 def test_served_model_rejects_bad_shapes(exported):
-    # The signature's shape check usually refuses these; when TensorFlow skips it (seen
-    # once in a two-worker run), the graph itself fails on the rank: either way no output.
+    # The signature's shape check refuses these when it runs; where the loaded signature
+    # skips it, the graph's own check names the expected shape (next test).
     loaded = tf.saved_model.load(exported[2])
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError),
                        match=r"shape|Shape|compatible"):
@@ -82,6 +82,21 @@ def test_served_model_rejects_bad_shapes(exported):
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError),
                        match=r"shape|Shape|compatible|dimension"):
         loaded.signatures["serving_default"](images=tf.zeros([2, 28, 28]))
+
+
+def test_served_graph_checks_the_image_shape_itself(exported):
+    """The serving function names the expected shape even where no signature checks it
+    (the same function traced for any shape)."""
+    from defense_gan_tf.export import DefenseGanModule
+
+    g, clf, _ = exported
+    serve = tf.function(DefenseGanModule(clf, g, PCFG, seed=3)._serve,
+                        input_signature=[tf.TensorSpec(None, tf.float32)])
+    for bad in (tf.zeros([2, 28, 28, 3]), tf.zeros([2, 28, 28])):
+        with pytest.raises((ValueError, tf.errors.InvalidArgumentError),
+                           match=r"images must have shape \[batch, 28, 28, 1\]"):
+            serve(bad)
+    assert serve(tf.fill([1, 28, 28, 1], 0.5))["logits"].shape == (1, 10)
 
 
 FRESH = r"""

@@ -42,6 +42,56 @@ def test_tables_hold_the_papers_cells():
         reproduce.cells("table_9")
 
 
+def test_estimates_count_a_classifier_training_once_and_adversarial_training_dearer():
+    wb = {c.label: c.estimate_seconds for c in reproduce.cells("whitebox_mnist")}
+    # The first cell with a classifier trains it; later cells load it from the cache.
+    assert wb["fgsm A none"] - wb["rand_fgsm A none"] >= 10 * 30
+    assert wb["fgsm A adv_tr"] > 2 * wb["fgsm A none"]
+    assert wb["rand_fgsm A adv_tr"] < wb["fgsm A none"]
+    assert wb["fgsm B none"] == wb["fgsm A none"]  # B has its own classifier
+
+
+
+def test_estimates_leave_out_a_classifier_found_in_the_cache(tmp_path):
+    from defense_gan_tf.evaluation.runs import classifier_cache_path
+
+    fresh = {c.label: c for c in reproduce.cells("whitebox_mnist")}
+    spec = fresh["fgsm A adv_tr"].run.spec
+    path = classifier_cache_path(str(tmp_path), dataset=spec.dataset, model=spec.model,
+                                 mode="adv_tr", epochs=spec.epochs, num_train=spec.num_train,
+                                 seed=spec.seed, eps=spec.attack.eps)
+    open(path, "w").close()
+    cached = {c.label: c.estimate_seconds for c in reproduce.cells(
+        "whitebox_mnist", classifier_dir=str(tmp_path))}
+    assert cached["fgsm A adv_tr"] < fresh["fgsm A adv_tr"].estimate_seconds - 10 * 60
+    assert cached["fgsm A adv_tr"] == cached["rand_fgsm A adv_tr"]
+    assert cached["fgsm A none"] == fresh["fgsm A none"].estimate_seconds  # not cached
+
+
+def test_time_left_stays_sane_after_cells_estimated_at_nothing(monkeypatch, tmp_path):
+    """A first cell estimated at 0 s (a cached undefended classifier) must not turn the
+    actual / estimated rate into an absurd time left."""
+    import re
+    import time as time_lib
+
+    def slow_workflow(run, **kwargs):
+        time_lib.sleep(0.05)
+
+    monkeypatch.setattr(reproduce, "_workflow", lambda kind: slow_workflow)
+    runs = [WhiteboxRun(spec=RunSpec(model=m, num_tests=10)) for m in ("A", "B", "C")]
+    cell_list = [reproduce.Cell("whitebox", runs[0], "cheap", 0.0),
+                 reproduce.Cell("whitebox", runs[1], "dear", 3600.0),
+                 reproduce.Cell("whitebox", runs[2], "dearer", 7200.0)]
+    lines = []
+    reproduce.run_table("whitebox_mnist", reproduce.TableSettings(),
+                        results_dir=str(tmp_path), classifier_dir=str(tmp_path),
+                        cell_list=cell_list, log=lines.append)
+    left = [float(m.group(1)) for line in lines
+            for m in [re.search(r"about ([0-9.]+) h left$", line)] if m]
+    assert left[0] == 3.0  # after "cheap": the estimates of the two left, unscaled
+    assert all(h <= 3.0 for h in left)
+
+
 def test_run_table_resumes_by_skipping_cells_already_done(tiny_world, tmp_path):
     root, gen_path, train, test = tiny_world
     spec = RunSpec(model="E", num_tests=10, num_train=200, epochs=1, batch_size=10,

@@ -2,7 +2,8 @@
 
 White-box attacks of the Defense-GAN paper (section 4): FGSM, RAND+FGSM,
 Carlini-Wagner L2, plus PGD in L-infinity and L2 (with expectation over a randomized
-model's draws, EOT), BPDA that follows z* from step to step (``TrackingBPDA``), the
+model's draws, EOT), BPDA that follows z* from step to step (``TrackingBPDA``, also over
+K draws of the projection at once for EOT), the
 latent-space attack of Athalye et al. (2018, 5.4.2); and the
 black-box substitute training of section 4.1 (Papernot et al. 2017). Every result
 stays inside [clip_min, clip_max].

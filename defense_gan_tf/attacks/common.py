@@ -98,13 +98,25 @@ def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor):
     """Per-example cross-entropy of the logits and its gradient with respect to ``x``.
 
     The gradient of the *summed* loss is returned, so each example's gradient
-    does not depend on the batch size.
+    does not depend on the batch size. A model with a ``draw_logits`` method (logits of
+    K random draws in one call, [K, B, classes], such as an EOT
+    :class:`~defense_gan_tf.attacks.TrackingBPDA`) has its loss averaged over the draws
+    (EOT: the gradient is the mean of the draws' gradients).
     """
+    draws = getattr(model_fn, "draw_logits", None)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        logits = model_fn(x)
-        check_labels_fit(y, logits)
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        if draws is None:
+            logits = model_fn(x)
+            check_labels_fit(y, logits)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        else:
+            logits = draws(x)
+            check_labels_fit(y, logits[0])
+            k = tf.shape(logits)[0]
+            loss = tf.reduce_mean(tf.reshape(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.tile(y, [k]), logits=tf.reshape(logits, [-1, logits.shape[-1]])),
+                [k, -1]), axis=0)
         total = tf.reduce_sum(loss)
     grad = tape.gradient(total, x)
     if grad is None:  # No path from x to the loss (e.g. a stop_gradient defense).

@@ -13,6 +13,16 @@ single restart at the z* of the call before and descends ``track_steps`` steps
 This changes only what the attacker computes. Every adversarial image is still scored
 through a fresh, full projection of the defense, so a poor tracking can only weaken
 the attack, never flatter it.
+
+With ``draws`` = K > 1 the tracker is also an EOT attacker (Athalye, Carlini and
+Wagner 2018, section 4.3) over the defense's random starts: its first call projects
+each image K times, as the defense would on K calls (each the best of R restarts),
+and every later call follows all K z* at once, in one batch of K x B rows.
+:meth:`draw_logits` gives the K draws' logits; the attacks' loss averages the
+cross-entropy over them (:func:`defense_gan_tf.attacks.common.loss_and_gradient`), so
+each step's gradient is the mean of the K draws' BPDA gradients. The draws are kept
+from step to step rather than drawn afresh (a fresh draw costs a full projection): the
+expectation is over K fixed samples of the defense's randomness.
 """
 
 from __future__ import annotations
@@ -42,13 +52,18 @@ class TrackingBPDA:
       projection: the first call's projection (the defense's own, normally).
       track_steps: descent steps of every later call, from the previous z*.
       seed: seeds the first call's random starts.
+      draws: K, the projections per image the tracker follows (EOT over the random
+        starts); 1 is plain tracking BPDA.
     """
 
     def __init__(self, classifier: keras.Model, generator: keras.Model,
                  projection: ProjectionConfig, *, track_steps: int = 10,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, draws: int = 1):
         if track_steps < 1:
             raise ValueError(f"track_steps must be >= 1, got {track_steps}")
+        if draws < 1:
+            raise ValueError(f"draws must be >= 1, got {draws}")
+        self.draws = draws
         self.classifier = classifier
         self.seed = seed
         self.first = Projector(generator, projection, "bpda")
@@ -66,13 +81,28 @@ class TrackingBPDA:
         if seed is not None:
             self.seed = seed
 
-    def __call__(self, images, training=False):
+    def draw_logits(self, images) -> tf.Tensor:
+        """Logits of each of the K draws, [K, B, classes]: the classifier at every
+        tracked reconstruction of ``images`` (BPDA: the backward pass is the identity
+        through each projection)."""
         images = tf.convert_to_tensor(images, tf.float32)
-        if self.z is None or self.z.shape[0] != images.shape[0]:
-            projection = self.first(images, seed=None if self.seed is None
+        batch = images.shape[0]
+        # Row k * B + b is draw k of image b.
+        rows = tf.tile(images, [self.draws] + [1] * (images.shape.rank - 1))
+        if self.z is None or self.z.shape[0] != rows.shape[0]:
+            projection = self.first(rows, seed=None if self.seed is None
                                     else [int(self.seed), 5])
         else:
-            projection = self.follow(images, z_init=self.z)
+            projection = self.follow(rows, z_init=self.z)
         self.z = projection.z
         self.generator_passes += int(projection.row_steps)
-        return self.classifier(projection.reconstruction, training=False)
+        logits = self.classifier(projection.reconstruction, training=False)
+        return tf.reshape(logits, [self.draws, batch, -1])
+
+    def __call__(self, images, training=False):
+        """Logits of the tracked projection; with K draws, of the mean of their softmax
+        outputs (the defense's expected prediction)."""
+        logits = self.draw_logits(images)
+        if self.draws == 1:
+            return logits[0]
+        return tf.math.log(tf.reduce_mean(tf.nn.softmax(logits), axis=0) + 1e-12)

@@ -119,11 +119,14 @@ def validate_images(images, image_shape, pixel_range, name: str = "images") -> t
     # Inside a graph: the same checks as assertions (empty batches pass: min is +inf).
     # Static shapes may be looser than the runtime ones (a served signature), so the
     # shape is asserted too.
+    wanted = f"{name} must have shape [batch, {expected[0]}, {expected[1]}, {expected[2]}]"
+    # The rank first: comparing a shape of another length would fail with a message
+    # that names neither the input nor the shape it needs.
+    with tf.control_dependencies([tf.debugging.assert_rank(images, 4, message=wanted)]):
+        images = tf.identity(images)
     checks = [
         tf.debugging.assert_equal(
-            tf.shape(images)[1:], tf.constant(expected, tf.int32),
-            message=f"{name} must have shape [batch, {expected[0]}, {expected[1]}, "
-                    f"{expected[2]}]"),
+            tf.shape(images)[1:], tf.constant(expected, tf.int32), message=wanted),
         tf.debugging.assert_all_finite(images, f"{name} contain NaN or Inf"),
         tf.debugging.assert_greater_equal(
             tf.reduce_min(images), lo - RANGE_TOLERANCE,

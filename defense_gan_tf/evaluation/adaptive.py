@@ -159,7 +159,9 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
         step = budget * out["direction"]
         return tf.clip_by_value(tf.convert_to_tensor(x, tf.float32) + step, lo,
                                 hi).numpy(), None
-    if attack in ("bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "transfer_pgd"):
+    if attack in ("bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "bpda_eot_track_pgd",
+                  "transfer_pgd"):
+        # bpda_eot_track_pgd's tracker averages its K draws itself (one batched call).
         k = run.eot_samples if attack == "bpda_eot_pgd" else 1
         return attacks.pgd_linf(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
                                 iterations=steps, seed=seed, eot_samples=k,
@@ -301,12 +303,21 @@ _RUN_ONLY = ("attacks", "eps_linf", "eps_l2", "latent_budget", "sanity_images")
 
 # Settings of one attack family alone: the other attacks' keys leave them out.
 _FAMILY_ONLY = {"latent": ("latent_search_steps", "latent_learning_rate", "latent_const"),
-                "cw": ("cw_iterations", "cw_learning_rate", "cw_const")}
+                "cw": ("cw_iterations", "cw_learning_rate", "cw_const"),
+                "eot": ("eot_samples",)}
+
+
+def _family(attack: str) -> Optional[str]:
+    if attack == "latent":
+        return "latent"
+    if attack.startswith("cw"):
+        return "cw"
+    return "eot" if "_eot_" in attack else None
 
 
 def cell_key(settings: dict, attack: str, budget: float) -> str:
     """Digest of everything one cell's numbers depend on (its batch cache's folder)."""
-    family = "latent" if attack == "latent" else "cw" if attack.startswith("cw") else None
+    family = _family(attack)
     foreign = {k for f, names in _FAMILY_ONLY.items() if f != family for k in names}
     own = {k: v for k, v in settings.items() if k not in _RUN_ONLY and k not in foreign}
     return report.settings_id({**own, "attack": attack, "budget": float(budget)})
@@ -383,23 +394,24 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                                          draw_seed=spec.seed * 2 + 1)
                 for mode, projection in (("full", spec.projection),
                                          ("bpda", run.attack_projection))}
-    tracker = TrackingBPDA(classifier, generator, run.attack_projection,
-                           track_steps=run.track_steps)
+    trackers = {mode: TrackingBPDA(classifier, generator, run.attack_projection,
+                                   track_steps=run.track_steps, draws=draws)
+                for mode, draws in (("track", 1), ("track_eot", run.eot_samples))}
 
     def attacker(mode, seed):
         """The model an attack of gradient ``mode`` differentiates (None and transfer:
         the classifier); the tracking attacker starts every batch afresh (it keeps that
         batch's z*)."""
-        if mode == "track":
-            tracker.reset(seed=seed)
-            return tracker
+        if mode in trackers:
+            trackers[mode].reset(seed=seed)
+            return trackers[mode]
         return defended.get(mode, classifier)
 
     def attacker_gradient(mode):
         """The model whose input gradient the table reports for ``mode``."""
         if mode == "transfer":
             return classifier
-        return defended["bpda" if mode == "track" else mode]
+        return defended["bpda" if mode in trackers else mode]
 
     # One latent search (CW optimisation, FGSM gradient) per batch serves every budget of
     # that attack: its memo's key leaves the budget out. So does the gradient probe at
@@ -529,7 +541,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                                defended_bpda=defended["bpda"],
                                defended_correct=defended_correct, cells=cells,
                                # the cheap attacker unless the run pays for plain BPDA
-                               tracker=None if "bpda_pgd" in run.attacks else tracker,
+                               tracker=None if "bpda_pgd" in run.attacks else trackers["track"],
                                log=log)
         jsonio.write_json(os.path.join(results_dir,
                                        f"adaptive_sanity_{spec.dataset}_{run_id}.json"),
@@ -566,7 +578,10 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
              f", R={settings.get('attack_restarts') or proj['restarts']} in their forward "
              "passes" + (f" (the tracking attacks in their first; later steps descend "
                          f"{settings['track_steps']} steps from the previous z*)"
-                         if any(ATTACKS[c.attack][1] == "track" for c in cells) else "")
+                         if any(ATTACKS[c.attack][1] in ("track", "track_eot")
+                                for c in cells) else "")
+             + (f"; EOT attacks average {settings['eot_samples']} draws per step"
+                if any("_eot_" in c.attack for c in cells) else "")
              + "; every adversarial image is scored through a fresh projection of the "
              "defense.", "",
              *([f"**Partial: {partial[0]} of {partial[1]} cells.** The run stopped "

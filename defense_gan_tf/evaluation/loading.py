@@ -8,7 +8,6 @@ manifest names another dataset, more test images asked for than the split has.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -22,6 +21,7 @@ from defense_gan_tf.config import ClassifierConfig, canonical_dataset_name
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import Projector
 from defense_gan_tf.errors import InputError
+from defense_gan_tf.evaluation.runs import classifier_cache_path
 from defense_gan_tf.models.checks import check_classifier, check_generator
 from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruction_cache_key,
                                                 save_without_optimizer, train_classifier)
@@ -196,18 +196,6 @@ def prepare_output_dir(path: str, name: str) -> str:
     if not os.access(path, os.W_OK):
         raise InputError(f"{name} {path} is not writable")
     return path
-
-
-def classifier_cache_path(classifier_dir: str, *, dataset: str, model: str, mode: str,
-                          epochs: int, num_train: int, seed: int, eps: Optional[float],
-                          extra: str = "") -> str:
-    """Where a trained classifier of these settings is cached."""
-    key = json.dumps({"dataset": dataset, "model": model, "mode": mode, "epochs": epochs,
-                      "num_train": num_train, "seed": seed,
-                      "eps": eps if mode == "adv_tr" else None, "extra": extra},
-                     sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return os.path.join(classifier_dir, f"{dataset}_{model}_{mode}_{digest}.keras")
 
 
 def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_dir: str,

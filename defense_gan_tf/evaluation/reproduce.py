@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Optional
 from defense_gan_tf.config import AttackConfig, projection_preset
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
+from defense_gan_tf.evaluation.runs import RunSpec, classifier_cache_path, flat_settings
 from defense_gan_tf.evaluation.specs import BlackboxRun, WhiteboxRun
 
 TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_mnist",
@@ -35,6 +35,14 @@ TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_m
 # Seconds per projection of one image at L=200, R=10 on the reference 2-core CPU
 # (bench/projection.py); estimates scale it by each cell's projection work.
 SECONDS_PER_PAPER_PROJECTION = 0.55
+# Seconds per training epoch of an MNIST classifier on 50,000 images on the same CPU
+# (model A: 33-42 s measured); FGSM adversarial training crafts every batch too (about
+# 105 s per epoch measured).
+SECONDS_PER_CLASSIFIER_EPOCH = 40.0
+# One input gradient through the unrolled projection costs about this many projections
+# (FGSM on model A through L=200, R=10: 7 s per image with its two scoring projections).
+PROJECTIONS_PER_GRADIENT = 11.0
+ADVERSARIAL_EPOCH_FACTOR = 2.6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,32 +105,56 @@ _DEFENSES = (("none", False), ("defense_gan", False), ("defense_gan", True), ("a
 
 
 def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
-              reconstruct: bool = True) -> float:
+              reconstruct: bool = True, train: bool = True) -> float:
     """Seconds: projections of test images (and attack steps through them), oracle queries,
-    the Rec classifier's reconstructions (cached after the first), classifier training."""
+    the Rec classifier's reconstructions (cached after the first), classifier training
+    (``train``: the first cell of a table with this classifier; later ones load it)."""
     proj = spec.projection
     work = sum((end - start) * r for start, end, r in proj.restart_schedule) / 2000.0
     per_projection = SECONDS_PER_PAPER_PROJECTION * work
-    seconds = 60.0 * spec.epochs / 10  # classifier training, unless cached
+    seconds = 0.0
+    if train:
+        epoch = SECONDS_PER_CLASSIFIER_EPOCH * spec.num_train / 50_000
+        seconds += spec.epochs * epoch * (ADVERSARIAL_EPOCH_FACTOR
+                                          if spec.defense_type == "adv_tr" else 1.0)
     if spec.defense_type == "defense_gan":
-        seconds += spec.num_tests * per_projection * (2 + 3 * attack_steps)
+        seconds += spec.num_tests * per_projection * (
+            2 + PROJECTIONS_PER_GRADIENT * attack_steps)
         seconds += queries * per_projection
     if spec.train_on_recs and reconstruct:
         seconds += spec.num_train * per_projection
     return seconds
 
 
-def cells(table: str, settings: Optional[TableSettings] = None) -> list:
-    """The cells of ``table`` (one of :data:`TABLES`)."""
+def _cached_classifier(spec: RunSpec, classifier_dir: Optional[str]) -> bool:
+    """Whether the classifier ``spec`` trains is in ``classifier_dir`` already (a
+    Defense-GAN-Rec one is keyed by the generator too: not looked up, counted as
+    training)."""
+    if classifier_dir is None or spec.classifier or spec.train_on_recs:
+        return False
+    return os.path.isfile(classifier_cache_path(
+        classifier_dir, dataset=spec.dataset, model=spec.model, mode=spec.classifier_mode,
+        epochs=spec.epochs, num_train=spec.num_train, seed=spec.seed, eps=spec.attack.eps))
+
+
+def cells(table: str, settings: Optional[TableSettings] = None,
+          classifier_dir: Optional[str] = None) -> list:
+    """The cells of ``table`` (one of :data:`TABLES`); estimates leave out training a
+    classifier found in ``classifier_dir``."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {list(TABLES)}")
     s = settings or TableSettings()
     dataset = _dataset_of(table)
     out = []
     first_rec = [True]  # the training-set reconstructions are computed once, then cached
+    trained = set()  # classifiers trained by an earlier cell (cached, then loaded)
 
     def estimate(spec, steps, queries=0):
-        seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0])
+        classifier = (spec.model, spec.defense_type == "adv_tr", spec.train_on_recs)
+        seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0],
+                            train=classifier not in trained and
+                            not _cached_classifier(spec, classifier_dir))
+        trained.add(classifier)
         if spec.train_on_recs:
             first_rec[0] = False
         return seconds
@@ -163,7 +195,7 @@ def cells(table: str, settings: Optional[TableSettings] = None) -> list:
                 run = BlackboxRun(spec=spec, substitute_model=substitute)
                 out.append(Cell("blackbox", run, f"{model}/{substitute} eps {eps} "
                                 f"{defense}{' rec' if rec else ''}",
-                                estimate(spec, 1, queries=150 * 2 ** 5)))
+                                estimate(spec, 0, queries=150 * 2 ** 5)))
     return out
 
 
@@ -255,7 +287,10 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
                  test_data=test_data)
         seconds = time.monotonic() - t_cell
         spent_estimates += cell.estimate_seconds
-        rate = (time.monotonic() - t0) / max(spent_estimates, 1e-9)  # actual / estimated
+        # actual / estimated, once the estimates behind it are worth a minute (cells of a
+        # cached undefended classifier are estimated at nearly nothing)
+        rate = ((time.monotonic() - t0) / spent_estimates if spent_estimates >= 60.0
+                else 1.0)
         left = rate * sum(c.estimate_seconds for c, d in zip(todo[i + 1:], done[i + 1:])
                           if not d)
         log(f"  finished {cell.label} in {seconds / 60:.1f} min; about {left / 3600:.1f} h "

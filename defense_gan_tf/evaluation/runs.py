@@ -10,7 +10,9 @@ rebuilds the results table.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime
+import json
 import os
 from typing import Any, Optional
 
@@ -89,6 +91,18 @@ class RunSpec:
         if self.defense_type == "adv_tr":
             return "adv_tr"
         return "recs" if self.train_on_recs else "orig"
+
+
+def classifier_cache_path(classifier_dir: str, *, dataset: str, model: str, mode: str,
+                          epochs: int, num_train: int, seed: int, eps: Optional[float],
+                          extra: str = "") -> str:
+    """Where a trained classifier of these settings is cached."""
+    key = json.dumps({"dataset": dataset, "model": model, "mode": mode, "epochs": epochs,
+                      "num_train": num_train, "seed": seed,
+                      "eps": eps if mode == "adv_tr" else None, "extra": extra},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return os.path.join(classifier_dir, f"{dataset}_{model}_{mode}_{digest}.keras")
 
 
 def flat_settings(run) -> dict:
