@@ -23,15 +23,13 @@ from absl import app
 from absl import flags as absl_flags
 
 import flags as shared  # bin/flags.py
+from defense_gan_tf.evaluation.specs import ATTACKS
 
 FLAGS = absl_flags.FLAGS
 shared.define_evaluation_flags(results_dir="results/adaptive", model_flag="model",
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=200, choose_defense=False)
-absl_flags.DEFINE_list("attacks", ["fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd",
-                                   "bpda_eot_track_pgd", "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda",
-                                   "cw_bpda_track", "latent", "transfer_fgsm",
-                                   "transfer_pgd"],
+absl_flags.DEFINE_list("attacks", list(ATTACKS),
                        "Attacks to run (fgsm: through the unrolled projection; bpda_*, "
                        "cw_bpda: BPDA; *track*: BPDA following z* from step to step; *eot*: "
                        "averaging --eot_samples draws of the random starts per step; "

@@ -169,28 +169,23 @@ def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
     kw["memo"] = adaptive.SearchMemo(memo_dir, wrap)  # a rerun
     again, _ = adaptive.craft("latent", 0.01, run, x, y, **kw)
     assert len(searches) == 1 and np.array_equal(again, wide)
-    # The latent search's own settings belong to the latent cells' keys alone.
+    # Each attack family's own settings belong to its cells' keys alone: the latent
+    # search's, CW's and the EOT draws'.
     settings = {"latent_search_steps": 5, "pgd_steps": 100}
-    other = {**settings, "latent_search_steps": 9}
-    assert adaptive.cell_key(settings, "bpda_pgd", 0.3) == adaptive.cell_key(
-        other, "bpda_pgd", 0.3)
-    assert adaptive.cell_key(settings, "latent", 0.01) != adaptive.cell_key(
-        other, "latent", 0.01)
-    # ... and CW's settings to the CW cells' (the latent cells leave them out too).
-    cw = {**settings, "cw_learning_rate": 0.1}
-    assert adaptive.cell_key(settings, "bpda_pgd", 0.3) == adaptive.cell_key(
-        cw, "bpda_pgd", 0.3)
-    assert adaptive.cell_key(settings, "latent", 0.01) == adaptive.cell_key(
-        cw, "latent", 0.01)
-    assert adaptive.cell_key(settings, "cw_bpda_track", 2.0) != adaptive.cell_key(
-        cw, "cw_bpda_track", 2.0)
-    # ... and the EOT draws to the EOT cells'.
-    eot = {**settings, "eot_samples": 5}
-    assert adaptive.cell_key(settings, "bpda_track_pgd", 0.3) == adaptive.cell_key(
-        eot, "bpda_track_pgd", 0.3)
-    for attack in ("bpda_eot_pgd", "bpda_eot_track_pgd"):
-        assert adaptive.cell_key(settings, attack, 0.3) != adaptive.cell_key(
-            eot, attack, 0.3)
+    families = [({"latent_search_steps": 9}, [("latent", 0.01)],
+                 [("bpda_pgd", 0.3)]),
+                ({"cw_learning_rate": 0.1}, [("cw_bpda_track", 2.0)],
+                 [("bpda_pgd", 0.3), ("latent", 0.01)]),
+                ({"eot_samples": 5}, [("bpda_eot_pgd", 0.3), ("bpda_eot_track_pgd", 0.3)],
+                 [("bpda_track_pgd", 0.3)])]
+    for change, keyed, unkeyed in families:
+        other = {**settings, **change}
+        for attack, budget in keyed:
+            assert adaptive.cell_key(settings, attack, budget) != adaptive.cell_key(
+                other, attack, budget), (change, attack)
+        for attack, budget in unkeyed:
+            assert adaptive.cell_key(settings, attack, budget) == adaptive.cell_key(
+                other, attack, budget), (change, attack)
     with pytest.raises(ValueError, match="latent_budget"):
         adaptive.AdaptiveRun(spec=run.spec, latent_budget=(0.01, -1.0))
 

@@ -106,17 +106,12 @@ def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor):
     draws = getattr(model_fn, "draw_logits", None)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        if draws is None:
-            logits = model_fn(x)
-            check_labels_fit(y, logits)
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        else:
-            logits = draws(x)
-            check_labels_fit(y, logits[0])
-            k = tf.shape(logits)[0]
-            loss = tf.reduce_mean(tf.reshape(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.tile(y, [k]), logits=tf.reshape(logits, [-1, logits.shape[-1]])),
-                [k, -1]), axis=0)
+        logits = model_fn(x) if draws is None else draws(x)  # [B, C] or [K, B, C]
+        check_labels_fit(y, logits)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.broadcast_to(y, tf.shape(logits)[:-1]), logits=logits)
+        if draws is not None:
+            loss = tf.reduce_mean(loss, axis=0)
         total = tf.reduce_sum(loss)
     grad = tape.gradient(total, x)
     if grad is None:  # No path from x to the loss (e.g. a stop_gradient defense).

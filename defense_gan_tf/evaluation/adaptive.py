@@ -76,8 +76,8 @@ def _distortion(norm: str, x_adv: np.ndarray, x: np.ndarray) -> float:
 
 class SearchMemo:
     """Searches of one run that do not depend on the budget (the latent search, the
-    CW-L2 optimisation, FGSM's gradient), by batch, in memory and, with ``folder``, on disk, so that the
-    other budgets of a batch, and a rerun's, reuse them. ``wrap`` rebuilds a stored
+    CW-L2 optimisation, FGSM's gradient), by batch, in memory and, with ``folder``, on
+    disk, so that the other budgets of a batch, and a rerun's, reuse them. ``wrap`` rebuilds a stored
     result from its arrays (default: the dict of arrays itself)."""
 
     def __init__(self, folder: Optional[str] = None, wrap: Optional[Callable] = None):
@@ -308,6 +308,7 @@ _FAMILY_ONLY = {"latent": ("latent_search_steps", "latent_learning_rate", "laten
 
 
 def _family(attack: str) -> Optional[str]:
+    """The family of :data:`_FAMILY_ONLY` whose settings ``attack`` depends on, if any."""
     if attack == "latent":
         return "latent"
     if attack.startswith("cw"):
@@ -581,7 +582,7 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
                          if any(ATTACKS[c.attack][1] in ("track", "track_eot")
                                 for c in cells) else "")
              + (f"; EOT attacks average {settings['eot_samples']} draws per step"
-                if any("_eot_" in c.attack for c in cells) else "")
+                if any(_family(c.attack) == "eot" for c in cells) else "")
              + "; every adversarial image is scored through a fresh projection of the "
              "defense.", "",
              *([f"**Partial: {partial[0]} of {partial[1]} cells.** The run stopped "

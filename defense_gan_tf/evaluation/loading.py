@@ -21,7 +21,6 @@ from defense_gan_tf.config import ClassifierConfig, canonical_dataset_name
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import Projector
 from defense_gan_tf.errors import InputError
-from defense_gan_tf.evaluation.runs import classifier_cache_path
 from defense_gan_tf.models.checks import check_classifier, check_generator
 from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruction_cache_key,
                                                 save_without_optimizer, train_classifier)
@@ -219,9 +218,7 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
     extra = ""
     if mode == "recs":
         extra = reconstruction_cache_key(generator, run.projection, run.seed)
-    path = classifier_cache_path(classifier_dir, dataset=run.dataset, model=run.model,
-                                 mode=mode, epochs=run.epochs, num_train=run.num_train,
-                                 seed=run.seed, eps=run.attack.eps, extra=extra)
+    path = run.classifier_path(classifier_dir, extra)
     if os.path.isfile(path):
         log(f"loading classifier {path}")
         return load_classifier(path, image_shape=image_shape, name="cached classifier")

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Optional
 from defense_gan_tf.config import AttackConfig, projection_preset
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.runs import RunSpec, classifier_cache_path, flat_settings
+from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
 from defense_gan_tf.evaluation.specs import BlackboxRun, WhiteboxRun
 
 TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_mnist",
@@ -132,9 +132,7 @@ def _cached_classifier(spec: RunSpec, classifier_dir: Optional[str]) -> bool:
     training)."""
     if classifier_dir is None or spec.classifier or spec.train_on_recs:
         return False
-    return os.path.isfile(classifier_cache_path(
-        classifier_dir, dataset=spec.dataset, model=spec.model, mode=spec.classifier_mode,
-        epochs=spec.epochs, num_train=spec.num_train, seed=spec.seed, eps=spec.attack.eps))
+    return os.path.isfile(spec.classifier_path(classifier_dir))
 
 
 def cells(table: str, settings: Optional[TableSettings] = None,
@@ -150,7 +148,7 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     trained = set()  # classifiers trained by an earlier cell (cached, then loaded)
 
     def estimate(spec, steps, queries=0):
-        classifier = (spec.model, spec.defense_type == "adv_tr", spec.train_on_recs)
+        classifier = (spec.model, spec.classifier_mode)
         seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0],
                             train=classifier not in trained and
                             not _cached_classifier(spec, classifier_dir))

@@ -92,6 +92,14 @@ class RunSpec:
             return "adv_tr"
         return "recs" if self.train_on_recs else "orig"
 
+    def classifier_path(self, classifier_dir: str, extra: str = "") -> str:
+        """Where the classifier this run trains is cached in ``classifier_dir`` (``extra``:
+        the reconstruction key of a Defense-GAN-Rec classifier)."""
+        return classifier_cache_path(classifier_dir, dataset=self.dataset, model=self.model,
+                                     mode=self.classifier_mode, epochs=self.epochs,
+                                     num_train=self.num_train, seed=self.seed,
+                                     eps=self.attack.eps, extra=extra)
+
 
 def classifier_cache_path(classifier_dir: str, *, dataset: str, model: str, mode: str,
                           epochs: int, num_train: int, seed: int, eps: Optional[float],

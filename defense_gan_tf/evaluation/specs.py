@@ -153,9 +153,7 @@ class AdaptiveRun:
 
     spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
         defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
-    attacks: tuple = ("fgsm", "bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd",
-                      "bpda_eot_track_pgd", "bpda_pgd_l2", "bpda_track_pgd_l2", "cw_bpda", "cw_bpda_track", "latent",
-                      "transfer_fgsm", "transfer_pgd")
+    attacks: tuple = tuple(ATTACKS)  # all of them
     eps_linf: tuple = (0.1, 0.2, 0.3)
     eps_l2: tuple = (1.0, 2.0, 4.0)
     latent_budget: tuple = (0.005,)
