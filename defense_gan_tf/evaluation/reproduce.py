@@ -39,10 +39,10 @@ SECONDS_PER_PAPER_PROJECTION = 0.55
 # (model A: 33-42 s measured); FGSM adversarial training crafts every batch too (about
 # 105 s per epoch measured).
 SECONDS_PER_CLASSIFIER_EPOCH = 40.0
+ADVERSARIAL_EPOCH_FACTOR = 2.6
 # One input gradient through the unrolled projection costs about this many projections
 # (FGSM on model A through L=200, R=10: 7 s per image with its two scoring projections).
 PROJECTIONS_PER_GRADIENT = 11.0
-ADVERSARIAL_EPOCH_FACTOR = 2.6
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,8 +10,8 @@ rebuilds the results table.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import datetime
+import hashlib
 import json
 import os
 from typing import Any, Optional
