@@ -3,8 +3,9 @@ r"""Regenerates one of the paper's tables, resumably: python bin/reproduce.py --
 
 Runs every cell of --table through the white- and black-box workflows, skipping cells
 whose record already exists in <results_root>/<table>/ with the same settings (so it
-resumes after an interruption and across days), prints progress with an estimate of
-the time left, and rebuilds the table there. --dry_run lists the cells, their cost
+resumes after an interruption and across days), copying a cell another table's folder
+holds already (a run two tables share is made once), prints progress with an estimate
+of the time left, and rebuilds the table there. --dry_run lists the cells, their cost
 estimate and which are done.
 
 --models, --defenses and --attacks restrict a run to some cells (the cheap or the most

@@ -19,20 +19,28 @@ def setup(tiny_world):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_blackbox_runs_fill_the_table(setup):
+def test_blackbox_runs_fill_the_table(setup, monkeypatch):
+    from defense_gan_tf.evaluation import blackbox_run
+
+    monkeypatch.setattr(blackbox_run, "PROGRESS_SECONDS", 0.0)  # a line after each batch
     root, gen_path, train, test = setup
-    common = dict(model="E", num_tests=30, epochs=3, num_train=200, batch_size=50,
+    common = dict(model="E", num_tests=30, epochs=3, num_train=200, batch_size=10,
                   attack=AttackConfig(eps=0.3), generator=gen_path,
                   projection=ProjectionConfig(iterations=3, restarts=2))
-    out = {}
+    out, logs = {}, {}
     for defense in ("none", "defense_gan"):
+        logs[defense] = []
         out[defense] = run_blackbox(
             BlackboxRun(spec=RunSpec(defense_type=defense, **common), substitute_model="E",
                         holdout=20, data_aug=2, epochs_substitute=5),
             results_dir=str(root / "bb"),
             classifier_dir=str(root / "classifiers"), train_data=train,
             test_data=(np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2)),
-            command="pytest", log=lambda m: None)
+            command="pytest", log=logs[defense].append)
+    # Labelling reports its progress (once a minute outside this test), never at the end.
+    progress = [m for m in logs["defense_gan"] if m.strip().startswith("oracle:")]
+    assert "oracle: 10/20 labelled" in progress[0] and "ETA" in progress[0]
+    assert not any(m.strip().startswith("oracle: 30/30") for m in progress)
     r = out["none"].result
     assert r.oracle_queries == 20 + 20  # seed set, then one augmentation round
     assert r.substitute_set_sizes == [20, 40]

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -49,6 +50,14 @@ def test_estimates_count_a_classifier_training_once_and_adversarial_training_dea
     assert wb["fgsm A adv_tr"] > 2 * wb["fgsm A none"]
     assert wb["rand_fgsm A adv_tr"] < wb["fgsm A none"]
     assert wb["fgsm B none"] == wb["fgsm A none"]  # B has its own classifier
+    # A black-box Defense-GAN oracle projects its 4,800 queries at the oracle's cost; the
+    # Rec classifier's reconstructions (first Rec cell only) are not oracle queries.
+    bb = {c.label: c.estimate_seconds for c in reproduce.cells("blackbox_mnist")}
+    query = reproduce.SECONDS_PER_PAPER_PROJECTION * reproduce.SECONDS_PER_ORACLE_QUERY_FACTOR
+    assert bb["F/E eps 0.3 defense_gan"] >= 4800 * query
+    recs = bb["A/E eps 0.3 defense_gan rec"] - bb["A/B eps 0.3 defense_gan rec"]
+    assert recs == pytest.approx(10_000 * reproduce.SECONDS_PER_PAPER_PROJECTION
+                                 + 10 * reproduce.SECONDS_PER_CLASSIFIER_EPOCH / 5, rel=0.01)
 
 
 
@@ -92,7 +101,8 @@ def test_time_left_stays_sane_after_cells_estimated_at_nothing(monkeypatch, tmp_
     assert all(h <= 3.0 for h in left)
 
 
-def test_run_table_resumes_by_skipping_cells_already_done(tiny_world, tmp_path):
+def test_run_table_resumes_by_skipping_cells_already_done(tiny_world, tmp_path,
+                                                          monkeypatch):
     root, gen_path, train, test = tiny_world
     spec = RunSpec(model="E", num_tests=10, num_train=200, epochs=1, batch_size=10,
                    attack=AttackConfig(eps=0.3),
@@ -111,6 +121,32 @@ def test_run_table_resumes_by_skipping_cells_already_done(tiny_world, tmp_path):
     assert reproduce.is_done(cell, str(tmp_path / "res"))
     again = reproduce.run_table("whitebox_mnist", settings, **kwargs)
     assert [done for _, done, _ in again] == [True]
+
+    # Another table holding the same cell copies the record and its figures instead of
+    # running it; a cell that differs (another eps) is not taken for it.
+    other = str(tmp_path / "other_table")
+    other_eps = reproduce.Cell("whitebox", WhiteboxRun(spec=dataclasses.replace(
+        spec, attack=AttackConfig(eps=0.2))), "fgsm E none eps 0.2", 1.0)
+    assert reproduce.recorded_elsewhere(other_eps, other) is None
+    source = reproduce.recorded_elsewhere(cell, other)
+    assert source and os.path.dirname(source) == str(tmp_path / "res")
+
+    def no_run(kind):
+        raise AssertionError("a recorded cell was run again")
+
+    monkeypatch.setattr(reproduce, "_workflow", no_run)
+    dry = reproduce.run_table("whitebox_mnist", settings, dry_run=True,
+                              **dict(kwargs, results_dir=other))
+    assert [done for _, done, _ in dry] == [False] and not os.path.exists(other)
+    copied = reproduce.run_table("whitebox_mnist", settings, **dict(kwargs, results_dir=other))
+    assert [done for _, done, _ in copied] == [True]
+    assert reproduce.is_done(cell, other)
+    assert sorted(os.listdir(other)) == sorted(os.listdir(tmp_path / "res"))
+    tables = []
+    for folder in (other, str(tmp_path / "res")):
+        with open(os.path.join(folder, "whitebox_table.md")) as f:
+            tables.append(f.read())
+    assert tables[0] == tables[1] and "fgsm (eps 0.3) | E |" in tables[0]
 
 
 def test_bin_reproduce_dry_run(tmp_path):

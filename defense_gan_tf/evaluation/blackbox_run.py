@@ -26,6 +26,9 @@ from defense_gan_tf.evaluation.stats import accuracy_entry
 from defense_gan_tf.models import build_classifier
 
 
+PROGRESS_SECONDS = 60.0  # at most one progress line per this many seconds of labelling
+
+
 def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
@@ -56,9 +59,17 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     queries = {"n": 0}
 
     def oracle_labels(x):
-        out = []
+        # A Defense-GAN oracle projects every query (about a second each here): report
+        # progress at most once a minute.
+        out, t_call, t_said = [], time.monotonic(), time.monotonic()
         for start in range(0, len(x), spec.batch_size):
             out.append(np.argmax(np.asarray(oracle(x[start:start + spec.batch_size])), axis=1))
+            done = min(start + spec.batch_size, len(x))
+            if time.monotonic() - t_said >= PROGRESS_SECONDS and done < len(x):
+                rate = done / (time.monotonic() - t_call)
+                log(f"  oracle: {done}/{len(x)} labelled, {rate:.2f} img/s, ETA "
+                    f"{(len(x) - done) / rate:.0f} s")
+                t_said = time.monotonic()
         queries["n"] += len(x)
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 

@@ -53,6 +53,8 @@ def roc_curve(clean_scores, adversarial_scores) -> Roc:
 
 def plot_roc(curves: dict, path: str, title: str = "") -> str:
     """Writes ROC curves ({label: Roc}) as a PNG."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,8 +68,8 @@ def plot_roc(curves: dict, path: str, title: str = "") -> str:
     ax.set_ylabel("true positive rate")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    if title:
-        ax.set_title(title)
+    if title:  # wrapped to the figure's width
+        ax.set_title(textwrap.fill(title, 42), fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -3,7 +3,9 @@
 Each table is a list of cells; a cell is one white-box or black-box run through the
 existing workflows. A cell whose run record already exists in the results folder
 with the same settings is skipped, so a table resumes after an interruption and
-across days; the table's markdown is rebuilt from all records after each cell.
+across days; one recorded in another table's folder is copied from there (a run two
+tables share is made once); the table's markdown is rebuilt from all records after
+each cell.
 
 Tables (paper section 4; Samangouei et al. 2018):
   whitebox_mnist      Tables 3/4 layout: models A-D x FGSM eps 0.3, RAND+FGSM, CW-L2 x
@@ -19,7 +21,10 @@ Tables (paper section 4; Samangouei et al. 2018):
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import os
+import shutil
 import time
 from typing import Callable, NamedTuple, Optional
 
@@ -43,6 +48,10 @@ ADVERSARIAL_EPOCH_FACTOR = 2.6
 # One input gradient through the unrolled projection costs about this many projections
 # (FGSM on model A through L=200, R=10: 7 s per image with its two scoring projections).
 PROJECTIONS_PER_GRADIENT = 11.0
+# A black-box Defense-GAN oracle labels its queries in batches of 100 at about twice the
+# cost per image (F/E at L=200, R=10: the first 600 queries, substitute training
+# included, took 11 min).
+SECONDS_PER_ORACLE_QUERY_FACTOR = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +127,11 @@ def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
         seconds += spec.epochs * epoch * (ADVERSARIAL_EPOCH_FACTOR
                                           if spec.defense_type == "adv_tr" else 1.0)
     if spec.defense_type == "defense_gan":
-        seconds += spec.num_tests * per_projection * (
+        # a black-box oracle: its queries and test images at the oracle's cost
+        oracle = SECONDS_PER_ORACLE_QUERY_FACTOR if queries else 1.0
+        seconds += spec.num_tests * per_projection * oracle * (
             2 + PROJECTIONS_PER_GRADIENT * attack_steps)
-        seconds += queries * per_projection
+        seconds += queries * per_projection * oracle
     if spec.train_on_recs and reconstruct:
         seconds += spec.num_train * per_projection
     return seconds
@@ -247,13 +258,51 @@ def is_done(cell: Cell, results_dir: str) -> bool:
     return done_flags([cell], results_dir)[0]
 
 
+def recorded_elsewhere(cell: Cell, results_dir: str) -> Optional[str]:
+    """The path of a record with the cell's settings in another table's folder beside
+    ``results_dir`` (a run two tables share: FGSM eps 0.3 through Defense-GAN on model A
+    is a white-box cell and a point of the detection figure), or None."""
+    here = os.path.normpath(os.path.abspath(results_dir))
+    want = _comparable(report.json_ready(flat_settings(cell.run)))
+    for folder in sorted(glob.glob(os.path.join(os.path.dirname(here), "*", ""))):
+        if os.path.normpath(folder) == here:
+            continue
+        for path in sorted(glob.glob(os.path.join(folder, f"{cell.kind}_*.json"))):
+            try:
+                with open(path) as f:
+                    record = json.load(f)
+            except (OSError, ValueError):
+                continue  # load_runs warns about these when that table is rebuilt
+            if (report.is_run_record(record, cell.kind)
+                    and _comparable(record["settings"]) == want):
+                return path
+    return None
+
+
+def copy_record(path: str, results_dir: str, kind: str) -> list:
+    """Copies the record at ``path`` and its figures (the files named after it) into
+    ``results_dir`` and rebuilds that folder's table; returns the copied paths. The
+    record keeps the command that made it."""
+    os.makedirs(results_dir, exist_ok=True)
+    stem = os.path.splitext(path)[0]
+    copied = []
+    for source in sorted(glob.glob(glob.escape(stem) + "*")):
+        target = os.path.join(results_dir, os.path.basename(source))
+        shutil.copy2(source, target)
+        copied.append(target)
+    report.update_table(results_dir, kind)
+    return copied
+
+
 def run_table(table: str, settings: TableSettings, *, results_dir: str, classifier_dir: str,
               data_dir: Optional[str] = None, command: str = "", dry_run: bool = False,
               log: Callable[[str], None] = echo, cell_list: Optional[list] = None,
               train_data=None, test_data=None,
               time_budget_seconds: Optional[float] = None) -> list:
     """Runs the cells of ``table`` not yet done, with progress and an estimate of the time
-    left; returns [(cell, done before, seconds)] (with ``dry_run`` nothing runs).
+    left; returns [(cell, done before, seconds)] (with ``dry_run`` nothing runs). A cell
+    recorded in another table's folder beside ``results_dir`` is copied from there
+    (:func:`recorded_elsewhere`) and counts as done before.
 
     ``cell_list`` replaces the table's cells (a :func:`select` of them); ``train_data``
     and ``test_data`` replace the loaded splits (test seam). With
@@ -262,16 +311,27 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     """
     todo = cell_list if cell_list is not None else cells(table, settings)
     done = done_flags(todo, results_dir)
-    remaining = sum(c.estimate_seconds for c, d in zip(todo, done) if not d)
+    # A cell another table has run already is copied from there, not run again.
+    elsewhere = [None if d else recorded_elsewhere(c, results_dir)
+                 for c, d in zip(todo, done)]
+    remaining = sum(c.estimate_seconds for c, d, e in zip(todo, done, elsewhere)
+                    if not (d or e))
     log(f"{table}: {len(todo)} cells, {sum(done)} done, about {remaining / 3600:.1f} h left "
         f"(estimate)")
     out, t0, spent_estimates = [], time.monotonic(), 0.0
-    for i, (cell, finished) in enumerate(zip(todo, done)):
+    for i, (cell, finished, source) in enumerate(zip(todo, done, elsewhere)):
         status = "done" if finished else "to run"
+        if source:
+            status = (f"recorded in {os.path.basename(os.path.dirname(source))}/, "
+                      + ("copied when run" if dry_run else "copied"))
         log(f"  [{i + 1}/{len(todo)}] {cell.label}: {status}, estimate "
             f"{cell.estimate_seconds / 60:.0f} min")
         if finished or dry_run:
             out.append((cell, finished, 0.0))
+            continue
+        if source:
+            copy_record(source, results_dir, cell.kind)
+            out.append((cell, True, 0.0))
             continue
         if time_budget_seconds is not None and time.monotonic() - t0 > time_budget_seconds:
             left = sum(1 for d in done[i:] if not d)
@@ -289,8 +349,8 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
         # cached undefended classifier are estimated at nearly nothing)
         rate = ((time.monotonic() - t0) / spent_estimates if spent_estimates >= 60.0
                 else 1.0)
-        left = rate * sum(c.estimate_seconds for c, d in zip(todo[i + 1:], done[i + 1:])
-                          if not d)
+        left = rate * sum(c.estimate_seconds for c, d, e in
+                          zip(todo[i + 1:], done[i + 1:], elsewhere[i + 1:]) if not (d or e))
         log(f"  finished {cell.label} in {seconds / 60:.1f} min; about {left / 3600:.1f} h "
             "left")
         out.append((cell, False, seconds))
