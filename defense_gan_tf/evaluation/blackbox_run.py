@@ -61,12 +61,13 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     def oracle_labels(x):
         # A Defense-GAN oracle projects every query (about a second each here): report
         # progress at most once a minute.
-        out, t_call, t_said = [], time.monotonic(), time.monotonic()
+        out, t_call = [], time.monotonic()
+        t_said = t_call
         for start in range(0, len(x), spec.batch_size):
             out.append(np.argmax(np.asarray(oracle(x[start:start + spec.batch_size])), axis=1))
             done = min(start + spec.batch_size, len(x))
             if time.monotonic() - t_said >= PROGRESS_SECONDS and done < len(x):
-                rate = done / (time.monotonic() - t_call)
+                rate = done / max(time.monotonic() - t_call, 1e-9)
                 log(f"  oracle: {done}/{len(x)} labelled, {rate:.2f} img/s, ETA "
                     f"{(len(x) - done) / rate:.0f} s")
                 t_said = time.monotonic()

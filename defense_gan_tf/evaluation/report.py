@@ -244,6 +244,11 @@ def load_runs(results_dir: str, prefix: str = "whitebox_") -> list:
     unreadable JSON) are skipped with a warning, so they cannot stop a table
     from being rebuilt.
     """
+    return [record for _, record in load_run_files(results_dir, prefix)]
+
+
+def load_run_files(results_dir: str, prefix: str = "whitebox_") -> list:
+    """[(path, record)] of :func:`load_runs`, skipping the same files."""
     kind = prefix.rstrip("_")
     runs = []
     for path in sorted(glob.glob(os.path.join(results_dir, prefix + "*.json"))):
@@ -256,7 +261,7 @@ def load_runs(results_dir: str, prefix: str = "whitebox_") -> list:
         if not is_run_record(record, kind):
             warnings.warn(f"skipping {path}: not a {kind} run record of this package")
             continue
-        runs.append(record)
+        runs.append((path, record))
     return runs
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import shutil
 import time
@@ -243,14 +242,18 @@ def _comparable(settings: dict) -> dict:
                          "magnet_sha")}
 
 
+def _settings_of(cell: Cell) -> dict:
+    """The cell's settings as its record would hold them, for comparison."""
+    return _comparable(report.json_ready(flat_settings(cell.run)))
+
+
 def done_flags(cell_list: list, results_dir: str) -> list:
     """Per cell, whether a record with its settings exists in ``results_dir`` (the
     records are read once for the whole list)."""
     recorded = {kind: [_comparable(r["settings"]) for r in
                        report.load_runs(results_dir, prefix=f"{kind}_")]
                 for kind in {c.kind for c in cell_list}}
-    return [_comparable(report.json_ready(flat_settings(c.run))) in recorded[c.kind]
-            for c in cell_list]
+    return [_settings_of(c) in recorded[c.kind] for c in cell_list]
 
 
 def is_done(cell: Cell, results_dir: str) -> bool:
@@ -258,25 +261,25 @@ def is_done(cell: Cell, results_dir: str) -> bool:
     return done_flags([cell], results_dir)[0]
 
 
-def recorded_elsewhere(cell: Cell, results_dir: str) -> Optional[str]:
-    """The path of a record with the cell's settings in another table's folder beside
+def sources_elsewhere(cell_list: list, results_dir: str) -> list:
+    """Per cell, the path of a record with its settings in another table's folder beside
     ``results_dir`` (a run two tables share: FGSM eps 0.3 through Defense-GAN on model A
-    is a white-box cell and a point of the detection figure), or None."""
+    is a white-box cell and a point of the detection figure), or None; the records are
+    read once for the whole list."""
     here = os.path.normpath(os.path.abspath(results_dir))
-    want = _comparable(report.json_ready(flat_settings(cell.run)))
-    for folder in sorted(glob.glob(os.path.join(os.path.dirname(here), "*", ""))):
-        if os.path.normpath(folder) == here:
-            continue
-        for path in sorted(glob.glob(os.path.join(folder, f"{cell.kind}_*.json"))):
-            try:
-                with open(path) as f:
-                    record = json.load(f)
-            except (OSError, ValueError):
-                continue  # load_runs warns about these when that table is rebuilt
-            if (report.is_run_record(record, cell.kind)
-                    and _comparable(record["settings"]) == want):
-                return path
-    return None
+    others = [f for f in sorted(glob.glob(os.path.join(os.path.dirname(here), "*", "")))
+              if os.path.normpath(f) != here]
+    recorded = {kind: [(path, _comparable(r["settings"])) for folder in others
+                       for path, r in report.load_run_files(folder, prefix=f"{kind}_")]
+                for kind in {c.kind for c in cell_list}}
+    wanted = [_settings_of(c) for c in cell_list]
+    return [next((path for path, s in recorded[c.kind] if s == w), None)
+            for c, w in zip(cell_list, wanted)]
+
+
+def recorded_elsewhere(cell: Cell, results_dir: str) -> Optional[str]:
+    """:func:`sources_elsewhere` of one cell."""
+    return sources_elsewhere([cell], results_dir)[0]
 
 
 def copy_record(path: str, results_dir: str, kind: str) -> list:
@@ -302,7 +305,7 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     """Runs the cells of ``table`` not yet done, with progress and an estimate of the time
     left; returns [(cell, done before, seconds)] (with ``dry_run`` nothing runs). A cell
     recorded in another table's folder beside ``results_dir`` is copied from there
-    (:func:`recorded_elsewhere`) and counts as done before.
+    (:func:`sources_elsewhere`) and counts as done before.
 
     ``cell_list`` replaces the table's cells (a :func:`select` of them); ``train_data``
     and ``test_data`` replace the loaded splits (test seam). With
@@ -312,8 +315,8 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     todo = cell_list if cell_list is not None else cells(table, settings)
     done = done_flags(todo, results_dir)
     # A cell another table has run already is copied from there, not run again.
-    elsewhere = [None if d else recorded_elsewhere(c, results_dir)
-                 for c, d in zip(todo, done)]
+    elsewhere = [None if d else source
+                 for d, source in zip(done, sources_elsewhere(todo, results_dir))]
     remaining = sum(c.estimate_seconds for c, d, e in zip(todo, done, elsewhere)
                     if not (d or e))
     log(f"{table}: {len(todo)} cells, {sum(done)} done, about {remaining / 3600:.1f} h left "
