@@ -3,7 +3,8 @@ r"""Black-box (substitute) attacks on undefended, adversarially trained and Defe
 
 Flags mirror the authors' blackbox.py. Writes one JSON per run to --results_dir and
 rebuilds blackbox_table.md there (paper Tables 1-2 layout; rows per epsilon give the
-sweep of Table 3).
+sweep of Table 3). The trained substitute and the oracle's clean labels are cached in
+--classifier_dir/substitutes: a run differing only in --fgsm_eps reuses them.
 
 Example (paper setting: black box F, substitute E, FGSM eps 0.3, Defense-GAN-Rec):
   python bin/blackbox.py --generator=pretrained/mnist/generator.keras \

@@ -76,3 +76,54 @@ def test_bin_blackbox_smoke_and_bad_flags(tmp_path, mnist_dir):
         bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
                              timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-400:])
+
+
+def test_a_substitute_is_reused_across_epsilons_exactly(setup, monkeypatch):
+    """A run differing only in epsilon reuses the cached substitute and clean labels, and
+    its Defense-GAN oracle draws the random starts a fresh run at that epsilon draws."""
+    from defense_gan_tf.evaluation import blackbox_run
+
+    seeds = []
+
+    class Recording(blackbox_run.DefendedClassifier):
+        def project(self, images, z_init=None, seed=None):
+            seeds.append((int(self.draw_seed), self.draws))
+            return super().project(images, z_init=z_init, seed=seed)
+
+    monkeypatch.setattr(blackbox_run, "DefendedClassifier", Recording)
+    root, gen_path, train, test = setup
+    test2 = (np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2))
+
+    def run(eps, classifier_dir, epochs_substitute=4):
+        seeds.clear()
+        logs = []
+        spec = RunSpec(defense_type="defense_gan", model="E", num_tests=30, epochs=3,
+                       num_train=200, batch_size=10, attack=AttackConfig(eps=eps),
+                       generator=gen_path, projection=ProjectionConfig(iterations=3,
+                                                                       restarts=2))
+        out = run_blackbox(BlackboxRun(spec=spec, holdout=20, data_aug=2,
+                                       epochs_substitute=epochs_substitute),
+                           results_dir=str(root / "bb_reuse"),
+                           classifier_dir=str(root / classifier_dir), train_data=train,
+                           test_data=test2, log=logs.append)
+        return out.result, list(seeds), logs
+
+    first, first_seeds, _ = run(0.3, "c_reuse")
+    reused, reused_seeds, logs = run(0.1, "c_reuse")
+    fresh, fresh_seeds, _ = run(0.1, "c_fresh")
+    assert not first.substitute_reused and not fresh.substitute_reused
+    assert reused.substitute_reused and any("reusing" in m for m in logs)
+    # Training (20 + 20 queries) and the clean labels (30) were not asked again: only the
+    # 30 adversarial images were projected, with the starts a fresh run gives them.
+    assert len(fresh_seeds) == 2 + 2 + 3 + 3 and reused_seeds == fresh_seeds[-3:]
+    assert first_seeds == fresh_seeds  # the stream does not depend on epsilon
+    for a, b in ((reused, fresh),):
+        assert a.clean == b.clean and a.adversarial == b.adversarial
+        assert a.substitute_agreement == b.substitute_agreement
+        assert a.oracle_queries == b.oracle_queries == 40
+        assert a.substitute_accuracy == b.substitute_accuracy
+    assert reused.linf_mean == pytest.approx(fresh.linf_mean) and reused.linf_mean <= 0.1 + 1e-6
+    assert reused.substitute_seconds == first.substitute_seconds
+    # Any other setting trains a new substitute.
+    other, _, logs = run(0.1, "c_reuse", epochs_substitute=3)
+    assert not other.substitute_reused and not any("reusing" in m for m in logs)

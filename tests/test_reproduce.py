@@ -58,6 +58,13 @@ def test_estimates_count_a_classifier_training_once_and_adversarial_training_dea
     recs = bb["A/E eps 0.3 defense_gan rec"] - bb["A/B eps 0.3 defense_gan rec"]
     assert recs == pytest.approx(10_000 * reproduce.SECONDS_PER_PAPER_PROJECTION
                                  + 10 * reproduce.SECONDS_PER_CLASSIFIER_EPOCH / 5, rel=0.01)
+    # The eps sweep trains each substitute once (first epsilon); the other epsilons label
+    # only their adversarial images.
+    sweep = {c.label: c for c in reproduce.cells("blackbox_eps_mnist")}
+    assert sweep["F/E eps 0.1 defense_gan"].estimate_seconds == bb["F/E eps 0.3 defense_gan"]
+    for eps in (0.15, 0.2, 0.25, 0.3):
+        cell = sweep[f"F/E eps {eps} defense_gan"]
+        assert cell.estimate_seconds == pytest.approx(cell.run.spec.num_tests * query)
 
 
 

@@ -58,6 +58,18 @@ class DefendedClassifier(keras.Model):
         self.draw_seed = draw_seed
         self._draws = 0
 
+    @property
+    def draws(self) -> int:
+        """How many calls have drawn fresh starts from the ``draw_seed`` stream. Setting it
+        continues that stream from a saved position, as if those calls had been made."""
+        return self._draws
+
+    @draws.setter
+    def draws(self, value: int) -> None:
+        if int(value) < 0:
+            raise ValueError(f"draws must be >= 0, got {value}")
+        self._draws = int(value)
+
     def project(self, images, z_init=None, seed=None) -> Projection:
         """The projection of ``images`` (reconstruction, z, error).
 

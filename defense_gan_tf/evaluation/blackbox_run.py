@@ -5,10 +5,20 @@ The attacker trains a substitute on a held-out seed set grown by Jacobian-based
 augmentation (Papernot et al. 2017), crafts FGSM on the substitute (using the
 substitute's own predictions: the attacker has no test labels) and transfers
 the examples to the oracle.
+
+Everything before the FGSM step (the substitute, its oracle queries and the oracle's
+labels of the clean test images) does not depend on the FGSM epsilon, so it is cached
+in ``<classifier_dir>/substitutes`` and reused by runs that differ only in epsilon (the
+paper's Table 2 sweep). A Defense-GAN oracle's random-start stream is restored to where
+the first run left it, so a reused substitute gives the figures a fresh run would.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 import time
 from typing import Callable, Optional
 
@@ -18,6 +28,7 @@ from defense_gan_tf import attacks
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import load_magnet
+from defense_gan_tf.evaluation.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings,
                                             write_run_record)
@@ -27,6 +38,7 @@ from defense_gan_tf.models import build_classifier
 
 
 PROGRESS_SECONDS = 60.0  # at most one progress line per this many seconds of labelling
+SUBSTITUTE_CACHE_VERSION = 1  # bump when what a cached substitute holds changes
 
 
 def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
@@ -56,8 +68,6 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
                                     draw_seed=spec.seed * 2 + 1)
     elif spec.defense_type == "magnet":  # labels of the reformed images
         oracle = load_magnet(spec.magnet, black_box)
-    queries = {"n": 0}
-
     def oracle_labels(x):
         # A Defense-GAN oracle projects every query (about a second each here): report
         # progress at most once a minute.
@@ -71,34 +81,46 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
                 log(f"  oracle: {done}/{len(x)} labelled, {rate:.2f} img/s, ETA "
                     f"{(len(x) - done) / rate:.0f} s")
                 t_said = time.monotonic()
-        queries["n"] += len(x)
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     t0 = time.monotonic()
-    sub = attacks.train_substitute(
-        oracle_labels, seed_x, lambda: build_classifier(run.substitute_model,
-                                                        input_shape=seed_x.shape[1:],
-                                                        seed=spec.seed),
-        rounds=run.data_aug, lmbda=run.lmbda, flip_every=run.flip_every,
-        epochs=run.epochs_substitute, seed=spec.seed, log=log)
-    substitute_seconds = time.monotonic() - t0
+    cache = SubstituteCache(run, inputs, classifier_dir)
+
+    def build():
+        return build_classifier(run.substitute_model, input_shape=seed_x.shape[1:],
+                                seed=spec.seed)
+
+    sub = cache.load(build, oracle, log)
+    if sub is None:
+        sub = attacks.train_substitute(
+            oracle_labels, seed_x, build, rounds=run.data_aug, lmbda=run.lmbda,
+            flip_every=run.flip_every, epochs=run.epochs_substitute, seed=spec.seed, log=log)
+        sub = CachedSubstitute(sub, time.monotonic() - t0, _draws(oracle))
+        cache.save(sub)
     lo, hi = spec.pixel_range
-    adv = np.concatenate([attacks.fgsm(sub.substitute, eval_x[s:s + spec.batch_size],
+    adv = np.concatenate([attacks.fgsm(sub.result.substitute, eval_x[s:s + spec.batch_size],
                                        eps=spec.attack.eps, clip_min=lo, clip_max=hi).numpy()
                           for s in range(0, len(eval_x), spec.batch_size)])
-    training_queries = queries["n"]
-    clean_pred = oracle_labels(eval_x)
+    if sub.clean_pred is None:
+        sub.clean_pred = oracle_labels(eval_x)
+        sub.draws_after_clean = _draws(oracle)
+        cache.save(sub)
+    elif isinstance(oracle, DefendedClassifier):
+        oracle.draws = sub.draws_after_clean
+    clean_pred = sub.clean_pred
     adv_pred = oracle_labels(adv)
-    sub_pred = np.argmax(sub.substitute.predict(eval_x, verbose=0), axis=1)
+    training_queries = sub.result.queries
+    sub_pred = np.argmax(sub.result.substitute.predict(eval_x, verbose=0), axis=1)
     result = BlackboxResult(
         clean=accuracy_entry(clean_pred == eval_y),
         adversarial=accuracy_entry(adv_pred == eval_y),
         substitute_accuracy=float(np.mean(sub_pred == eval_y)),
-        substitute_agreement=sub.agreement,
-        substitute_set_sizes=sub.set_sizes,
+        substitute_agreement=sub.result.agreement,
+        substitute_set_sizes=sub.result.set_sizes,
         oracle_queries=training_queries,
         linf_mean=float(np.abs(adv - eval_x).reshape(len(adv), -1).max(axis=1).mean()),
-        substitute_seconds=substitute_seconds,
+        substitute_seconds=sub.seconds,
+        substitute_reused=sub.reused,
         seconds=time.monotonic() - t0,
         magnet=_magnet_rejections(oracle, eval_x, adv, adv_pred == eval_y)
         if spec.defense_type == "magnet" else None)
@@ -107,6 +129,92 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         f"{result.clean['accuracy']:.3f}, adversarial {result.adversarial['accuracy']:.3f}, "
         f"{training_queries} queries")
     return write_run_record(results_dir, "blackbox", run.name(), settings, result, command)
+
+
+def _draws(oracle) -> int:
+    """Where a Defense-GAN oracle's random-start stream stands (0 for other oracles)."""
+    return oracle.draws if isinstance(oracle, DefendedClassifier) else 0
+
+
+@dataclasses.dataclass
+class CachedSubstitute:
+    """A trained substitute with what a later run at another epsilon needs to continue
+    exactly where this one was: the oracle's random-start position after training and,
+    once labelled, the oracle's clean test labels and its position after them."""
+
+    result: attacks.SubstituteResult
+    seconds: float
+    draws_after_training: int
+    clean_pred: Optional[np.ndarray] = None
+    draws_after_clean: int = 0
+    reused: bool = False
+
+
+class SubstituteCache:
+    """Substitutes on disk, keyed by every setting of a black-box run but the attack and by
+    the digests of the models it loaded; no folder, no cache."""
+
+    def __init__(self, run: BlackboxRun, inputs, classifier_dir: Optional[str]):
+        from defense_gan_tf.training.classifier import weights_digest
+
+        self.stem = None
+        if not classifier_dir:
+            return
+        settings = flat_settings(run)
+        settings.pop("attack")
+        key = {"version": SUBSTITUTE_CACHE_VERSION, "settings": settings,
+               "loaded": inputs.record_fields(run.spec),
+               "classifier_weights": weights_digest(inputs.classifier)}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
+        name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
+        self.stem = os.path.join(classifier_dir, "substitutes",
+                                 f"{name}_{digest.hexdigest()[:12]}")
+
+    def save(self, sub: CachedSubstitute) -> None:
+        """Writes the substitute's weights, then its record (the record marks it whole)."""
+        if self.stem is None:
+            return
+        os.makedirs(os.path.dirname(self.stem), exist_ok=True)
+        weights = self.stem + ".weights.h5"
+        if not sub.reused and not os.path.isfile(weights):
+            tmp = self.stem + ".tmp.weights.h5"
+            sub.result.substitute.save_weights(tmp)
+            os.replace(tmp, weights)
+        arrays = dict(queries=sub.result.queries, set_sizes=np.asarray(sub.result.set_sizes),
+                      agreement=np.asarray(sub.result.agreement), seconds=sub.seconds,
+                      draws_after_training=sub.draws_after_training)
+        if sub.clean_pred is not None:
+            arrays.update(clean_pred=sub.clean_pred, draws_after_clean=sub.draws_after_clean)
+        save_batch(self.stem + ".npz", **arrays)
+
+    def load(self, build: Callable, oracle, log: Callable[[str], None]
+             ) -> Optional[CachedSubstitute]:
+        """The cached substitute (the oracle's stream moved on to where its training left
+        it), or None when there is none or it cannot be read."""
+        if self.stem is None:
+            return None
+        record = load_batch(self.stem + ".npz")
+        if record is None or not os.path.isfile(self.stem + ".weights.h5"):
+            return None
+        substitute = build()
+        try:
+            substitute.load_weights(self.stem + ".weights.h5")
+        except (OSError, ValueError) as e:
+            log(f"substitute cache {self.stem}.weights.h5 unreadable ({e}); training again")
+            return None
+        result = attacks.SubstituteResult(substitute, int(record["queries"]),
+                                          [int(v) for v in record["set_sizes"]],
+                                          [float(v) for v in record["agreement"]])
+        if isinstance(oracle, DefendedClassifier):
+            oracle.draws = int(record["draws_after_training"])
+        clean = record.get("clean_pred")
+        log(f"substitute: reusing the one trained for these settings at another epsilon "
+            f"({self.stem}; {result.queries} oracle queries, trained in "
+            f"{float(record['seconds']) / 60:.1f} min)")
+        return CachedSubstitute(result, float(record["seconds"]),
+                                int(record["draws_after_training"]),
+                                None if clean is None else clean.astype(np.int64),
+                                int(record.get("draws_after_clean", 0)), reused=True)
 
 
 def _magnet_rejections(magnet, clean: np.ndarray, adversarial: np.ndarray,

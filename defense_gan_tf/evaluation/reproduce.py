@@ -113,10 +113,15 @@ _DEFENSES = (("none", False), ("defense_gan", False), ("defense_gan", True), ("a
 
 
 def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
-              reconstruct: bool = True, train: bool = True) -> float:
+              reconstruct: bool = True, train: bool = True, black_box: bool = False,
+              substitute_cached: bool = False) -> float:
     """Seconds: projections of test images (and attack steps through them), oracle queries,
     the Rec classifier's reconstructions (cached after the first), classifier training
-    (``train``: the first cell of a table with this classifier; later ones load it)."""
+    (``train``: the first cell of a table with this classifier; later ones load it).
+
+    A black-box cell (``black_box``) pays its ``queries`` and the oracle's clean test labels
+    unless an earlier cell at another epsilon trained its substitute
+    (``substitute_cached``); then only the adversarial images are labelled."""
     proj = spec.projection
     work = sum((end - start) * r for start, end, r in proj.restart_schedule) / 2000.0
     per_projection = SECONDS_PER_PAPER_PROJECTION * work
@@ -127,10 +132,12 @@ def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
                                           if spec.defense_type == "adv_tr" else 1.0)
     if spec.defense_type == "defense_gan":
         # a black-box oracle: its queries and test images at the oracle's cost
-        oracle = SECONDS_PER_ORACLE_QUERY_FACTOR if queries else 1.0
+        oracle = SECONDS_PER_ORACLE_QUERY_FACTOR if black_box else 1.0
+        passes = 1 if substitute_cached else 2
         seconds += spec.num_tests * per_projection * oracle * (
-            2 + PROJECTIONS_PER_GRADIENT * attack_steps)
-        seconds += queries * per_projection * oracle
+            passes + PROJECTIONS_PER_GRADIENT * attack_steps)
+        if not substitute_cached:
+            seconds += queries * per_projection * oracle
     if spec.train_on_recs and reconstruct:
         seconds += spec.num_train * per_projection
     return seconds
@@ -156,12 +163,17 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     out = []
     first_rec = [True]  # the training-set reconstructions are computed once, then cached
     trained = set()  # classifiers trained by an earlier cell (cached, then loaded)
+    substitutes = set()  # black-box substitutes trained by an earlier cell at another eps
 
-    def estimate(spec, steps, queries=0):
+    def estimate(spec, steps, queries=0, substitute=None):
         classifier = (spec.model, spec.classifier_mode)
         seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0],
                             train=classifier not in trained and
-                            not _cached_classifier(spec, classifier_dir))
+                            not _cached_classifier(spec, classifier_dir),
+                            black_box=substitute is not None,
+                            substitute_cached=substitute in substitutes)
+        if substitute is not None:
+            substitutes.add(substitute)
         trained.add(classifier)
         if spec.train_on_recs:
             first_rec[0] = False
@@ -203,7 +215,8 @@ def cells(table: str, settings: Optional[TableSettings] = None,
                 run = BlackboxRun(spec=spec, substitute_model=substitute)
                 out.append(Cell("blackbox", run, f"{model}/{substitute} eps {eps} "
                                 f"{defense}{' rec' if rec else ''}",
-                                estimate(spec, 0, queries=150 * 2 ** 5)))
+                                estimate(spec, 0, queries=150 * 2 ** 5,
+                                         substitute=(model, substitute, defense, rec))))
     return out
 
 

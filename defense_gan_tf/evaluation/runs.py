@@ -168,7 +168,12 @@ class AttackResult:
 
 @dataclasses.dataclass(frozen=True)
 class BlackboxResult:
-    """What a black-box (substitute) attack measured (:func:`run_blackbox`)."""
+    """What a black-box (substitute) attack measured (:func:`run_blackbox`).
+
+    ``substitute_seconds`` is what training the substitute took, also when this run
+    reused one trained by an earlier run (``substitute_reused``); ``seconds`` is this
+    run's own time.
+    """
 
     clean: dict
     adversarial: dict
@@ -180,6 +185,7 @@ class BlackboxResult:
     substitute_seconds: float
     seconds: float
     magnet: Optional[dict] = None
+    substitute_reused: bool = False  # trained by an earlier run differing only in epsilon
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
