@@ -117,11 +117,10 @@ def test_a_substitute_is_reused_across_epsilons_exactly(setup, monkeypatch):
     # 30 adversarial images were projected, with the starts a fresh run gives them.
     assert len(fresh_seeds) == 2 + 2 + 3 + 3 and reused_seeds == fresh_seeds[-3:]
     assert first_seeds == fresh_seeds  # the stream does not depend on epsilon
-    for a, b in ((reused, fresh),):
-        assert a.clean == b.clean and a.adversarial == b.adversarial
-        assert a.substitute_agreement == b.substitute_agreement
-        assert a.oracle_queries == b.oracle_queries == 40
-        assert a.substitute_accuracy == b.substitute_accuracy
+    assert reused.clean == fresh.clean and reused.adversarial == fresh.adversarial
+    assert reused.substitute_agreement == fresh.substitute_agreement
+    assert reused.oracle_queries == fresh.oracle_queries == 40
+    assert reused.substitute_accuracy == fresh.substitute_accuracy
     assert reused.linf_mean == pytest.approx(fresh.linf_mean) and reused.linf_mean <= 0.1 + 1e-6
     assert reused.substitute_seconds == first.substitute_seconds
     # Any other setting trains a new substitute.

@@ -84,14 +84,17 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     t0 = time.monotonic()
-    cache = SubstituteCache(run, inputs, classifier_dir)
+    loaded = inputs.record_fields(spec)
+    cache = SubstituteCache(run, loaded, inputs.classifier, classifier_dir)
 
     def build():
         return build_classifier(run.substitute_model, input_shape=seed_x.shape[1:],
                                 seed=spec.seed)
 
-    sub = cache.load(build, oracle, log)
-    if sub is None:
+    sub = cache.load(build, log)
+    if sub is not None:
+        _resume(oracle, sub.draws_after_training)
+    else:
         sub = attacks.train_substitute(
             oracle_labels, seed_x, build, rounds=run.data_aug, lmbda=run.lmbda,
             flip_every=run.flip_every, epochs=run.epochs_substitute, seed=spec.seed, log=log)
@@ -105,8 +108,8 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         sub.clean_pred = oracle_labels(eval_x)
         sub.draws_after_clean = _draws(oracle)
         cache.save(sub)
-    elif isinstance(oracle, DefendedClassifier):
-        oracle.draws = sub.draws_after_clean
+    else:
+        _resume(oracle, sub.draws_after_clean)
     clean_pred = sub.clean_pred
     adv_pred = oracle_labels(adv)
     training_queries = sub.result.queries
@@ -124,7 +127,7 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         seconds=time.monotonic() - t0,
         magnet=_magnet_rejections(oracle, eval_x, adv, adv_pred == eval_y)
         if spec.defense_type == "magnet" else None)
-    settings = {**flat_settings(run), **inputs.record_fields(spec)}
+    settings = {**flat_settings(run), **loaded}
     log(f"black box {spec.model} ({spec.defense_type}): clean "
         f"{result.clean['accuracy']:.3f}, adversarial {result.adversarial['accuracy']:.3f}, "
         f"{training_queries} queries")
@@ -134,6 +137,12 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
 def _draws(oracle) -> int:
     """Where a Defense-GAN oracle's random-start stream stands (0 for other oracles)."""
     return oracle.draws if isinstance(oracle, DefendedClassifier) else 0
+
+
+def _resume(oracle, draws: int) -> None:
+    """Moves a Defense-GAN oracle's random-start stream to ``draws`` (others have none)."""
+    if isinstance(oracle, DefendedClassifier):
+        oracle.draws = draws
 
 
 @dataclasses.dataclass
@@ -154,7 +163,10 @@ class SubstituteCache:
     """Substitutes on disk, keyed by every setting of a black-box run but the attack and by
     the digests of the models it loaded; no folder, no cache."""
 
-    def __init__(self, run: BlackboxRun, inputs, classifier_dir: Optional[str]):
+    def __init__(self, run: BlackboxRun, loaded: dict, classifier,
+                 classifier_dir: Optional[str]):
+        """``loaded``: the run record's digests of what was loaded
+        (``RunInputs.record_fields``); ``classifier``: the black box itself."""
         from defense_gan_tf.training.classifier import weights_digest
 
         self.stem = None
@@ -163,8 +175,7 @@ class SubstituteCache:
         settings = flat_settings(run)
         settings.pop("attack")
         key = {"version": SUBSTITUTE_CACHE_VERSION, "settings": settings,
-               "loaded": inputs.record_fields(run.spec),
-               "classifier_weights": weights_digest(inputs.classifier)}
+               "loaded": loaded, "classifier_weights": weights_digest(classifier)}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
         name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
         self.stem = os.path.join(classifier_dir, "substitutes",
@@ -175,11 +186,10 @@ class SubstituteCache:
         if self.stem is None:
             return
         os.makedirs(os.path.dirname(self.stem), exist_ok=True)
-        weights = self.stem + ".weights.h5"
-        if not sub.reused and not os.path.isfile(weights):
+        if not sub.reused:
             tmp = self.stem + ".tmp.weights.h5"
             sub.result.substitute.save_weights(tmp)
-            os.replace(tmp, weights)
+            os.replace(tmp, self.stem + ".weights.h5")
         arrays = dict(queries=sub.result.queries, set_sizes=np.asarray(sub.result.set_sizes),
                       agreement=np.asarray(sub.result.agreement), seconds=sub.seconds,
                       draws_after_training=sub.draws_after_training)
@@ -187,10 +197,9 @@ class SubstituteCache:
             arrays.update(clean_pred=sub.clean_pred, draws_after_clean=sub.draws_after_clean)
         save_batch(self.stem + ".npz", **arrays)
 
-    def load(self, build: Callable, oracle, log: Callable[[str], None]
+    def load(self, build: Callable, log: Callable[[str], None]
              ) -> Optional[CachedSubstitute]:
-        """The cached substitute (the oracle's stream moved on to where its training left
-        it), or None when there is none or it cannot be read."""
+        """The cached substitute, or None when there is none or it cannot be read."""
         if self.stem is None:
             return None
         record = load_batch(self.stem + ".npz")
@@ -205,8 +214,6 @@ class SubstituteCache:
         result = attacks.SubstituteResult(substitute, int(record["queries"]),
                                           [int(v) for v in record["set_sizes"]],
                                           [float(v) for v in record["agreement"]])
-        if isinstance(oracle, DefendedClassifier):
-            oracle.draws = int(record["draws_after_training"])
         clean = record.get("clean_pred")
         log(f"substitute: reusing the one trained for these settings at another epsilon "
             f"({self.stem}; {result.queries} oracle queries, trained in "
