@@ -215,13 +215,19 @@ def evaluation_main(build_run, workflow):
         check_evaluation_flags()
         with usage_errors():
             run = build_run()
-        from defense_gan_tf.console import command_line
+        from defense_gan_tf.console import command_line, interrupt_on_sigterm
 
+        interrupt_on_sigterm()  # a killed run keeps its partial reconstructions
         t0 = time.monotonic()
-        with usage_errors():
-            outcome = workflow()(run, results_dir=FLAGS.results_dir,
-                                 classifier_dir=FLAGS.classifier_dir,
-                                 data_dir=FLAGS.data_dir, command=command_line(sys.argv))
+        try:
+            with usage_errors():
+                outcome = workflow()(run, results_dir=FLAGS.results_dir,
+                                     classifier_dir=FLAGS.classifier_dir,
+                                     data_dir=FLAGS.data_dir, command=command_line(sys.argv))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+            print("interrupted: cached classifiers and reconstructions so far are kept; run "
+                  "the same command again", file=sys.stderr)
+            sys.exit(130)
         print(outcome.table)
         print(f"results: {outcome.json_path} ({time.monotonic() - t0:.0f} s)")
     return main

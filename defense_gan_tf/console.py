@@ -41,3 +41,18 @@ def relative_argument(arg: str, root: str = None) -> str:
         name, value = arg.split("=", 1)
         return f"{name}={relative_path(value, root)}"
     return relative_path(arg, root)
+
+
+def interrupt_on_sigterm() -> None:
+    """Makes SIGTERM (``kill``, a job scheduler's stop) raise ``KeyboardInterrupt``.
+
+    Long loops save their progress when interrupted (the Defense-GAN-Rec
+    reconstructions, for one); a plain SIGTERM would end the process without
+    running that code. Call it in a binary's main thread.
+    """
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _interrupt)

@@ -39,18 +39,27 @@ TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_m
 # Seconds per projection of one image at L=200, R=10 on the reference 2-core CPU
 # (bench/projection.py); estimates scale it by each cell's projection work.
 SECONDS_PER_PAPER_PROJECTION = 0.55
-# Seconds per training epoch of an MNIST classifier on 50,000 images on the same CPU
-# (model A: 33-42 s measured); FGSM adversarial training crafts every batch too (about
-# 105 s per epoch measured).
-SECONDS_PER_CLASSIFIER_EPOCH = 40.0
-ADVERSARIAL_EPOCH_FACTOR = 2.6
+# Seconds per training epoch of a 28x28 classifier on 50,000 images on the same CPU,
+# plain and FGSM-adversarial (which crafts every batch too), measured per model in the
+# reproduction runs: A 33-37 / 95-108 s, B 20-25 / 58, C 64-68 / 188, D 2-3 / 2-3,
+# F 24-26 / 53-69. Another model is costed as A.
+SECONDS_PER_CLASSIFIER_EPOCH = {"A": (36.0, 102.0), "B": (23.0, 58.0), "C": (66.0, 188.0),
+                                "D": (3.0, 3.0), "F": (25.0, 62.0)}
+
+
+def epoch_seconds(model: str, adversarial: bool) -> float:
+    """Estimated seconds of one training epoch of ``model`` on 50,000 images."""
+    plain, adv = SECONDS_PER_CLASSIFIER_EPOCH.get(model, SECONDS_PER_CLASSIFIER_EPOCH["A"])
+    return adv if adversarial else plain
+
 # One input gradient through the unrolled projection costs about this many projections
 # (FGSM on model A through L=200, R=10: 7 s per image with its two scoring projections).
 PROJECTIONS_PER_GRADIENT = 11.0
-# A black-box Defense-GAN oracle labels its queries in batches of 100 at about twice the
-# cost per image (F/E at L=200, R=10: the first 600 queries, substitute training
-# included, took 11 min).
-SECONDS_PER_ORACLE_QUERY_FACTOR = 2.0
+# Projecting a stream of plain images in batches (a black-box Defense-GAN oracle's queries,
+# the Defense-GAN-Rec training set) costs about 2.3 times that per image at L=200, R=10:
+# the F/E oracle labelled its 4,800 queries at 0.8-0.9 images/s, the MNIST training-set
+# reconstructions ran at 0.75 images/s (batches of 64).
+SECONDS_PER_ORACLE_QUERY_FACTOR = 2.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +136,8 @@ def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
     per_projection = SECONDS_PER_PAPER_PROJECTION * work
     seconds = 0.0
     if train:
-        epoch = SECONDS_PER_CLASSIFIER_EPOCH * spec.num_train / 50_000
-        seconds += spec.epochs * epoch * (ADVERSARIAL_EPOCH_FACTOR
-                                          if spec.defense_type == "adv_tr" else 1.0)
+        epoch = epoch_seconds(spec.model, spec.defense_type == "adv_tr")
+        seconds += spec.epochs * epoch * spec.num_train / 50_000
     if spec.defense_type == "defense_gan":
         # a black-box oracle: its queries and test images at the oracle's cost
         oracle = SECONDS_PER_ORACLE_QUERY_FACTOR if black_box else 1.0
@@ -139,7 +147,7 @@ def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
         if not substitute_cached:
             seconds += queries * per_projection * oracle
     if spec.train_on_recs and reconstruct:
-        seconds += spec.num_train * per_projection
+        seconds += spec.num_train * per_projection * SECONDS_PER_ORACLE_QUERY_FACTOR
     return seconds
 
 
@@ -166,7 +174,8 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     substitutes = set()  # black-box substitutes trained by an earlier cell at another eps
 
     def estimate(spec, steps, queries=0, substitute=None):
-        classifier = (spec.model, spec.classifier_mode)
+        # the cache file names the classifier: an adversarially trained one per epsilon
+        classifier = spec.classifier_path("")
         seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0],
                             train=classifier not in trained and
                             not _cached_classifier(spec, classifier_dir),

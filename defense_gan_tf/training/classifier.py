@@ -166,26 +166,38 @@ def weights_digest(model: keras.Model) -> str:
 
 def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: str,
                         cache_dir: Optional[str] = None, batch_size: int = 64,
-                        log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+                        log: Optional[Callable[[str], None]] = None,
+                        checkpoint_seconds: float = 120.0) -> np.ndarray:
     """G(z*) of every image, computed in batches and cached as .npz.
+
+    Reconstructing a training set takes hours on a CPU, so the batches done so
+    far are written to a partial file every ``checkpoint_seconds`` and when the
+    loop is interrupted (an exception or Ctrl-C); the next call with the same
+    key continues after the last saved batch. Batches start at the same
+    offsets either way, so a resumed run gives the same reconstructions as an
+    uninterrupted one when ``project_fn`` is deterministic per batch.
 
     Args:
       project_fn: images -> reconstructions (e.g. ``DefendedClassifier.reconstruct``).
       images: [N, H, W, C].
       cache_key: identifies the generator and projection config (see
         :func:`reconstruction_cache_key`); the images' digest is added to it.
-      cache_dir: folder of the cache; None disables caching.
+      cache_dir: folder of the cache; None disables caching (and resuming).
       batch_size: images per projection call.
       log: progress output.
+      checkpoint_seconds: how often the partial result is written.
 
     Returns:
       float32 reconstructions [N, H, W, C].
     """
     log = log or echo
     images = np.asarray(images, np.float32)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     key = hashlib.sha256((cache_key + hashlib.sha256(images.tobytes()).hexdigest())
                          .encode()).hexdigest()[:24]
     path = os.path.join(cache_dir, f"recs_{key}.npz") if cache_dir else None
+    partial = os.path.join(cache_dir, f"recs_{key}.partial.npz") if cache_dir else None
     if path and os.path.exists(path):
         with np.load(path, allow_pickle=False) as cached:
             recs = cached["reconstructions"]
@@ -193,20 +205,58 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
             log(f"loaded {len(recs)} cached reconstructions from {path}")
             return recs
         log(f"ignoring cache {path}: shape {recs.shape} != {images.shape}")
-    out, t0 = [], time.monotonic()
-    for start in range(0, len(images), batch_size):
-        out.append(np.asarray(project_fn(images[start:start + batch_size])))
-        done = min(start + batch_size, len(images))
-        rate = done / max(time.monotonic() - t0, 1e-9)
-        log(f"reconstructing {done}/{len(images)}  {rate:.2f} img/s  "
-            f"ETA {(len(images) - done) / max(rate, 1e-9):.0f} s")
+    out = _load_partial(partial, images.shape, batch_size, log)
+    resumed = sum(len(r) for r in out)
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+    t0 = last_save = time.monotonic()
+    try:
+        for start in range(resumed, len(images), batch_size):
+            out.append(np.asarray(project_fn(images[start:start + batch_size]), np.float32))
+            done = min(start + batch_size, len(images))
+            rate = (done - resumed) / max(time.monotonic() - t0, 1e-9)
+            log(f"reconstructing {done}/{len(images)}  {rate:.2f} img/s  "
+                f"ETA {(len(images) - done) / max(rate, 1e-9):.0f} s")
+            if partial and done < len(images) and \
+                    time.monotonic() - last_save >= checkpoint_seconds:
+                _save_npz(partial, reconstructions=np.concatenate(out), batch_size=batch_size)
+                last_save = time.monotonic()
+    except BaseException:
+        if partial and out and sum(len(r) for r in out) > resumed:
+            _save_npz(partial, reconstructions=np.concatenate(out), batch_size=batch_size)
+            log(f"interrupted: {sum(len(r) for r in out)}/{len(images)} reconstructions "
+                f"kept in {partial}; the same call resumes from there")
+        raise
     recs = np.concatenate(out) if out else np.zeros_like(images)
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = path + ".tmp.npz"
-        np.savez_compressed(tmp, reconstructions=recs)
-        os.replace(tmp, path)
+        _save_npz(path, reconstructions=recs)
+        if os.path.exists(partial):
+            os.remove(partial)
     return recs
+
+
+def _load_partial(partial: Optional[str], shape: tuple, batch_size: int,
+                  log: Callable[[str], None]) -> list:
+    """The batches a previous, interrupted :func:`reconstruct_dataset` saved."""
+    if not partial or not os.path.exists(partial):
+        return []
+    with np.load(partial, allow_pickle=False) as saved:
+        recs, saved_batch = saved["reconstructions"], int(saved["batch_size"])
+    if (saved_batch != batch_size or recs.shape[1:] != shape[1:]
+            or len(recs) > shape[0]
+            or (len(recs) % batch_size and len(recs) != shape[0])):
+        log(f"ignoring partial reconstructions {partial}: {recs.shape} in batches of "
+            f"{saved_batch} do not continue {shape} in batches of {batch_size}")
+        return []
+    log(f"resuming from {len(recs)}/{shape[0]} reconstructions in {partial}")
+    return [recs] if len(recs) else []
+
+
+def _save_npz(path: str, **arrays) -> None:
+    """Writes ``arrays`` to ``path`` through a temporary file (never half-written)."""
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def reconstruction_cache_key(generator: keras.Model, config: ProjectionConfig,
