@@ -181,6 +181,21 @@ def _name_the_flag(message: str) -> str:
 
 
 @contextlib.contextmanager
+def resumable(kept: str):
+    """Ctrl-C or SIGTERM inside the block ends the binary with status 130 and a one-line
+    note that ``kept`` is on disk, instead of a traceback; loops that save their progress
+    when interrupted (the Defense-GAN-Rec reconstructions) save it first."""
+    from defense_gan_tf.console import interrupt_on_sigterm
+
+    interrupt_on_sigterm()
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"interrupted: {kept} kept; run the same command again", file=sys.stderr)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
 def usage_errors():
     """Turns config ``ValueError`` (naming the flag) and library ``InputError`` into one-line
     absl usage errors; other exceptions pass unchanged."""
@@ -215,19 +230,13 @@ def evaluation_main(build_run, workflow):
         check_evaluation_flags()
         with usage_errors():
             run = build_run()
-        from defense_gan_tf.console import command_line, interrupt_on_sigterm
+        from defense_gan_tf.console import command_line
 
-        interrupt_on_sigterm()  # a killed run keeps its partial reconstructions
         t0 = time.monotonic()
-        try:
-            with usage_errors():
-                outcome = workflow()(run, results_dir=FLAGS.results_dir,
-                                     classifier_dir=FLAGS.classifier_dir,
-                                     data_dir=FLAGS.data_dir, command=command_line(sys.argv))
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM
-            print("interrupted: cached classifiers and reconstructions so far are kept; run "
-                  "the same command again", file=sys.stderr)
-            sys.exit(130)
+        with resumable("cached classifiers and reconstructions so far are"), usage_errors():
+            outcome = workflow()(run, results_dir=FLAGS.results_dir,
+                                 classifier_dir=FLAGS.classifier_dir,
+                                 data_dir=FLAGS.data_dir, command=command_line(sys.argv))
         print(outcome.table)
         print(f"results: {outcome.json_path} ({time.monotonic() - t0:.0f} s)")
     return main

@@ -81,7 +81,7 @@ def main(argv):
                              f"{FLAGS.time_budget_minutes}")
     shared.check_paths(files=("generator",), folders=("data_dir", "magnet"),
                        outputs=("results_root", "classifier_dir"))
-    from defense_gan_tf.console import command_line, interrupt_on_sigterm
+    from defense_gan_tf.console import command_line
     from defense_gan_tf.evaluation import reproduce
 
     def settings_of(table):  # --generator and --magnet belong to --table alone
@@ -116,23 +116,17 @@ def main(argv):
         raise app.UsageError(f"no cell of --table={FLAGS.table} matches --models / "
                              f"--defenses / --attacks (its models: {have})")
     budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
-    interrupt_on_sigterm()  # a killed run keeps its partial reconstructions
-    try:
-        with shared.usage_errors():
-            ran = reproduce.run_table(FLAGS.table, settings, results_dir=results_dir,
-                                      classifier_dir=FLAGS.classifier_dir,
-                                      data_dir=FLAGS.data_dir, command=command_line(sys.argv),
-                                      dry_run=FLAGS.dry_run, cell_list=chosen,
-                                      time_budget_seconds=budget)
-            if FLAGS.table == "detection_mnist" and not FLAGS.dry_run:
-                reproduce.detection_figure(results_dir, os.path.join(results_dir, "roc.png"))
-            if FLAGS.summary and not FLAGS.dry_run:
-                reproduce.write_summary(FLAGS.summary, FLAGS.results_root, settings_of)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is finished stays on disk
-        print("interrupted: finished cells are kept, and so are a Defense-GAN-Rec "
-              "classifier's reconstructions so far; run the same command again",
-              file=sys.stderr)
-        sys.exit(130)
+    with shared.resumable("finished cells, and a Defense-GAN-Rec classifier's "
+                          "reconstructions so far, are"), shared.usage_errors():
+        ran = reproduce.run_table(FLAGS.table, settings, results_dir=results_dir,
+                                  classifier_dir=FLAGS.classifier_dir,
+                                  data_dir=FLAGS.data_dir, command=command_line(sys.argv),
+                                  dry_run=FLAGS.dry_run, cell_list=chosen,
+                                  time_budget_seconds=budget)
+        if FLAGS.table == "detection_mnist" and not FLAGS.dry_run:
+            reproduce.detection_figure(results_dir, os.path.join(results_dir, "roc.png"))
+        if FLAGS.summary and not FLAGS.dry_run:
+            reproduce.write_summary(FLAGS.summary, FLAGS.results_root, settings_of)
     if len(ran) < len(chosen):  # stopped by the time budget
         print(f"not finished: {len(chosen) - len(ran)} cell(s) left; run the same command "
               "again")

@@ -29,7 +29,7 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
 from defense_gan_tf.defense.projection import attach_gradient
 from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.batch_cache import load_batch, save_batch
+from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import flat_settings
 from defense_gan_tf.evaluation.specs import ATTACKS, AdaptiveRun

@@ -28,7 +28,7 @@ from defense_gan_tf import attacks
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import load_magnet
-from defense_gan_tf.evaluation.batch_cache import load_batch, save_batch
+from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings,
                                             write_run_record)

@@ -42,7 +42,7 @@ from defense_gan_tf.attacks.common import (gradient_sign, loss_and_gradient,
                                            per_example_norm)
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projector
-from defense_gan_tf.evaluation.batch_cache import load_batch, save_batch
+from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
                                                sample, statistics)
 from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.config import ClassifierConfig, ProjectionConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.models import build_classifier
@@ -198,38 +199,36 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
                          .encode()).hexdigest()[:24]
     path = os.path.join(cache_dir, f"recs_{key}.npz") if cache_dir else None
     partial = os.path.join(cache_dir, f"recs_{key}.partial.npz") if cache_dir else None
-    if path and os.path.exists(path):
-        with np.load(path, allow_pickle=False) as cached:
-            recs = cached["reconstructions"]
+    cached = load_batch(path) if path else None
+    if cached is not None:
+        recs = cached["reconstructions"]
         if recs.shape == images.shape:
             log(f"loaded {len(recs)} cached reconstructions from {path}")
             return recs
         log(f"ignoring cache {path}: shape {recs.shape} != {images.shape}")
     out = _load_partial(partial, images.shape, batch_size, log)
-    resumed = sum(len(r) for r in out)
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
+    resumed = done = sum(len(r) for r in out)
     t0 = last_save = time.monotonic()
     try:
         for start in range(resumed, len(images), batch_size):
             out.append(np.asarray(project_fn(images[start:start + batch_size]), np.float32))
-            done = min(start + batch_size, len(images))
+            done += len(out[-1])
             rate = (done - resumed) / max(time.monotonic() - t0, 1e-9)
             log(f"reconstructing {done}/{len(images)}  {rate:.2f} img/s  "
                 f"ETA {(len(images) - done) / max(rate, 1e-9):.0f} s")
             if partial and done < len(images) and \
                     time.monotonic() - last_save >= checkpoint_seconds:
-                _save_npz(partial, reconstructions=np.concatenate(out), batch_size=batch_size)
+                save_batch(partial, reconstructions=np.concatenate(out), batch_size=batch_size)
                 last_save = time.monotonic()
     except BaseException:
-        if partial and out and sum(len(r) for r in out) > resumed:
-            _save_npz(partial, reconstructions=np.concatenate(out), batch_size=batch_size)
-            log(f"interrupted: {sum(len(r) for r in out)}/{len(images)} reconstructions "
-                f"kept in {partial}; the same call resumes from there")
+        if partial and done > resumed:
+            save_batch(partial, reconstructions=np.concatenate(out), batch_size=batch_size)
+            log(f"interrupted: {done}/{len(images)} reconstructions kept in {partial}; "
+                "the same call resumes from there")
         raise
     recs = np.concatenate(out) if out else np.zeros_like(images)
     if path:
-        _save_npz(path, reconstructions=recs)
+        save_batch(path, reconstructions=recs)
         if os.path.exists(partial):
             os.remove(partial)
     return recs
@@ -238,10 +237,10 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
 def _load_partial(partial: Optional[str], shape: tuple, batch_size: int,
                   log: Callable[[str], None]) -> list:
     """The batches a previous, interrupted :func:`reconstruct_dataset` saved."""
-    if not partial or not os.path.exists(partial):
+    saved = load_batch(partial) if partial else None
+    if saved is None:
         return []
-    with np.load(partial, allow_pickle=False) as saved:
-        recs, saved_batch = saved["reconstructions"], int(saved["batch_size"])
+    recs, saved_batch = saved["reconstructions"], int(saved["batch_size"])
     if (saved_batch != batch_size or recs.shape[1:] != shape[1:]
             or len(recs) > shape[0]
             or (len(recs) % batch_size and len(recs) != shape[0])):
@@ -250,13 +249,6 @@ def _load_partial(partial: Optional[str], shape: tuple, batch_size: int,
         return []
     log(f"resuming from {len(recs)}/{shape[0]} reconstructions in {partial}")
     return [recs] if len(recs) else []
-
-
-def _save_npz(path: str, **arrays) -> None:
-    """Writes ``arrays`` to ``path`` through a temporary file (never half-written)."""
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def reconstruction_cache_key(generator: keras.Model, config: ProjectionConfig,

@@ -1,6 +1,7 @@
 """One finished batch of a long evaluation on disk, so an interrupted run resumes.
 
-Shared by the generator probe (``training_curve``) and the adaptive attacks: a batch is
+Shared by the generator probe (``training_curve``), the adaptive attacks, the black-box
+substitute cache and the Defense-GAN-Rec reconstructions: a batch is
 a set of named arrays in one ``.npz`` file, written whole or not at all.
 """
 
