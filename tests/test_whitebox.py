@@ -97,10 +97,12 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
     assert bad.returncode != 0 and "--generator is required" in bad.stderr
 
 
-def _fake_run(defense, adv, finished, gradient="full", iterations=200, restarts=10):
+def _fake_run(defense, adv, finished, gradient="full", iterations=200, restarts=10,
+              recs=0):
     entry = {"accuracy": adv, "ci95": [adv, adv], "n": 50, "correct": int(adv * 50)}
     return {"kind": "whitebox", "finished": finished, "command": "c",
-            "settings": {"defense_type": defense, "train_on_recs": False, "model": "A",
+            "settings": {"defense_type": defense, "train_on_recs": bool(recs), "model": "A",
+                         "num_train": recs or 50_000,
                          "gradient": gradient, "same_init": False,
                          "attack": {"attack_type": "fgsm", "eps": 0.3},
                          "projection": {"iterations": iterations, "restarts": restarts}},
@@ -122,3 +124,13 @@ def test_table_keeps_defense_gan_runs_with_different_settings_apart():
                                   "0.750 [0.75, 0.75] n=50 (L=200 R=10 full)"]
     assert cells[3].startswith("0.031")  # latest undefended run wins
     assert "<br>" not in cells[3]
+
+
+def test_rec_cell_names_the_size_of_its_reconstructed_training_set():
+    table = report.whitebox_table([_fake_run("defense_gan", 0.5, "1", recs=10_000),
+                                   _fake_run("defense_gan", 0.25, "2")])
+    row = [l for l in table.splitlines() if l.startswith("| fgsm (eps 0.3) | A |")][0]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "0.500 [0.50, 0.50] n=50 (L=200 R=10 full, 10,000 recs)"  # Rec
+    assert cells[5] == "0.250 [0.25, 0.25] n=50 (L=200 R=10 full)"  # Orig: no recs
+    assert "classifier trained on 10,000 reconstructions" in table

@@ -107,6 +107,8 @@ def _run_line(run: dict) -> str:
         setting = f"L={proj.get('iterations')}, R={proj.get('restarts')}"
         if "gradient" in s:
             setting += f", gradient={s['gradient']}, same_init={s.get('same_init')}"
+        if s.get("train_on_recs") and s.get("num_train"):
+            setting += f", classifier trained on {s['num_train']:,} reconstructions"
     extra = []
     if "gradient_norm_mean" in r:
         mean = r["gradient_norm_mean"]
@@ -139,7 +141,8 @@ def defense_tag(run: dict) -> str:
     Projection size (L, R) and the attacker's gradient through the projection
     (full = through the unrolled loop, bpda = identity, none = masked) change the
     number a lot, so runs that differ in them are shown side by side rather than
-    the latest one replacing the others. Empty for the other defenses.
+    the latest one replacing the others; a Defense-GAN-Rec tag also names how many
+    reconstructions its classifier was trained on. Empty for the other defenses.
     """
     s = run["settings"]
     if s["defense_type"] != "defense_gan":
@@ -148,6 +151,8 @@ def defense_tag(run: dict) -> str:
     tag = f"L={proj.get('iterations')} R={proj.get('restarts')}"
     if "gradient" in s:
         tag += f" {s['gradient']}" + (" same-init" if s.get("same_init") else "")
+    if s.get("train_on_recs") and s.get("num_train"):
+        tag += f", {s['num_train']:,} recs"
     return tag
 
 
