@@ -233,7 +233,8 @@ def evaluation_main(build_run, workflow):
         from defense_gan_tf.console import command_line
 
         t0 = time.monotonic()
-        with resumable("cached classifiers and reconstructions so far are"), usage_errors():
+        with resumable("cached classifiers, and reconstructions and substitute labels so "
+                       "far, are"), usage_errors():
             outcome = workflow()(run, results_dir=FLAGS.results_dir,
                                  classifier_dir=FLAGS.classifier_dir,
                                  data_dir=FLAGS.data_dir, command=command_line(sys.argv))

@@ -117,7 +117,8 @@ def main(argv):
                              f"--defenses / --attacks (its models: {have})")
     budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
     with shared.resumable("finished cells, and a Defense-GAN-Rec classifier's "
-                          "reconstructions so far, are"), shared.usage_errors():
+                          "reconstructions and a substitute's oracle labels so far, are"), \
+            shared.usage_errors():
         ran = reproduce.run_table(FLAGS.table, settings, results_dir=results_dir,
                                   classifier_dir=FLAGS.classifier_dir,
                                   data_dir=FLAGS.data_dir, command=command_line(sys.argv),

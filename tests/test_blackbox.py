@@ -22,7 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_blackbox_runs_fill_the_table(setup, monkeypatch):
     from defense_gan_tf.evaluation import blackbox_run
 
+    from defense_gan_tf.attacks import substitute
+
     monkeypatch.setattr(blackbox_run, "PROGRESS_SECONDS", 0.0)  # a line after each batch
+    monkeypatch.setattr(substitute, "PROGRESS_SECONDS", 0.0)
     root, gen_path, train, test = setup
     common = dict(model="E", num_tests=30, epochs=3, num_train=200, batch_size=10,
                   attack=AttackConfig(eps=0.3), generator=gen_path,
@@ -37,10 +40,14 @@ def test_blackbox_runs_fill_the_table(setup, monkeypatch):
             classifier_dir=str(root / "classifiers"), train_data=train,
             test_data=(np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2)),
             command="pytest", log=logs[defense].append)
-    # Labelling reports its progress (once a minute outside this test), never at the end.
-    progress = [m for m in logs["defense_gan"] if m.strip().startswith("oracle:")]
-    assert "oracle: 10/20 labelled" in progress[0] and "ETA" in progress[0]
-    assert not any(m.strip().startswith("oracle: 30/30") for m in progress)
+    # Labelling reports its progress (once a minute outside this test), never at the end:
+    # the substitute's queries, then the test images'.
+    said = [m.strip() for m in logs["defense_gan"]]
+    assert [m.split(",")[0] for m in said if m.startswith("substitute:")] == [
+        "substitute: 10/20 images labelled", "substitute: 30/40 images labelled"]
+    progress = [m for m in said if m.startswith("oracle:")]
+    assert "oracle: 10/30 labelled" in progress[0] and "ETA" in progress[0]
+    assert not any(m.startswith("oracle: 30/30") for m in progress)
     r = out["none"].result
     assert r.oracle_queries == 20 + 20  # seed set, then one augmentation round
     assert r.substitute_set_sizes == [20, 40]
@@ -126,3 +133,52 @@ def test_a_substitute_is_reused_across_epsilons_exactly(setup, monkeypatch):
     # Any other setting trains a new substitute.
     other, _, logs = run(0.1, "c_reuse", epochs_substitute=3)
     assert not other.substitute_reused and not any("reusing" in m for m in logs)
+
+
+def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, monkeypatch):
+    """Stopped while its Defense-GAN oracle labels the second round, a black-box run keeps
+    the labels so far; the same run then asks only for the rest, with the random starts
+    an uninterrupted run draws, and gives that run's figures."""
+    from defense_gan_tf.evaluation import blackbox_run
+
+    seeds, stop = [], {"at": None}
+
+    class Stopping(blackbox_run.DefendedClassifier):
+        def project(self, images, z_init=None, seed=None):
+            if len(seeds) == stop["at"]:
+                raise KeyboardInterrupt
+            seeds.append((int(self.draw_seed), self.draws))
+            return super().project(images, z_init=z_init, seed=seed)
+
+    monkeypatch.setattr(blackbox_run, "DefendedClassifier", Stopping)
+    root, gen_path, train, test = setup
+    test2 = (np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2))
+
+    def run(classifier_dir, stop_at=None):
+        seeds.clear()
+        stop["at"] = stop_at
+        spec = RunSpec(defense_type="defense_gan", model="E", num_tests=30, epochs=3,
+                       num_train=200, batch_size=10, attack=AttackConfig(eps=0.3),
+                       generator=gen_path, projection=ProjectionConfig(iterations=3,
+                                                                       restarts=2))
+        return run_blackbox(BlackboxRun(spec=spec, holdout=20, data_aug=3,
+                                        epochs_substitute=3),
+                            results_dir=str(root / f"bb_{classifier_dir}"),
+                            classifier_dir=str(root / classifier_dir), train_data=train,
+                            test_data=test2, log=lambda m: None).result
+
+    whole = run("c_whole")
+    whole_seeds = list(seeds)
+    # Oracle calls of 10 images: 2 for the seed set, 2 and 4 for the two augmented sets.
+    with pytest.raises(KeyboardInterrupt):
+        run("c_stopped", stop_at=5)  # the second call of the last round's labels
+    stopped_seeds = list(seeds)
+    progress = list((root / "c_stopped" / "substitutes").glob("*.progress.npz"))
+    assert len(progress) == 1
+    resumed = run("c_stopped")
+    assert stopped_seeds + seeds == whole_seeds
+    assert not list((root / "c_stopped" / "substitutes").glob("*.progress.npz"))
+    assert resumed.oracle_queries == whole.oracle_queries == 20 + 20 + 40
+    assert resumed.substitute_agreement == whole.substitute_agreement
+    assert resumed.clean == whole.clean and resumed.adversarial == whole.adversarial
+    assert resumed.substitute_accuracy == whole.substitute_accuracy

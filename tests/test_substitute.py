@@ -1,4 +1,7 @@
+import os
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from defense_gan_tf import attacks, models
@@ -44,3 +47,68 @@ def test_substitute_learns_a_simple_oracle_and_counts_queries():
     test[150:, :, 14:] *= 0.6
     pred = np.argmax(result.substitute.predict(test, verbose=0), axis=1)
     assert np.mean(pred == oracle(test)) > 0.8  # chance is 0.5
+
+
+class _Oracle:
+    """A deterministic oracle with a position (like a randomised defence's draw counter)
+    that can be made to stop, as Ctrl-C would, before its ``stop_at``-th call."""
+
+    def __init__(self, stop_at=None):
+        self.calls, self.images, self.position, self.stop_at = 0, 0, 0, stop_at
+
+    def __call__(self, x):
+        if self.stop_at is not None and self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.images += len(x)
+        self.position += 1
+        x = np.asarray(x)
+        return (x[:, :, :14].mean(axis=(1, 2, 3)) > x[:, :, 14:].mean(axis=(1, 2, 3))
+                ).astype(np.int64) + 2 * (x.mean(axis=(1, 2, 3)) > 0.45)
+
+    def hooks(self):
+        return (lambda: self.position, lambda n: setattr(self, "position", n))
+
+
+def _train(oracle, seed, path):
+    # Model B has dropout layers: their seed-generator state must resume too.
+    return attacks.train_substitute(
+        oracle, seed, lambda: models.build_classifier("B", seed=3), rounds=3, epochs=2,
+        seed=5, progress_path=path, checkpoint_seconds=0.0, label_chunk=8,
+        oracle_position=oracle.hooks(), log=lambda m: None)
+
+
+@pytest.mark.parametrize("stop_at", [1, 3, 5])  # calls: 2 seed, 2 round-2, 3 round-3
+def test_an_interrupted_substitute_training_resumes_to_the_same_substitute(tmp_path, stop_at):
+    seed = np.random.default_rng(2).uniform(size=(12, 28, 28, 1)).astype(np.float32)
+    whole_oracle = _Oracle()
+    whole = _train(whole_oracle, seed, str(tmp_path / "whole.npz"))
+    assert whole.set_sizes == [12, 24, 48] and whole.queries == whole_oracle.images == 48
+
+    path = str(tmp_path / "progress.npz")
+    first = _Oracle(stop_at=stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        _train(first, seed, path)
+    assert os.path.isfile(path)
+    second = _Oracle()
+    resumed = _train(second, seed, path)
+    # No image is labelled twice, the oracle continues from where it stopped, and the
+    # substitute is the one an uninterrupted run trains, variable for variable.
+    assert first.images + second.images == 48
+    assert second.position == whole_oracle.position
+    assert (resumed.queries, resumed.set_sizes, resumed.agreement) == \
+        (whole.queries, whole.set_sizes, whole.agreement)
+    for a, b in zip(whole.substitute.variables, resumed.substitute.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not os.path.exists(path)  # finished: nothing left to resume
+
+
+def test_substitute_progress_of_other_seed_images_is_not_resumed(tmp_path):
+    rng = np.random.default_rng(4)
+    seed = rng.uniform(size=(12, 28, 28, 1)).astype(np.float32)
+    path = str(tmp_path / "progress.npz")
+    with pytest.raises(KeyboardInterrupt):
+        _train(_Oracle(stop_at=3), seed, path)
+    other = _Oracle()
+    _train(other, rng.uniform(size=(12, 28, 28, 1)).astype(np.float32), path)
+    assert other.images == 48  # everything labelled afresh

@@ -97,7 +97,9 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     else:
         sub = attacks.train_substitute(
             oracle_labels, seed_x, build, rounds=run.data_aug, lmbda=run.lmbda,
-            flip_every=run.flip_every, epochs=run.epochs_substitute, seed=spec.seed, log=log)
+            flip_every=run.flip_every, epochs=run.epochs_substitute, seed=spec.seed,
+            progress_path=cache.progress_path, label_chunk=spec.batch_size,
+            oracle_position=(lambda: _draws(oracle), lambda n: _resume(oracle, n)), log=log)
         sub = CachedSubstitute(sub, time.monotonic() - t0, _draws(oracle))
         cache.save(sub)
     lo, hi = spec.pixel_range
@@ -180,6 +182,11 @@ class SubstituteCache:
         name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
         self.stem = os.path.join(classifier_dir, "substitutes",
                                  f"{name}_{digest.hexdigest()[:12]}")
+
+    @property
+    def progress_path(self) -> Optional[str]:
+        """Where an interrupted training of this substitute keeps its oracle labels."""
+        return None if self.stem is None else self.stem + ".progress.npz"
 
     def save(self, sub: CachedSubstitute) -> None:
         """Writes the substitute's weights, then its record (the record marks it whole)."""
