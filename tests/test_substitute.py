@@ -101,6 +101,8 @@ def test_an_interrupted_substitute_training_resumes_to_the_same_substitute(tmp_p
     for a, b in zip(whole.substitute.variables, resumed.substitute.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not os.path.exists(path)  # finished: nothing left to resume
+    # The time of the interrupted call is counted in the resumed one's.
+    assert whole.earlier_seconds == 0.0 and resumed.earlier_seconds > 0.0
 
 
 def test_substitute_progress_of_other_seed_images_is_not_resumed(tmp_path):

@@ -61,6 +61,7 @@ class SubstituteResult:
     queries: int
     set_sizes: list
     agreement: list  # substitute/oracle label agreement on the set after each round
+    earlier_seconds: float = 0.0  # spent in earlier, interrupted calls that this one resumed
 
 
 @dataclasses.dataclass
@@ -77,10 +78,11 @@ class _Progress:
     queries: int = 0
     sizes: list = dataclasses.field(default_factory=list)
     agreement: list = dataclasses.field(default_factory=list)
+    earlier_seconds: float = 0.0  # spent before this call, by the calls it resumes
 
 
 _SAVED_FIELDS = {"points", "labels", "trained", "queries", "sizes", "agreement", "rng",
-                 "oracle_position"}
+                 "oracle_position", "seconds"}
 
 
 class _ProgressFile:
@@ -91,7 +93,7 @@ class _ProgressFile:
     def __init__(self, path: Optional[str], oracle_position, log):
         self.path, self.log = path, log
         self.get_position, self.set_position = oracle_position or (lambda: 0, lambda n: None)
-        self.saved_at = time.monotonic()
+        self.started = self.saved_at = time.monotonic()
 
     def save(self, p: _Progress, rng, substitute) -> None:
         if not self.path:
@@ -100,7 +102,8 @@ class _ProgressFile:
                       sizes=np.asarray(p.sizes, np.int64),
                       agreement=np.asarray(p.agreement, np.float64),
                       rng=np.asarray(json.dumps(rng.bit_generator.state)),
-                      oracle_position=self.get_position())
+                      oracle_position=self.get_position(),
+                      seconds=p.earlier_seconds + time.monotonic() - self.started)
         if p.trained:
             arrays.update({f"var{i}": np.asarray(v) for i, v in enumerate(substitute.variables)})
             arrays.update({f"opt{i}": np.asarray(v)
@@ -142,7 +145,8 @@ class _ProgressFile:
         rng.bit_generator.state = json.loads(str(saved["rng"]))
         self.set_position(int(saved["oracle_position"]))
         p = _Progress(points, saved["labels"].astype(np.int64), trained, int(saved["queries"]),
-                      [int(s) for s in saved["sizes"]], [float(a) for a in saved["agreement"]])
+                      [int(s) for s in saved["sizes"]], [float(a) for a in saved["agreement"]],
+                      float(saved["seconds"]))
         self.log(f"substitute: resuming after round {trained}/{rounds} with {len(p.labels)}/"
                  f"{len(points)} images labelled ({self.path})")
         return p
@@ -230,7 +234,7 @@ def train_substitute(oracle_labels: Callable[[np.ndarray], np.ndarray], seed_ima
                 f"labelled after round {p.trained}) kept in {progress_path}")
         raise
     store.remove()
-    return SubstituteResult(substitute, p.queries, p.sizes, p.agreement)
+    return SubstituteResult(substitute, p.queries, p.sizes, p.agreement, p.earlier_seconds)
 
 
 def _label(oracle_labels, p: _Progress, chunk: int, store: _ProgressFile,

@@ -100,6 +100,8 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
             flip_every=run.flip_every, epochs=run.epochs_substitute, seed=spec.seed,
             progress_path=cache.progress_path, label_chunk=spec.batch_size,
             oracle_position=(lambda: _draws(oracle), lambda n: _resume(oracle, n)), log=log)
+        # A resumed training counts the time its interrupted calls spent too.
+        t0 -= sub.earlier_seconds
         sub = CachedSubstitute(sub, time.monotonic() - t0, _draws(oracle))
         cache.save(sub)
     lo, hi = spec.pixel_range
