@@ -69,6 +69,29 @@ absl_flags.DEFINE_float("time_budget_minutes", None, "No cell starts after this 
                         "(finished cells are kept and skipped).")
 
 
+def _rec_cache_lookup():
+    """spec -> (Rec classifier cached, reconstructions cached), each asked once per
+    generator, projection, seed, model and training-set size."""
+    from defense_gan_tf.errors import InputError
+    from defense_gan_tf.evaluation.loading import rec_cache_status
+
+    known = {}
+
+    def lookup(spec):
+        key = (spec.generator, spec.dataset, str(spec.projection), spec.seed, spec.model,
+               spec.num_train)
+        if key not in known:
+            try:
+                known[key] = rec_cache_status(spec, classifier_dir=FLAGS.classifier_dir,
+                                              data_dir=FLAGS.data_dir)
+            except (InputError, OSError, ValueError) as e:  # the run itself will say
+                print(f"estimates count the Defense-GAN-Rec reconstructions of model "
+                      f"{spec.model}: their cache could not be looked up ({e})")
+                known[key] = (False, False)
+        return known[key]
+    return lookup
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -103,9 +126,11 @@ def main(argv):
     with shared.usage_errors():
         settings = settings_of(FLAGS.table)
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
-        # Estimates leave out classifiers already trained into --classifier_dir.
+        # Estimates leave out classifiers already trained into --classifier_dir, and the
+        # Defense-GAN-Rec reconstructions cached there.
         table_cells = reproduce.cells(FLAGS.table, settings,
-                                      classifier_dir=FLAGS.classifier_dir)
+                                      classifier_dir=FLAGS.classifier_dir,
+                                      rec_cached=_rec_cache_lookup())
     try:
         chosen = reproduce.select(table_cells, models=FLAGS.models, defenses=FLAGS.defenses,
                                   attacks=FLAGS.attacks)

@@ -94,6 +94,28 @@ def test_estimates_leave_out_a_classifier_found_in_the_cache(tmp_path):
     assert cached["fgsm A none"] == fresh["fgsm A none"].estimate_seconds  # not cached
 
 
+def test_estimates_leave_out_cached_reconstructions_and_rec_classifiers():
+    def estimates(status):
+        asked = []
+        lookup = None if status is None else lambda spec: (asked.append(spec), status)[1]
+        out = {c.label: c.estimate_seconds
+               for c in reproduce.cells("blackbox_mnist", rec_cached=lookup)}
+        assert all(spec.train_on_recs for spec in asked)
+        return out
+
+    fresh, recs, both = estimates(None), estimates((False, True)), estimates((True, True))
+    rec_cells = [label for label in fresh if label.endswith(" rec")]
+    first = rec_cells[0]
+    # Cached reconstructions: the first Rec cell no longer pays hours of projections ...
+    assert recs[first] < fresh[first] - 60 * 60
+    assert all(recs[label] == fresh[label] for label in rec_cells[1:])
+    # ... and a cached Rec classifier is not trained either: the cell then costs what the
+    # same Defense-GAN-Orig cell (its classifier trained by an earlier cell) does.
+    for label in rec_cells:
+        assert both[label] == both[label[:-len(" rec")]] <= recs[label]
+    assert any(both[label] < recs[label] for label in rec_cells)
+
+
 def test_time_left_stays_sane_after_cells_estimated_at_nothing(monkeypatch, tmp_path):
     """A first cell estimated at 0 s (a cached undefended classifier) must not turn the
     actual / estimated rate into an absurd time left."""

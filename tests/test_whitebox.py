@@ -8,6 +8,7 @@ import pytest
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.detection import roc_curve
+from defense_gan_tf.evaluation.loading import rec_cache_status
 from defense_gan_tf.evaluation.runs import RunSpec
 from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
 
@@ -19,12 +20,16 @@ def setup(tiny_world):
     return tiny_world
 
 
+def _settings(gen_path, **kw):
+    return dict(dict(model="E", num_tests=20, num_train=200, epochs=3, batch_size=10,
+                     attack=AttackConfig(attack_type="fgsm", eps=0.3),
+                     projection=ProjectionConfig(iterations=3, restarts=2),
+                     generator=gen_path), **kw)
+
+
 def _run(setup, **kw):
     root, gen_path, train, test = setup
-    settings = dict(model="E", num_tests=20, num_train=200, epochs=3, batch_size=10,
-                    attack=AttackConfig(attack_type="fgsm", eps=0.3),
-                    projection=ProjectionConfig(iterations=3, restarts=2), generator=gen_path)
-    settings.update(kw)
+    settings = _settings(gen_path, **kw)
     own = {k: settings.pop(k) for k in ("gradient", "same_init") if k in settings}
     return run_whitebox(WhiteboxRun(spec=RunSpec(**settings), **own),
                         results_dir=str(root / "results"),
@@ -68,8 +73,16 @@ def test_whitebox_runs_fill_the_paper_table(setup):
     assert os.path.exists(os.path.join(root, "results", "whitebox_table.md"))
     pngs = [n for n in os.listdir(root / "results") if n.endswith("_roc.png")]
     assert pngs
-    # The reconstructions were cached, as was the classifier trained on them.
+    # The reconstructions were cached, as was the classifier trained on them, and a dry
+    # run's estimate finds both; other reconstructions (another seed) are not there.
     assert [n for n in os.listdir(root / "classifiers") if n.startswith("recs_")]
+    status = lambda **kw: rec_cache_status(
+        RunSpec(**_settings(setup[1], defense_type="defense_gan", train_on_recs=True, **kw)),
+        classifier_dir=str(root / "classifiers"), train_data=setup[2])
+    assert status() == (True, True)
+    assert status(seed=7) == (False, False)
+    os.remove(next(root.glob("classifiers/*_recs_*.keras")))
+    assert status() == (False, True)  # the classifier goes, its training images stay
 
 
 def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):

@@ -23,6 +23,7 @@ from defense_gan_tf.defense import Projector
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models.checks import check_classifier, check_generator
 from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruction_cache_key,
+                                                reconstruction_cache_path,
                                                 save_without_optimizer, train_classifier)
 
 
@@ -195,6 +196,21 @@ def prepare_output_dir(path: str, name: str) -> str:
     if not os.access(path, os.W_OK):
         raise InputError(f"{name} {path} is not writable")
     return path
+
+
+def rec_cache_status(spec, *, classifier_dir: str, data_dir: Optional[str] = None,
+                     train_data=None) -> tuple[bool, bool]:
+    """For a Defense-GAN-Rec run: whether its classifier, and whether the reconstructions
+    of its training images, are in ``classifier_dir`` already (loads the generator, and
+    the training split, or uses ``train_data``, when the classifier is not there)."""
+    generator, _ = load_generator(spec.generator, dataset=spec.dataset)
+    key = reconstruction_cache_key(generator, spec.projection, spec.seed)
+    if os.path.isfile(spec.classifier_path(classifier_dir, key)):
+        return True, True
+    if train_data is None:
+        train_data = data_lib.load_numpy(spec.dataset, "train", data_dir=data_dir)
+    train_x, _ = take(train_data, spec.num_train, "num_train")
+    return False, os.path.isfile(reconstruction_cache_path(classifier_dir, key, train_x))
 
 
 def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_dir: str,

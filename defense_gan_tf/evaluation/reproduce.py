@@ -161,9 +161,13 @@ def _cached_classifier(spec: RunSpec, classifier_dir: Optional[str]) -> bool:
 
 
 def cells(table: str, settings: Optional[TableSettings] = None,
-          classifier_dir: Optional[str] = None) -> list:
+          classifier_dir: Optional[str] = None,
+          rec_cached: Optional[Callable[[RunSpec], tuple]] = None) -> list:
     """The cells of ``table`` (one of :data:`TABLES`); estimates leave out training a
-    classifier found in ``classifier_dir``."""
+    classifier found in ``classifier_dir``, and for a Defense-GAN-Rec cell what
+    ``rec_cached(spec)`` -> (classifier cached, reconstructions cached) says is cached
+    (:func:`~defense_gan_tf.evaluation.loading.rec_cache_status`; without it, the first
+    Rec cell pays the reconstructions and every Rec cell its classifier)."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {list(TABLES)}")
     s = settings or TableSettings()
@@ -176,8 +180,10 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     def estimate(spec, steps, queries=0, substitute=None):
         # the cache file names the classifier: an adversarially trained one per epsilon
         classifier = spec.classifier_path("")
-        seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0],
-                            train=classifier not in trained and
+        rec_classifier, recs = (rec_cached(spec) if spec.train_on_recs and rec_cached
+                                else (False, False))
+        seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0] and not recs,
+                            train=classifier not in trained and not rec_classifier and
                             not _cached_classifier(spec, classifier_dir),
                             black_box=substitute is not None,
                             substitute_cached=substitute in substitutes)

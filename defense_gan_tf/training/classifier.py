@@ -195,10 +195,8 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
     images = np.asarray(images, np.float32)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    key = hashlib.sha256((cache_key + hashlib.sha256(images.tobytes()).hexdigest())
-                         .encode()).hexdigest()[:24]
-    path = os.path.join(cache_dir, f"recs_{key}.npz") if cache_dir else None
-    partial = os.path.join(cache_dir, f"recs_{key}.partial.npz") if cache_dir else None
+    path = reconstruction_cache_path(cache_dir, cache_key, images) if cache_dir else None
+    partial = path[:-len(".npz")] + ".partial.npz" if path else None
     cached = load_batch(path) if path else None
     if cached is not None:
         recs = cached["reconstructions"]
@@ -257,6 +255,13 @@ def reconstruction_cache_key(generator: keras.Model, config: ProjectionConfig,
     return json.dumps({"generator": weights_digest(generator),
                        "projection": dataclasses.asdict(config), "seed": seed},
                       sort_keys=True)
+
+
+def reconstruction_cache_path(cache_dir: str, cache_key: str, images: np.ndarray) -> str:
+    """Where :func:`reconstruct_dataset` caches the reconstructions of ``images``."""
+    digest = hashlib.sha256(np.asarray(images, np.float32).tobytes()).hexdigest()
+    key = hashlib.sha256((cache_key + digest).encode()).hexdigest()[:24]
+    return os.path.join(cache_dir, f"recs_{key}.npz")
 
 
 def save_without_optimizer(model: keras.Model, path: str) -> str:
