@@ -90,18 +90,26 @@ class _ProgressFile:
     epoch order, the oracle's position and, after a round, the substitute's and its
     optimizer's variables. ``path`` None: nothing is kept."""
 
-    def __init__(self, path: Optional[str], oracle_position, log):
-        self.path, self.log = path, log
+    def __init__(self, path: Optional[str], oracle_position, rng, substitute,
+                 checkpoint_seconds: float, log):
+        self.path, self.rng, self.substitute, self.log = path, rng, substitute, log
+        self.checkpoint_seconds = checkpoint_seconds
         self.get_position, self.set_position = oracle_position or (lambda: 0, lambda n: None)
         self.started = self.saved_at = time.monotonic()
 
-    def save(self, p: _Progress, rng, substitute) -> None:
+    def save_if_due(self, p: _Progress) -> None:
+        """Saves ``p`` when ``checkpoint_seconds`` have passed since the last save."""
+        if time.monotonic() - self.saved_at >= self.checkpoint_seconds:
+            self.save(p)
+
+    def save(self, p: _Progress) -> None:
         if not self.path:
             return
+        substitute = self.substitute
         arrays = dict(points=p.points, labels=p.labels, trained=p.trained, queries=p.queries,
                       sizes=np.asarray(p.sizes, np.int64),
                       agreement=np.asarray(p.agreement, np.float64),
-                      rng=np.asarray(json.dumps(rng.bit_generator.state)),
+                      rng=np.asarray(json.dumps(self.rng.bit_generator.state)),
                       oracle_position=self.get_position(),
                       seconds=p.earlier_seconds + time.monotonic() - self.started)
         if p.trained:
@@ -111,10 +119,10 @@ class _ProgressFile:
         save_batch(self.path, **arrays)
         self.saved_at = time.monotonic()
 
-    def load(self, seed_images: np.ndarray, rounds: int, rng, substitute
-             ) -> Optional[_Progress]:
-        """The saved progress, restored into ``rng``, ``substitute`` and the oracle; None
-        when there is none or it belongs to other seed images or more rounds."""
+    def load(self, seed_images: np.ndarray, rounds: int) -> Optional[_Progress]:
+        """The saved progress, restored into the random state, the substitute and the
+        oracle; None when there is none or it belongs to other seed images or settings."""
+        substitute = self.substitute
         saved = load_batch(self.path) if self.path else None
         if saved is None:
             return None
@@ -142,7 +150,7 @@ class _ProgressFile:
                 return None
             for v, value in zip(substitute.variables + opt.variables, variables + slots):
                 v.assign(value)
-        rng.bit_generator.state = json.loads(str(saved["rng"]))
+        self.rng.bit_generator.state = json.loads(str(saved["rng"]))
         self.set_position(int(saved["oracle_position"]))
         p = _Progress(points, saved["labels"].astype(np.int64), trained, int(saved["queries"]),
                       [int(s) for s in saved["sizes"]], [float(a) for a in saved["agreement"]],
@@ -201,13 +209,12 @@ def train_substitute(oracle_labels: Callable[[np.ndarray], np.ndarray], seed_ima
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     seed_images = np.asarray(seed_images, np.float32)
     rng = np.random.default_rng(seed)
-    store = _ProgressFile(progress_path, oracle_position, log)
-    p = store.load(seed_images, rounds, rng, substitute) or _Progress(
-        seed_images, np.zeros(0, np.int64))
+    store = _ProgressFile(progress_path, oracle_position, rng, substitute,
+                          checkpoint_seconds, log)
+    p = store.load(seed_images, rounds) or _Progress(seed_images, np.zeros(0, np.int64))
     try:
         while True:
-            _label(oracle_labels, p, label_chunk, store, checkpoint_seconds, rng, substitute,
-                   log)
+            _label(oracle_labels, p, label_chunk, store, log)
             if p.trained == rounds:
                 break
             x, labels = p.points, p.labels
@@ -226,10 +233,10 @@ def train_substitute(oracle_labels: Callable[[np.ndarray], np.ndarray], seed_ima
             step = lmbda * (-1) ** ((p.trained - 1) // flip_every)
             p.points = jacobian_augmentation(substitute, x, labels, step, clip_min=clip_min,
                                              clip_max=clip_max)
-            store.save(p, rng, substitute)
+            store.save(p)
     except KeyboardInterrupt:
         if len(p.labels) < len(p.points):  # stopped while labelling: keep the labels
-            store.save(p, rng, substitute)
+            store.save(p)
             log(f"interrupted: substitute progress ({len(p.labels)}/{len(p.points)} images "
                 f"labelled after round {p.trained}) kept in {progress_path}")
         raise
@@ -237,10 +244,9 @@ def train_substitute(oracle_labels: Callable[[np.ndarray], np.ndarray], seed_ima
     return SubstituteResult(substitute, p.queries, p.sizes, p.agreement, p.earlier_seconds)
 
 
-def _label(oracle_labels, p: _Progress, chunk: int, store: _ProgressFile,
-           checkpoint_seconds: float, rng, substitute, log) -> None:
+def _label(oracle_labels, p: _Progress, chunk: int, store: _ProgressFile, log) -> None:
     """Asks the oracle for the labels ``p`` still lacks, ``chunk`` images per call, saving
-    them every ``checkpoint_seconds`` and reporting progress once a minute."""
+    them as often as ``store`` asks and reporting progress once a minute."""
     todo = len(p.points) - len(p.labels)
     t0 = t_said = time.monotonic()
     start = len(p.labels)
@@ -251,8 +257,7 @@ def _label(oracle_labels, p: _Progress, chunk: int, store: _ProgressFile,
         p.queries += len(batch)
         now = time.monotonic()
         if len(p.labels) < len(p.points):
-            if now - store.saved_at >= checkpoint_seconds:
-                store.save(p, rng, substitute)
+            store.save_if_due(p)
             if now - t_said >= PROGRESS_SECONDS:
                 done = len(p.labels) - start
                 rate = done / max(now - t0, 1e-9)
@@ -260,4 +265,4 @@ def _label(oracle_labels, p: _Progress, chunk: int, store: _ProgressFile,
                     f"{rate:.2f} img/s, ETA {(todo - done) / rate:.0f} s")
                 t_said = now
     if todo:
-        store.save(p, rng, substitute)
+        store.save(p)
