@@ -105,7 +105,6 @@ class _ProgressFile:
     def save(self, p: _Progress) -> None:
         if not self.path:
             return
-        substitute = self.substitute
         arrays = dict(points=p.points, labels=p.labels, trained=p.trained, queries=p.queries,
                       sizes=np.asarray(p.sizes, np.int64),
                       agreement=np.asarray(p.agreement, np.float64),
@@ -113,16 +112,13 @@ class _ProgressFile:
                       oracle_position=self.get_position(),
                       seconds=p.earlier_seconds + time.monotonic() - self.started)
         if p.trained:
-            arrays.update({f"var{i}": np.asarray(v) for i, v in enumerate(substitute.variables)})
-            arrays.update({f"opt{i}": np.asarray(v)
-                           for i, v in enumerate(substitute.optimizer.variables)})
+            arrays.update({k: np.asarray(v) for k, v in self._variables().items()})
         save_batch(self.path, **arrays)
         self.saved_at = time.monotonic()
 
     def load(self, seed_images: np.ndarray, rounds: int) -> Optional[_Progress]:
         """The saved progress, restored into the random state, the substitute and the
         oracle; None when there is none or it belongs to other seed images or settings."""
-        substitute = self.substitute
         saved = load_batch(self.path) if self.path else None
         if saved is None:
             return None
@@ -138,18 +134,15 @@ class _ProgressFile:
                      f"images or settings")
             return None
         if trained:
-            opt = substitute.optimizer
-            opt.build(substitute.trainable_variables)
-            variables = [saved.get(f"var{i}") for i in range(len(substitute.variables))]
-            slots = [saved.get(f"opt{i}") for i in range(len(opt.variables))]
-            if (any(value is None or np.shape(value) != tuple(v.shape) for v, value in
-                    zip(substitute.variables + opt.variables, variables + slots))
-                    or f"var{len(variables)}" in saved or f"opt{len(slots)}" in saved):
+            self.substitute.optimizer.build(self.substitute.trainable_variables)
+            targets = self._variables()
+            if (sorted(targets) != sorted(k for k in saved if k[:3] in ("var", "opt"))
+                    or any(saved[k].shape != tuple(v.shape) for k, v in targets.items())):
                 self.log(f"ignoring substitute progress {self.path}: its variables do not "
                          f"fit this substitute")
                 return None
-            for v, value in zip(substitute.variables + opt.variables, variables + slots):
-                v.assign(value)
+            for k, v in targets.items():
+                v.assign(saved[k])
         self.rng.bit_generator.state = json.loads(str(saved["rng"]))
         self.set_position(int(saved["oracle_position"]))
         p = _Progress(points, saved["labels"].astype(np.int64), trained, int(saved["queries"]),
@@ -158,6 +151,12 @@ class _ProgressFile:
         self.log(f"substitute: resuming after round {trained}/{rounds} with {len(p.labels)}/"
                  f"{len(points)} images labelled ({self.path})")
         return p
+
+    def _variables(self) -> dict:
+        """The substitute's variables (with its dropout seed states) and its optimizer's,
+        by the names they are saved under."""
+        return {**{f"var{i}": v for i, v in enumerate(self.substitute.variables)},
+                **{f"opt{i}": v for i, v in enumerate(self.substitute.optimizer.variables)}}
 
     def remove(self) -> None:
         if self.path and os.path.exists(self.path):
