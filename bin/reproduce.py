@@ -127,10 +127,13 @@ def main(argv):
         settings = settings_of(FLAGS.table)
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
         # Estimates leave out classifiers already trained into --classifier_dir, and the
-        # Defense-GAN-Rec reconstructions cached there.
-        table_cells = reproduce.cells(FLAGS.table, settings,
-                                      classifier_dir=FLAGS.classifier_dir,
-                                      rec_cached=_rec_cache_lookup())
+        # Defense-GAN-Rec reconstructions and black-box substitutes (whole or in part)
+        # cached there.
+        from defense_gan_tf.evaluation.blackbox_run import substitute_cache_status
+        table_cells = reproduce.cells(
+            FLAGS.table, settings, classifier_dir=FLAGS.classifier_dir,
+            rec_cached=_rec_cache_lookup(),
+            substitute_status=lambda run: substitute_cache_status(run, FLAGS.classifier_dir))
     try:
         chosen = reproduce.select(table_cells, models=FLAGS.models, defenses=FLAGS.defenses,
                                   attacks=FLAGS.attacks)

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -154,15 +155,17 @@ def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, mo
     root, gen_path, train, test = setup
     test2 = (np.concatenate([test[0]] * 2), np.concatenate([test[1]] * 2))
 
+    def settings(eps=0.3):
+        spec = RunSpec(defense_type="defense_gan", model="E", num_tests=30, epochs=3,
+                       num_train=200, batch_size=10, attack=AttackConfig(eps=eps),
+                       generator=gen_path, projection=ProjectionConfig(iterations=3,
+                                                                       restarts=2))
+        return BlackboxRun(spec=spec, holdout=20, data_aug=3, epochs_substitute=3)
+
     def run(classifier_dir, stop_at=None):
         seeds.clear()
         stop["at"] = stop_at
-        spec = RunSpec(defense_type="defense_gan", model="E", num_tests=30, epochs=3,
-                       num_train=200, batch_size=10, attack=AttackConfig(eps=0.3),
-                       generator=gen_path, projection=ProjectionConfig(iterations=3,
-                                                                       restarts=2))
-        return run_blackbox(BlackboxRun(spec=spec, holdout=20, data_aug=3,
-                                        epochs_substitute=3),
+        return run_blackbox(settings(),
                             results_dir=str(root / f"bb_{classifier_dir}"),
                             classifier_dir=str(root / classifier_dir), train_data=train,
                             test_data=test2, log=lambda m: None).result
@@ -175,9 +178,17 @@ def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, mo
     stopped_seeds = list(seeds)
     progress = list((root / "c_stopped" / "substitutes").glob("*.progress.npz"))
     assert len(progress) == 1
+    # Estimates see the labels kept (seed set, first round, one call of the second) at
+    # any epsilon, and no finished substitute; other settings see nothing.
+    stopped = str(root / "c_stopped")
+    status = blackbox_run.substitute_cache_status
+    assert status(settings(), stopped) == status(settings(0.1), stopped) == (False, 50)
+    assert status(dataclasses.replace(settings(), data_aug=2), stopped) == (False, 0)
+    assert status(settings(), None) == (False, 0)
     resumed = run("c_stopped")
     assert stopped_seeds + seeds == whole_seeds
     assert not list((root / "c_stopped" / "substitutes").glob("*.progress.npz"))
+    assert status(settings(0.1), stopped) == (True, 0)
     assert resumed.oracle_queries == whole.oracle_queries == 20 + 20 + 40
     assert resumed.substitute_agreement == whole.substitute_agreement
     assert resumed.clean == whole.clean and resumed.adversarial == whole.adversarial

@@ -77,6 +77,27 @@ def test_estimates_count_a_classifier_training_once_and_adversarial_training_dea
     assert wb["cw A adv_tr"] == wb["rand_fgsm A adv_tr"]  # CW meets the eps-0.3 one
 
 
+def test_estimates_leave_out_substitutes_trained_or_partly_labelled_on_disk():
+    query = reproduce.SECONDS_PER_PAPER_PROJECTION * reproduce.SECONDS_PER_ORACLE_QUERY_FACTOR
+
+    def sweep(status):
+        asked = []
+        lookup = None if status is None else lambda run: (asked.append(run), status)[1]
+        out = {c.label: c.estimate_seconds
+               for c in reproduce.cells("blackbox_eps_mnist", substitute_status=lookup)}
+        assert status is None or {r.substitute_model for r in asked} == {"E"}
+        return out
+
+    fresh, whole, half = sweep(None), sweep((True, 0)), sweep((False, 2400))
+    first = "F/E eps 0.1 defense_gan"
+    # A substitute trained by another table (blackbox_mnist's eps 0.3 cell) costs the
+    # first epsilon only its adversarial images, like the later epsilons ...
+    assert whole[first] == pytest.approx(fresh["F/E eps 0.15 defense_gan"])
+    # ... and an interrupted training only the labels it still lacks.
+    assert fresh[first] - half[first] == pytest.approx(2400 * query)
+    assert half["F/E eps 0.15 defense_gan"] == fresh["F/E eps 0.15 defense_gan"]
+
+
 
 def test_estimates_leave_out_a_classifier_found_in_the_cache(tmp_path):
     from defense_gan_tf.evaluation.runs import classifier_cache_path

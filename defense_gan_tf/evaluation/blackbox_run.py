@@ -233,6 +233,30 @@ class SubstituteCache:
                                 int(record.get("draws_after_clean", 0)), reused=True)
 
 
+def substitute_cache_status(run: BlackboxRun, classifier_dir: Optional[str]
+                            ) -> tuple[bool, int]:
+    """For estimates: whether a substitute for ``run`` at any epsilon is cached in
+    ``classifier_dir``, and how many oracle labels an interrupted training of it kept.
+
+    Files are matched by the run's readable name alone; the digest of the models they
+    were made with is not checked (that needs the black box loaded), so a substitute of
+    an earlier classifier with the same settings counts too."""
+    if not classifier_dir:
+        return False, 0
+    import glob
+
+    name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
+    stem = glob.escape(os.path.join(classifier_dir, "substitutes", name))
+    done = any(os.path.isfile(p[:-len(".weights.h5")] + ".npz")
+               for p in glob.glob(stem + "_*.weights.h5"))
+    labelled = 0
+    for path in glob.glob(stem + "_*.progress.npz"):
+        saved = load_batch(path)
+        if saved is not None and "labels" in saved:
+            labelled = max(labelled, len(saved["labels"]))
+    return done, labelled
+
+
 def _magnet_rejections(magnet, clean: np.ndarray, adversarial: np.ndarray,
                        correct: np.ndarray) -> dict:
     """MagNet's rejection rates and the accuracy counting rejected inputs as defended."""

@@ -162,12 +162,16 @@ def _cached_classifier(spec: RunSpec, classifier_dir: Optional[str]) -> bool:
 
 def cells(table: str, settings: Optional[TableSettings] = None,
           classifier_dir: Optional[str] = None,
-          rec_cached: Optional[Callable[[RunSpec], tuple]] = None) -> list:
+          rec_cached: Optional[Callable[[RunSpec], tuple]] = None,
+          substitute_status: Optional[Callable[[BlackboxRun], tuple]] = None) -> list:
     """The cells of ``table`` (one of :data:`TABLES`); estimates leave out training a
-    classifier found in ``classifier_dir``, and for a Defense-GAN-Rec cell what
+    classifier found in ``classifier_dir``, for a Defense-GAN-Rec cell what
     ``rec_cached(spec)`` -> (classifier cached, reconstructions cached) says is cached
     (:func:`~defense_gan_tf.evaluation.loading.rec_cache_status`; without it, the first
-    Rec cell pays the reconstructions and every Rec cell its classifier)."""
+    Rec cell pays the reconstructions and every Rec cell its classifier), and for a
+    black-box cell what ``substitute_status(run)`` -> (substitute cached, oracle labels
+    kept by an interrupted training) says is done
+    (:func:`~defense_gan_tf.evaluation.blackbox_run.substitute_cache_status`)."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {list(TABLES)}")
     s = settings or TableSettings()
@@ -177,16 +181,19 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     trained = set()  # classifiers trained by an earlier cell (cached, then loaded)
     substitutes = set()  # black-box substitutes trained by an earlier cell at another eps
 
-    def estimate(spec, steps, queries=0, substitute=None):
+    def estimate(spec, steps, queries=0, substitute=None, run=None):
         # the cache file names the classifier: an adversarially trained one per epsilon
         classifier = spec.classifier_path("")
         rec_classifier, recs = (rec_cached(spec) if spec.train_on_recs and rec_cached
                                 else (False, False))
-        seconds = _estimate(spec, steps, queries, reconstruct=first_rec[0] and not recs,
+        on_disk, labelled = (substitute_status(run) if run is not None and substitute_status
+                             else (False, 0))
+        seconds = _estimate(spec, steps, max(0, queries - labelled),
+                            reconstruct=first_rec[0] and not recs,
                             train=classifier not in trained and not rec_classifier and
                             not _cached_classifier(spec, classifier_dir),
                             black_box=substitute is not None,
-                            substitute_cached=substitute in substitutes)
+                            substitute_cached=substitute in substitutes or on_disk)
         if substitute is not None:
             substitutes.add(substitute)
         trained.add(classifier)
@@ -231,7 +238,8 @@ def cells(table: str, settings: Optional[TableSettings] = None,
                 out.append(Cell("blackbox", run, f"{model}/{substitute} eps {eps} "
                                 f"{defense}{' rec' if rec else ''}",
                                 estimate(spec, 0, queries=150 * 2 ** 5,
-                                         substitute=(model, substitute, defense, rec))))
+                                         substitute=(model, substitute, defense, rec),
+                                         run=run)))
     return out
 
 
