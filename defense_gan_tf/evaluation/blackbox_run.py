@@ -16,6 +16,7 @@ the first run left it, so a reused substitute gives the figures a fresh run woul
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -243,8 +244,6 @@ def substitute_cache_status(run: BlackboxRun, classifier_dir: Optional[str]
     an earlier classifier with the same settings counts too."""
     if not classifier_dir:
         return False, 0
-    import glob
-
     name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
     stem = glob.escape(os.path.join(classifier_dir, "substitutes", name))
     done = any(os.path.isfile(p[:-len(".weights.h5")] + ".npz")
