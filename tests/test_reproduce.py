@@ -305,6 +305,7 @@ def test_summary_counts_done_cells_and_shows_paper_figures(tmp_path):
     left = sum(c.estimate_seconds for c in wb if c is not done) / 3600
     assert f"1 of {len(wb)} cells done; the other {len(wb) - 1} are estimated at " \
            f"{left:.1f} h" in text
+    assert reproduce._the_rest(1) == "the last one is"  # not "the other 1 are"
     assert "| fgsm (eps 0.3) | A | 0.990 [0.98, 1.00] n=500 | 0.212" in text
     assert "| fgsm (eps 0.3) | A (paper) | 0.997 | 0.217 | 0.988 |" in text
     assert "Reading: The undefended cell matches the paper." in text

@@ -455,8 +455,8 @@ def table_section(table: str, results_root: str, settings: TableSettings) -> str
              f"`python bin/reproduce.py --table={table} --data_dir=../shared/data` "
              f"(records and figures in `{results_dir}/`)", "",
              f"{len(todo) - len(missing)} of {len(todo)} cells done"
-             + (f"; the other {len(missing)} are estimated at {hours:.1f} h on the reference "
-                "2-core CPU (`--dry_run` lists them)." if missing else "."), ""]
+             + (f"; {_the_rest(len(missing))} estimated at {hours:.1f} h on the "
+                "reference 2-core CPU (`--dry_run` lists them)." if missing else "."), ""]
     if table in PAPER_RANGES:
         lines += [f"Paper: {PAPER_RANGES[table]}", ""]
     runs = report.load_runs(results_dir, prefix=f"{kind}_") if os.path.isdir(results_dir) \
@@ -479,6 +479,10 @@ def table_section(table: str, results_root: str, settings: TableSettings) -> str
     if runs_text:
         lines += [runs_text, ""]
     return "\n".join(lines)
+
+
+def _the_rest(n: int) -> str:
+    return "the last one is" if n == 1 else f"the other {n} are"
 
 
 def write_summary(path: str, results_root: str, settings_of: Callable[[str], TableSettings]
