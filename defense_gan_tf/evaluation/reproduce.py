@@ -456,7 +456,7 @@ def table_section(table: str, results_root: str, settings: TableSettings) -> str
              f"(records and figures in `{results_dir}/`)", "",
              f"{len(todo) - len(missing)} of {len(todo)} cells done"
              + (f"; {_the_rest(len(missing))} estimated at {hours:.1f} h on the "
-                "reference 2-core CPU (`--dry_run` lists them)." if missing else "."), ""]
+                "reference 2-core CPU (`--dry_run` lists what is left)." if missing else "."), ""]
     if table in PAPER_RANGES:
         lines += [f"Paper: {PAPER_RANGES[table]}", ""]
     runs = report.load_runs(results_dir, prefix=f"{kind}_") if os.path.isdir(results_dir) \
