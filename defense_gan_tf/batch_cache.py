@@ -21,13 +21,14 @@ def save_batch(path: str, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def load_batch(path: str) -> Optional[dict]:
-    """The arrays saved at ``path``, or None when there is no readable batch there (an
-    unreadable one is computed again)."""
+def load_batch(path: str, keys: Optional[tuple] = None) -> Optional[dict]:
+    """The arrays saved at ``path`` (only those of ``keys`` present, when given: the others
+    are not read), or None when there is no readable batch there (an unreadable one is
+    computed again)."""
     if not os.path.isfile(path):
         return None
     try:
         with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files if keys is None or k in keys}
     except (OSError, ValueError, EOFError):
         return None

@@ -182,9 +182,7 @@ class SubstituteCache:
         key = {"version": SUBSTITUTE_CACHE_VERSION, "settings": settings,
                "loaded": loaded, "classifier_weights": weights_digest(classifier)}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
-        name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
-        self.stem = os.path.join(classifier_dir, "substitutes",
-                                 f"{name}_{digest.hexdigest()[:12]}")
+        self.stem = f"{_named_stem(run, classifier_dir)}_{digest.hexdigest()[:12]}"
 
     @property
     def progress_path(self) -> Optional[str]:
@@ -244,16 +242,22 @@ def substitute_cache_status(run: BlackboxRun, classifier_dir: Optional[str]
     an earlier classifier with the same settings counts too."""
     if not classifier_dir:
         return False, 0
-    name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
-    stem = glob.escape(os.path.join(classifier_dir, "substitutes", name))
+    stem = glob.escape(_named_stem(run, classifier_dir))
     done = any(os.path.isfile(p[:-len(".weights.h5")] + ".npz")
                for p in glob.glob(stem + "_*.weights.h5"))
     labelled = 0
     for path in glob.glob(stem + "_*.progress.npz"):
-        saved = load_batch(path)
-        if saved is not None and "labels" in saved:
+        saved = load_batch(path, keys=("labels",))  # not the images and variables
+        if saved:
             labelled = max(labelled, len(saved["labels"]))
     return done, labelled
+
+
+def _named_stem(run: BlackboxRun, classifier_dir: str) -> str:
+    """A substitute's cache files without their digest: named by every setting but the
+    epsilon, so runs that differ only in epsilon share them."""
+    name = run.name().replace(f"eps{run.spec.attack.eps}_", "")
+    return os.path.join(classifier_dir, "substitutes", name)
 
 
 def _magnet_rejections(magnet, clean: np.ndarray, adversarial: np.ndarray,
