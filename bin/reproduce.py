@@ -70,7 +70,8 @@ absl_flags.DEFINE_float("time_budget_minutes", None, "No cell starts after this 
 
 
 def _rec_cache_lookup():
-    """spec -> (Rec classifier cached, reconstructions cached), each asked once per
+    """spec -> (Rec classifier cached, reconstructions cached, reconstructions kept by an
+    interrupted run), each asked once per
     generator, projection, seed, model and training-set size."""
     from defense_gan_tf.errors import InputError
     from defense_gan_tf.evaluation.loading import rec_cache_status
@@ -87,7 +88,7 @@ def _rec_cache_lookup():
             except (InputError, OSError, ValueError) as e:  # the run itself will say
                 print(f"estimates count the Defense-GAN-Rec reconstructions of model "
                       f"{spec.model}: their cache could not be looked up ({e})")
-                known[key] = (False, False)
+                known[key] = (False, False, 0)
         return known[key]
     return lookup
 
@@ -128,17 +129,21 @@ def main(argv):
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
         # Estimates leave out classifiers already trained into --classifier_dir, and the
         # Defense-GAN-Rec reconstructions and black-box substitutes (whole or in part)
-        # cached there.
+        # cached there; costs cells share are charged to the first cell that will run
+        # (selected, not done).
         from defense_gan_tf.evaluation.blackbox_run import substitute_cache_status
+        chosen_by = dict(models=FLAGS.models, defenses=FLAGS.defenses, attacks=FLAGS.attacks)
+    try:
+        pending = reproduce.pending_cells(results_dir, **chosen_by)
+    except ValueError as e:  # names the list: defenses or attacks
+        raise app.UsageError(f"--{e}") from None
+    with shared.usage_errors():
         table_cells = reproduce.cells(
             FLAGS.table, settings, classifier_dir=FLAGS.classifier_dir,
             rec_cached=_rec_cache_lookup(),
-            substitute_status=lambda run: substitute_cache_status(run, FLAGS.classifier_dir))
-    try:
-        chosen = reproduce.select(table_cells, models=FLAGS.models, defenses=FLAGS.defenses,
-                                  attacks=FLAGS.attacks)
-    except ValueError as e:  # names the list: defenses or attacks
-        raise app.UsageError(f"--{e}") from None
+            substitute_status=lambda run: substitute_cache_status(run, FLAGS.classifier_dir),
+            pending=pending)
+    chosen = reproduce.select(table_cells, **chosen_by)
     if not chosen:
         have = sorted({reproduce.cell_keys(c)[0] for c in table_cells})
         raise app.UsageError(f"no cell of --table={FLAGS.table} matches --models / "

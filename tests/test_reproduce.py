@@ -124,17 +124,54 @@ def test_estimates_leave_out_cached_reconstructions_and_rec_classifiers():
         assert all(spec.train_on_recs for spec in asked)
         return out
 
-    fresh, recs, both = estimates(None), estimates((False, True)), estimates((True, True))
+    fresh, recs, both = (estimates(None), estimates((False, True, 0)),
+                         estimates((True, True, 0)))
+    half = estimates((False, False, 5000))
     rec_cells = [label for label in fresh if label.endswith(" rec")]
     first = rec_cells[0]
     # Cached reconstructions: the first Rec cell no longer pays hours of projections ...
     assert recs[first] < fresh[first] - 60 * 60
+    # (half of them kept by an interrupted run: half of those hours)
+    assert half[first] == pytest.approx((fresh[first] + recs[first]) / 2)
+    assert all(half[label] == fresh[label] for label in rec_cells[1:])
     assert all(recs[label] == fresh[label] for label in rec_cells[1:])
     # ... and a cached Rec classifier is not trained either: the cell then costs what the
     # same Defense-GAN-Orig cell (its classifier trained by an earlier cell) does.
     for label in rec_cells:
         assert both[label] == both[label[:-len(" rec")]] <= recs[label]
     assert any(both[label] < recs[label] for label in rec_cells)
+
+
+def test_shared_costs_go_to_the_first_cell_that_will_run():
+    """A classifier's training and the reconstructions are charged to the first selected,
+    not-done cell that needs them, not to an earlier cell that will not run."""
+    s = reproduce.TableSettings(magnet=None)
+    full = {c.label: c.estimate_seconds for c in reproduce.cells("blackbox_mnist", s)}
+    rec_first, f_rec = "A/E eps 0.3 defense_gan rec", "F/E eps 0.3 defense_gan rec"
+    only_f = reproduce.pending_cells(models=["F"], defenses=["defense_gan_rec"])
+    chosen = {c.label: c.estimate_seconds
+              for c in reproduce.cells("blackbox_mnist", s, pending=only_f)}
+    # F/E Rec alone now pays the reconstructions that the full table gives A/E Rec ...
+    recs = s.rec_train * reproduce.SECONDS_PER_PAPER_PROJECTION * \
+        reproduce.SECONDS_PER_ORACLE_QUERY_FACTOR  # L=200, R=10
+    assert recs > 60 * 60
+    assert chosen[f_rec] == pytest.approx(full[f_rec] + recs)
+    # ... and A/E Rec, not going to run, is estimated as the next cell to run would be.
+    assert chosen[rec_first] == pytest.approx(full[rec_first])
+    # An undefended cell that is done hands its classifier's training to the next cell
+    # of that classifier: the time left is the whole table's.
+    wb = reproduce.cells("whitebox_mnist", s)
+    done = "fgsm A none"
+    left = reproduce.cells("whitebox_mnist", s,
+                           pending=lambda cs: [c.label != done for c in cs])
+    assert sum(c.estimate_seconds for c in left if c.label != done) == pytest.approx(
+        sum(c.estimate_seconds for c in wb))
+    assert {c.label: c.estimate_seconds for c in left}["fgsm A defense_gan"] > \
+        {c.label: c.estimate_seconds for c in wb}["fgsm A defense_gan"] + 60
+    with pytest.raises(ValueError, match="defenses: unknown"):
+        reproduce.pending_cells(defenses=["madry"])
+    with pytest.raises(ValueError, match="2 flags for 60 cells"):
+        reproduce.cells("whitebox_mnist", reproduce.TableSettings(), pending=lambda cs: [1, 1])
 
 
 def test_time_left_stays_sane_after_cells_estimated_at_nothing(monkeypatch, tmp_path):
@@ -302,7 +339,8 @@ def test_summary_counts_done_cells_and_shows_paper_figures(tmp_path):
     path = reproduce.write_summary(str(tmp_path / "R.md"), str(tmp_path),
                                    lambda table: settings)
     text = open(path).read()
-    left = sum(c.estimate_seconds for c in wb if c is not done) / 3600
+    # A's training moves from the done cell to the next one of A: the whole table is left.
+    left = sum(c.estimate_seconds for c in wb) / 3600
     assert f"1 of {len(wb)} cells done; the other {len(wb) - 1} are estimated at " \
            f"{left:.1f} h" in text
     assert reproduce._the_rest(1) == "the last one is"  # not "the other 1 are"

@@ -3,14 +3,17 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from defense_gan_tf.batch_cache import save_batch
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.detection import roc_curve
 from defense_gan_tf.evaluation.loading import rec_cache_status
 from defense_gan_tf.evaluation.runs import RunSpec
 from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+from defense_gan_tf.training.classifier import partial_reconstruction_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,10 +82,17 @@ def test_whitebox_runs_fill_the_paper_table(setup):
     status = lambda **kw: rec_cache_status(
         RunSpec(**_settings(setup[1], defense_type="defense_gan", train_on_recs=True, **kw)),
         classifier_dir=str(root / "classifiers"), train_data=setup[2])
-    assert status() == (True, True)
-    assert status(seed=7) == (False, False)
+    assert status() == (True, True, 0)
+    assert status(seed=7) == (False, False, 0)
     os.remove(next(root.glob("classifiers/*_recs_*.keras")))
-    assert status() == (False, True)  # the classifier goes, its training images stay
+    assert status() == (False, True, 0)  # the classifier goes, its training images stay
+    # An interrupted run's batches count as reconstructions kept, not as the cache.
+    whole = next(p for p in root.glob("classifiers/recs_*.npz"))
+    recs = np.load(whole)["reconstructions"]
+    save_batch(partial_reconstruction_path(str(whole)), reconstructions=recs[:20],
+               batch_size=10)
+    os.remove(whole)
+    assert status() == (False, False, 20)
 
 
 def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):

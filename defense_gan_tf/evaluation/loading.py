@@ -17,12 +17,14 @@ import keras
 import numpy as np
 
 from defense_gan_tf import data as data_lib
+from defense_gan_tf.batch_cache import load_batch
 from defense_gan_tf.config import ClassifierConfig, canonical_dataset_name
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import Projector
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models.checks import check_classifier, check_generator
-from defense_gan_tf.training.classifier import (reconstruct_dataset, reconstruction_cache_key,
+from defense_gan_tf.training.classifier import (partial_reconstruction_path,
+                                                reconstruct_dataset, reconstruction_cache_key,
                                                 reconstruction_cache_path,
                                                 save_without_optimizer, train_classifier)
 
@@ -199,18 +201,23 @@ def prepare_output_dir(path: str, name: str) -> str:
 
 
 def rec_cache_status(spec, *, classifier_dir: str, data_dir: Optional[str] = None,
-                     train_data=None) -> tuple[bool, bool]:
+                     train_data=None) -> tuple[bool, bool, int]:
     """For a Defense-GAN-Rec run: whether its classifier, and whether the reconstructions
-    of its training images, are in ``classifier_dir`` already (loads the generator, and
-    the training split, or uses ``train_data``, when the classifier is not there)."""
+    of its training images, are in ``classifier_dir`` already, and how many of those
+    reconstructions an interrupted run kept there when not all are (loads the generator,
+    and the training split, or uses ``train_data``, when the classifier is not there)."""
     generator, _ = load_generator(spec.generator, dataset=spec.dataset)
     key = reconstruction_cache_key(generator, spec.projection, spec.seed)
     if os.path.isfile(spec.classifier_path(classifier_dir, key)):
-        return True, True
+        return True, True, 0
     if train_data is None:
         train_data = data_lib.load_numpy(spec.dataset, "train", data_dir=data_dir)
     train_x, _ = take(train_data, spec.num_train, "num_train")
-    return False, os.path.isfile(reconstruction_cache_path(classifier_dir, key, train_x))
+    path = reconstruction_cache_path(classifier_dir, key, train_x)
+    if os.path.isfile(path):
+        return False, True, 0
+    kept = load_batch(partial_reconstruction_path(path), keys=("reconstructions",))
+    return False, False, 0 if kept is None else len(kept["reconstructions"])
 
 
 def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_dir: str,

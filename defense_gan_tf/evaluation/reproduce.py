@@ -123,9 +123,10 @@ _DEFENSES = (("none", False), ("defense_gan", False), ("defense_gan", True), ("a
 
 def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
               reconstruct: bool = True, train: bool = True, black_box: bool = False,
-              substitute_cached: bool = False) -> float:
+              substitute_cached: bool = False, reconstructed: int = 0) -> float:
     """Seconds: projections of test images (and attack steps through them), oracle queries,
-    the Rec classifier's reconstructions (cached after the first), classifier training
+    the Rec classifier's reconstructions (cached after the first; ``reconstructed`` of
+    them kept by an interrupted run), classifier training
     (``train``: the first cell of a table with this classifier; later ones load it).
 
     A black-box cell (``black_box``) pays its ``queries`` and the oracle's clean test labels
@@ -147,7 +148,8 @@ def _estimate(spec: RunSpec, attack_steps: int, queries: int = 0,
         if not substitute_cached:
             seconds += queries * per_projection * oracle
     if spec.train_on_recs and reconstruct:
-        seconds += spec.num_train * per_projection * SECONDS_PER_ORACLE_QUERY_FACTOR
+        seconds += (max(0, spec.num_train - reconstructed) * per_projection
+                    * SECONDS_PER_ORACLE_QUERY_FACTOR)
     return seconds
 
 
@@ -163,43 +165,53 @@ def _cached_classifier(spec: RunSpec, classifier_dir: Optional[str]) -> bool:
 def cells(table: str, settings: Optional[TableSettings] = None,
           classifier_dir: Optional[str] = None,
           rec_cached: Optional[Callable[[RunSpec], tuple]] = None,
-          substitute_status: Optional[Callable[[BlackboxRun], tuple]] = None) -> list:
+          substitute_status: Optional[Callable[[BlackboxRun], tuple]] = None,
+          pending: Optional[Callable[[list], list]] = None) -> list:
     """The cells of ``table`` (one of :data:`TABLES`); estimates leave out training a
     classifier found in ``classifier_dir``, for a Defense-GAN-Rec cell what
-    ``rec_cached(spec)`` -> (classifier cached, reconstructions cached) says is cached
+    ``rec_cached(spec)`` -> (classifier cached, reconstructions cached, reconstructions
+    an interrupted run kept) says is done
     (:func:`~defense_gan_tf.evaluation.loading.rec_cache_status`; without it, the first
     Rec cell pays the reconstructions and every Rec cell its classifier), and for a
     black-box cell what ``substitute_status(run)`` -> (substitute cached, oracle labels
     kept by an interrupted training) says is done
-    (:func:`~defense_gan_tf.evaluation.blackbox_run.substitute_cache_status`)."""
+    (:func:`~defense_gan_tf.evaluation.blackbox_run.substitute_cache_status`).
+
+    Costs cells share (a classifier's training, the reconstructions, a substitute) are
+    charged to the first cell, in table order, that will run: ``pending(cells)`` -> one
+    flag per cell says which will (e.g. :func:`pending_cells`: selected, not done; default
+    all). A cell that will not run is estimated as if run next, without taking the shared
+    costs from the cells after it."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {list(TABLES)}")
     s = settings or TableSettings()
     dataset = _dataset_of(table)
-    out = []
     first_rec = [True]  # the training-set reconstructions are computed once, then cached
     trained = set()  # classifiers trained by an earlier cell (cached, then loaded)
     substitutes = set()  # black-box substitutes trained by an earlier cell at another eps
 
-    def estimate(spec, steps, queries=0, substitute=None, run=None):
+    def estimate(spec, steps, queries=0, substitute=None, run=None, runs=True):
         # the cache file names the classifier: an adversarially trained one per epsilon
         classifier = spec.classifier_path("")
-        rec_classifier, recs = (rec_cached(spec) if spec.train_on_recs and rec_cached
-                                else (False, False))
+        rec_classifier, recs, kept = (rec_cached(spec) if spec.train_on_recs and rec_cached
+                                      else (False, False, 0))
         on_disk, labelled = (substitute_status(run) if run is not None and substitute_status
                              else (False, 0))
         seconds = _estimate(spec, steps, max(0, queries - labelled),
-                            reconstruct=first_rec[0] and not recs,
+                            reconstruct=first_rec[0] and not recs, reconstructed=kept,
                             train=classifier not in trained and not rec_classifier and
                             not _cached_classifier(spec, classifier_dir),
                             black_box=substitute is not None,
                             substitute_cached=substitute in substitutes or on_disk)
-        if substitute is not None:
-            substitutes.add(substitute)
-        trained.add(classifier)
-        if spec.train_on_recs:
-            first_rec[0] = False
+        if runs:
+            if substitute is not None:
+                substitutes.add(substitute)
+            trained.add(classifier)
+            if spec.train_on_recs:
+                first_rec[0] = False
         return seconds
+
+    laid_out = []  # (cell without its estimate, the estimate's arguments)
 
     if table.startswith("whitebox") or table == "detection_mnist":
         models = ("A",) if table != "whitebox_mnist" else ("A", "B", "C", "D")
@@ -219,10 +231,10 @@ def cells(table: str, settings: Optional[TableSettings] = None,
                     steps = 100 if attack.attack_type == "cw" else 1
                     run = WhiteboxRun(spec=spec, gradient="full")
                     eps = f" eps {attack.eps:g}" if table == "detection_mnist" else ""
-                    out.append(Cell("whitebox", run, f"{attack.attack_type} {model} "
-                                    f"{defense}{' rec' if rec else ''}{eps}",
-                                    estimate(spec, steps)))
-        return out
+                    laid_out.append((Cell("whitebox", run, f"{attack.attack_type} {model} "
+                                          f"{defense}{' rec' if rec else ''}{eps}", 0.0),
+                                     dict(spec=spec, steps=steps)))
+        return _estimated(laid_out, estimate, pending)
     pairs = {"blackbox_mnist": (("A", "E"), ("B", "E"), ("C", "E"), ("D", "E"), ("F", "E"),
                                 ("A", "B")),
              "blackbox_eps_mnist": (("F", "E"),), "blackbox_fmnist": (("F", "E"),)}[table]
@@ -235,12 +247,23 @@ def cells(table: str, settings: Optional[TableSettings] = None,
                 spec = _spec(s, dataset, model, defense, AttackConfig(eps=eps), rec=rec,
                              black_box=True)
                 run = BlackboxRun(spec=spec, substitute_model=substitute)
-                out.append(Cell("blackbox", run, f"{model}/{substitute} eps {eps} "
-                                f"{defense}{' rec' if rec else ''}",
-                                estimate(spec, 0, queries=150 * 2 ** 5,
-                                         substitute=(model, substitute, defense, rec),
-                                         run=run)))
-    return out
+                laid_out.append((Cell("blackbox", run, f"{model}/{substitute} eps {eps} "
+                                      f"{defense}{' rec' if rec else ''}", 0.0),
+                                 dict(spec=spec, steps=0, queries=150 * 2 ** 5,
+                                      substitute=(model, substitute, defense, rec),
+                                      run=run)))
+    return _estimated(laid_out, estimate, pending)
+
+
+def _estimated(laid_out: list, estimate: Callable, pending: Optional[Callable]) -> list:
+    """The cells with their estimates, made in table order; only a cell ``pending`` flags
+    takes the costs it shares with later cells."""
+    bare = [cell for cell, _ in laid_out]
+    runs = pending(bare) if pending is not None else [True] * len(bare)
+    if len(runs) != len(bare):
+        raise ValueError(f"pending gave {len(runs)} flags for {len(bare)} cells")
+    return [cell._replace(estimate_seconds=estimate(**args, runs=bool(r)))
+            for (cell, args), r in zip(laid_out, runs)]
 
 
 DEFENSE_KEYS = ("none", "defense_gan", "defense_gan_rec", "adv_tr", "magnet")
@@ -270,6 +293,27 @@ def select(cell_list: list, *, models=None, defenses=None, attacks=None) -> list
     wanted = (models, defenses, attacks)
     return [c for c in cell_list
             if all(w is None or k in w for k, w in zip(cell_keys(c), wanted))]
+
+
+def pending_cells(results_dir: Optional[str] = None, **chosen) -> Callable[[list], list]:
+    """For :func:`cells` ``pending``: flags the cells a run of ``results_dir``'s table
+    would make: chosen (``models`` / ``defenses`` / ``attacks`` as for :func:`select`),
+    not recorded there, not recorded in another table's folder (copied, not run).
+
+    Raises:
+      ValueError: as :func:`select`, at once.
+    """
+    select([], **chosen)  # unknown names fail here, not inside cells()
+
+    def flags(cell_list):
+        picked = {id(c) for c in select(cell_list, **chosen)}
+        if results_dir is None:
+            return [id(c) in picked for c in cell_list]
+        done = done_flags(cell_list, results_dir)
+        elsewhere = sources_elsewhere(cell_list, results_dir)
+        return [id(c) in picked and not d and not e
+                for c, d, e in zip(cell_list, done, elsewhere)]
+    return flags
 
 
 def _comparable(settings: dict) -> dict:
@@ -448,9 +492,14 @@ def table_section(table: str, results_root: str, settings: TableSettings) -> str
     hand-written ``reading.md`` in the table's folder) and every run behind it."""
     results_dir = table_results_dir(results_root, table)
     kind = "blackbox" if table.startswith("blackbox") else "whitebox"
-    todo = cells(table, settings)
+    to_run = []  # the cells a run of the table would make (not done, not copied)
+
+    def pending(cell_list):
+        to_run[:] = pending_cells(results_dir)(cell_list)
+        return to_run
+    todo = cells(table, settings, pending=pending)
     missing = [c for c, d in zip(todo, done_flags(todo, results_dir)) if not d]
-    hours = sum(c.estimate_seconds for c in missing) / 3600
+    hours = sum(c.estimate_seconds for c, r in zip(todo, to_run) if r) / 3600
     lines = [f"## {TITLES[table]}", "",
              f"`python bin/reproduce.py --table={table} --data_dir=../shared/data` "
              f"(records and figures in `{results_dir}/`)", "",

@@ -196,7 +196,7 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     path = reconstruction_cache_path(cache_dir, cache_key, images) if cache_dir else None
-    partial = path[:-len(".npz")] + ".partial.npz" if path else None
+    partial = partial_reconstruction_path(path) if path else None
     cached = load_batch(path) if path else None
     if cached is not None:
         recs = cached["reconstructions"]
@@ -262,6 +262,12 @@ def reconstruction_cache_path(cache_dir: str, cache_key: str, images: np.ndarray
     digest = hashlib.sha256(np.asarray(images, np.float32).tobytes()).hexdigest()
     key = hashlib.sha256((cache_key + digest).encode()).hexdigest()[:24]
     return os.path.join(cache_dir, f"recs_{key}.npz")
+
+
+def partial_reconstruction_path(path: str) -> str:
+    """Where :func:`reconstruct_dataset` keeps the batches done so far of the cache
+    ``path`` (:func:`reconstruction_cache_path`) until all are."""
+    return path[:-len(".npz")] + ".partial.npz"
 
 
 def save_without_optimizer(model: keras.Model, path: str) -> str:
