@@ -492,13 +492,14 @@ def table_section(table: str, results_root: str, settings: TableSettings) -> str
     hand-written ``reading.md`` in the table's folder) and every run behind it."""
     results_dir = table_results_dir(results_root, table)
     kind = "blackbox" if table.startswith("blackbox") else "whitebox"
-    to_run = []  # the cells a run of the table would make (not done, not copied)
-
-    def pending(cell_list):
-        to_run[:] = pending_cells(results_dir)(cell_list)
-        return to_run
-    todo = cells(table, settings, pending=pending)
-    missing = [c for c, d in zip(todo, done_flags(todo, results_dir)) if not d]
+    # The records are read once; the layout does not depend on the estimates, so the
+    # cells are estimated again with the flags of the ones a run would make.
+    layout = cells(table, settings)
+    done = done_flags(layout, results_dir)
+    copied = sources_elsewhere(layout, results_dir)
+    to_run = [not d and not c for d, c in zip(done, copied)]
+    todo = cells(table, settings, pending=lambda _: to_run)
+    missing = [c for c, d in zip(todo, done) if not d]
     hours = sum(c.estimate_seconds for c, r in zip(todo, to_run) if r) / 3600
     lines = [f"## {TITLES[table]}", "",
              f"`python bin/reproduce.py --table={table} --data_dir=../shared/data` "
