@@ -350,6 +350,14 @@ def test_summary_counts_done_cells_and_shows_paper_figures(tmp_path):
     for table in reproduce.TABLES:  # every table has its section, run or not
         assert reproduce.TITLES[table] in text and f"--table={table}" in text
     assert "0 of 20 cells done" in text  # the epsilon sweep without MagNet: nothing run
+    # The overview at the top: one row per table, linking to its section's heading.
+    overview = [line for line in text.splitlines() if line.startswith("| [")]
+    assert len(overview) == len(reproduce.TABLES)
+    assert overview[0] == ("| [White box, MNIST (paper Tables 3 and 4)]"
+                           "(#white-box-mnist-paper-tables-3-and-4) | "
+                           f"1 of {len(wb)} | {left:.1f} |")
+    assert "(#black-box-mnist-fgsm-eps-03-paper-tables-1-and-2)" in overview[1]
+    assert text.index(overview[-1]) < text.index("## ")
 
 
 def test_bin_reproduce_summary_only(tmp_path):

@@ -486,27 +486,51 @@ def settings_for(table: str, **overrides) -> TableSettings:
     return TableSettings(**overrides)
 
 
-def table_section(table: str, results_root: str, settings: TableSettings) -> str:
-    """One table of REPRODUCTION.md: its command, how many cells are done and what the
-    rest would cost, the measured cells beside the paper's, the reading (the optional
-    hand-written ``reading.md`` in the table's folder) and every run behind it."""
-    results_dir = table_results_dir(results_root, table)
-    kind = "blackbox" if table.startswith("blackbox") else "whitebox"
-    # The records are read once; the layout does not depend on the estimates, so the
-    # cells are estimated again with the flags of the ones a run would make.
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far one table is: its cells laid out with the estimates of the cells a run
+    would make (``todo``), which are done, and the hours the rest would take."""
+    todo: list
+    done: list
+    hours: float
+
+    @property
+    def done_count(self) -> int:
+        return sum(self.done)
+
+
+def table_progress(table: str, results_dir: str, settings: TableSettings) -> Progress:
+    """Reads the table's records once: a cell is done when its folder holds it, and the
+    hours count only the cells a run would make (neither done nor copied from another
+    table's folder), each carrying the shared costs it would pay."""
+    # The layout does not depend on the estimates, so the cells are estimated again
+    # with the flags of the ones a run would make.
     layout = cells(table, settings)
     done = done_flags(layout, results_dir)
     copied = sources_elsewhere(layout, results_dir)
     to_run = [not d and not c for d, c in zip(done, copied)]
     todo = cells(table, settings, pending=lambda _: to_run)
-    missing = [c for c, d in zip(todo, done) if not d]
     hours = sum(c.estimate_seconds for c, r in zip(todo, to_run) if r) / 3600
+    return Progress(todo=todo, done=done, hours=hours)
+
+
+def table_section(table: str, results_root: str, settings: TableSettings,
+                  progress: Optional[Progress] = None) -> str:
+    """One table of REPRODUCTION.md: its command, how many cells are done and what the
+    rest would cost, the measured cells beside the paper's, the reading (the optional
+    hand-written ``reading.md`` in the table's folder) and every run behind it."""
+    results_dir = table_results_dir(results_root, table)
+    kind = "blackbox" if table.startswith("blackbox") else "whitebox"
+    if progress is None:
+        progress = table_progress(table, results_dir, settings)
+    missing = len(progress.todo) - progress.done_count
     lines = [f"## {TITLES[table]}", "",
              f"`python bin/reproduce.py --table={table} --data_dir=../shared/data` "
              f"(records and figures in `{results_dir}/`)", "",
-             f"{len(todo) - len(missing)} of {len(todo)} cells done"
-             + (f"; {_the_rest(len(missing))} estimated at {hours:.1f} h on the "
-                "reference 2-core CPU (`--dry_run` lists what is left)." if missing else "."), ""]
+             f"{progress.done_count} of {len(progress.todo)} cells done"
+             + (f"; {_the_rest(missing)} estimated at {progress.hours:.1f} h on the "
+                "reference 2-core CPU (`--dry_run` lists what is left)." if missing else "."),
+             ""]
     if table in PAPER_RANGES:
         lines += [f"Paper: {PAPER_RANGES[table]}", ""]
     runs = report.load_runs(results_dir, prefix=f"{kind}_") if os.path.isdir(results_dir) \
@@ -546,10 +570,27 @@ def write_summary(path: str, results_root: str, settings_of: Callable[[str], Tab
             "evaluation took and the exact command. Rows marked (paper) hold the published "
             "figures where they are known. Rebuilt by `python bin/reproduce.py --summary_only`"
             " and after every table run.", ""]
-    body = [table_section(t, results_root, settings_of(t)) for t in TABLES]
+    progress = {t: table_progress(t, table_results_dir(results_root, t), settings_of(t))
+                for t in TABLES}
+    # Hours are per table: tables that share a cost (the Defense-GAN-Rec
+    # reconstructions) each count it, so they are not summed.
+    head += ["| table | cells done | estimated hours left |", "|---|---|---|"]
+    for t, p in progress.items():
+        left = f"{p.hours:.1f}" if p.done_count < len(p.todo) else "none"
+        head.append(f"| [{TITLES[t]}](#{_anchor(TITLES[t])}) | {p.done_count} of "
+                    f"{len(p.todo)} | {left} |")
+    head.append("")
+    body = [table_section(t, results_root, settings_of(t), progress[t]) for t in TABLES]
     with open(path, "w") as f:
         f.write("\n".join(head + body))
     return path
+
+
+def _anchor(title: str) -> str:
+    """The link target GitHub gives a heading: lower case, punctuation dropped, spaces to
+    hyphens."""
+    kept = "".join(ch for ch in title.lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
 
 
 def table_results_dir(root: str, table: str) -> str:
