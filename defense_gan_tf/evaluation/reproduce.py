@@ -498,6 +498,10 @@ class Progress:
     def done_count(self) -> int:
         return sum(self.done)
 
+    @property
+    def left_count(self) -> int:
+        return len(self.todo) - self.done_count
+
 
 def table_progress(table: str, results_dir: str, settings: TableSettings) -> Progress:
     """Reads the table's records once: a cell is done when its folder holds it, and the
@@ -514,22 +518,19 @@ def table_progress(table: str, results_dir: str, settings: TableSettings) -> Pro
     return Progress(todo=todo, done=done, hours=hours)
 
 
-def table_section(table: str, results_root: str, settings: TableSettings,
-                  progress: Optional[Progress] = None) -> str:
+def table_section(table: str, results_root: str, progress: Progress) -> str:
     """One table of REPRODUCTION.md: its command, how many cells are done and what the
     rest would cost, the measured cells beside the paper's, the reading (the optional
     hand-written ``reading.md`` in the table's folder) and every run behind it."""
     results_dir = table_results_dir(results_root, table)
     kind = "blackbox" if table.startswith("blackbox") else "whitebox"
-    if progress is None:
-        progress = table_progress(table, results_dir, settings)
-    missing = len(progress.todo) - progress.done_count
     lines = [f"## {TITLES[table]}", "",
              f"`python bin/reproduce.py --table={table} --data_dir=../shared/data` "
              f"(records and figures in `{results_dir}/`)", "",
              f"{progress.done_count} of {len(progress.todo)} cells done"
-             + (f"; {_the_rest(missing)} estimated at {progress.hours:.1f} h on the "
-                "reference 2-core CPU (`--dry_run` lists what is left)." if missing else "."),
+             + (f"; {_the_rest(progress.left_count)} estimated at {progress.hours:.1f} h "
+                "on the reference 2-core CPU (`--dry_run` lists what is left)."
+                if progress.left_count else "."),
              ""]
     if table in PAPER_RANGES:
         lines += [f"Paper: {PAPER_RANGES[table]}", ""]
@@ -576,11 +577,11 @@ def write_summary(path: str, results_root: str, settings_of: Callable[[str], Tab
     # reconstructions) each count it, so they are not summed.
     head += ["| table | cells done | estimated hours left |", "|---|---|---|"]
     for t, p in progress.items():
-        left = f"{p.hours:.1f}" if p.done_count < len(p.todo) else "none"
+        left = f"{p.hours:.1f}" if p.left_count else "none"
         head.append(f"| [{TITLES[t]}](#{_anchor(TITLES[t])}) | {p.done_count} of "
                     f"{len(p.todo)} | {left} |")
     head.append("")
-    body = [table_section(t, results_root, settings_of(t), progress[t]) for t in TABLES]
+    body = [table_section(t, results_root, progress[t]) for t in TABLES]
     with open(path, "w") as f:
         f.write("\n".join(head + body))
     return path
