@@ -6,7 +6,9 @@ batch 50) of the paper's 64-wide MNIST model:
   packaged: defense_gan_tf.training.train_gan on real MNIST (data pipeline,
             distribution wrapper, trackers, logging and TensorBoard included),
             once in float32 and once with gan.precision=mixed_bfloat16;
-  minimal:  one float32 tf.function with the same updates on batches already in memory.
+  minimal:  one float32 tf.function with the same updates on batches already in memory;
+  jit:      with --jit, the packaged step again with gan.jit_compile=True (XLA), in
+            mixed_bfloat16 (float32 with --nobfloat16), to decide whether long runs use it.
 The variants are measured in alternating rounds (median of rounds), so that load from
 other processes affects all alike. Writes JSON (default bench/results/train_step.json).
 
@@ -30,6 +32,8 @@ flags.DEFINE_string("data_dir", None, "Local IDX folder (default: $DEFENSE_GAN_D
 flags.DEFINE_integer("iters", 10, "Timed iterations per round (after 3 warm-up ones).")
 flags.DEFINE_integer("rounds", 2, "Alternating rounds of each variant.")
 flags.DEFINE_string("output", "bench/results/train_step.json", "JSON file to write.")
+flags.DEFINE_bool("jit", False, "Also time the packaged step compiled with XLA "
+                  "(gan.jit_compile=True), in mixed_bfloat16 (float32 with --nobfloat16).")
 flags.DEFINE_bool("bfloat16", True, "Also time the packaged step in mixed_bfloat16 (about "
                   "28 s per iteration on a CPU without hardware bfloat16).")
 
@@ -86,13 +90,14 @@ def minimal_step_ms(images, iters):
     return 1000 * statistics.median(times)
 
 
-def packaged_step_ms(images, iters, precision="float32"):
+def packaged_step_ms(images, iters, precision="float32", jit_compile=False):
     from defense_gan_tf import config as config_lib
     from defense_gan_tf import training
 
     cfg = config_lib.override(config_lib.preset("mnist"), {
         "gan.train_iters": iters + 3, "gan.log_every": 1, "gan.precision": precision,
-        "gan.checkpoint_every": 10**6, "gan.sample_every": 10**6})
+        "gan.checkpoint_every": 10**6, "gan.sample_every": 10**6,
+        "gan.jit_compile": jit_compile})
     stamps = []
 
     def log(message):
@@ -112,14 +117,18 @@ def main(argv):
     from defense_gan_tf import data
 
     images, _ = data.load_numpy("mnist", "train", data_dir=FLAGS.data_dir)
-    packaged, minimal, bf16 = [], [], []
+    packaged, minimal, bf16, jit = [], [], [], []
+    jit_precision = "mixed_bfloat16" if FLAGS.bfloat16 else "float32"
     for r in range(FLAGS.rounds):
         minimal.append(minimal_step_ms(images, FLAGS.iters))
         packaged.append(packaged_step_ms(images, FLAGS.iters))
         if FLAGS.bfloat16:
             bf16.append(packaged_step_ms(images, FLAGS.iters, "mixed_bfloat16"))
+        if FLAGS.jit:
+            jit.append(packaged_step_ms(images, FLAGS.iters, jit_precision, True))
         print(f"round {r + 1}: minimal {minimal[-1]:.0f} ms, packaged {packaged[-1]:.0f} ms"
-              + (f", packaged mixed_bfloat16 {bf16[-1]:.0f} ms" if bf16 else ""), flush=True)
+              + (f", packaged mixed_bfloat16 {bf16[-1]:.0f} ms" if bf16 else "")
+              + (f", with XLA {jit[-1]:.0f} ms" if jit else ""), flush=True)
     bf16_ms = round(statistics.median(bf16), 1) if bf16 else None
     result = {
         "benchmark": "wgan_gp_train_step",
@@ -131,12 +140,19 @@ def main(argv):
         "packaged_mixed_bfloat16_ms_per_iter": bf16_ms,
         "float32_over_mixed_bfloat16": (
             round(statistics.median(packaged) / statistics.median(bf16), 3) if bf16 else None),
+        "packaged_jit_ms_per_iter": (
+            round(statistics.median(jit), 1) if jit else None),
+        "jit_precision": jit_precision if jit else None,
+        "without_over_with_jit": (round(statistics.median(bf16 or packaged)
+                                        / statistics.median(jit), 3) if jit else None),
         "rounds": {"packaged": [round(x, 1) for x in packaged],
                    "minimal": [round(x, 1) for x in minimal],
-                   "packaged_mixed_bfloat16": [round(x, 1) for x in bf16]},
+                   "packaged_mixed_bfloat16": [round(x, 1) for x in bf16],
+                   "packaged_jit": [round(x, 1) for x in jit]},
         "iters_per_round": FLAGS.iters,
         "goal": "packaged within 15% of minimal (ratio <= 1.15); mixed_bfloat16 used for "
-                "long runs if float32_over_mixed_bfloat16 >= 1.25",
+                "long runs if float32_over_mixed_bfloat16 >= 1.25; "
+                "XLA used for long runs only if without_over_with_jit > 1.05",
         "machine": hardware.describe(),
         "command": "python bench/train_step.py " + " ".join(sys.argv[1:]),
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any, Mapping
 
@@ -85,6 +86,7 @@ class ModelConfig:
     generator_batch_norm: bool = False
 
     def __post_init__(self):
+        check_finite_fields(self, "model")
         shape = tuple(int(s) for s in self.image_shape)
         object.__setattr__(self, "image_shape", shape)
         if shape not in ((28, 28, 1), (64, 64, 3)):
@@ -121,6 +123,15 @@ class GanConfig:
       precision: ``float32``, or ``mixed_bfloat16``: weights, optimizer state,
         losses and the gradient penalty stay float32 while the generator's and
         critic's hidden layers compute in bfloat16. Saved generators are float32.
+      ema_decay: decay of the exponential moving average of the generator's weights
+        (Yazici et al. 2019) kept beside the trained generator and saved as
+        ``generator_ema.keras``; the decay used after generator update t is
+        min(ema_decay, (1 + t) / (10 + t)), so early averages are not dominated by the
+        random initialisation. 0 keeps no average.
+      jit_compile: compile the training step with XLA (``tf.function(jit_compile=True)``);
+        XLA draws z and the penalty weights with its own random algorithm, so a run
+        differs from one without it (each resumes exactly). bench/train_step.py
+        ``--jit`` tells whether it pays on a machine.
     """
 
     batch_size: int = 50
@@ -135,12 +146,17 @@ class GanConfig:
     log_every: int = 50
     seed: int = 0
     precision: str = "float32"
+    ema_decay: float = 0.999
+    jit_compile: bool = False
 
     def __post_init__(self):
+        check_finite_fields(self, "gan")
         try:
             check_precision(self.precision)
         except ValueError as e:
             raise ValueError(f"gan.{e}") from None
+        if not 0.0 <= self.ema_decay < 1.0:  # also refuses NaN
+            raise ValueError(f"gan.ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("batch_size", "critic_steps", "checkpoint_every",
                      "sample_every", "log_every"):
             _check_positive(f"gan.{name}", getattr(self, name))
@@ -193,6 +209,7 @@ class ProjectionConfig:
     encoder_start: bool = False
 
     def __post_init__(self):
+        check_finite_fields(self, "projection")
         if self.iterations < 1:  # L = 0 would "defend" with a random G(z).
             raise ValueError(
                 f"projection.iterations must be >= 1, got {self.iterations}")
@@ -250,6 +267,7 @@ class ClassifierConfig:
     adversarial_eps: float = 0.3
 
     def __post_init__(self):
+        check_finite_fields(self, "classifier")
         if self.model not in CLASSIFIER_MODELS:
             raise ValueError(
                 f"classifier.model must be one of A-F, got {self.model!r}")
@@ -286,6 +304,7 @@ class AttackConfig:
     pgd_iterations: int = 40
 
     def __post_init__(self):
+        check_finite_fields(self, "attack")
         if self.attack_type not in ATTACKS:
             raise ValueError(f"attack.attack_type must be one of {list(ATTACKS)}, "
                              f"got {self.attack_type!r}")
@@ -294,10 +313,10 @@ class AttackConfig:
         if not 0 <= self.alpha <= self.eps and self.attack_type == "rand_fgsm":
             raise ValueError(f"attack.alpha must be in [0, eps={self.eps}], got {self.alpha}")
         for name in ("cw_binary_steps", "cw_iterations", "cw_learning_rate",
-                     "pgd_step_size"):
+                     "cw_initial_const", "pgd_step_size", "pgd_iterations"):
             _check_positive(f"attack.{name}", getattr(self, name))
-        if self.pgd_iterations < 0:
-            raise ValueError(f"attack.pgd_iterations must be >= 0, got {self.pgd_iterations}")
+        if self.cw_confidence < 0:
+            raise ValueError(f"attack.cw_confidence must be >= 0, got {self.cw_confidence}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +369,16 @@ class Config:
 def _check_positive(name: str, value) -> None:
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def check_finite_fields(obj, section: str) -> None:
+    """Refuses NaN and infinite numbers in any float field of the dataclass ``obj`` (a NaN
+    passes every ``<`` / ``>`` range check and can make a run report robustness that was
+    never measured)."""
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{section}.{field.name} must be a finite number, got {value}")
 
 
 def _from_dict(cls, data: Mapping[str, Any], prefix: str):

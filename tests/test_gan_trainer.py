@@ -475,3 +475,27 @@ def test_non_finite_loss_stops_without_overwriting_good_files(tmp_path, tiny_con
         np.testing.assert_array_equal(a, b)
     with open(os.path.join(out, "generator.keras"), "rb") as f:
         assert f.read() == good_generator
+
+
+def test_a_run_moves_to_another_precision_on_resume_and_records_it(tmp_path, tiny_config):
+    """Weights and Adam state are float32 in both precisions, so a run may continue in
+    the one a machine computes fastest; the optimizer state carries over and the
+    iterations of each precision are recorded."""
+    from defense_gan_tf.evaluation.package import precision_segments
+
+    images = _images()
+    cfg = _with(tiny_config, gan__train_iters=2, gan__checkpoint_every=100)
+    out = str(tmp_path / "run")
+    training.train_gan(cfg, out, images=images, log=lambda m: None)
+    messages = []
+    mixed = _with(cfg, gan__train_iters=3, gan__precision="mixed_bfloat16")
+    result = training.train_gan(mixed, out, images=images, log=messages.append)
+    # Resumed, not restarted: the iteration is the generator optimizer's own step count.
+    assert (result.start_iteration, result.iteration) == (2, 3)
+    assert any("iterations up to 2 trained in float32" in m for m in messages)
+    with open(os.path.join(out, "progress.json")) as f:
+        progress = json.load(f)
+    assert progress["precision"] == "mixed_bfloat16"
+    assert precision_segments(progress["warm_starts"], 3, "mixed_bfloat16") == [
+        {"from": 0, "to": 2, "precision": "float32"},
+        {"from": 2, "to": 3, "precision": "mixed_bfloat16"}]

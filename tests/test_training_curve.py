@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -160,3 +162,38 @@ def test_curve_table_has_one_row_per_evaluation_in_order_with_its_figures():
     assert cells[9] == "0.1000 / 0.0300"
     assert [c.strip() for c in rows[0].split("|")[1:-1]][3:] == ["-"] * 7
     assert "first 100 test images" in "\n".join(table)
+
+
+def test_brief_probe_scores_clean_and_transferred_only_at_half_the_batches(probe_setup):
+    generator, _, _, _, _, probe = probe_setup
+    brief = probe.brief()
+    assert brief.planned_batches() == 4  # 2 x ceil(6 / 4): no noise, no paper-style FGSM
+    assert probe.planned_batches() > brief.planned_batches()
+    out = brief(generator)
+    assert set(out["defense_gan_orig"]) == {"clean", "transferred_fgsm"}
+    assert {"classifier_score", "frechet_distance"} <= set(out)
+    full = probe(generator)
+    assert out["defense_gan_orig"]["transferred_fgsm"] == \
+        full["defense_gan_orig"]["transferred_fgsm"]  # same seeds, same figure
+
+
+def test_curve_shows_the_averaged_generator_beside_the_raw_one(tmp_path):
+    from defense_gan_tf.evaluation.training_curve import curve_table, plot_quality_curve
+
+    def acc(k):
+        return {"accuracy": k / 100, "correct": k, "n": 100, "ci95": [k / 100 - 0.1, k / 100]}
+
+    raw = {"iteration": 2500, "classifier_score": 8.0, "frechet_distance": 5.0,
+           "defense_gan_orig": {"clean": acc(100), "transferred_fgsm": acc(40)}}
+    entries = [raw, dict(raw, iteration=5000, average={
+        "classifier_score": 8.7, "frechet_distance": 4.2,
+        "defense_gan_orig": {"clean": acc(99), "transferred_fgsm": acc(55)}})]
+    table = curve_table(entries).splitlines()
+    assert table[0].endswith("averaged generator: score / FD / clean / transferred FGSM |")
+    row = [line for line in table if line.startswith("| 5,000")][0]
+    assert row.split("|")[-2].strip() == "8.70 / 4.2 / 0.99 / 0.55 [0.45, 0.55]"
+    assert [line for line in table if line.startswith("| 2,500")][0].split("|")[-2].strip() \
+        == "-"
+    assert "averaged" not in curve_table([raw])  # older curves keep their columns
+    path = plot_quality_curve(entries, str(tmp_path / "curve.png"))
+    assert os.path.getsize(path) > 10_000

@@ -25,6 +25,7 @@ that points of a curve differ only by the generator.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -63,6 +64,7 @@ class CurveSettings:
       num_images: first test images for the clean, transferred-FGSM and noise figures.
       paper_fgsm_images: first test images for paper-style FGSM (full gradient through
         the projection; about four projections' cost per image). 0 skips it.
+      random_sign: whether to measure the random-sign noise figure.
       eps: L-infinity size of FGSM and of the random-sign noise.
       projection: the defense's projection (the paper's L = 200, R = 10 by default).
       batch_size: images per projection batch.
@@ -72,6 +74,7 @@ class CurveSettings:
     num_samples: int = 2000
     num_images: int = 100
     paper_fgsm_images: int = 20
+    random_sign: bool = True
     eps: float = 0.3
     projection: ProjectionConfig = dataclasses.field(default_factory=ProjectionConfig)
     batch_size: int = 100
@@ -148,7 +151,7 @@ class _Batches:
         outs = []
         for b, i in enumerate(range(0, n, batch_size)):
             path = os.path.join(self.folder, f"{name}_{b:04d}.npz") if self.folder else None
-            saved = load_batch(path) if path else None
+            saved = load_batch(path, required=("out0",)) if path else None
             if saved is not None:
                 out = tuple(saved[f"out{k}"] for k in range(len(saved)))
                 out = out if len(out) > 1 else out[0]
@@ -248,7 +251,15 @@ class DefenseQualityProbe:
         fgsm_batches = (math.ceil(s.paper_fgsm_images / s.paper_fgsm_batch_size)
                         + math.ceil(s.paper_fgsm_images / s.batch_size)
                         if s.paper_fgsm_images else 0)
-        return 3 * per + fgsm_batches
+        return (3 if s.random_sign else 2) * per + fgsm_batches
+
+    def brief(self) -> "DefenseQualityProbe":
+        """This probe without the random-sign and paper-style FGSM figures (about half
+        the cost): what the training curve measures of the averaged generator."""
+        twin = copy.copy(self)
+        twin.settings = dataclasses.replace(self.settings, random_sign=False,
+                                            paper_fgsm_images=0)
+        return twin
 
     def cache_key(self, generator: keras.Model) -> str:
         """What a cached batch depends on: generator, classifier, settings, data range."""
@@ -311,8 +322,10 @@ class DefenseQualityProbe:
 
         projector = Projector(generator, s.projection)
         defended, errors, recs = {}, {}, {}
-        for name, images in (("clean", self.x), ("transferred_fgsm", self.x_fgsm),
-                             ("random_sign", self.x_noise)):
+        figures = [("clean", self.x), ("transferred_fgsm", self.x_fgsm)]
+        if s.random_sign:
+            figures.append(("random_sign", self.x_noise))
+        for name, images in figures:
             t0 = time.perf_counter()
             recs[name], errors[name] = self._project(projector, images, _EVAL_SEED, batches,
                                                      name)
@@ -345,6 +358,7 @@ class DefenseQualityProbe:
         out["undefended"] = self.undefended
         out["settings"] = {
             "num_images": s.num_images, "paper_fgsm_images": s.paper_fgsm_images,
+            "random_sign": s.random_sign,
             "eps": s.eps, "projection": dataclasses.asdict(s.projection),
             "classifier": "the dataset's classifier A (logits), trained on real images",
         }
@@ -391,7 +405,9 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
     Four panels: classifier score, Frechet distance, Defense-GAN-Orig accuracy
     (clean, transferred FGSM, random-sign noise, paper-style FGSM, with 95%
     intervals, and the undefended transferred-FGSM accuracy), and the split of
-    transferred-FGSM failures into optimisation and range failures.
+    transferred-FGSM failures into optimisation and range failures. Entries that
+    scored the averaged generator too (``average``) add its score, distance, clean and
+    transferred-FGSM accuracy as dashed lines.
 
     Returns:
       ``path``.
@@ -410,6 +426,14 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
         axes[0].legend(fontsize=8)
     axes[0].set_title("classifier score (higher is better)")
     axes[1].plot(its, [e.get("frechet_distance", np.nan) for e in entries], "o-")
+    averaged = [e for e in entries if isinstance(e.get("average"), dict)]
+    if averaged:
+        a_its = [e["iteration"] for e in averaged]
+        for ax, key in ((axes[0], "classifier_score"), (axes[1], "frechet_distance")):
+            ax.lines[0].set_label("generator")
+            ax.plot(a_its, [e["average"].get(key, np.nan) for e in averaged], "s--",
+                    c="tab:purple", label="averaged generator")
+            ax.legend(fontsize=8)
     axes[1].set_yscale("log")
     axes[1].set_title("Frechet distance (lower is better)")
     ax = axes[2]
@@ -425,6 +449,12 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
         n = points[-1][1]["n"]
         ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o-", capsize=3,
                     color=colour, label=f"{label} (n={n})")
+    for key, label, colour in _CURVE_LINES[:2]:  # the averaged generator's
+        points = [(e["iteration"], e["average"]["defense_gan_orig"][key]) for e in averaged
+                  if key in e["average"].get("defense_gan_orig", {})]
+        if points:
+            ax.plot([p[0] for p in points], [p[1]["accuracy"] for p in points], "s--",
+                    color=colour, alpha=0.7, label=f"{label}, averaged generator")
     undefended = [e["undefended"]["transferred_fgsm"]["accuracy"] for e in entries
                   if "undefended" in e]
     if undefended:
@@ -482,10 +512,13 @@ def curve_table(entries) -> str:
     quality, Defense-GAN-Orig accuracies with 95% intervals, the paper-style attack's
     input-gradient norms, the failure split and the reconstruction errors."""
     entries = sorted(entries, key=lambda e: e["iteration"])
+    averaged = any(isinstance(e.get("average"), dict) for e in entries)
     lines = ["| iterations | classifier score | Frechet distance | clean | transferred FGSM | "
              "random-sign noise | paper-style FGSM | its input-gradient norm, median / mean "
-             "| range / all transferred failures | clean / transferred MSE |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| range / all transferred failures | clean / transferred MSE |"
+             + (" averaged generator: score / FD / clean / transferred FGSM |"
+                if averaged else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if averaged else "")]
     for e in entries:
         d = e.get("defense_gan_orig", {})
         paper = d.get("paper_fgsm")
@@ -505,13 +538,25 @@ def curve_table(entries) -> str:
             f"{'-' if fd is None else f'{fd:.1f}'} | {_accuracy_text(d.get('clean'))} | "
             f"{_accuracy_text(d.get('transferred_fgsm'))} | "
             f"{_accuracy_text(d.get('random_sign'))} | {paper_text} | {grads} | "
-            f"{fail_text} | {mse_text} |")
+            f"{fail_text} | {mse_text} |" + (f" {_average_text(e.get('average'))} |"
+                                             if averaged else ""))
     n = next((e["defense_gan_orig"]["clean"]["n"] for e in entries
               if "clean" in e.get("defense_gan_orig", {})), None)
     if n:
         lines += ["", f"Defense-GAN-Orig on the first {n} test images (paper-style FGSM on "
                   "the first n shown); Frechet distance on the run's own sample count."]
     return "\n".join(lines) + "\n"
+
+
+def _average_text(entry: Optional[dict]) -> str:
+    """'score / FD / clean / transferred' of an averaged generator's figures."""
+    if not isinstance(entry, dict) or "error" in entry:
+        return "-"
+    d = entry.get("defense_gan_orig", {})
+    score, fd = entry.get("classifier_score"), entry.get("frechet_distance")
+    return (f"{'-' if score is None else f'{score:.2f}'} / {'-' if fd is None else f'{fd:.1f}'}"
+            f" / {_accuracy_text(d.get('clean'), False)} / "
+            f"{_accuracy_text(d.get('transferred_fgsm'))}")
 
 
 _CONDITIONS = (("clean", "clean"), ("transferred_fgsm", "FGSM transferred from the "

@@ -28,13 +28,23 @@ class Checkpointer:
       directory: folder of the checkpoint files.
       max_to_keep: how many recent checkpoints to keep.
       log: callable for warnings (default: print to stdout).
+      optional: names of ``objects`` that a checkpoint may lack (state added after
+        older checkpoints were written); :attr:`missing` lists those the restored
+        checkpoint lacked, for the caller to initialise.
       **objects: trackables to save (models, optimizers, variables).
     """
 
     def __init__(self, directory: str, *, max_to_keep: int = 3,
-                 log: Optional[Callable[[str], None]] = None, **objects):
+                 log: Optional[Callable[[str], None]] = None, optional=(), **objects):
         self.directory = directory
         self.checkpoint = tf.train.Checkpoint(**objects)
+        self._objects = objects
+        self._optional = tuple(optional)
+        unknown = set(self._optional) - set(objects)
+        if unknown:
+            raise ValueError(f"optional names no saved object: {sorted(unknown)}")
+        # Optional objects the last restored checkpoint did not hold (older checkpoints).
+        self.missing: tuple = ()
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=max_to_keep)
         self._log = log or echo
@@ -69,7 +79,10 @@ class Checkpointer:
         errors = []
         for path in candidates:
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self.missing = self._missing_optional(path)
+                checkpoint = self.checkpoint if not self.missing else tf.train.Checkpoint(
+                    **{k: v for k, v in self._objects.items() if k not in self.missing})
+                checkpoint.restore(path).assert_existing_objects_matched()
                 if errors:
                     self._log(f"WARNING: fell back to checkpoint {path} after: "
                               + "; ".join(errors))
@@ -81,6 +94,12 @@ class Checkpointer:
         raise CheckpointError(
             f"no checkpoint in {self.directory} could be restored:\n  "
             + "\n  ".join(errors))
+
+    def _missing_optional(self, path: str) -> tuple:
+        if not self._optional:
+            return ()
+        names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
+        return tuple(k for k in self._optional if k not in names)
 
     def save(self, iteration: int) -> str:
         """Writes a checkpoint numbered by ``iteration``."""

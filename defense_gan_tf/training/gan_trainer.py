@@ -11,6 +11,8 @@ time budget runs out (writing a checkpoint first), and leaves behind:
     output_dir/samples/             sample grids from fixed noise
     output_dir/tensorboard/         scalars
     output_dir/generator.keras      the generator, for the defense
+    output_dir/generator_ema.keras  the exponential moving average of its weights
+                                    (``gan.ema_decay``; see training/averaging.py)
 """
 
 from __future__ import annotations
@@ -33,23 +35,30 @@ import tensorflow as tf
 
 from defense_gan_tf import data as data_lib
 from defense_gan_tf import hardware, jsonio
+from defense_gan_tf.atomic import save_model
 from defense_gan_tf.config import Config
 from defense_gan_tf.console import echo
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models import build_critic, build_generator, float32_copy
 from defense_gan_tf.plots import save_image_grid
+from defense_gan_tf.training.averaging import WeightAverage
 from defense_gan_tf.training.checkpoints import Checkpointer
 from defense_gan_tf.training.wgan_gp import WGANGP
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
-# Config keys that may change between a run and its resumption.
+# Config keys that may change between a run and its resumption. The precision may too:
+# weights and Adam state are float32 in both, so a run can move to the precision a
+# machine computes fastest (recorded in progress.json, see _restore).
 RESUMABLE_KEYS = frozenset({"gan.train_iters", "gan.checkpoint_every",
-                            "gan.sample_every", "gan.log_every"})
+                            "gan.sample_every", "gan.log_every", "gan.precision"})
 # Sections that do not affect GAN training.
 _IGNORED_SECTIONS = ("projection", "classifier", "attack")
 
 GENERATOR_FILE = "generator.keras"
+AVERAGE_FILE = "generator_ema.keras"
+# The checkpoint's name of the averaged generator (absent from older checkpoints).
+_AVERAGE_KEY = "generator_average"
 CRITIC_FILE = "critic.keras"
 QUALITY_FILE = "quality.jsonl"
 # First guess of an evaluation's cost, for the time budget, until one was timed.
@@ -100,6 +109,7 @@ class TrainResult:
       total_train_seconds: training wall time summed over all resumptions.
       generator_path: the saved ``.keras`` generator.
       last_logs: the last step's losses.
+      average_path: the saved averaged generator (None with ``gan.ema_decay=0``).
     """
 
     start_iteration: int
@@ -109,6 +119,7 @@ class TrainResult:
     total_train_seconds: float
     generator_path: str
     last_logs: dict
+    average_path: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +138,8 @@ class WarmStart:
       quality_path: the earlier ``quality.jsonl``, continued by the new run.
       source: where the weights came from (recorded).
       precision: the training precision of the package's last run, if recorded.
+      average_path: the package's averaged generator, if it has one (otherwise the
+        average starts from the generator's weights).
     """
 
     generator_path: str
@@ -138,6 +151,7 @@ class WarmStart:
     quality_path: Optional[str] = None
     source: str = ""
     precision: Optional[str] = None
+    average_path: Optional[str] = None
 
 
 def load_warm_start(package_dir: str) -> WarmStart:
@@ -165,6 +179,7 @@ def load_warm_start(package_dir: str) -> WarmStart:
                 f"warm start folder {package_dir} has no {name}"
                 + (f" ({why}); continue from the run folder instead" if why else ""))
     quality = os.path.join(package_dir, QUALITY_FILE)
+    average = os.path.join(package_dir, AVERAGE_FILE)
     return WarmStart(
         generator_path=paths[GENERATOR_FILE], critic_path=paths[CRITIC_FILE],
         iteration=iteration,
@@ -172,14 +187,18 @@ def load_warm_start(package_dir: str) -> WarmStart:
         eval_seconds=float(manifest.get("eval_wall_seconds", 0.0)),
         warm_starts=tuple(manifest.get("warm_starts", ())),
         quality_path=quality if os.path.isfile(quality) else None,
-        source=package_dir, precision=manifest.get("precision"))
+        source=package_dir, precision=manifest.get("precision"),
+        average_path=average if os.path.isfile(average) else None)
 
 
-def _apply_warm_start(warm: WarmStart, model: WGANGP, config: Config) -> None:
+def _apply_warm_start(warm: WarmStart, model: WGANGP, config: Config,
+                      average: Optional[WeightAverage]) -> None:
     import keras as keras_lib
 
-    for target, path in ((model.generator, warm.generator_path),
-                         (model.critic, warm.critic_path)):
+    pairs = [(model.generator, warm.generator_path), (model.critic, warm.critic_path)]
+    if average is not None and warm.average_path:
+        pairs.append((average.target, warm.average_path))
+    for target, path in pairs:
         try:
             source = keras_lib.models.load_model(path)
             target.set_weights(source.get_weights())
@@ -188,6 +207,8 @@ def _apply_warm_start(warm: WarmStart, model: WGANGP, config: Config) -> None:
                              f"{target.name} ({type(e).__name__}: {str(e)[:200]})") from None
     model.g_optimizer.iterations.assign(warm.iteration)
     model.d_optimizer.iterations.assign(warm.iteration * config.gan.critic_steps)
+    if average is not None and not warm.average_path:
+        average.reset()  # a package without an average: start it from the weights
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -318,7 +339,8 @@ def _prepare_output_dir(output_dir: str, config: Config, overwrite: bool) -> Non
     if overwrite:
         for sub in ("checkpoints", "samples", "tensorboard"):
             shutil.rmtree(os.path.join(output_dir, sub), ignore_errors=True)
-        for name in ("progress.json", GENERATOR_FILE, CRITIC_FILE, QUALITY_FILE):
+        for name in ("progress.json", GENERATOR_FILE, AVERAGE_FILE, CRITIC_FILE,
+                     QUALITY_FILE):
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
     elif os.path.exists(config_path) and _has_training_state(output_dir):
@@ -342,9 +364,7 @@ def save_float32(model, path: str, builder) -> None:
     """Saves a float32 copy of ``model`` to ``path`` atomically (see ``float32_copy``)."""
     if any(layer.compute_dtype != "float32" for layer in model.layers):
         model = float32_copy(model, builder)
-    tmp_path = path + ".tmp.keras"
-    model.save(tmp_path)
-    os.replace(tmp_path, path)
+    save_model(model, path)
 
 
 def read_quality(path: str) -> list[dict]:
@@ -442,7 +462,9 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
               time_budget_minutes: Optional[float] = None, overwrite: bool = False,
               log: Optional[Callable[[str], None]] = None,
               evaluator: Optional[Callable[[keras.Model], dict]] = None,
-              evaluate_every: int = 0, warm_start: Optional[WarmStart] = None) -> TrainResult:
+              evaluate_every: int = 0, warm_start: Optional[WarmStart] = None,
+              average_evaluator: Optional[Callable[[keras.Model], dict]] = None
+              ) -> TrainResult:
     """Trains (or resumes training of) a WGAN-GP generator for ``config``.
 
     Args:
@@ -465,6 +487,8 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
         evaluator that raises is logged with its traceback and recorded as
         ``{"iteration", "error"}``; training goes on and a resume does not retry it.
       evaluate_every: iterations between evaluations (0: none).
+      average_evaluator: scores the averaged generator at each evaluation (default:
+        ``evaluator``); its dict goes under the entry's ``average`` key.
       warm_start: weights to start from when ``output_dir`` holds no checkpoint
         (ignored, with a message, when it does: an exact resume is better).
 
@@ -497,7 +521,8 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
                              dataset=dataset, data_dir=data_dir, strategy=strategy,
                              budget_minutes=time_budget_minutes, overwrite=overwrite,
                              log=log or echo, evaluator=evaluator,
-                             evaluate_every=evaluate_every, warm_start=warm_start)
+                             evaluate_every=evaluate_every, warm_start=warm_start,
+                             average_evaluator=average_evaluator)
 
 
 class _RunState:
@@ -505,8 +530,10 @@ class _RunState:
 
     def __init__(self, *, config: Config, output_dir: str, chief: bool, model: WGANGP,
                  checkpointer: Checkpointer, log, start_iteration: int, restored: bool,
-                 previous_seconds: float, previous_eval_seconds: float, warm_starts: list):
+                 previous_seconds: float, previous_eval_seconds: float, warm_starts: list,
+                 average: Optional[WeightAverage] = None):
         self.config, self.output_dir, self.chief = config, output_dir, chief
+        self.average = average
         self.model, self.checkpointer, self.log = model, checkpointer, log
         self.iteration = self.start_iteration = self.last_saved = start_iteration
         self.restored = restored
@@ -649,6 +676,9 @@ class _Checkpoints(Monitor):
                      lambda: build_generator(config))
         save_float32(state.model.critic, os.path.join(state.output_dir, CRITIC_FILE),
                      lambda: build_critic(config))
+        if state.average is not None:
+            save_float32(state.average.target, os.path.join(state.output_dir, AVERAGE_FILE),
+                         lambda: build_generator(config))
 
 
 class _StopConditions(Monitor):
@@ -679,8 +709,9 @@ class _Evaluation(Monitor):
     """Runs the evaluator every ``every`` iterations into quality.jsonl (see train_gan)."""
 
     def __init__(self, evaluator, every: int, budget_seconds: Optional[float],
-                 progress: _ProgressLog):
+                 progress: _ProgressLog, average_evaluator=None):
         self.evaluator, self.every, self.budget = evaluator, every, budget_seconds
+        self.average_evaluator = average_evaluator or evaluator
         self.progress = progress
         self.estimate = _EVAL_SECONDS_GUESS
 
@@ -728,14 +759,10 @@ class _Evaluation(Monitor):
         generator = state.generator
         if config.gan.precision != "float32":
             generator = float32_copy(generator, lambda: build_generator(config))
-        try:
-            figures = self.evaluator(generator)
-        except Exception as e:  # noqa: BLE001 - a failed evaluation must not end the run
-            # Recorded, so that a resume does not retry (and fail) it before training on.
-            figures = {"error": f"{type(e).__name__}: {e}"[:2000]}
-            state.log(f"evaluation at iteration {state.iteration} failed; training goes "
-                      f"on (the error is recorded in {QUALITY_FILE}):\n"
-                      + "".join(traceback.format_exception(e)).rstrip())
+        figures = self._score(state, self.evaluator, generator)
+        if state.average is not None:
+            figures["average"] = self._score(state, self.average_evaluator,
+                                             state.average.target)
         spent = time.monotonic() - t0
         state.eval_seconds += spent  # before train_seconds(), which excludes it
         entry = {"iteration": state.iteration, "train_seconds": round(state.train_seconds(), 1),
@@ -747,13 +774,26 @@ class _Evaluation(Monitor):
         self.estimate, self.timed = spent, True
         self.done.add(state.iteration)
         state.log(f"evaluated iteration {state.iteration} in {_format_seconds(spent)}: "
-                  + summarise_quality(entry))
+                  + summarise_quality(entry)
+                  + (f"; averaged generator: {summarise_quality(entry['average'])}"
+                     if "average" in entry else ""))
         self.progress.restart_window(state)
+
+    @staticmethod
+    def _score(state, evaluator, generator) -> dict:
+        try:
+            return evaluator(generator)
+        except Exception as e:  # noqa: BLE001 - a failed evaluation must not end the run
+            # Recorded, so that a resume does not retry (and fail) it before training on.
+            state.log(f"evaluation at iteration {state.iteration} failed; training goes "
+                      f"on (the error is recorded in {QUALITY_FILE}):\n"
+                      + "".join(traceback.format_exception(e)).rstrip())
+            return {"error": f"{type(e).__name__}: {e}"[:2000]}
 
 
 def _train_locked(config: Config, output_dir: str, *, chief: bool, images, dataset,
                   data_dir, strategy, budget_minutes, overwrite, log, evaluator,
-                  evaluate_every, warm_start) -> TrainResult:
+                  evaluate_every, warm_start, average_evaluator) -> TrainResult:
     """:func:`train_gan` once the output folder is locked."""
     t_start = time.monotonic()
     gan = config.gan
@@ -774,21 +814,33 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
         model = WGANGP(generator, critic, gan)
         model.compile()
         model.build_optimizers()
+        average = None
+        if gan.ema_decay > 0:  # float32 weights, whatever the training precision
+            average = WeightAverage(generator, build_generator(config, seed=gan.seed),
+                                    gan.ema_decay)
+    averages = {_AVERAGE_KEY: average.target} if average is not None else {}
     checkpointer = Checkpointer(os.path.join(output_dir, "checkpoints"), log=log,
                                 generator=generator, critic=critic,
                                 g_optimizer=model.g_optimizer,
-                                d_optimizer=model.d_optimizer)
+                                d_optimizer=model.d_optimizer,
+                                optional=tuple(averages), **averages)
     state = _restore(config, output_dir, chief=chief, model=model, checkpointer=checkpointer,
-                     warm_start=warm_start, log=log)
+                     warm_start=warm_start, log=log, average=average)
     state.t_start = t_start
     iterator = iter(strategy.experimental_distribute_dataset(
         _real_batches(config, images, dataset, state.start_iteration)))
 
+    train_step = (tf.function(model.train_step, jit_compile=True) if gan.jit_compile
+                  else model.train_step)
+
     @tf.function
     def step(batch):
-        per_replica = strategy.run(model.train_step, args=(batch,))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+        per_replica = strategy.run(train_step, args=(batch,))
+        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
+        if average is not None:  # after the generator update (automatic control deps)
+            average.update(model.iteration)
+        return logs
 
     budget = None if budget_minutes is None else budget_minutes * 60.0
     with _StopFlag(log) as stop_flag:
@@ -796,7 +848,8 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
         monitors = [_StopConditions(stop_flag, budget), progress, _SampleGrids(),
                     _Checkpoints()]
         if evaluator is not None:
-            monitors.append(_Evaluation(evaluator, evaluate_every, budget, progress))
+            monitors.append(_Evaluation(evaluator, evaluate_every, budget, progress,
+                                        average_evaluator))
         reason = _loop(state, step, iterator, monitors)
     generator_path = os.path.join(output_dir, GENERATOR_FILE)
     if reason == "nan":
@@ -808,7 +861,9 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
     return TrainResult(start_iteration=state.start_iteration, iteration=state.iteration,
                        stop_reason=reason, seconds=time.monotonic() - t_start,
                        total_train_seconds=state.train_seconds(),
-                       generator_path=generator_path, last_logs=state.logs)
+                       generator_path=generator_path, last_logs=state.logs,
+                       average_path=(os.path.join(output_dir, AVERAGE_FILE)
+                                     if average is not None else None))
 
 
 def _loop(state: _RunState, step, iterator, monitors) -> str:
@@ -842,8 +897,14 @@ def _loop(state: _RunState, step, iterator, monitors) -> str:
 
 
 def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
-             checkpointer: Checkpointer, warm_start: Optional[WarmStart], log) -> _RunState:
-    """Restores the newest checkpoint, or applies the warm start; returns the run state."""
+             checkpointer: Checkpointer, warm_start: Optional[WarmStart], log,
+             average: Optional[WeightAverage] = None) -> _RunState:
+    """Restores the newest checkpoint, or applies the warm start; returns the run state.
+
+    The averaged generator comes from the checkpoint; a checkpoint written before
+    averaging existed, or a package without an averaged generator, starts it from the
+    generator's weights (with a message).
+    """
     restored = checkpointer.restore_latest()
     progress_path = os.path.join(output_dir, "progress.json")
     previous_seconds = previous_eval_seconds = 0.0
@@ -855,11 +916,28 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
             previous_seconds = float(progress.get("total_train_seconds", 0.0))
             previous_eval_seconds = float(progress.get("total_eval_seconds", 0.0))
             warm_starts = list(progress.get("warm_starts", []))
+            before = progress.get("precision")
+            if before and before != config.gan.precision:
+                iteration = int(model.iteration.numpy())
+                warm_starts.append({
+                    "iteration": iteration, "source": output_dir,
+                    "precision": config.gan.precision, "previous_precision": before,
+                    "note": "resumed exactly (weights and optimizer state) in another "
+                            "precision"})
+                log(f"resuming in {config.gan.precision}; iterations up to {iteration} "
+                    f"trained in {before} (recorded in progress.json)")
         log(f"resumed from {restored} at iteration {int(model.iteration.numpy())}")
+        if average is not None and _AVERAGE_KEY in checkpointer.missing:
+            average.reset()
+            log("the checkpoint holds no averaged generator; the average starts from the "
+                "generator's weights")
         if warm_start is not None:
             log(f"the warm start from {warm_start.source} is not needed: resumed exactly")
     elif warm_start is not None:
-        _apply_warm_start(warm_start, model, config)
+        _apply_warm_start(warm_start, model, config, average)
+        if average is not None and not warm_start.average_path:
+            log(f"{warm_start.source} has no {AVERAGE_FILE}; the average starts from its "
+                "generator's weights")
         previous_seconds = warm_start.train_seconds
         previous_eval_seconds = warm_start.eval_seconds
         warm_starts = list(warm_start.warm_starts) + [
@@ -871,11 +949,14 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
             shutil.copyfile(warm_start.quality_path, os.path.join(output_dir, QUALITY_FILE))
         log(f"warm start from {warm_start.source} at iteration {warm_start.iteration} "
             "(weights only; Adam moments start afresh)")
+    elif average is not None:
+        average.reset()  # a fresh run: the average starts at the initial weights
     return _RunState(config=config, output_dir=output_dir, chief=chief, model=model,
                      checkpointer=checkpointer, log=log,
                      start_iteration=int(model.iteration.numpy()), restored=bool(restored),
                      previous_seconds=previous_seconds,
-                     previous_eval_seconds=previous_eval_seconds, warm_starts=warm_starts)
+                     previous_eval_seconds=previous_eval_seconds, warm_starts=warm_starts,
+                     average=average)
 
 
 def _real_batches(config: Config, images, dataset, start_iteration: int) -> tf.data.Dataset:
