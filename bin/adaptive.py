@@ -26,7 +26,7 @@ import flags as shared  # bin/flags.py
 from defense_gan_tf.evaluation.specs import ATTACKS
 
 FLAGS = absl_flags.FLAGS
-shared.define_evaluation_flags(results_dir="results/adaptive", model_flag="model",
+shared.define_evaluation_flags(results_dir="runs/adaptive", model_flag="model",
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=200, choose_defense=False)
 absl_flags.DEFINE_list("attacks", list(ATTACKS),
@@ -124,4 +124,4 @@ def _workflow():
 
 
 if __name__ == "__main__":
-    app.run(shared.evaluation_main(build_run, _workflow))
+    shared.run(shared.evaluation_main(build_run, _workflow))

@@ -11,14 +11,13 @@ Example (paper setting: black box F, substitute E, FGSM eps 0.3, Defense-GAN-Rec
       --defense_type=defense_gan --train_on_recs --bb_model=F --sub_model=E
 """
 
-from absl import app
 from absl import flags as absl_flags
 
 import flags as shared  # bin/flags.py
 from defense_gan_tf import config as config_lib
 
 FLAGS = absl_flags.FLAGS
-shared.define_evaluation_flags(results_dir="results/blackbox", model_flag="bb_model",
+shared.define_evaluation_flags(results_dir="runs/blackbox", model_flag="bb_model",
                                model_default="F", model_help="Black-box classifier "
                                "architecture.", num_tests=1000)
 absl_flags.DEFINE_enum("sub_model", "E", list(config_lib.CLASSIFIER_MODELS),
@@ -46,4 +45,4 @@ def _workflow():
 
 
 if __name__ == "__main__":
-    app.run(shared.evaluation_main(build_run, _workflow))
+    shared.run(shared.evaluation_main(build_run, _workflow))

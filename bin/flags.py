@@ -39,8 +39,31 @@ _FLAG_OF_FIELD = {
     "attack_iterations": "attack_rec_iters", "attack_restarts": "attack_rec_rr",
     "sanity_images": "sanity_images", "num_images": "num_images",
     "paper_fgsm_images": "paper_fgsm_images", "paper_fgsm_batch_size": "attack_batch_size",
-    "eps": "eps",
+    "eps": "eps", "attack.cw_initial_const": "cw_const", "lmbda": "lmbda",
+    "attack.cw_confidence": "cw_confidence",
 }
+
+
+def run(main) -> None:
+    """``app.run(main)`` with every number flag checked first: a NaN or infinite value
+    is refused naming the flag (NaN passes every range check, and a NaN step or
+    constant can make an attack a no-op that reports full robustness)."""
+    def checked(argv):
+        check_finite_flags()
+        return main(argv)
+    app.run(checked)
+
+
+def check_finite_flags() -> None:
+    """Refuses a NaN or infinite value of any float flag, naming it."""
+    import math
+
+    for name in FLAGS:
+        flag = FLAGS[name]
+        value = flag.value
+        if isinstance(flag.parser, absl_flags.FloatParser) and value is not None and \
+                not math.isfinite(value):
+            raise app.UsageError(f"--{name} must be a finite number, got {value}")
 
 
 def define_data_flags(*, with_celeba: bool = False) -> None:
@@ -109,9 +132,10 @@ def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default:
                               "projections.")
 
 
-def check_paths(*, files=(), folders=(), outputs=()) -> None:
+def check_paths(*, files=(), folders=(), outputs=(), output_files=()) -> None:
     """Fails before any work, naming the flag: input files and folders must exist, output
-    folders must not be files."""
+    folders must not be files, and no output may land in a shipped package
+    (``pretrained/<dataset>/``) unless the binary's --overwrite is given."""
     for name in files:
         path = FLAGS[name].value
         if path and not os.path.isfile(path):
@@ -124,6 +148,20 @@ def check_paths(*, files=(), folders=(), outputs=()) -> None:
         path = FLAGS[name].value
         if path and os.path.exists(path) and not os.path.isdir(path):
             raise app.UsageError(f"--{name} {path} is a file, not a folder")
+    check_not_shipped(*outputs, *output_files)
+
+
+def check_not_shipped(*names: str) -> None:
+    """Refuses, naming the flag, an output path inside a shipped package unless the
+    binary has --overwrite and it is given."""
+    from defense_gan_tf.shipped import refusal
+
+    allowed = "overwrite" in FLAGS and FLAGS.overwrite
+    for name in names:
+        path = FLAGS[name].value
+        why = path and not allowed and refusal(path, name)
+        if why:
+            raise app.UsageError(why)
 
 
 def check_evaluation_flags() -> None:

@@ -7,7 +7,11 @@ attacks the first --paper_fgsm_images through the unrolled projection (paper-sty
 FGSM), at the package's L and R (or --rec_iters / --rec_rr), and classifies the
 reconstructions with --classifier (Defense-GAN-Orig; paper sections 3.3 and 4).
 The figures, with 95% intervals, go into the package's manifest.json under
-"defense" and to defense_figures.md beside it.
+"defense_measurements" (one entry per file and settings; a measurement that exists is
+repeated only with --overwrite) and to defense_figures.md beside it; those of the
+shipped generator.keras also become the headline figures ("defense") unless they
+measured fewer images or a weaker projection than the figures there
+(--generator_file=generator_ema.keras measures the averaged generator).
 
 500 images at L=200, R=10 take hours on 2 CPU cores. Each finished batch is cached
 under --cache_dir, so a run stopped by --time_budget_minutes (exit status 3), a
@@ -44,6 +48,11 @@ flags.DEFINE_integer("rec_rr", None, "Projection restarts R (default: the packag
 flags.DEFINE_integer("batch_size", 100, "Images per projection batch (a cached unit).")
 flags.DEFINE_integer("attack_batch_size", 5, "Images per paper-style FGSM batch.")
 flags.DEFINE_string("cache_dir", "runs/measure_cache", "Where finished batches are kept.")
+flags.DEFINE_string("generator_file", None, "The generator file of the package to measure "
+                    "(default: the manifest's file, generator.keras; generator_ema.keras for "
+                    "the averaged one).")
+flags.DEFINE_bool("overwrite", False, "Measure again a file already measured with these "
+                  "settings, and let figures that measured less replace the headline ones.")
 flags.DEFINE_float("time_budget_minutes", 0, "Start no batch after this many minutes "
                    "(0: no limit); rerun the same command to continue.")
 flags.mark_flags_as_required(["package_dir", "classifier"])
@@ -81,7 +90,9 @@ def main(argv):
             batch_size=FLAGS.batch_size, paper_fgsm_batch_size=FLAGS.attack_batch_size)
 
     from defense_gan_tf.errors import InputError
-    from defense_gan_tf.evaluation.package import add_defense_figures
+    from defense_gan_tf.atomic import write_text
+    from defense_gan_tf.evaluation.package import (add_defense_figures,
+                                                   defense_figures_markdown)
 
     try:
         probe = training_curve.probe_for_dataset(cfg.dataset, FLAGS.classifier,
@@ -96,18 +107,18 @@ def main(argv):
          f"{FLAGS.cache_dir}")
     try:
         figures = add_defense_figures(FLAGS.package_dir, probe, command=command_line(sys.argv),
-                                      cache_dir=FLAGS.cache_dir, deadline=deadline, log=echo)
+                                      cache_dir=FLAGS.cache_dir, deadline=deadline, log=echo,
+                                      file=FLAGS.generator_file, overwrite=FLAGS.overwrite)
     except training_curve.BudgetExhausted as stop:
         echo(f"not finished: {stop}; the manifest is unchanged")
         sys.exit(EXIT_UNFINISHED)
     except InputError as e:
         raise app.UsageError(f"--package_dir: {e}") from None
-    table = training_curve.defense_table(figures)
-    with open(os.path.join(FLAGS.package_dir, "defense_figures.md"), "w") as f:
-        f.write(f"# Defense-GAN-Orig with this generator\n\n{table}\nCommand: "
-                f"`{figures['command']}`\n")
-    print(table)
+    with open(manifest) as f:
+        write_text(os.path.join(FLAGS.package_dir, "defense_figures.md"),
+                   defense_figures_markdown(json.load(f)))
+    print(training_curve.defense_table(figures))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    shared.run(main)

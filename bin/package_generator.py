@@ -20,9 +20,7 @@ import sys
 
 from absl import app, flags
 
-from defense_gan_tf import hardware
-
-hardware.enable_onednn()  # before TensorFlow is imported
+import flags as shared  # bin/flags.py (turns oneDNN on before TensorFlow loads)
 
 
 FLAGS = flags.FLAGS
@@ -107,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    shared.run(main)

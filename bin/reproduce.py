@@ -31,11 +31,18 @@ from defense_gan_tf.config import PROJECTION_PRESETS
 from defense_gan_tf.evaluation.reproduce import TABLES
 
 FLAGS = absl_flags.FLAGS
+# Where runs with other settings than the paper's go by default (ignored by git).
+CUSTOM_ROOT = "runs/reproduction"
+# The flags that change a cell's figures; a run with any of them changed is not the
+# committed tables' documented command.
+_SETTING_FLAGS = ("num_tests", "defense_gan_tests", "projection", "generator", "nb_epochs",
+                  "rec_train", "seed")
 absl_flags.DEFINE_enum("table", None, list(TABLES),
                        "Which table (required unless --summary_only).")
 absl_flags.DEFINE_string("summary", "REPRODUCTION.md", "Rebuilt after a (non-dry) run from "
                          "every table's records: the tables beside the paper's figures; "
-                         "empty: leave it alone.")
+                         "empty: leave it alone. With settings other than the paper's "
+                         f"(see --results_root) the default is {CUSTOM_ROOT}/REPRODUCTION.md.")
 absl_flags.DEFINE_bool("summary_only", False, "Only rebuild --summary from the records; "
                        "run nothing.")
 absl_flags.DEFINE_bool("dry_run", False, "List the cells, their estimates and which are "
@@ -53,7 +60,11 @@ absl_flags.DEFINE_integer("rec_train", 10_000, "Training images the Defense-GAN-
                           "classifier is trained on (their reconstructions are cached).")
 absl_flags.DEFINE_integer("seed", 0, "Seed of every cell.")
 absl_flags.DEFINE_string("results_root", "results/reproduction", "Each table goes to "
-                         "<results_root>/<table>/.")
+                         "<results_root>/<table>/. A run whose --num_tests, "
+                         "--defense_gan_tests, --projection, --generator, --nb_epochs, "
+                         f"--rec_train or --seed differ from the defaults writes to {CUSTOM_ROOT} "
+                         "instead unless --results_root is given, so that the committed "
+                         "tables change only with the paper's settings.")
 absl_flags.DEFINE_string("classifier_dir", "runs/classifiers", "Cache of trained "
                          "classifiers and reconstructions.")
 absl_flags.DEFINE_string("data_dir", None, "Local IDX folder (default: "
@@ -93,9 +104,24 @@ def _rec_cache_lookup():
     return lookup
 
 
+def _redirect_custom_runs() -> None:
+    """Sends a run with non-default settings to CUSTOM_ROOT unless told otherwise."""
+    changed = [name for name in _SETTING_FLAGS
+               if FLAGS[name].value != FLAGS[name].default]
+    if not changed:
+        return
+    if not FLAGS["results_root"].present:
+        FLAGS.results_root = CUSTOM_ROOT
+    if not FLAGS["summary"].present and FLAGS.summary:
+        FLAGS.summary = os.path.join(CUSTOM_ROOT, "REPRODUCTION.md")
+    print(f"--{', --'.join(changed)} differ from the paper's settings: records go to "
+          f"{FLAGS.results_root}/, the summary to {FLAGS.summary or '(none)'}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _redirect_custom_runs()
     if FLAGS.table is None and not FLAGS.summary_only:
         raise app.UsageError("--table is required (or --summary_only to rebuild --summary)")
     if FLAGS.summary_only and not FLAGS.summary:
@@ -168,4 +194,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    shared.run(main)

@@ -39,6 +39,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     shared.check_paths(files=("generator",), folders=("data_dir",))
     output = FLAGS.output or os.path.join(os.path.dirname(FLAGS.generator), "encoder.keras")
+    FLAGS.output = output  # named in the refusal below
+    shared.check_not_shipped("output")
     if os.path.exists(output) and not FLAGS.overwrite:
         raise app.UsageError(f"--output {output} exists (pass --overwrite to replace it)")
     for name in ("steps", "batch_size"):
@@ -68,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    shared.run(main)

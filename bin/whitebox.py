@@ -10,14 +10,13 @@ Example (paper setting, model A, FGSM eps 0.3, Defense-GAN-Orig):
       --defense_type=defense_gan --model=A --attack_type=fgsm --fgsm_eps=0.3
 """
 
-from absl import app
 from absl import flags as absl_flags
 
 import flags as shared  # bin/flags.py
 from defense_gan_tf import config as config_lib
 
 FLAGS = absl_flags.FLAGS
-shared.define_evaluation_flags(results_dir="results/whitebox", model_flag="model",
+shared.define_evaluation_flags(results_dir="runs/whitebox", model_flag="model",
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=100)
 absl_flags.DEFINE_enum("attack_type", "fgsm", list(config_lib.ATTACKS), "Attack.")
@@ -56,4 +55,4 @@ def _workflow():
 
 
 if __name__ == "__main__":
-    app.run(shared.evaluation_main(build_run, _workflow))
+    shared.run(shared.evaluation_main(build_run, _workflow))

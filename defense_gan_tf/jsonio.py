@@ -8,16 +8,18 @@ matters, a companion field counts the values that were not finite, see
 ``stats.gradient_norm_summary``), numpy scalars and arrays into numbers and lists,
 and tuples into lists; the writers refuse anything else that JSON cannot hold.
 
-This module imports nothing else of the package, so every layer may use it.
+This module imports only ``atomic`` of the package, so every layer may use it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+
 
 import numpy as np
+
+from defense_gan_tf.atomic import write_text
 
 
 def strict(obj):
@@ -59,14 +61,7 @@ def dumps(obj, **kwargs) -> str:
 def write_json(path: str, payload, *, indent: int = 2, sort_keys: bool = True) -> str:
     """Writes ``payload`` as strict JSON, atomically (a temporary file, then a rename),
     creating the folder; returns ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(dumps(payload, indent=indent, sort_keys=sort_keys))
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, dumps(payload, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 def append_jsonl(path: str, entry) -> None:
@@ -77,9 +72,5 @@ def append_jsonl(path: str, entry) -> None:
 
 def write_jsonl(path: str, entries) -> str:
     """Writes ``entries`` as strict JSON lines, atomically; returns ``path``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for entry in entries:
-            f.write(dumps(entry, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "".join(dumps(entry, sort_keys=True) + "\n"
+                                    for entry in entries))

@@ -108,3 +108,31 @@ def toy():
     model = training.train_classifier(x, y, config_lib.ClassifierConfig(model="E"),
                                       epochs=8, verbose=0, seed=1)
     return model, x[:64], y[:64]
+
+
+@pytest.fixture(scope="module")
+def images_and_classifier():
+    """16 random images and a 1-epoch classifier E on random labels (for quality figures)."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
+    from defense_gan_tf import training
+
+    clf = training.train_classifier(images, rng.integers(0, 10, 16),
+                                    config_lib.ClassifierConfig(model="E"), epochs=1,
+                                    verbose=0)
+    return images, clf
+
+
+def make_tiny_package(tmp_path, tiny_config, images_and_classifier, *, iterations=2,
+                      name="package"):
+    """A package (bin/package_generator.py's) of a tiny run trained ``iterations`` steps."""
+    from defense_gan_tf import training
+    from defense_gan_tf.evaluation.package import package_generator
+
+    images, clf = images_and_classifier
+    run, dest = str(tmp_path / "run"), str(tmp_path / name)
+    training.train_gan(config_lib.override(tiny_config, {"gan.train_iters": iterations}),
+                       run, images=images, log=lambda m: None)
+    package_generator(run, dest, classifier=clf, test_images=images[:8],
+                      reference_images=None, num_samples=10)
+    return dest

@@ -622,3 +622,30 @@ def test_tracking_eot_follows_k_draws_and_averages_their_gradients(dense_generat
                                atol=1e-5)
     with pytest.raises(ValueError, match="draws"):
         attacks.TrackingBPDA(clf, g, cfg, draws=0)
+
+
+def test_a_resumed_cell_reports_the_same_gradient_norm(tiny_world, tmp_path):
+    """The input-gradient probe's projection starts are keyed by the batch, so a cell
+    whose first batch comes from the cache (a resumed run) reports what an uninterrupted
+    run does."""
+    import os
+
+    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.evaluation.runs import RunSpec
+
+    root, gen_path, train, test = tiny_world
+    spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=6,
+                   num_train=200, epochs=2, batch_size=3,
+                   projection=config_lib.ProjectionConfig(iterations=3, restarts=2))
+    run = AdaptiveRun(spec=spec, attacks=("fgsm",), eps_linf=(0.2,), sanity_images=0)
+    cache = tmp_path / "cache"
+    kw = dict(classifier_dir=str(root / "classifiers"), train_data=train, test_data=test,
+              cache_dir=str(cache), log=lambda m: None)
+    straight = run_adaptive(run, results_dir=str(tmp_path / "a"), **kw)["cells"][0]
+    # As if the run had been killed after its first batch: the second is computed again.
+    second = [p for p in cache.rglob("batch_000003.npz")]
+    assert len(second) == 1
+    os.remove(second[0])
+    resumed = run_adaptive(run, results_dir=str(tmp_path / "b"), **kw)["cells"][0]
+    assert resumed.gradient_norm == straight.gradient_norm
+    assert resumed.correct == straight.correct

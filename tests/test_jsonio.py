@@ -1,6 +1,7 @@
 """Strict JSON files and overflow-aware gradient-norm summaries."""
 
 import json
+import os
 import math
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_written_files_are_strict_json(tmp_path):
         back = _strict_loads(f.read())
     assert back == {"inf": None, "nan": None, "pair": [1, 2], "array": [1.5, None],
                     "flag": True, "nested": [{"x": 0.25}]}
-    assert not (tmp_path / "sub" / "record.json.tmp").exists()
+    assert os.listdir(tmp_path / "sub") == ["record.json"]  # no temporary left
 
     lines = str(tmp_path / "curve.jsonl")
     jsonio.append_jsonl(lines, {"iteration": 1, "mean": float("inf")})

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import make_tiny_package
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import training
@@ -53,17 +54,6 @@ def test_save_without_optimizer_drops_adam_state(tmp_path):
     loaded = keras.models.load_model(lean)
     x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
     np.testing.assert_allclose(loaded(x).numpy(), clf(x).numpy(), rtol=1e-6, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def images_and_classifier():
-    """16 random images and a 1-epoch classifier E on random labels (for quality figures)."""
-    rng = np.random.default_rng(0)
-    images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
-    clf = training.train_classifier(images, rng.integers(0, 10, 16),
-                                    config_lib.ClassifierConfig(model="E"), epochs=1,
-                                    verbose=0)
-    return images, clf
 
 
 def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_config,
@@ -271,12 +261,8 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
 
     from defense_gan_tf import models
 
-    images, clf = images_and_classifier
-    run, dest = str(tmp_path / "run"), str(tmp_path / "pretrained")
-    training.train_gan(config_lib.override(tiny_config, {"gan.train_iters": 1}), run,
-                       images=images, log=lambda m: None)
-    package_generator(run, dest, classifier=clf, test_images=images[:8],
-                      reference_images=None, num_samples=10)
+    dest = make_tiny_package(tmp_path, tiny_config, images_and_classifier, iterations=1,
+                             name="pretrained")
     classifier = str(tmp_path / "classifier_A.keras")
     models.build_classifier("E", input_shape=(28, 28, 1)).save(classifier)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -242,14 +242,38 @@ def test_seeded_defense_shares_its_starts_with_the_attacker(gen):
     assert not np.allclose(fresh.project(x).z.numpy(), fresh.project(x).z.numpy())
 
 
-def test_draw_seed_gives_fresh_but_reproducible_starts(gen):
+def _two_drawing_defenses(gen):
+    """Two images and two defenses drawing their starts from the same stream."""
     x, _ = targets(gen, n=2)
     clf = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(),
                             keras.layers.Dense(2)])
     c = cfg(iterations=2, restarts=2)
-    one = DefendedClassifier(clf, gen, c, draw_seed=4)
-    two = DefendedClassifier(clf, gen, c, draw_seed=4)
+    return x, DefendedClassifier(clf, gen, c, draw_seed=4), DefendedClassifier(
+        clf, gen, c, draw_seed=4)
+
+
+def test_draw_seed_gives_fresh_but_reproducible_starts(gen):
+    x, one, two = _two_drawing_defenses(gen)
     first, second = one.project(x).z.numpy(), one.project(x).z.numpy()
     assert not np.allclose(first, second)          # fresh starts on every call
     np.testing.assert_array_equal(first, two.project(x).z.numpy())   # the same stream
     np.testing.assert_array_equal(second, two.project(x).z.numpy())
+
+
+def test_an_interrupted_projection_does_not_use_up_its_draw(gen):
+    """A call stopped by a signal leaves the draw position where it was, so a resumed
+    run draws what an uninterrupted one would (and the position it saves is right)."""
+    x, interrupted, straight = _two_drawing_defenses(gen)
+    real = interrupted.projector
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    interrupted.projector = stop
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.project(x)
+    assert interrupted.draws == 0
+    interrupted.projector = real
+    np.testing.assert_array_equal(interrupted.project(x).z.numpy(),
+                                  straight.project(x).z.numpy())
+    assert interrupted.draws == straight.draws == 1

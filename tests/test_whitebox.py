@@ -157,3 +157,17 @@ def test_rec_cell_names_the_size_of_its_reconstructed_training_set():
     assert cells[4] == "0.500 [0.50, 0.50] n=50 (L=200 R=10 full, 10,000 recs)"  # Rec
     assert cells[5] == "0.250 [0.25, 0.25] n=50 (L=200 R=10 full)"  # Orig: no recs
     assert "classifier trained on 10,000 reconstructions" in table
+
+
+def test_runs_of_two_datasets_in_one_folder_get_a_row_each_naming_it():
+    mnist = _fake_run("none", 0.5, "1")
+    fashion = _fake_run("none", 0.25, "2")
+    fashion["settings"]["dataset"] = "fashion_mnist"
+    mnist["settings"]["dataset"] = "mnist"
+    table = report.whitebox_table([mnist, fashion])
+    rows = [l for l in table.splitlines() if l.startswith("| fgsm (eps 0.3) |")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| fgsm (eps 0.3) | A (fashion_mnist) |") and "0.250" in rows[0]
+    assert rows[1].startswith("| fgsm (eps 0.3) | A (mnist) |") and "0.500" in rows[1]
+    # One dataset: rows as before, without it.
+    assert "| fgsm (eps 0.3) | A |" in report.whitebox_table([mnist])

@@ -7,6 +7,7 @@ never import the defense.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Callable, Optional
@@ -162,14 +163,18 @@ def expected_loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor, *,
     return loss_sum / samples, grad_sum / samples
 
 
-def input_gradient_norm(model_fn: ModelFn, x, y=None) -> tf.Tensor:
+def input_gradient_norm(model_fn: ModelFn, x, y=None, seed=None) -> tf.Tensor:
     """L2 norm, per example, of the loss gradient reaching the input.
 
     Reported next to attack results so that gradient masking is visible: a
     defense whose gradients vanish makes gradient attacks look weaker than
     the defense is (Athalye, Carlini, Wagner 2018). Returns float64 norms, finite
-    whenever every gradient component is.
+    whenever every gradient component is. ``seed`` fixes a randomized model's draws
+    (see :func:`accepts_seed`), so that the figure does not depend on how many calls
+    the model served before.
     """
+    if seed is not None and accepts_seed(model_fn):
+        model_fn = functools.partial(model_fn, seed=seed)
     x = tf.convert_to_tensor(x, tf.float32)
     y = labels_or_predictions(model_fn, x, y)
     _, grad = loss_and_gradient(model_fn, x, y)

@@ -76,12 +76,16 @@ class DefendedClassifier(keras.Model):
         ``seed`` (an int or a pair) fixes this call's random starts; a defense built
         with a ``seed`` always uses its own (white box revisited).
         """
+        draw = None
         if self.seed is not None:
             seed = self.seed
         elif seed is None and self.draw_seed is not None and z_init is None:
-            seed = [int(self.draw_seed), self._draws]
-            self._draws += 1
-        return self.projector(images, z_init=z_init, seed=seed)
+            draw = self._draws
+            seed = [int(self.draw_seed), draw]
+        out = self.projector(images, z_init=z_init, seed=seed)
+        if draw is not None:  # counted once done: an interrupted call is drawn again
+            self._draws = draw + 1
+        return out
 
     def reconstruct(self, images):
         """G(z*) for each image."""

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import jsonio
+from defense_gan_tf.atomic import save_model
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models.checks import check_classifier
 
@@ -184,7 +185,7 @@ def save_magnet(folder: str, detectors: list, config: MagNetConfig, *, command: 
     entries = []
     for i, d in enumerate(detectors):
         name = f"autoencoder_{'I' * (i + 1)}.keras"
-        d.autoencoder.save(os.path.join(folder, name))
+        save_model(d.autoencoder, os.path.join(folder, name))
         entries.append({"file": name, "p": d.p, "threshold": d.threshold})
     jsonio.write_json(os.path.join(folder, MAGNET_FILE),
                       {"detectors": entries, "reformer": entries[0]["file"],

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from defense_gan_tf.atomic import write_text
 from defense_gan_tf import attacks, jsonio
 from defense_gan_tf.attacks import TrackingBPDA
 from defense_gan_tf.console import echo
@@ -91,7 +92,8 @@ class SearchMemo:
 
     def get(self, key):
         if key not in self.searches and self._path(key):
-            arrays = load_batch(self._path(key))
+            arrays = load_batch(self._path(key),
+                                required=getattr(self.wrap, "_fields", ()))
             if arrays is not None:
                 self.searches[key] = self.wrap(**arrays) if self.wrap else arrays
         return self.searches.get(key)
@@ -110,6 +112,12 @@ class SearchMemo:
             arrays = out._asdict() if hasattr(out, "_asdict") else out
             save_batch(self._path(key), **{k: np.asarray(v) for k, v in arrays.items()})
 
+
+# The random stream of the input-gradient probe's projection starts.
+_PROBE_STREAM = 99
+
+# What a cached batch of an adaptive cell holds.
+_BATCH_FIELDS = ("ok", "ok_plain", "distortion", "found", "grads", "seconds")
 
 # Attacks whose search does not depend on the budget: one search per batch serves all.
 _BUDGET_FREE = ("latent", "cw_bpda", "cw_bpda_track", "fgsm", "transfer_fgsm")
@@ -425,9 +433,10 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
         at its first step; transfer: the classifier's alone) at five clean images."""
         if mode is None:
             return np.zeros(0)
-        if (mode, start) not in probes:
+        if (mode, start) not in probes:  # draws keyed by the batch, not by call count
             probes[mode, start] = attacks.input_gradient_norm(
-                attacker_gradient(mode), x[:5], y[:5]).numpy()
+                attacker_gradient(mode), x[:5], y[:5],
+                seed=[spec.seed * 1_000_003 + start, _PROBE_STREAM]).numpy()
         return probes[mode, start]
 
     cells, finished = [], True
@@ -450,7 +459,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             for number, start in enumerate(starts, 1):
                 path = (os.path.join(cache_dir, key, f"batch_{start:06d}.npz")
                         if cache_dir else None)
-                batch = load_batch(path) if path else None
+                batch = load_batch(path, required=_BATCH_FIELDS) if path else None
                 if batch is None:
                     if time_budget_seconds is not None and \
                             time.monotonic() - started > time_budget_seconds:
@@ -522,9 +531,8 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
         if cells:  # what this sitting has, so a stopped run still shows its numbers
             total = sum(len(run.budgets(a)) for a in run.attacks)
             worst = worst_case(cells)
-            with open(partial_path, "w") as f:
-                f.write(adaptive_table(cells, worst, settings, command,
-                                       partial=(len(cells), total)))
+            write_text(partial_path, adaptive_table(cells, worst, settings, command,
+                                                    partial=(len(cells), total)))
             plot_robustness(cells, worst, partial_plot,
                             title=f"partial: {len(cells)} of {total} cells")
             log(f"partial table ({len(cells)} of {total} cells): {partial_path}")
@@ -550,8 +558,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                            "num_images": n, "checks": sanity,
                            "versions": report.versions(), "command": command})
     table = adaptive_table(cells, worst, settings, command, sanity)
-    with open(table_path, "w") as f:
-        f.write(table)
+    write_text(table_path, table)
     plot_robustness(cells, worst, os.path.join(results_dir,
                                                f"robustness_curve_{run_id}.png"))
     return {"cells": cells, "worst_case": worst, "sanity": sanity, "table": table,

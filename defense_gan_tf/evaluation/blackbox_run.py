@@ -29,6 +29,7 @@ from defense_gan_tf import attacks
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import load_magnet
+from defense_gan_tf.atomic import replacing
 from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings,
@@ -195,9 +196,8 @@ class SubstituteCache:
             return
         os.makedirs(os.path.dirname(self.stem), exist_ok=True)
         if not sub.reused:
-            tmp = self.stem + ".tmp.weights.h5"
-            sub.result.substitute.save_weights(tmp)
-            os.replace(tmp, self.stem + ".weights.h5")
+            with replacing(self.stem + ".weights.h5") as tmp:
+                sub.result.substitute.save_weights(tmp)
         arrays = dict(queries=sub.result.queries, set_sizes=np.asarray(sub.result.set_sizes),
                       agreement=np.asarray(sub.result.agreement), seconds=sub.seconds,
                       draws_after_training=sub.draws_after_training)
@@ -210,7 +210,8 @@ class SubstituteCache:
         """The cached substitute, or None when there is none or it cannot be read."""
         if self.stem is None:
             return None
-        record = load_batch(self.stem + ".npz")
+        record = load_batch(self.stem + ".npz", required=(
+            "queries", "set_sizes", "agreement", "seconds", "draws_after_training"))
         if record is None or not os.path.isfile(self.stem + ".weights.h5"):
             return None
         substitute = build()
@@ -247,7 +248,7 @@ def substitute_cache_status(run: BlackboxRun, classifier_dir: Optional[str]
                for p in glob.glob(stem + "_*.weights.h5"))
     labelled = 0
     for path in glob.glob(stem + "_*.progress.npz"):
-        saved = load_batch(path, keys=("labels",))  # not the images and variables
+        saved = load_batch(path, keys=("labels",), required=("labels",))  # not the images
         if saved:
             labelled = max(labelled, len(saved["labels"]))
     return done, labelled

@@ -216,7 +216,8 @@ def rec_cache_status(spec, *, classifier_dir: str, data_dir: Optional[str] = Non
     path = reconstruction_cache_path(classifier_dir, key, train_x)
     if os.path.isfile(path):
         return False, True, 0
-    kept = load_batch(partial_reconstruction_path(path), keys=("reconstructions",))
+    kept = load_batch(partial_reconstruction_path(path), keys=("reconstructions",),
+                      required=("reconstructions",))
     return False, False, 0 if kept is None else len(kept["reconstructions"])
 
 
@@ -243,8 +244,12 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
         extra = reconstruction_cache_key(generator, run.projection, run.seed)
     path = run.classifier_path(classifier_dir, extra)
     if os.path.isfile(path):
-        log(f"loading classifier {path}")
-        return load_classifier(path, image_shape=image_shape, name="cached classifier")
+        try:
+            model = load_classifier(path, image_shape=image_shape, name="cached classifier")
+            log(f"loaded classifier {path}")
+            return model
+        except InputError as e:  # a cache is rebuilt, never a reason to stop for good
+            log(f"warning: {e}; training it again")
     config = ClassifierConfig(model=run.model, epochs=run.epochs,
                               adversarial_eps=run.attack.eps)
     images = train_x

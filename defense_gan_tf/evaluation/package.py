@@ -11,6 +11,7 @@ go beside them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,15 +22,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from defense_gan_tf.atomic import write_text
 from defense_gan_tf import __version__, hardware, jsonio
 from defense_gan_tf.config import Config
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.evaluation.quality import generator_quality, sample
-from defense_gan_tf.evaluation.training_curve import curve_table, plot_quality_curve
-from defense_gan_tf.training.gan_trainer import read_quality
+from defense_gan_tf.evaluation.training_curve import (curve_table, defense_table,
+                                                       plot_quality_curve)
+from defense_gan_tf.training.gan_trainer import AVERAGE_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
 
-PACKAGE_FILES = ("generator.keras", "critic.keras", "manifest.json", "samples.png",
+PACKAGE_FILES = ("generator.keras", "generator_ema.keras", "critic.keras", "manifest.json",
+                 "samples.png",
                  "quality.jsonl", "quality_curve.png", "quality_curve.md",
                  "defense_figures.md")
 
@@ -177,6 +181,10 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
             os.remove(os.path.join(dest_dir, name))
     weights = os.path.join(dest_dir, "generator.keras")
     shutil.copyfile(paths["generator.keras"], weights)
+    average = os.path.join(run_dir, AVERAGE_FILE)
+    shipped_average = os.path.isfile(average)
+    if shipped_average:
+        shutil.copyfile(average, os.path.join(dest_dir, AVERAGE_FILE))
     critic = os.path.join(run_dir, "critic.keras")
     shipped_critic = include_critic and os.path.isfile(critic)
     if shipped_critic:
@@ -187,9 +195,9 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         jsonio.write_jsonl(os.path.join(dest_dir, "quality.jsonl"), curve)
         plot_quality_curve(curve, os.path.join(dest_dir, "quality_curve.png"),
                            title=f"{config.dataset} generator")
-        with open(os.path.join(dest_dir, "quality_curve.md"), "w") as f:
-            f.write(f"# Quality curve of the {config.dataset} generator (written by its "
-                    "training run every quality_every iterations)\n\n" + curve_table(curve))
+        write_text(os.path.join(dest_dir, "quality_curve.md"),
+                   f"# Quality curve of the {config.dataset} generator (written by its "
+                   "training run every quality_every iterations)\n\n" + curve_table(curve))
     generator = keras.models.load_model(weights)
     save_image_grid(sample(generator, 100, seed=1), os.path.join(dest_dir, "samples.png"),
                     columns=10, pixel_range=config.model.pixel_range)
@@ -215,6 +223,9 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "defense": defense,
         "quality_classifier": classifier_description,
         "samples": "samples.png",
+        "average_file": AVERAGE_FILE if shipped_average else None,
+        "average_sha256": sha256_of(average) if shipped_average else None,
+        "average_decay": config.gan.ema_decay if shipped_average else None,
         "critic_file": "critic.keras" if shipped_critic else None,
         "critic_sha256": sha256_of(critic) if shipped_critic else None,
         "critic_note": _critic_note(shipped_critic, include_critic),
@@ -240,22 +251,65 @@ def _write_manifest(dest_dir: str, manifest: dict) -> None:
     jsonio.write_json(os.path.join(dest_dir, "manifest.json"), manifest)
 
 
+def _measurement_key(settings: dict, file: str) -> str:
+    """What makes two measurements of a package the same one: the file and the settings."""
+    keep = ("num_images", "paper_fgsm_images", "eps", "projection", "random_sign")
+    return json.dumps({"file": file, **{k: settings.get(k) for k in keep}}, sort_keys=True)
+
+
+def _strength(settings: dict) -> tuple:
+    """How much a measurement measured: images, paper-style FGSM images, L and R."""
+    projection = settings.get("projection") or {}
+    return (settings.get("num_images") or 0, settings.get("paper_fgsm_images") or 0,
+            projection.get("iterations") or 0, projection.get("restarts") or 0)
+
+
+def _at_least_as_strong(new: dict, old: Optional[dict]) -> bool:
+    if not old:
+        return True
+    a, b = new.get("settings", {}), old.get("settings", {})
+    return a.get("eps") == b.get("eps") and all(
+        x >= y for x, y in zip(_strength(a), _strength(b)))
+
+
+def defense_measurements(manifest: dict) -> list:
+    """Every Defense-GAN measurement of a package (older manifests hold one, ``defense``)."""
+    if "defense_measurements" in manifest:
+        return list(manifest["defense_measurements"])
+    old = manifest.get("defense")
+    return [dict(old, file=old.get("file", manifest.get("file", "generator.keras")))] \
+        if old else []
+
+
 def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
                         cache_dir: Optional[str] = None, deadline: Optional[float] = None,
-                        log=None) -> dict:
-    """Measures a shipped generator with ``defense_probe`` and stores the figures in its
-    manifest under ``defense`` (with the command), replacing earlier ones.
+                        log=None, file: Optional[str] = None,
+                        overwrite: bool = False) -> dict:
+    """Measures a generator of a package with ``defense_probe`` and records the figures in
+    its manifest.
+
+    Every measurement is kept in ``defense_measurements``, keyed by the file measured and
+    the probe's settings (images, L, R, epsilon): one with other settings is added beside
+    the others, never in their place, and one with the same settings is measured again
+    only with ``overwrite``. The headline figures under ``defense`` (what the README
+    quotes) are those of the shipped ``generator.keras``; a new measurement replaces them
+    only if it measured at least as many images at the same epsilon and at least the
+    same L and R, or with ``overwrite``.
 
     The probe can take hours (500 test images at L=200, R=10); with ``cache_dir`` and a
     ``deadline`` it runs in parts, each call continuing from the batches cached by the
     last. The manifest changes only when every batch is done.
 
+    Args:
+      file: the generator file in ``package_dir`` to measure (default: the manifest's
+        ``file``; an averaged generator is ``average_file``).
+
     Returns:
       The probe's figures.
 
     Raises:
-      InputError: ``package_dir`` has no manifest.json or generator, or the generator
-        file does not match the manifest's sha256.
+      InputError: ``package_dir`` has no manifest.json or generator, the generator file
+        does not match the manifest's sha256, or the measurement exists already.
       BudgetExhausted: the deadline passed first (the manifest is unchanged).
     """
     manifest_path = os.path.join(package_dir, "manifest.json")
@@ -264,13 +318,24 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
                          "bin/package_generator.py?")
     with open(manifest_path) as f:
         manifest = json.load(f)
-    weights = os.path.join(package_dir, manifest.get("file", "generator.keras"))
+    file = file or manifest.get("file", "generator.keras")
+    weights = os.path.join(package_dir, file)
     if not os.path.isfile(weights):
-        raise InputError(f"{package_dir} has no {os.path.basename(weights)}")
+        raise InputError(f"{package_dir} has no {file}")
+    recorded = _recorded_sha(manifest, file)
     measured = sha256_of(weights)
-    if measured != manifest.get("sha256"):
+    if measured != recorded:
         raise InputError(f"{weights} does not match the sha256 in {manifest_path}; "
                          "repackage it with bin/package_generator.py")
+    settings = getattr(defense_probe, "settings", None)
+    if settings is not None and not overwrite:
+        key = _measurement_key(jsonio.strict(dataclasses.asdict(settings)), file)
+        for entry in defense_measurements(manifest):
+            if _measurement_key(entry.get("settings", {}), entry.get("file")) == key \
+                    and entry.get("sha256") == measured:
+                raise InputError(f"{weights} was measured with these settings already "
+                                 f"({entry.get('command', 'no command recorded')}); pass "
+                                 "--overwrite to measure it again")
     figures = defense_probe(keras.models.load_model(weights), cache_dir=cache_dir,
                             deadline=deadline, log=log)
     figures["command"] = command
@@ -278,9 +343,45 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
     # (an edited manifest is kept; a replaced generator gets no figures).
     with open(manifest_path) as f:
         manifest = json.load(f)
-    if measured != manifest.get("sha256") or measured != sha256_of(weights):
+    if measured != _recorded_sha(manifest, file) or measured != sha256_of(weights):
         raise InputError(f"{weights} changed while it was measured; its figures are not "
                          "stored (rerun to measure the new generator)")
-    manifest["defense"] = figures
+    entry = dict(figures, file=file, sha256=measured)
+    key = _measurement_key(figures.get("settings", {}), file)
+    manifest["defense_measurements"] = [
+        e for e in defense_measurements(manifest)
+        if _measurement_key(e.get("settings", {}), e.get("file")) != key] + [entry]
+    if file == manifest.get("file", "generator.keras"):
+        if overwrite or _at_least_as_strong(figures, manifest.get("defense")):
+            manifest["defense"] = figures
+        elif log:
+            log("these figures measured less than the package's headline figures "
+                "(manifest 'defense'), which stay; they are kept under "
+                "'defense_measurements'")
     _write_manifest(package_dir, manifest)
     return figures
+
+
+def _recorded_sha(manifest: dict, file: str) -> Optional[str]:
+    if file == manifest.get("file", "generator.keras"):
+        return manifest.get("sha256")
+    if file == manifest.get("average_file"):
+        return manifest.get("average_sha256")
+    return None
+
+
+def defense_figures_markdown(manifest: dict) -> str:
+    """defense_figures.md of a package: the headline figures, then every measurement."""
+    parts = ["# Defense-GAN-Orig with this package's generators\n"]
+    headline = manifest.get("defense")
+    if headline:
+        parts.append(f"## Headline ({manifest.get('file', 'generator.keras')}, quoted in the "
+                     f"README)\n\n{defense_table(headline)}\nCommand: "
+                     f"`{headline.get('command', '')}`\n")
+    for entry in defense_measurements(manifest):
+        s = entry.get("settings", {})
+        projection = s.get("projection") or {}
+        parts.append(f"## {entry.get('file')}: {s.get('num_images')} images, L="
+                     f"{projection.get('iterations')}, R={projection.get('restarts')}\n\n"
+                     f"{defense_table(entry)}\nCommand: `{entry.get('command', '')}`\n")
+    return "\n".join(parts)

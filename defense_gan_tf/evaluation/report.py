@@ -18,6 +18,7 @@ import platform
 import warnings
 from typing import Optional
 
+from defense_gan_tf.atomic import write_text
 from defense_gan_tf import jsonio
 
 COLUMNS = ("no attack", "no defense", "Defense-GAN-Rec", "Defense-GAN-Orig",
@@ -85,12 +86,15 @@ def _attack_label(s: dict) -> str:
     return f"{attack} ({detail})"
 
 
-def _row_key(run: dict) -> tuple:
-    """(first cell, second cell) of the run's table row."""
+def _row_key(run: dict, with_dataset: bool = False) -> tuple:
+    """(first cell, second cell) of the run's table row; the second names the dataset
+    too when ``with_dataset`` (a folder holding runs of several datasets)."""
     s = run["settings"]
+    dataset = f" ({s.get('dataset', 'mnist')})" if with_dataset else ""
     if run.get("kind") == "blackbox":
-        return (f"FGSM (eps {s['attack']['eps']})", f"{s['model']} / {s['substitute_model']}")
-    return (_attack_label(s), s["model"])
+        return (f"FGSM (eps {s['attack']['eps']})",
+                f"{s['model']} / {s['substitute_model']}{dataset}")
+    return (_attack_label(s), s["model"] + dataset)
 
 
 def _duration(seconds: float) -> str:
@@ -99,7 +103,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def _run_line(run: dict) -> str:
+def _run_line(run: dict, with_dataset: bool = False) -> str:
     s, r = run["settings"], run["result"]
     proj = s.get("projection") or {}
     setting = ""
@@ -123,7 +127,7 @@ def _run_line(run: dict) -> str:
     if "oracle_queries" in r:
         extra.append(f"oracle queries {r['oracle_queries']}, substitute agreement "
                      f"{r['substitute_agreement'][-1]:.3f}")
-    first, second = _row_key(run)
+    first, second = _row_key(run, with_dataset)
     return (f"- {first} / {second} / {column_of(run)}: adversarial "
             f"{r['adversarial']['accuracy']:.3f}, clean {r['clean']['accuracy']:.3f}"
             + "".join(f", {e}" for e in extra) + (f"; {setting}" if setting else "")
@@ -171,6 +175,8 @@ def paper_table(runs: list, first: str, second: str, reference: Optional[dict] =
     """
     rows: dict = {}
     ordered = sorted(runs, key=lambda r: r.get("finished", ""))
+    # Runs of several datasets in one folder: each row names its dataset.
+    several = len({r["settings"].get("dataset", "mnist") for r in runs}) > 1
 
     def put(row, col, order, cell, run):
         cell_runs = row.setdefault(col, {}).setdefault(order, {"ids": set()})
@@ -179,7 +185,7 @@ def paper_table(runs: list, first: str, second: str, reference: Optional[dict] =
         cell_runs["latest"] = run.get("run_id")
 
     for run in ordered:
-        row = rows.setdefault(_row_key(run), {})
+        row = rows.setdefault(_row_key(run, several), {})
         col = column_of(run)
         if col:
             tag = defense_tag(run)
@@ -220,7 +226,7 @@ def paper_table(runs: list, first: str, second: str, reference: Optional[dict] =
                          + " | ".join(reference[key].get(c, "") for c in COLUMNS) + " |")
     lines += ["", "Runs (latest last): settings, input-gradient norm (mean L2 over clean "
               "test images; near 0 means the attack had almost no signal), command.", ""]
-    lines += [_run_line(run) for run in ordered]
+    lines += [_run_line(run, several) for run in ordered]
     return "\n".join(lines) + "\n"
 
 
@@ -276,6 +282,4 @@ def update_table(results_dir: str, kind: str = "whitebox") -> str:
     runs = load_runs(results_dir, prefix=f"{kind}_")
     body = whitebox_table(runs) if kind == "whitebox" else blackbox_table(runs)
     title = "White-box" if kind == "whitebox" else "Black-box"
-    with open(path, "w") as f:
-        f.write(f"# {title} results\n\n" + body)
-    return path
+    return write_text(path, f"# {title} results\n\n" + body)

@@ -27,6 +27,7 @@ import shutil
 import time
 from typing import Callable, NamedTuple, Optional
 
+from defense_gan_tf.atomic import write_text
 from defense_gan_tf.config import AttackConfig, projection_preset
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation import report
@@ -582,9 +583,7 @@ def write_summary(path: str, results_root: str, settings_of: Callable[[str], Tab
                     f"{len(p.todo)} | {left} |")
     head.append("")
     body = [table_section(t, results_root, progress[t]) for t in TABLES]
-    with open(path, "w") as f:
-        f.write("\n".join(head + body))
-    return path
+    return write_text(path, "\n".join(head + body))
 
 
 def _anchor(title: str) -> str:

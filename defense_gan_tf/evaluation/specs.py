@@ -10,9 +10,10 @@ flag fails in well under a second; the workflows that run them live in
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
-from defense_gan_tf.config import CLASSIFIER_MODELS, GRADIENT_MODES
+from defense_gan_tf.config import CLASSIFIER_MODELS, GRADIENT_MODES, check_finite_fields
 from defense_gan_tf.evaluation.runs import RunSpec
 
 
@@ -75,6 +76,9 @@ class BlackboxRun:
     epochs_substitute: int = 10
 
     def __post_init__(self):
+        check_finite_fields(self, "blackbox")
+        if self.lmbda == 0:
+            raise ValueError("lmbda must be nonzero (the Jacobian augmentation's step), got 0")
         if self.substitute_model not in CLASSIFIER_MODELS:
             raise ValueError(f"substitute_model must be one of {list(CLASSIFIER_MODELS)}, "
                              f"got {self.substitute_model!r}")
@@ -182,6 +186,10 @@ class AdaptiveRun:
                              "defense_gan")
         if isinstance(self.latent_budget, (int, float)):  # one budget given as a number
             object.__setattr__(self, "latent_budget", (float(self.latent_budget),))
+        check_finite_fields(self, "adaptive")
+        for name in ("eps_linf", "eps_l2", "latent_budget"):
+            if any(not math.isfinite(b) for b in getattr(self, name)):
+                raise ValueError(f"{name} must be finite numbers, got {getattr(self, name)}")
         if not self.latent_budget or any(not b > 0 for b in self.latent_budget):
             raise ValueError(f"latent_budget must be one or more numbers > 0, got "
                              f"{self.latent_budget}")

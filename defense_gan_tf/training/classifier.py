@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from defense_gan_tf.atomic import save_model
 from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.config import ClassifierConfig, ProjectionConfig
 from defense_gan_tf.console import echo
@@ -197,7 +198,7 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     path = reconstruction_cache_path(cache_dir, cache_key, images) if cache_dir else None
     partial = partial_reconstruction_path(path) if path else None
-    cached = load_batch(path) if path else None
+    cached = load_batch(path, required=("reconstructions",)) if path else None
     if cached is not None:
         recs = cached["reconstructions"]
         if recs.shape == images.shape:
@@ -235,7 +236,7 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
 def _load_partial(partial: Optional[str], shape: tuple, batch_size: int,
                   log: Callable[[str], None]) -> list:
     """The batches a previous, interrupted :func:`reconstruct_dataset` saved."""
-    saved = load_batch(partial) if partial else None
+    saved = load_batch(partial, required=("reconstructions", "batch_size")) if partial else None
     if saved is None:
         return []
     recs, saved_batch = saved["reconstructions"], int(saved["batch_size"])
@@ -278,5 +279,4 @@ def save_without_optimizer(model: keras.Model, path: str) -> str:
     """
     fresh = model.__class__.from_config(model.get_config())
     fresh.set_weights(model.get_weights())
-    fresh.save(path)
-    return path
+    return save_model(fresh, path)

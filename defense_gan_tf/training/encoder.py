@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from defense_gan_tf.atomic import save_model
 from defense_gan_tf.console import echo
 
 
@@ -113,7 +114,7 @@ def fit_encoder_file(generator_path: str, images: np.ndarray, output_path: str, 
                            learning_rate=learning_rate,
                            reconstruction_weight=reconstruction_weight, seed=seed, log=log)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    encoder.save(output_path)
+    save_model(encoder, output_path)
     with open(generator_path, "rb") as f:
         generator_sha = hashlib.sha256(f.read()).hexdigest()
     record = {

@@ -1,0 +1,91 @@
+"""Every number flag of every binary refuses NaN and infinity, and the flags where zero
+or a negative value means nothing refuse those, each naming the flag, before any work."""
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from defense_gan_tf import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+G, C = "pretrained/mnist/generator.keras", "pretrained/mnist/classifier_A.keras"
+# What each binary needs to get past its required-flag and path checks (real files: a
+# value that is not refused would start the job, and the test fails by its timeout).
+_REQUIRED = {
+    "adaptive.py": [f"--generator={G}", f"--classifier={C}"],
+    "blackbox.py": [f"--classifier={C}"],
+    "export.py": [f"--generator={G}", f"--classifier={C}", "--output_dir=runs/never"],
+    "measure_generator.py": ["--package_dir=pretrained/mnist", f"--classifier={C}"],
+    "package_generator.py": ["--run_dir=r", "--dest_dir=d", f"--classifier={C}"],
+    "reproduce.py": ["--table=whitebox_mnist", "--dry_run"],
+    "train.py": ["--output_dir=runs/never"],
+    "train_encoder.py": [f"--generator={G}", "--output=runs/never.keras"],
+    "train_magnet.py": ["--output_dir=runs/never"],
+    "whitebox.py": [f"--classifier={C}"],
+}
+BINARIES = sorted(f for f in os.listdir(os.path.join(ROOT, "bin"))
+                  if f.endswith(".py") and f != "flags.py")
+
+# Flags where zero and negative values mean nothing (a step, a constant, a budget).
+_POSITIVE = ("rec_lr", "cw_lr", "cw_const", "pgd_step_size", "time_budget_minutes",
+             "learning_rate", "latent_lr", "latent_const")
+# ... except where the binary documents 0 as "none".
+_ZERO_MEANS_NONE = {("measure_generator.py", "time_budget_minutes")}
+
+
+def _run(name, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", name),
+                           *_REQUIRED.get(name, []), *args], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT, timeout=120)
+
+
+def _float_flags(name):
+    xml = _run(name, "--helpxml").stdout
+    flags = []
+    for flag in ET.fromstring(xml).iter("flag"):
+        if flag.findtext("type") == "float" and not flag.findtext("file").startswith("absl"):
+            flags.append((flag.findtext("name"), flag.findtext("default")))
+    return flags
+
+
+@pytest.mark.parametrize("name", BINARIES)
+def test_number_flags_refuse_nan_and_infinity(name):
+    for flag, _ in _float_flags(name):
+        for value in ("nan", "inf"):
+            r = _run(name, f"--{flag}={value}")
+            assert r.returncode != 0, f"{name} --{flag}={value} was accepted"
+            last = r.stderr.strip().splitlines()[-2:]
+            assert any(f"--{flag}" in line for line in last), (flag, value, r.stderr[-600:])
+
+
+@pytest.mark.parametrize("name", BINARIES)
+def test_steps_and_constants_refuse_zero_and_negative(name):
+    checked = [flag for flag, _ in _float_flags(name) if flag in _POSITIVE]
+    for flag in checked:
+        for value in ("-1",) if (name, flag) in _ZERO_MEANS_NONE else ("0", "-1"):
+            r = _run(name, f"--{flag}={value}")
+            assert r.returncode != 0, f"{name} --{flag}={value} was accepted"
+            assert f"--{flag}" in r.stderr, (flag, value, r.stderr[-600:])
+
+
+@pytest.mark.parametrize("section", ["gan", "projection", "classifier", "attack"])
+def test_every_float_field_of_the_configs_refuses_nan_and_infinity(section):
+    defaults = getattr(config_lib.preset("mnist"), section)
+    fields = [k for k, v in vars(defaults).items() if isinstance(v, float)]
+    assert fields
+    for field in fields:
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"{section}.{field}"):
+                config_lib.override(config_lib.preset("mnist"), {f"{section}.{field}": value})
+
+
+def test_attacks_that_would_do_nothing_are_refused():
+    for key, value in (("attack.pgd_iterations", 0), ("attack.cw_initial_const", 0.0),
+                       ("attack.cw_confidence", -1.0)):
+        with pytest.raises(ValueError, match=key):
+            config_lib.override(config_lib.preset("mnist"), {key: value})
