@@ -47,10 +47,15 @@ _FLAG_OF_FIELD = {
 def run(main) -> None:
     """``app.run(main)`` with every number flag checked first: a NaN or infinite value
     is refused naming the flag (NaN passes every range check, and a NaN step or
-    constant can make an attack a no-op that reports full robustness)."""
+    constant can make an attack a no-op that reports full robustness). A usage error
+    prints one line naming the flag and ``Try --help.``, not the whole help."""
     def checked(argv):
-        check_finite_flags()
-        return main(argv)
+        try:
+            check_finite_flags()
+            return main(argv)
+        except app.UsageError as e:  # one line and a pointer, not the whole help first
+            print(f"{os.path.basename(sys.argv[0])}: {e}\nTry --help.", file=sys.stderr)
+            sys.exit(e.exitcode)
     app.run(checked)
 
 
@@ -172,6 +177,10 @@ def check_evaluation_flags() -> None:
                              "--train_on_recs")
     if FLAGS.train_on_recs and defense != "defense_gan":
         raise app.UsageError("--train_on_recs goes with --defense_type=defense_gan")
+    if defense == "adv_tr" and FLAGS.classifier:
+        raise app.UsageError("--defense_type=adv_tr trains its classifier adversarially; a "
+                             "--classifier file would be used as it is and filed as "
+                             "adversarially trained (evaluate it with --defense_type=none)")
     if defense == "magnet" and not FLAGS.magnet:
         raise app.UsageError("--magnet (a bin/train_magnet.py folder) is required with "
                              "--defense_type=magnet")
@@ -241,8 +250,10 @@ def usage_errors():
 
     try:
         yield
-    except InputError as e:
+    except InputError as e:  # DatasetUnavailableError too
         raise app.UsageError(_name_the_flag(str(e))) from None
+    except FileNotFoundError as e:  # a data folder or file the user named
+        raise app.UsageError(str(e)) from None
     except ValueError as e:
         if not e.__traceback__ or not _raised_by_a_config(e):
             raise

@@ -10,6 +10,7 @@ Example (paper setting, model A, FGSM eps 0.3, Defense-GAN-Orig):
       --defense_type=defense_gan --model=A --attack_type=fgsm --fgsm_eps=0.3
 """
 
+from absl import app
 from absl import flags as absl_flags
 
 import flags as shared  # bin/flags.py
@@ -38,6 +39,13 @@ absl_flags.DEFINE_float("pgd_step_size", 0.01, "PGD step size.")
 def build_run():
     """Flags -> WhiteboxRun (validated by the config dataclasses)."""
     from defense_gan_tf.evaluation.specs import WhiteboxRun
+
+    if FLAGS.defense_type != "defense_gan":
+        given = [f"--{n}" for n in ("gradient", "same_init") if FLAGS[n].present]
+        if given:
+            raise app.UsageError(f"{' and '.join(given)} set how the attacker differentiates "
+                                 "through the projection: they go with "
+                                 "--defense_type=defense_gan")
 
     attack = config_lib.AttackConfig(
         attack_type=FLAGS.attack_type, eps=FLAGS.fgsm_eps, alpha=FLAGS.alpha,

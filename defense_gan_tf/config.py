@@ -55,6 +55,9 @@ def canonical_dataset_name(name: str) -> str:
 
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+# Bounds of the projection's L and R (see ProjectionConfig).
+MAX_PROJECTION_STEPS = 20_000
+MAX_PROJECTION_RESTARTS = 1_000
 DESCENT_PRECISIONS = ("float32", "bfloat16")  # of the projection's L steps
 
 
@@ -210,10 +213,15 @@ class ProjectionConfig:
 
     def __post_init__(self):
         check_finite_fields(self, "projection")
-        if self.iterations < 1:  # L = 0 would "defend" with a random G(z).
-            raise ValueError(
-                f"projection.iterations must be >= 1, got {self.iterations}")
-        _check_positive("projection.restarts", self.restarts)
+        # L = 0 would "defend" with a random G(z); the compiled loop cannot be stopped by
+        # a signal, so L and R are bounded well above any useful setting (the paper's
+        # largest: L = 200, R = 10).
+        if not 1 <= self.iterations <= MAX_PROJECTION_STEPS:
+            raise ValueError(f"projection.iterations must be in [1, {MAX_PROJECTION_STEPS}], "
+                             f"got {self.iterations}")
+        if not 1 <= self.restarts <= MAX_PROJECTION_RESTARTS:
+            raise ValueError(f"projection.restarts must be in [1, {MAX_PROJECTION_RESTARTS}], "
+                             f"got {self.restarts}")
         _check_positive("projection.learning_rate", self.learning_rate)
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(

@@ -95,11 +95,16 @@ def test_more_test_images_than_the_split_holds_is_refused(tiny_world, tmp_path):
 
 
 def test_projection_needs_steps_and_restarts():
-    with pytest.raises(ValueError, match="projection.iterations must be >= 1"):
+    with pytest.raises(ValueError, match=r"projection.iterations must be in \[1, "):
         ProjectionConfig(iterations=0)
     with pytest.raises(ValueError, match="projection.restarts"):
         ProjectionConfig(restarts=0)
-    for flag in ("--rec_iters=0", "--rec_rr=0"):
+    # A compiled loop of 10^11 steps would ignore SIGTERM for hours: bounded.
+    with pytest.raises(ValueError, match="projection.iterations"):
+        ProjectionConfig(iterations=99_999_999_999)
+    with pytest.raises(ValueError, match="projection.restarts"):
+        ProjectionConfig(restarts=10**6)
+    for flag in ("--rec_iters=0", "--rec_rr=0", "--rec_iters=99999999999"):
         r = _bin("whitebox.py", flag, timeout=120)
         assert r.returncode != 0 and flag.split("=")[0] in r.stderr, r.stderr[-500:]
 
@@ -256,3 +261,36 @@ def test_committed_records_carry_no_absolute_paths():
                 if absolute.search(line):
                     offenders.append(f"{os.path.relpath(path, ROOT)}:{number}")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--defense_type=none", "--gradient=bpda"], "--gradient"),
+    (["--defense_type=none", "--same_init"], "--same_init"),
+    (["--defense_type=adv_tr", "--classifier=pretrained/mnist/classifier_A.keras"],
+     "adversarially"),
+])
+def test_flags_that_would_mislabel_a_run_are_refused(args, needle):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "whitebox.py"), *args],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and lines[-1] == "Try --help." and needle in lines[-2], lines
+
+
+def test_a_missing_data_folder_and_a_broken_progress_file_are_one_line(tmp_path, tiny_config):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "whitebox.py"),
+                        "--classifier=pretrained/mnist/classifier_A.keras",
+                        f"--data_dir={tmp_path}", "--num_tests=5",
+                        f"--results_dir={tmp_path / 'r'}"],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-800:]
+    assert "no mnist/ subfolder" in lines[-2] and lines[-1] == "Try --help."
+    out = str(tmp_path / "run")
+    cfg = config_lib.override(tiny_config, {"gan.train_iters": 1})
+    images = np.random.default_rng(0).uniform(size=(8, 28, 28, 1)).astype(np.float32)
+    training.train_gan(cfg, out, images=images, log=lambda m: None)
+    with open(os.path.join(out, "progress.json"), "w") as f:
+        f.write("{not json")
+    with pytest.raises(InputError, match="progress.json cannot be read"):
+        training.train_gan(config_lib.override(cfg, {"gan.train_iters": 2}), out,
+                           images=images, log=lambda m: None)

@@ -911,8 +911,15 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
     warm_starts = []
     if restored:
         if os.path.exists(progress_path):
-            with open(progress_path) as f:
-                progress = json.load(f)
+            try:
+                with open(progress_path) as f:
+                    progress = json.load(f)
+                if not isinstance(progress, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                raise InputError(
+                    f"{progress_path} cannot be read ({e}); repair or delete it to resume "
+                    "(deleting it loses the recorded training time and warm starts)") from None
             previous_seconds = float(progress.get("total_train_seconds", 0.0))
             previous_eval_seconds = float(progress.get("total_eval_seconds", 0.0))
             warm_starts = list(progress.get("warm_starts", []))
