@@ -29,7 +29,7 @@ def temporary_name(path: str) -> str:
 
 
 def _split_extension(name: str) -> tuple[str, str]:
-    for ext in (".tmp.npz", ".partial.npz"):  # keep two-part suffixes whole
+    for ext in (".weights.h5", ".partial.npz", ".progress.npz"):  # two-part suffixes whole
         if name.endswith(ext):
             return name[:-len(ext)], ext
     stem, ext = os.path.splitext(name)

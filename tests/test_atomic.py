@@ -39,6 +39,7 @@ def test_temporary_names_are_unique_and_keep_the_extension(tmp_path):
     names = {atomic.temporary_name(str(tmp_path / "m.keras")) for _ in range(50)}
     assert len(names) == 50 and all(n.endswith(".keras") for n in names)
     assert atomic.temporary_name(str(tmp_path / "r.partial.npz")).endswith(".partial.npz")
+    assert atomic.temporary_name(str(tmp_path / "s.weights.h5")).endswith(".weights.h5")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

@@ -33,7 +33,7 @@ BINARIES = sorted(f for f in os.listdir(os.path.join(ROOT, "bin"))
 
 # Flags where zero and negative values mean nothing (a step, a constant, a budget).
 _POSITIVE = ("rec_lr", "cw_lr", "cw_const", "pgd_step_size", "time_budget_minutes",
-             "learning_rate", "latent_lr", "latent_const")
+             "learning_rate", "cw_learning_rate", "latent_learning_rate")
 # ... except where the binary documents 0 as "none".
 _ZERO_MEANS_NONE = {("measure_generator.py", "time_budget_minutes")}
 
@@ -89,3 +89,8 @@ def test_attacks_that_would_do_nothing_are_refused():
                        ("attack.cw_confidence", -1.0)):
         with pytest.raises(ValueError, match=key):
             config_lib.override(config_lib.preset("mnist"), {key: value})
+
+
+def test_a_zero_augmentation_step_is_refused():
+    r = _run("blackbox.py", "--lmbda=0")
+    assert r.returncode != 0 and "--lmbda" in r.stderr, r.stderr[-600:]

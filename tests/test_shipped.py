@@ -133,10 +133,20 @@ def test_default_outputs_of_the_evaluation_binaries_are_ignored_by_git(tmp_path,
     subprocess.run(["git", "clone", "--quiet", "--shared", ROOT, str(clone)], check=True)
     for name in ("pretrained/mnist/classifier_A.keras",):  # LFS-free, tracked: in the clone
         assert (clone / name).is_file()
-    r = _bin("whitebox.py", "--classifier=pretrained/mnist/classifier_A.keras",
-             "--num_tests=10", f"--data_dir={mnist_dir}", cwd=str(clone))
-    assert r.returncode == 0, r.stderr[-1500:]
-    assert os.listdir(clone / "runs" / "whitebox")
+    c, g = "--classifier=pretrained/mnist/classifier_A.keras", \
+        "--generator=pretrained/mnist/generator.keras"
+    tiny = {
+        "whitebox.py": [c, "--num_tests=10"],
+        "blackbox.py": [c, "--bb_model=A", "--num_tests=10", "--holdout=20", "--data_aug=1",
+                        "--nb_epochs_s=1"],
+        "adaptive.py": [g, c, "--num_tests=2", "--batch_size=2", "--attacks=transfer_fgsm",
+                        "--eps_linf=0.1", "--rec_iters=2", "--rec_rr=1",
+                        "--sanity_images=0"],
+    }
+    for name, args in tiny.items():
+        r = _bin(name, *args, f"--data_dir={mnist_dir}", cwd=str(clone))
+        assert r.returncode == 0, (name, r.stderr[-1500:])
+        assert os.listdir(clone / "runs" / name[:-3]), name
     status = subprocess.run(["git", "status", "--porcelain"], cwd=str(clone),
                             capture_output=True, text=True, check=True).stdout
     assert status == "", status
