@@ -294,3 +294,20 @@ def test_a_missing_data_folder_and_a_broken_progress_file_are_one_line(tmp_path,
     with pytest.raises(InputError, match="progress.json cannot be read"):
         training.train_gan(config_lib.override(cfg, {"gan.train_iters": 2}), out,
                            images=images, log=lambda m: None)
+
+
+def test_a_classifier_of_another_dataset_or_not_a_classifier_is_refused(tmp_path):
+    fashion = "pretrained/fashion_mnist/classifier_A.keras"
+    with pytest.raises(InputError, match="trained on fashion_mnist .*this run uses mnist"):
+        loading.load_classifier(os.path.join(ROOT, fashion), dataset="mnist")
+    loading.load_classifier(os.path.join(ROOT, fashion), dataset="f-mnist")  # its own: fine
+    # The projection's encoder maps images to 128 numbers: not a classifier of 10 digits.
+    with pytest.raises(InputError, match="128 outputs, but mnist has 10 classes"):
+        loading.load_classifier(os.path.join(ROOT, "pretrained/mnist/encoder.keras"),
+                                dataset="mnist")
+    # A classifier outside a package says its dataset in <file>.json.
+    copy = tmp_path / "clf.keras"
+    copy.write_bytes(open(os.path.join(ROOT, fashion), "rb").read())
+    (tmp_path / "clf.keras.json").write_text(json.dumps({"dataset": "fashion_mnist"}))
+    with pytest.raises(InputError, match=r"says clf.keras.json"):
+        loading.load_classifier(str(copy), dataset="mnist")

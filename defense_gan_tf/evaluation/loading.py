@@ -62,7 +62,7 @@ def side_car(path: str) -> dict:
                     content = json.load(f)
             except ValueError:
                 raise InputError(f"{candidate} (beside {path}) is not valid JSON") from None
-            return {"file": file_name, **(content if isinstance(content, dict) else {})}
+            return {**(content if isinstance(content, dict) else {}), "file": file_name}
     return {}
 
 
@@ -96,14 +96,51 @@ def load_generator(path: Optional[str], *, dataset: Optional[str] = None,
     return generator, (int(iterations) if iterations is not None else None)
 
 
-def load_classifier(path: str, *, image_shape=None, name: str = "--classifier") -> keras.Model:
-    """A logits classifier from a ``.keras`` file, checked to take ``image_shape`` images.
+# Classes of each dataset's labels (CelebA: the Male attribute).
+CLASSES = {"mnist": 10, "fashion_mnist": 10, "celeba": 2}
+
+
+def load_classifier(path: str, *, image_shape=None, name: str = "--classifier",
+                    dataset: Optional[str] = None) -> keras.Model:
+    """A logits classifier from a ``.keras`` file, checked to take ``image_shape`` images
+    and, with ``dataset``, to give that dataset's number of classes and not to have been
+    trained on another dataset (as its ``<file>.json`` or the package's ``manifest.json``
+    beside it says).
 
     Raises:
-      InputError: the file is missing or corrupt, or is not a classifier of such images.
+      InputError: the file is missing or corrupt, is not a classifier of such images, has
+        another number of classes, or was trained on another dataset.
     """
-    return check_classifier(load_model_file(path, name), f"{name} {path}",
-                            image_shape=image_shape)
+    model = check_classifier(load_model_file(path, name), f"{name} {path}",
+                             image_shape=image_shape)
+    if dataset:
+        dataset = canonical_dataset_name(dataset)
+        classes = int(model.output_shape[-1])
+        if dataset in CLASSES and classes != CLASSES[dataset]:
+            raise InputError(f"{name} {path} gives {classes} outputs, but {dataset} has "
+                             f"{CLASSES[dataset]} classes (is it a classifier of it?)")
+        trained_on, said_by = _classifier_dataset(path)
+        if trained_on and canonical_dataset_name(trained_on) != dataset:
+            raise InputError(f"{name} {path} was trained on {trained_on} (says {said_by}), "
+                             f"but this run uses {dataset}")
+    return model
+
+
+def _classifier_dataset(path: str):
+    """(dataset, file that says so) of a classifier file, or (None, None)."""
+    own = path + ".json"
+    if os.path.isfile(own):
+        try:
+            with open(own) as f:
+                content = json.load(f)
+        except ValueError:
+            raise InputError(f"{own} (beside {path}) is not valid JSON") from None
+        if isinstance(content, dict) and content.get("dataset"):
+            return content["dataset"], os.path.basename(own)
+    info = side_car(path)
+    if info.get("file") == "manifest.json" and info.get("dataset"):
+        return info["dataset"], "the manifest.json beside it"
+    return None, None
 
 
 def load_splits(dataset: str, data_dir: Optional[str], train_data=None, test_data=None):
@@ -237,7 +274,7 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
     image_shape = train_x.shape[1:]
     if run.classifier:
         log(f"using classifier {run.classifier}")
-        return load_classifier(run.classifier, image_shape=image_shape)
+        return load_classifier(run.classifier, image_shape=image_shape, dataset=run.dataset)
     mode = run.classifier_mode
     extra = ""
     if mode == "recs":
@@ -245,7 +282,8 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
     path = run.classifier_path(classifier_dir, extra)
     if os.path.isfile(path):
         try:
-            model = load_classifier(path, image_shape=image_shape, name="cached classifier")
+            model = load_classifier(path, image_shape=image_shape, name="cached classifier",
+                                    dataset=run.dataset)
             log(f"loaded classifier {path}")
             return model
         except InputError as e:  # a cache is rebuilt, never a reason to stop for good

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from defense_gan_tf.atomic import write_text
 from defense_gan_tf import __version__, hardware, jsonio
-from defense_gan_tf.config import Config
+from defense_gan_tf.config import Config, canonical_dataset_name
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.evaluation.quality import generator_quality, sample
 from defense_gan_tf.evaluation.training_curve import (curve_table, defense_table,
@@ -107,7 +107,8 @@ def quality_classifier(path: str, dataset: str, *, data_dir: Optional[str] = Non
                    f"test accuracy {accuracy:.4f}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_without_optimizer(classifier, path)
-    jsonio.write_json(description_path, {"description": description})
+    jsonio.write_json(description_path, {"description": description,
+                                         "dataset": canonical_dataset_name(dataset)})
     return classifier, description
 
 
