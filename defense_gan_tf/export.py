@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from defense_gan_tf import __version__, jsonio
 from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.defense.defended import classify
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models.checks import check_classifier, check_generator
@@ -74,7 +75,7 @@ class DefenseGanModule(tf.Module):
 
     def _serve(self, images):
         projection = self._projection(images)
-        logits = self.classifier(projection.reconstruction, training=False)
+        logits = classify(self.classifier, projection.reconstruction)
         out = {"logits": logits, "probabilities": tf.nn.softmax(logits),
                "reconstruction": projection.reconstruction,
                "reconstruction_error": projection.error}

@@ -11,10 +11,24 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
+import tensorflow as tf
 
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.projection import Projection, Projector
 from defense_gan_tf.models.checks import check_classifier, check_generator
+
+
+def classify(classifier: keras.Model, images) -> tf.Tensor:
+    """``classifier(images)`` in inference mode; an empty batch gives empty logits.
+
+    Some oneDNN CPU kernels fail on zero-row convolutions, so an empty batch is padded
+    with one blank image whose logits are sliced off again (graph mode included, for
+    the SavedModel); a non-empty batch is passed as it is.
+    """
+    images = tf.convert_to_tensor(images)
+    n = tf.shape(images)[0]
+    pad = tf.zeros(tf.concat([[tf.maximum(1 - n, 0)], tf.shape(images)[1:]], 0), images.dtype)
+    return classifier(tf.concat([images, pad], 0), training=False)[:n]
 
 
 class DefendedClassifier(keras.Model):
@@ -98,13 +112,12 @@ class DefendedClassifier(keras.Model):
     def call(self, images, training=False, seed=None):
         """Logits of the classifier on G(z*); ``seed`` fixes this call's random starts
         (attacks pass one to be reproducible; see ``attacks.common.accepts_seed``)."""
-        return self.classifier(self.project(images, seed=seed).reconstruction,
-                               training=False)
+        return classify(self.classifier, self.project(images, seed=seed).reconstruction)
 
     def call_with_details(self, images, z_init=None):
         """(logits, Projection) from one projection."""
         projection = self.project(images, z_init=z_init)
-        return self.classifier(projection.reconstruction, training=False), projection
+        return classify(self.classifier, projection.reconstruction), projection
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.classifier.output_shape[-1])
