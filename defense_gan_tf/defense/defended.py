@@ -23,9 +23,14 @@ def classify(classifier: keras.Model, images) -> tf.Tensor:
 
     Some oneDNN CPU kernels fail on zero-row convolutions, so an empty batch is padded
     with one blank image whose logits are sliced off again (graph mode included, for
-    the SavedModel); a non-empty batch is passed as it is.
+    the SavedModel); a large eager batch is classified ``Projector.max_batch`` images
+    at a time.
     """
     images = tf.convert_to_tensor(images)
+    step = Projector.max_batch
+    if tf.executing_eagerly() and images.shape[0] is not None and images.shape[0] > step:
+        return tf.concat([classify(classifier, images[i:i + step])
+                          for i in range(0, images.shape[0], step)], 0)
     n = tf.shape(images)[0]
     pad = tf.zeros(tf.concat([[tf.maximum(1 - n, 0)], tf.shape(images)[1:]], 0), images.dtype)
     return classifier(tf.concat([images, pad], 0), training=False)[:n]

@@ -322,8 +322,14 @@ def attach_gradient(images, value, gradient: str) -> tf.Tensor:
 class Projector(tf.Module):
     """A compiled projection for one generator and one :class:`ProjectionConfig`.
 
-    Calling it is :func:`project`; keep one around to avoid retracing.
+    Calling it is :func:`project`; keep one around to avoid retracing. An eager call
+    with more than ``max_batch`` images projects them ``max_batch`` at a time (the
+    starts of all are drawn first, so each image gets what one call would give it;
+    with early stopping the stop step is decided per chunk), so that memory stays
+    bounded whatever the input size.
     """
+
+    max_batch = 500
 
     def __init__(self, generator: keras.Model, config: Optional[ProjectionConfig] = None,
                  gradient: str = "none", name: Optional[str] = None,
@@ -386,7 +392,16 @@ class Projector(tf.Module):
                 raise ValueError(
                     f"z_init has {z_init.shape[0]} rows; {images.shape[0]} images x "
                     f"{self.config.restarts} restarts need {images.shape[0] * self.config.restarts}")
-        return self._compiled(images, z_init)
+        n, step = images.shape[0], self.max_batch
+        if not tf.executing_eagerly() or n is None or n <= step:
+            return self._compiled(images, z_init)
+        r = self.config.restarts
+        parts = [self._compiled(images[i:i + step], z_init[i * r:(i + step) * r])
+                 for i in range(0, n, step)]
+        return Projection(*(tf.concat([getattr(p, k) for p in parts], 0)
+                            for k in ("reconstruction", "z", "error")),
+                          steps=tf.reduce_max([p.steps for p in parts]),
+                          row_steps=tf.add_n([p.row_steps for p in parts]))
 
 
 def project(generator: keras.Model, images, config: Optional[ProjectionConfig] = None, *,
