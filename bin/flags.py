@@ -40,7 +40,8 @@ _FLAG_OF_FIELD = {
     "sanity_images": "sanity_images", "num_images": "num_images",
     "paper_fgsm_images": "paper_fgsm_images", "paper_fgsm_batch_size": "attack_batch_size",
     "eps": "eps", "attack.cw_initial_const": "cw_const", "lmbda": "lmbda",
-    "attack.cw_confidence": "cw_confidence",
+    "attack.cw_confidence": "cw_confidence", "classifier_epochs": "nb_epochs",
+    "track_steps": "track_steps", "overwrite": "overwrite",
 }
 
 

@@ -171,9 +171,11 @@ def main(argv):
             pending=pending)
     chosen = reproduce.select(table_cells, **chosen_by)
     if not chosen:
-        have = sorted({reproduce.cell_keys(c)[0] for c in table_cells})
+        keys = [reproduce.cell_keys(c) for c in table_cells]
+        have = [sorted({k[i] for k in keys}) for i in range(3)]
         raise app.UsageError(f"no cell of --table={FLAGS.table} matches --models / "
-                             f"--defenses / --attacks (its models: {have})")
+                             f"--defenses / --attacks (its models: {have[0]}, defenses: "
+                             f"{have[1]}, attacks: {have[2]})")
     budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
     with shared.resumable("finished cells, and a Defense-GAN-Rec classifier's "
                           "reconstructions and a substitute's oracle labels so far, are"), \
