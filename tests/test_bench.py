@@ -79,3 +79,26 @@ def test_projection_tradeoff_resumes_retimes_and_counts_what_ran(tiny_world, tmp
     bad = subprocess.run(base + ["--configs=bogus"], capture_output=True, text=True,
                          timeout=300, env=env)
     assert bad.returncode != 0 and "--configs" in bad.stderr
+
+
+def test_projection_memory_benchmark_runs_and_the_modes_agree(tmp_path):
+    """Tiny L and R on the shipped models: both full-gradient modes measured at both batch
+    sizes, and the segmented gradient has the plain one's norm (the same gradient)."""
+    out = str(tmp_path / "memory.json")
+    r = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "projection_memory.py"),
+         "--iterations=4", "--restarts=1", "--batches=1,2",
+         "--modes=full_plain,full_segmented", f"--output={out}"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out) as f:
+        result = json.load(f)
+    runs = {(x["mode"], x["batch"]): x for x in result["runs"]}
+    assert len(runs) == 4 and not any("failed" in x for x in runs.values()), runs
+    assert set(result["per_mode"]) == {"full_plain", "full_segmented"}
+    assert runs["full_segmented", 2]["segment"] == 2 and runs["full_plain", 2]["segment"] == 0
+    for batch in (1, 2):
+        plain, seg = runs["full_plain", batch], runs["full_segmented", batch]
+        assert abs(plain["gradient_norm"] - seg["gradient_norm"]) <= 1e-4 * plain[
+            "gradient_norm"] + 1e-7

@@ -22,6 +22,7 @@ Gradient modes (what a caller differentiating through the projection gets):
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple, Optional
 
@@ -143,8 +144,68 @@ def _per_image_error(reconstruction, images):
     return tf.reduce_mean(tf.square(reconstruction - images), axis=[1, 2, 3])
 
 
+def _momentum_steps(generator, targets, z, velocity, config: ProjectionConfig, *,
+                    start: int, end: int):
+    """Plain momentum steps ``start``..``end``-1 (no early stopping): (z, velocity)."""
+    decay_step = int(round(config.decay_at * config.iterations))
+
+    def body(t, z, velocity):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = tf.reduce_sum(_per_image_error(generator(z, training=False), targets))
+        grad = tape.gradient(loss, z)
+        lr = tf.constant(config.learning_rate, tf.float32)
+        if config.decay:
+            lr = tf.where(t >= decay_step, lr * config.decay_factor, lr)
+        velocity = config.momentum * velocity + grad
+        return t + 1, z - lr * velocity, velocity
+
+    _, z, velocity = tf.while_loop(lambda t, z, v: t < end, body,
+                                   (tf.constant(start), z, velocity),
+                                   maximum_iterations=end - start)
+    return z, velocity
+
+
+def _descend_in_segments(generator, targets, z, velocity, config: ProjectionConfig, *,
+                         start: int, end: int, segment: int):
+    """The steps of :func:`_momentum_steps` in segments of ``segment`` steps, each wrapped
+    in ``tf.recompute_grad``: the backward pass keeps only z and the velocity at segment
+    boundaries and runs each segment again when its gradient is needed (gradient
+    checkpointing, Chen et al. 2016), so memory grows with L / segment + segment rather
+    than with L. The values and gradients are those of the plain loop."""
+    for s0 in range(start, end, segment):
+        z, velocity = _recomputed_segment(generator, config, s0, min(s0 + segment, end))(
+            z, velocity, targets)
+    return z, velocity
+
+
+def _recomputed_segment(generator, config: ProjectionConfig, s0: int, s1: int):
+    """Steps s0..s1-1 as one op whose gradient runs them again from their inputs.
+
+    (``tf.recompute_grad`` runs its forward pass with recording stopped, which would
+    also blind the inner tape that takes each step's gradient; hence this.) The
+    generator's weights are treated as constants: they get no gradient.
+    """
+    @tf.custom_gradient
+    def segment(z, velocity, targets):
+        out = _momentum_steps(generator, targets, z, velocity, config, start=s0, end=s1)
+
+        def grad(dz, dvelocity, variables=None):
+            with tf.GradientTape() as tape:
+                tape.watch([z, velocity, targets])
+                again = _momentum_steps(generator, targets, z, velocity, config,
+                                        start=s0, end=s1)
+            inputs = tape.gradient(again, [z, velocity, targets],
+                                   output_gradients=[dz, dvelocity],
+                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return inputs, [None] * len(variables or ())
+        return out, grad
+
+    return segment
+
+
 def _descend(generator, targets, z, config: ProjectionConfig, *, start: int, end: int,
-             restarts: int, velocity, active, reference):
+             restarts: int, velocity, active, reference, segment: Optional[int] = None):
     """Momentum steps ``start``..``end``-1 on sum_i mean_pixels (G(z_i) - x_i)^2.
 
     The update is the one of TF1's ``MomentumOptimizer`` the authors used:
@@ -156,12 +217,18 @@ def _descend(generator, targets, z, config: ProjectionConfig, *, start: int, end
     Args:
       active, reference: per image, whether it still descends and its best error at
         the last window boundary (carried from stretch to stretch).
+      segment: without early stopping, run the steps in recomputed segments of this many
+        steps (:func:`_descend_in_segments`; for a gradient through the loop).
 
     Returns:
       (z, velocity, active, reference, steps executed).
     """
     decay_step = int(round(config.decay_at * config.iterations))
     early = config.early_stop_tolerance > 0
+    if segment and not early and end > start:
+        z, velocity = _descend_in_segments(generator, targets, z, velocity, config,
+                                           start=start, end=end, segment=segment)
+        return z, velocity, active, reference, tf.constant(end - start)
     window, tolerance = config.early_stop_window, config.early_stop_tolerance
     batch = tf.shape(targets)[0] // restarts
 
@@ -205,7 +272,7 @@ def _keep_best_half(generator, targets, z, velocity, restarts: int, keep: int):
 
 
 def _project_graph(generator, images, z_init, config: ProjectionConfig, *,
-                   descent_generator=None, encoder=None):
+                   descent_generator=None, encoder=None, segment: Optional[int] = None):
     """The projection proper: images [B, ...], z_init [B*R, d] -> Projection.
 
     An empty batch gives empty results: it is padded with one blank image (and
@@ -219,13 +286,14 @@ def _project_graph(generator, images, z_init, config: ProjectionConfig, *,
     z_init = tf.concat([z_init, tf.zeros(tf.stack([pad * config.restarts,
                                                    tf.shape(z_init)[1]]), z_init.dtype)], 0)
     out = _project_nonempty(generator, images, z_init, config,
-                            descent_generator=descent_generator or generator, encoder=encoder)
+                            descent_generator=descent_generator or generator, encoder=encoder,
+                            segment=segment)
     return Projection(reconstruction=out.reconstruction[:n], z=out.z[:n],
                       error=out.error[:n], steps=out.steps, row_steps=out.row_steps)
 
 
 def _project_nonempty(generator, images, z_init, config: ProjectionConfig, *,
-                      descent_generator, encoder) -> Projection:
+                      descent_generator, encoder, segment=None) -> Projection:
     batch = tf.shape(images)[0]
     if encoder is not None:  # The first restart of each image starts at E(x).
         grouped = tf.reshape(z_init, [batch, config.restarts, -1])
@@ -241,7 +309,7 @@ def _project_nonempty(generator, images, z_init, config: ProjectionConfig, *,
     for k, (start, end, restarts) in enumerate(schedule):
         z, velocity, active, reference, ran = _descend(
             descent_generator, targets, z, config, start=start, end=end, restarts=restarts,
-            velocity=velocity, active=active, reference=reference)
+            velocity=velocity, active=active, reference=reference, segment=segment)
         steps += ran
         row_steps += ran * batch * restarts
         if k + 1 < len(schedule) and schedule[k + 1][2] < restarts:
@@ -322,7 +390,11 @@ def attach_gradient(images, value, gradient: str) -> tf.Tensor:
 class Projector(tf.Module):
     """A compiled projection for one generator and one :class:`ProjectionConfig`.
 
-    Calling it is :func:`project`; keep one around to avoid retracing. An eager call
+    Calling it is :func:`project`; keep one around to avoid retracing. With
+    ``gradient="full"`` the backward pass recomputes the unrolled descent in segments of
+    ``checkpoint_segment`` steps (default about sqrt(L); 0 keeps every step), so memory
+    grows with about 2 sqrt(L) steps' activations instead of L (the gradient is the
+    same; early stopping runs unsegmented). An eager call
     with more than ``max_batch`` images projects them ``max_batch`` at a time (the
     starts of all are drawn first, so each image gets what one call would give it;
     with early stopping the stop step is decided per chunk), so that memory stays
@@ -333,7 +405,8 @@ class Projector(tf.Module):
 
     def __init__(self, generator: keras.Model, config: Optional[ProjectionConfig] = None,
                  gradient: str = "none", name: Optional[str] = None,
-                 encoder: Optional[keras.Model] = None):
+                 encoder: Optional[keras.Model] = None,
+                 checkpoint_segment: Optional[int] = None):
         super().__init__(name=name)
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
@@ -354,6 +427,11 @@ class Projector(tf.Module):
                     "(--projection=fast --rec_precision=float32 keeps the preset's restart "
                     "pruning)",
                     RuntimeWarning, stacklevel=2)
+        if checkpoint_segment is None:
+            checkpoint_segment = math.ceil(math.sqrt(self.config.iterations))
+        if checkpoint_segment < 0:
+            raise ValueError(f"checkpoint_segment must be >= 0, got {checkpoint_segment}")
+        self.segment = checkpoint_segment if gradient == "full" else 0
         self.latent_dim = int(generator.input_shape[-1])
         self.image_shape = tuple(int(s) for s in generator.output_shape[1:])
         self.pixel_range = generator_range(generator)
@@ -365,7 +443,8 @@ class Projector(tf.Module):
         config, generator = self.config, self.generator
         options = dict(descent_generator=self.descent_generator, encoder=self.encoder)
         if self.gradient == "full":  # Through what actually ran, options included.
-            return _project_graph(generator, images, z_init, config, **options)
+            return _project_graph(generator, images, z_init, config, segment=self.segment,
+                                  **options)
         result = _project_graph(generator, tf.stop_gradient(images),
                                 tf.stop_gradient(z_init), config, **options)
         return Projection(attach_gradient(images, result.reconstruction, self.gradient),
