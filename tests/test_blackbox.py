@@ -136,20 +136,32 @@ def test_a_substitute_is_reused_across_epsilons_exactly(setup, monkeypatch):
     assert not other.substitute_reused and not any("reusing" in m for m in logs)
 
 
-def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, monkeypatch):
-    """Stopped while its Defense-GAN oracle labels the second round, a black-box run keeps
-    the labels so far; the same run then asks only for the rest, with the random starts
-    an uninterrupted run draws, and gives that run's figures."""
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, monkeypatch,
+                                                                      inside):
+    """Stopped while its Defense-GAN oracle labels the second round (before a projection,
+    or inside one, as a signal during the compiled loop does), a black-box run keeps the
+    labels so far; the same run then asks only for the rest, with the random starts an
+    uninterrupted run draws, and gives that run's figures."""
     from defense_gan_tf.evaluation import blackbox_run
 
     seeds, stop = [], {"at": None}
 
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
     class Stopping(blackbox_run.DefendedClassifier):
         def project(self, images, z_init=None, seed=None):
             if len(seeds) == stop["at"]:
-                raise KeyboardInterrupt
+                if not inside:
+                    raise KeyboardInterrupt
+                self.projector = interrupted  # the projection itself is interrupted
             seeds.append((int(self.draw_seed), self.draws))
-            return super().project(images, z_init=z_init, seed=seed)
+            try:
+                return super().project(images, z_init=z_init, seed=seed)
+            except KeyboardInterrupt:
+                seeds.pop()  # its starts were never used
+                raise
 
     monkeypatch.setattr(blackbox_run, "DefendedClassifier", Stopping)
     root, gen_path, train, test = setup
@@ -163,6 +175,7 @@ def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, mo
         return BlackboxRun(spec=spec, holdout=20, data_aug=3, epochs_substitute=3)
 
     def run(classifier_dir, stop_at=None):
+        classifier_dir += "_inside" if inside else ""  # the fixture's folder is shared
         seeds.clear()
         stop["at"] = stop_at
         return run_blackbox(settings(),
@@ -176,18 +189,18 @@ def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, mo
     with pytest.raises(KeyboardInterrupt):
         run("c_stopped", stop_at=5)  # the second call of the last round's labels
     stopped_seeds = list(seeds)
-    progress = list((root / "c_stopped" / "substitutes").glob("*.progress.npz"))
+    stopped = str(root / ("c_stopped_inside" if inside else "c_stopped"))
+    progress = list((root / stopped / "substitutes").glob("*.progress.npz"))
     assert len(progress) == 1
     # Estimates see the labels kept (seed set, first round, one call of the second) at
     # any epsilon, and no finished substitute; other settings see nothing.
-    stopped = str(root / "c_stopped")
     status = blackbox_run.substitute_cache_status
     assert status(settings(), stopped) == status(settings(0.1), stopped) == (False, 50)
     assert status(dataclasses.replace(settings(), data_aug=2), stopped) == (False, 0)
     assert status(settings(), None) == (False, 0)
     resumed = run("c_stopped")
     assert stopped_seeds + seeds == whole_seeds
-    assert not list((root / "c_stopped" / "substitutes").glob("*.progress.npz"))
+    assert not list((root / stopped / "substitutes").glob("*.progress.npz"))
     assert status(settings(0.1), stopped) == (True, 0)
     assert resumed.oracle_queries == whole.oracle_queries == 20 + 20 + 40
     assert resumed.substitute_agreement == whole.substitute_agreement
