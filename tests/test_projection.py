@@ -341,3 +341,18 @@ def test_segmented_backward_pass_gives_the_plain_gradient(gen):
     # The default segment is about sqrt(L), in full mode only.
     assert Projector(gen, cfg(iterations=200), gradient="full").segment == 15
     assert Projector(gen, cfg(iterations=200), gradient="bpda").segment == 0
+
+
+def test_a_projection_config_may_be_a_dict_of_its_fields(gen):
+    x, _ = targets(gen, n=2)
+    clf = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(),
+                            keras.layers.Dense(2)])
+    defended = DefendedClassifier(clf, gen, {"iterations": 3, "restarts": 2}, seed=1)
+    assert defended.projection_config == cfg(iterations=3, restarts=2)
+    assert defended(x).shape == (2, 2)
+    with pytest.raises(ValueError, match="unknown projection setting.*'iters'"):
+        DefendedClassifier(clf, gen, {"iters": 3})
+    with pytest.raises(ValueError, match="projection.restarts"):
+        project(gen, x, {"restarts": 0})
+    with pytest.raises(TypeError, match="ProjectionConfig or a dict"):
+        project(gen, x, 3)

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from defense_gan_tf.config import ProjectionConfig
-from defense_gan_tf.defense.projection import Projection, Projector
+from defense_gan_tf.defense.projection import Projection, Projector, as_projection_config
 from defense_gan_tf.models.checks import check_classifier, check_generator
 
 
@@ -69,7 +69,8 @@ class DefendedClassifier(keras.Model):
                          image_shape=generator.output_shape[1:])
         self.classifier = classifier
         self.generator = generator
-        self.projection_config = projection_config or ProjectionConfig()
+        # Converted before Keras tracks the attribute (a dict would become a TrackedDict).
+        self.projection_config = as_projection_config(projection_config)
         self.projector = Projector(generator, self.projection_config, gradient,
                                    encoder=encoder)
         self.gradient = gradient

@@ -22,9 +22,10 @@ Gradient modes (what a caller differentiating through the projection gets):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from typing import NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import keras
 import numpy as np
@@ -387,6 +388,27 @@ def attach_gradient(images, value, gradient: str) -> tf.Tensor:
     return attach(images)
 
 
+def as_projection_config(config) -> ProjectionConfig:
+    """``config`` as a :class:`ProjectionConfig`: one as it is, None as the paper's, a
+    mapping of its fields (e.g. ``{"iterations": 50}``) checked like the dataclass.
+
+    Raises:
+      ValueError: an unknown field or a bad value (named).
+      TypeError: anything else.
+    """
+    if config is None:
+        return ProjectionConfig()
+    if isinstance(config, ProjectionConfig):
+        return config
+    if isinstance(config, Mapping):
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(ProjectionConfig)})
+        if unknown:
+            raise ValueError(f"unknown projection setting(s) {unknown}")
+        return ProjectionConfig(**dict(config))
+    raise TypeError(f"the projection's config must be a ProjectionConfig or a dict of its "
+                    f"fields, got {type(config).__name__}")
+
+
 class Projector(tf.Module):
     """A compiled projection for one generator and one :class:`ProjectionConfig`.
 
@@ -412,7 +434,7 @@ class Projector(tf.Module):
             raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
         check_generator(generator, "the projection's generator")
         self.generator = generator
-        self.config = config or ProjectionConfig()
+        self.config = as_projection_config(config)
         self.gradient = gradient
         if self.config.encoder_start and encoder is None:
             raise ValueError("projection.encoder_start needs an encoder (x -> z)")
