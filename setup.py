@@ -18,8 +18,6 @@ setup(
     install_requires=[
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9",
-        # tensorflow-datasets 4.9.10 (through etils 1.15) imports it without requiring it.
-        "importlib_resources>=5",
         "tensorboard>=2.16",
         "numpy>=1.26",
         "absl-py>=2.0",

@@ -42,6 +42,8 @@ _FLAG_OF_FIELD = {
     "eps": "eps", "attack.cw_initial_const": "cw_const", "lmbda": "lmbda",
     "attack.cw_confidence": "cw_confidence", "classifier_epochs": "nb_epochs",
     "track_steps": "track_steps", "overwrite": "overwrite",
+    "cw_learning_rate": "cw_learning_rate", "cw_const": "cw_const",
+    "latent_learning_rate": "latent_learning_rate", "gan.learning_rate": "learning_rate",
 }
 
 

@@ -91,7 +91,7 @@ def build_config():
     try:
         return config_lib.override(config_lib.preset(FLAGS.dataset), overrides)
     except ValueError as e:
-        raise app.UsageError(f"bad config override: {e}") from None
+        raise app.UsageError(shared._name_the_flag(f"bad config override: {e}")) from None
 
 
 def main(argv):

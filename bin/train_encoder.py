@@ -43,6 +43,8 @@ def main(argv):
     shared.check_not_shipped("output")
     if os.path.exists(output) and not FLAGS.overwrite:
         raise app.UsageError(f"--output {output} exists (pass --overwrite to replace it)")
+    if not FLAGS.learning_rate > 0:
+        raise app.UsageError(f"--learning_rate must be > 0, got {FLAGS.learning_rate}")
     for name in ("steps", "batch_size"):
         if FLAGS[name].value < 1:
             raise app.UsageError(f"--{name} must be >= 1, got {FLAGS[name].value}")

@@ -57,13 +57,18 @@ def side_car(path: str) -> dict:
     for file_name in ("manifest.json", "progress.json"):
         candidate = os.path.join(folder, file_name)
         if os.path.isfile(candidate):
-            try:
-                with open(candidate) as f:
-                    content = json.load(f)
-            except ValueError:
-                raise InputError(f"{candidate} (beside {path}) is not valid JSON") from None
+            content = _read_json_beside(candidate, path)
             return {**(content if isinstance(content, dict) else {}), "file": file_name}
     return {}
+
+
+def _read_json_beside(candidate: str, path: str):
+    """The JSON in ``candidate``, a file describing the model file ``path``."""
+    try:
+        with open(candidate) as f:
+            return json.load(f)
+    except ValueError:
+        raise InputError(f"{candidate} (beside {path}) is not valid JSON") from None
 
 
 def load_generator(path: Optional[str], *, dataset: Optional[str] = None,
@@ -130,11 +135,7 @@ def _classifier_dataset(path: str):
     """(dataset, file that says so) of a classifier file, or (None, None)."""
     own = path + ".json"
     if os.path.isfile(own):
-        try:
-            with open(own) as f:
-                content = json.load(f)
-        except ValueError:
-            raise InputError(f"{own} (beside {path}) is not valid JSON") from None
+        content = _read_json_beside(own, path)
         if isinstance(content, dict) and content.get("dataset"):
             return content["dataset"], os.path.basename(own)
     info = side_car(path)

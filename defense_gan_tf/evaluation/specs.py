@@ -193,10 +193,9 @@ class AdaptiveRun:
         if not self.latent_budget or any(not b > 0 for b in self.latent_budget):
             raise ValueError(f"latent_budget must be one or more numbers > 0, got "
                              f"{self.latent_budget}")
-        if not (self.latent_learning_rate > 0 and self.latent_const > 0):
-            raise ValueError("latent_learning_rate and latent_const must be > 0")
-        if not (self.cw_learning_rate > 0 and self.cw_const > 0):
-            raise ValueError("cw_learning_rate and cw_const must be > 0")
+        for name in ("latent_learning_rate", "latent_const", "cw_learning_rate", "cw_const"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         lo, hi = self.spec.pixel_range
         if any(not 0 < e <= hi - lo for e in self.eps_linf) or any(
                 not e > 0 for e in self.eps_l2):

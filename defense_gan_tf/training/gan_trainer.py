@@ -487,8 +487,8 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
         evaluator that raises is logged with its traceback and recorded as
         ``{"iteration", "error"}``; training goes on and a resume does not retry it.
       evaluate_every: iterations between evaluations (0: none).
-      average_evaluator: scores the averaged generator at each evaluation (default:
-        ``evaluator``); its dict goes under the entry's ``average`` key.
+      average_evaluator: scores the averaged generator at each evaluation (None: it is
+        not scored); its dict goes under the entry's ``average`` key.
       warm_start: weights to start from when ``output_dir`` holds no checkpoint
         (ignored, with a message, when it does: an exact resume is better).
 
@@ -711,7 +711,7 @@ class _Evaluation(Monitor):
     def __init__(self, evaluator, every: int, budget_seconds: Optional[float],
                  progress: _ProgressLog, average_evaluator=None):
         self.evaluator, self.every, self.budget = evaluator, every, budget_seconds
-        self.average_evaluator = average_evaluator or evaluator
+        self.average_evaluator = average_evaluator
         self.progress = progress
         self.estimate = _EVAL_SECONDS_GUESS
 
@@ -760,7 +760,7 @@ class _Evaluation(Monitor):
         if config.gan.precision != "float32":
             generator = float32_copy(generator, lambda: build_generator(config))
         figures = self._score(state, self.evaluator, generator)
-        if state.average is not None:
+        if state.average is not None and self.average_evaluator is not None:
             figures["average"] = self._score(state, self.average_evaluator,
                                              state.average.target)
         spent = time.monotonic() - t0
