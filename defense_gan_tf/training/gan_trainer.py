@@ -207,8 +207,6 @@ def _apply_warm_start(warm: WarmStart, model: WGANGP, config: Config,
                              f"{target.name} ({type(e).__name__}: {str(e)[:200]})") from None
     model.g_optimizer.iterations.assign(warm.iteration)
     model.d_optimizer.iterations.assign(warm.iteration * config.gan.critic_steps)
-    if average is not None and not warm.average_path:
-        average.reset()  # a package without an average: start it from the weights
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -943,6 +941,7 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
     elif warm_start is not None:
         _apply_warm_start(warm_start, model, config, average)
         if average is not None and not warm_start.average_path:
+            average.reset()  # a package without an average: start it from the weights
             log(f"{warm_start.source} has no {AVERAGE_FILE}; the average starts from its "
                 "generator's weights")
         previous_seconds = warm_start.train_seconds
