@@ -14,10 +14,14 @@ setup(
     version=version,
     description="Defense-GAN (Samangouei, Kabkab, Chellappa, ICLR 2018) in TensorFlow 2 / Keras 3",
     packages=find_packages(include=["defense_gan_tf", "defense_gan_tf.*"]),
+    package_data={"defense_gan_tf": ["measured_costs.json"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets 4.9 builds and prepares datasets with it but does not
+        # declare it (ModuleNotFoundError on a fresh install).
+        "importlib_resources",
         "tensorboard>=2.16",
         "numpy>=1.26",
         "absl-py>=2.0",

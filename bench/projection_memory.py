@@ -8,10 +8,16 @@ loss through it, in these modes:
                   (checkpoint_segment=0, what the package did before);
   full_segmented: the same gradient, the loop recomputed in segments of about
                   sqrt(L) steps during the backward pass (the default);
-  bpda:           the identity as the projection's gradient (no unrolled backward).
+  bpda:           the identity as the projection's gradient (no unrolled backward);
+  full_plain_compiled, full_segmented_compiled:
+                  the full modes with the attacker's loss and gradient inside one
+                  tf.function (forward and backward in one graph), as a compiled attack
+                  step would take them; the others take them with an eager tape around
+                  the compiled projection, as the package's attacks do today.
 Each (mode, batch) runs in a fresh process, so its peak resident memory (ru_maxrss)
 is its own; memory per image is the slope between the two batch sizes, time per
 image the slope of the timed call (after one untimed call that traces and warms).
+Beside each peak: the estimate that sizes the white-box batches (defense_gan_tf/memory.py).
 
   python bench/projection_memory.py --batches=1,2
 Writes bench/results/projection_memory.json.
@@ -30,7 +36,8 @@ from defense_gan_tf import hardware, jsonio
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batches", ["1", "2"], "Two batch sizes (the slope between them is the "
                   "per-image figure).")
-flags.DEFINE_list("modes", ["full_plain", "full_segmented", "bpda"], "Modes to measure.")
+flags.DEFINE_list("modes", ["full_plain", "full_segmented", "bpda", "full_plain_compiled",
+                            "full_segmented_compiled"], "Modes to measure.")
 flags.DEFINE_integer("iterations", 200, "L.")
 flags.DEFINE_integer("restarts", 10, "R.")
 flags.DEFINE_string("generator", "pretrained/mnist/generator.keras", "Generator.")
@@ -38,7 +45,10 @@ flags.DEFINE_string("classifier", "pretrained/mnist/classifier_A.keras", "Classi
 flags.DEFINE_string("output", "bench/results/projection_memory.json", "JSON to write.")
 flags.DEFINE_string("child", None, "Internal: measure one 'mode:batch' and print JSON.")
 
-_MODES = {"full_plain": ("full", 0), "full_segmented": ("full", None), "bpda": ("bpda", 0)}
+# mode: (gradient, checkpoint segment (None: the default), gradient inside a tf.function)
+_MODES = {"full_plain": ("full", 0, False), "full_segmented": ("full", None, False),
+          "bpda": ("bpda", 0, False), "full_plain_compiled": ("full", 0, True),
+          "full_segmented_compiled": ("full", None, True)}
 
 
 def measure_one(mode: str, batch: int) -> dict:
@@ -54,27 +64,37 @@ def measure_one(mode: str, batch: int) -> dict:
 
     generator, _ = load_generator(FLAGS.generator)
     classifier = load_classifier(FLAGS.classifier)
-    gradient, segment = _MODES[mode]
+    gradient, segment, compiled = _MODES[mode]
     projector = Projector(generator, ProjectionConfig(iterations=FLAGS.iterations,
                                                       restarts=FLAGS.restarts),
                           gradient=gradient, checkpoint_segment=segment)
     x = tf.constant(np.random.default_rng(0).uniform(0, 1, (batch, 28, 28, 1)), tf.float32)
     y = tf.zeros([batch], tf.int64)
 
-    def gradient_once():
+    def input_gradient(images):
         with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = classifier(projector(x, seed=1).reconstruction, training=False)
+            tape.watch(images)
+            logits = classifier(projector(images, seed=1).reconstruction, training=False)
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        return tape.gradient(loss, x).numpy()
+        return tape.gradient(loss, images)
+
+    step = tf.function(input_gradient) if compiled else input_gradient
+
+    def gradient_once():
+        return step(x).numpy()
 
     gradient_once()  # trace and warm up
     t0 = time.perf_counter()
     grad = gradient_once()
     seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from defense_gan_tf import memory
+
+    estimate = memory.BASE_GB + batch * memory.gb_per_image(
+        FLAGS.iterations, FLAGS.restarts, gradient=gradient, segment=projector.segment)
     return {"mode": mode, "batch": batch, "seconds": seconds, "peak_gb": peak_kb / 2**20,
-            "segment": projector.segment, "gradient_norm": float(np.linalg.norm(grad))}
+            "estimated_peak_gb": round(estimate, 3), "segment": projector.segment,
+            "gradient_norm": float(np.linalg.norm(grad))}
 
 
 def main(argv):
@@ -113,12 +133,15 @@ def main(argv):
             a, b = sorted(pair, key=lambda r: r["batch"])
             span = b["batch"] - a["batch"]
             summary[mode] = {"gb_per_image": round((b["peak_gb"] - a["peak_gb"]) / span, 3),
+                             "estimated_gb_per_image": round(
+                                 (b["estimated_peak_gb"] - a["estimated_peak_gb"]) / span, 3),
                              "base_gb": round(a["peak_gb"] - a["batch"] *
                                               (b["peak_gb"] - a["peak_gb"]) / span, 3),
                              "seconds_per_image": round((b["seconds"] - a["seconds"]) / span
                                                         if b["seconds"] > a["seconds"] else
                                                         b["seconds"] / b["batch"], 2)}
     plain, segmented = summary.get("full_plain"), summary.get("full_segmented")
+    compiled = summary.get("full_plain_compiled")
     result = {
         "benchmark": "projection_memory",
         "setting": f"shipped MNIST generator and classifier A, L={FLAGS.iterations}, "
@@ -130,6 +153,9 @@ def main(argv):
         "segmented_over_plain_time": (round(segmented["seconds_per_image"] /
                                             plain["seconds_per_image"], 3)
                                       if plain and segmented else None),
+        "compiled_over_eager_memory": (round(compiled["gb_per_image"] / plain["gb_per_image"],
+                                             3) if plain and compiled and
+                                       plain["gb_per_image"] > 0 else None),
         "runs": runs,
         "goal": "full mode at most 2 GB per image and at most 1.5x the plain time per image",
         "machine": hardware.describe(),

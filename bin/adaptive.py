@@ -23,13 +23,13 @@ from absl import app
 from absl import flags as absl_flags
 
 import flags as shared  # bin/flags.py
-from defense_gan_tf.evaluation.specs import ATTACKS
+from defense_gan_tf.config import ADAPTIVE_ATTACKS
 
 FLAGS = absl_flags.FLAGS
 shared.define_evaluation_flags(results_dir="runs/adaptive", model_flag="model",
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=200, choose_defense=False)
-absl_flags.DEFINE_list("attacks", list(ATTACKS),
+absl_flags.DEFINE_list("attacks", list(ADAPTIVE_ATTACKS),
                        "Attacks to run (fgsm: through the unrolled projection; bpda_*, "
                        "cw_bpda: BPDA; *track*: BPDA following z* from step to step; *eot*: "
                        "averaging --eot_samples draws of the random starts per step; "
@@ -72,6 +72,9 @@ def build_run():
     """Flags -> AdaptiveRun (validated by the dataclasses)."""
     from defense_gan_tf.evaluation.specs import AdaptiveRun
 
+    if FLAGS.time_budget_minutes is not None and FLAGS.time_budget_minutes <= 0:
+        raise app.UsageError(f"--time_budget_minutes must be > 0, got "
+                             f"{FLAGS.time_budget_minutes}")
     try:
         eps_linf = tuple(float(e) for e in FLAGS.eps_linf)
         eps_l2 = tuple(float(e) for e in FLAGS.eps_l2)
@@ -106,9 +109,6 @@ def _workflow():
 
     from defense_gan_tf.evaluation.adaptive import run_adaptive
 
-    if FLAGS.time_budget_minutes is not None and FLAGS.time_budget_minutes <= 0:
-        raise app.UsageError(f"--time_budget_minutes must be > 0, got "
-                             f"{FLAGS.time_budget_minutes}")
     budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
 
     def run(*args, **kwargs):

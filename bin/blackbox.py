@@ -8,7 +8,8 @@ sweep of Table 3). The trained substitute and the oracle's clean labels are cach
 
 Example (paper setting: black box F, substitute E, FGSM eps 0.3, Defense-GAN-Rec):
   python bin/blackbox.py --generator=pretrained/mnist/generator.keras \
-      --defense_type=defense_gan --train_on_recs --bb_model=F --sub_model=E
+      --defense_type=defense_gan --train_on_recs --bb_model=F --sub_model=E \
+      --data_dir=../shared/data
 """
 
 from absl import flags as absl_flags

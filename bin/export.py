@@ -3,11 +3,11 @@ r"""Exports a Defense-GAN defended classifier as a SavedModel plain TensorFlow c
 
 Example:
   python bin/export.py --generator=pretrained/mnist/generator.keras \
-      --classifier=runs/classifier_A.keras --output_dir=exports/mnist_A \
+      --classifier=pretrained/mnist/classifier_A.keras --output_dir=runs/export/mnist_A \
       --detection_threshold=0.02
 
 Load it without this package:
-  m = tf.saved_model.load("exports/mnist_A")
+  m = tf.saved_model.load("runs/export/mnist_A")
   out = m.signatures["serving_default"](images=x)   # logits, probabilities, ...
 """
 

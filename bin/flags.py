@@ -52,6 +52,14 @@ def run(main) -> None:
     is refused naming the flag (NaN passes every range check, and a NaN step or
     constant can make an attack a no-op that reports full robustness). A usage error
     prints one line naming the flag and ``Try --help.``, not the whole help."""
+    from defense_gan_tf import console
+
+    console.quiet_tensorflow()  # before TensorFlow loads (the binaries import it late)
+    # --help lists the key flags of the main module only: the shared ones defined here
+    # are the binary's too.
+    for flag in FLAGS.get_key_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
     def checked(argv):
         try:
             check_finite_flags()

@@ -11,8 +11,8 @@ next to the real-data ceiling). The quality classifier is loaded from
 file is missing. An existing package is replaced only with --overwrite.
 
 Example:
-  python bin/package_generator.py --run_dir=runs/mnist --dest_dir=pretrained/mnist \
-      --classifier=pretrained/mnist/quality_classifier.keras --data_dir=../shared/data
+  python bin/package_generator.py --run_dir=runs/mnist --dest_dir=runs/package/mnist \
+      --classifier=pretrained/mnist/classifier_A.keras --data_dir=../shared/data
 """
 
 import os

@@ -18,6 +18,7 @@ Example:
   python bin/reproduce.py --table=whitebox_mnist --models=A --defenses=none,adv_tr \
       --data_dir=../shared/data
   python bin/reproduce.py --summary_only
+  python bin/reproduce.py --headline      # the README's headline table, from the records
 """
 
 import os
@@ -45,6 +46,9 @@ absl_flags.DEFINE_string("summary", "REPRODUCTION.md", "Rebuilt after a (non-dry
                          f"(see --results_root) the default is {CUSTOM_ROOT}/REPRODUCTION.md.")
 absl_flags.DEFINE_bool("summary_only", False, "Only rebuild --summary from the records; "
                        "run nothing.")
+absl_flags.DEFINE_bool("headline", False, "Only rewrite the README's table of headline "
+                       "figures from the shipped manifests and the committed records; run "
+                       "nothing.")
 absl_flags.DEFINE_bool("dry_run", False, "List the cells, their estimates and which are "
                        "done; run nothing.")
 absl_flags.DEFINE_integer("num_tests", 500, "Test images per cell without Defense-GAN.")
@@ -122,6 +126,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _redirect_custom_runs()
+    if FLAGS.headline:
+        from defense_gan_tf.evaluation import headline
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        changed = headline.rewrite_readme(root)
+        print("README.md headline table " + ("rewritten" if changed else "unchanged"))
+        return
     if FLAGS.table is None and not FLAGS.summary_only:
         raise app.UsageError("--table is required (or --summary_only to rebuild --summary)")
     if FLAGS.summary_only and not FLAGS.summary:

@@ -8,7 +8,7 @@ losses, command) beside the generator by default.
 
 Example:
   python bin/train_encoder.py --generator=pretrained/mnist/generator.keras \
-      --data_dir=../shared/data --steps=3000
+      --data_dir=../shared/data --steps=3000 --output=runs/encoder/mnist.keras
 """
 
 import os

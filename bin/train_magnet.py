@@ -7,7 +7,7 @@ clean test images, command) to --output_dir.
 
 Example:
   python bin/train_magnet.py --dataset=mnist --data_dir=../shared/data \
-      --output_dir=pretrained/mnist/magnet
+      --output_dir=runs/magnet
 """
 
 import os

@@ -7,7 +7,8 @@ detection ROC curve and a grid of clean / adversarial / reconstructed images.
 
 Example (paper setting, model A, FGSM eps 0.3, Defense-GAN-Orig):
   python bin/whitebox.py --generator=pretrained/mnist/generator.keras \
-      --defense_type=defense_gan --model=A --attack_type=fgsm --fgsm_eps=0.3
+      --classifier=pretrained/mnist/classifier_A.keras --defense_type=defense_gan \
+      --attack_type=fgsm --fgsm_eps=0.3 --data_dir=../shared/data
 """
 
 from absl import app
@@ -20,14 +21,18 @@ FLAGS = absl_flags.FLAGS
 shared.define_evaluation_flags(results_dir="runs/whitebox", model_flag="model",
                                model_default="A", model_help="Classifier architecture.",
                                num_tests=100)
-absl_flags.DEFINE_enum("attack_type", "fgsm", list(config_lib.ATTACKS), "Attack.")
+absl_flags.DEFINE_enum("attack_type", "fgsm", list(config_lib.WHITEBOX_ATTACKS), "Attack.")
 absl_flags.DEFINE_float("alpha", 0.05, "RAND+FGSM random step.")
 absl_flags.DEFINE_enum("gradient", "full", list(config_lib.GRADIENT_MODES), "What the "
                        "attacker's gradient through the projection is (full = the paper's "
                        "white box, bpda = identity).")
 absl_flags.DEFINE_bool("same_init", False, "White-box revisited: the attacker knows the "
                        "projection's initial z (the defense uses a fixed seed).")
-absl_flags.DEFINE_integer("batch_size", 20, "Test images per attack batch.")
+absl_flags.DEFINE_integer("batch_size", 20, "Test images per attack batch (with "
+                          "--gradient=full, at most what --memory_budget_gb allows).")
+absl_flags.DEFINE_float("memory_budget_gb", None, "Memory the full gradient through the "
+                        "projection may use (default: half the memory available at the "
+                        "start); the batch is cut to the largest that fits by estimate.")
 absl_flags.DEFINE_integer("cw_iterations", 100, "CW iterations.")
 absl_flags.DEFINE_float("cw_lr", 10.0, "CW learning rate.")
 absl_flags.DEFINE_float("cw_const", 100.0, "CW initial constant c.")
@@ -52,13 +57,53 @@ def build_run():
         cw_binary_steps=FLAGS.cw_binary_steps, cw_iterations=FLAGS.cw_iterations,
         cw_learning_rate=FLAGS.cw_lr, cw_initial_const=FLAGS.cw_const,
         pgd_step_size=FLAGS.pgd_step_size, pgd_iterations=FLAGS.pgd_iterations)
-    spec = shared.run_spec(model=FLAGS.model, batch_size=FLAGS.batch_size, attack=attack)
+    spec = shared.run_spec(model=FLAGS.model, batch_size=_batch_size(), attack=attack)
     return WhiteboxRun(spec=spec, gradient=FLAGS.gradient, same_init=FLAGS.same_init)
 
 
+def _batch_size() -> int:
+    """--batch_size, cut for the full gradient through the projection to the largest
+    batch that --memory_budget_gb holds by estimate (defense_gan_tf/memory.py); a --batch_size
+    given explicitly is kept, with a warning when it is estimated not to fit."""
+    import math
+
+    from defense_gan_tf import memory
+
+    if FLAGS.memory_budget_gb is not None and FLAGS.memory_budget_gb <= 0:
+        raise app.UsageError(f"--memory_budget_gb must be > 0, got {FLAGS.memory_budget_gb}")
+    if FLAGS.defense_type != "defense_gan" or FLAGS.gradient != "full":
+        return FLAGS.batch_size
+    projection = shared.projection_config(FLAGS.dataset)
+    segment = math.ceil(math.sqrt(projection.iterations))  # the Projector's default
+    per_image = memory.gb_per_image(projection.iterations, projection.restarts,
+                                    segment=segment)  # MNIST-shaped images
+    budget = FLAGS.memory_budget_gb or memory.default_budget_gb()
+    if budget is None:
+        return FLAGS.batch_size
+    fits = memory.batch_for_budget(budget, per_image, FLAGS.batch_size)
+    if FLAGS["batch_size"].present:
+        if fits < FLAGS.batch_size:
+            print(f"warning: --batch_size={FLAGS.batch_size} is estimated to need "
+                  f"{memory.BASE_GB + FLAGS.batch_size * per_image:.1f} GB, over the "
+                  f"{budget:.1f} GB of --memory_budget_gb", flush=True)
+        return FLAGS.batch_size
+    if fits < FLAGS.batch_size:
+        print(f"batch of {fits} images (not {FLAGS.batch_size}): the full gradient "
+              f"through L={projection.iterations}, R={projection.restarts} is estimated at "
+              f"{per_image:.2f} GB per image, and --memory_budget_gb is {budget:.1f}",
+              flush=True)
+    return fits
+
+
 def _workflow():
+    from defense_gan_tf.defense.projection import Projector
     from defense_gan_tf.evaluation.whitebox_run import run_whitebox
 
+    iterations = shared.projection_config(FLAGS.dataset).iterations
+    if FLAGS.defense_type == "defense_gan" and FLAGS.gradient == "full" and iterations >= 100:
+        # A batch through the unrolled projection takes minutes at the paper's L: the
+        # compiled loop reports every quarter of L (and the backward pass its segments).
+        Projector.progress_every = iterations // 4
     return run_whitebox
 
 

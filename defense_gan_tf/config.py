@@ -284,7 +284,69 @@ class ClassifierConfig:
         _check_positive("classifier.epochs", self.epochs)
 
 
-ATTACKS = ("fgsm", "rand_fgsm", "cw", "pgd")
+@dataclasses.dataclass(frozen=True)
+class AttackEntry:
+    """One attack a binary names: the algorithm that crafts it (run by
+    ``defense_gan_tf.attacks.perturb``), the norm its budget is measured in, and what
+    the attacker differentiates through Defense-GAN.
+
+    Attributes:
+      algorithm: ``fgsm``, ``rand_fgsm``, ``pgd`` (L-infinity), ``pgd_l2``, ``cw`` (L2)
+        or ``latent`` (a search in the generator's range).
+      norm: ``linf``, ``l2`` or ``mse`` (the latent attack's mean squared error).
+      gradient: what the attacker differentiates: ``full`` (through the unrolled
+        projection), ``bpda``, ``track`` / ``track_eot`` (BPDA following z*),
+        ``transfer`` (the classifier alone); None where the run's ``--gradient`` decides
+        (the white-box workflow) or where no gradient through the defense is taken.
+      description: one line for tables and ``--help``.
+      eot: averages the attack's gradient over fresh draws of the projection's starts.
+    """
+
+    algorithm: str
+    norm: str
+    gradient: typing.Optional[str]
+    description: str
+    eot: bool = False
+
+
+# The attacks of the white-box workflow (paper section 4; bin/whitebox.py --attack_type),
+# against whichever model --defense_type and --gradient give.
+WHITEBOX_ATTACKS = {
+    "fgsm": AttackEntry("fgsm", "linf", None, "FGSM"),
+    "rand_fgsm": AttackEntry("rand_fgsm", "linf", None, "RAND+FGSM"),
+    "cw": AttackEntry("cw", "l2", None, "Carlini-Wagner L2"),
+    "pgd": AttackEntry("pgd", "linf", None, "PGD (L-infinity, random start)"),
+}
+
+# The attacks of the adaptive workflow (bin/adaptive.py --attacks), each against
+# Defense-GAN through a fixed gradient mode.
+ADAPTIVE_ATTACKS = {
+    "fgsm": AttackEntry("fgsm", "linf", "full",
+                        "FGSM through the unrolled projection (the paper's white box)"),
+    "bpda_pgd": AttackEntry("pgd", "linf", "bpda", "PGD with BPDA"),
+    "bpda_eot_pgd": AttackEntry("pgd", "linf", "bpda",
+                                "PGD with BPDA and EOT over the random starts", eot=True),
+    "bpda_track_pgd": AttackEntry("pgd", "linf", "track", "PGD with BPDA, the attacker's "
+                                  "projection following z* from step to step"),
+    "bpda_eot_track_pgd": AttackEntry("pgd", "linf", "track_eot", "PGD with BPDA and EOT "
+                                      "over K projections per image, each followed from "
+                                      "step to step", eot=True),
+    "bpda_pgd_l2": AttackEntry("pgd_l2", "l2", "bpda", "PGD in L2 with BPDA"),
+    "bpda_track_pgd_l2": AttackEntry("pgd_l2", "l2", "track",
+                                     "PGD in L2 with BPDA, following z*"),
+    "cw_bpda": AttackEntry("cw", "l2", "bpda",
+                           "Carlini-Wagner L2 with BPDA (found only within the budget)"),
+    "cw_bpda_track": AttackEntry("cw", "l2", "track",
+                                 "Carlini-Wagner L2 with BPDA following z*"),
+    "latent": AttackEntry("latent", "mse", None,
+                          "latent-space search (Athalye et al. 5.4.2), re-projected"),
+    # Carlini et al. (2019) ask for a transfer attack too: crafted on the classifier
+    # alone, blind to the defense, then scored through it.
+    "transfer_fgsm": AttackEntry("fgsm", "linf", "transfer",
+                                 "FGSM on the undefended classifier, transferred"),
+    "transfer_pgd": AttackEntry("pgd", "linf", "transfer",
+                                "PGD on the undefended classifier, transferred"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,8 +375,8 @@ class AttackConfig:
 
     def __post_init__(self):
         check_finite_fields(self, "attack")
-        if self.attack_type not in ATTACKS:
-            raise ValueError(f"attack.attack_type must be one of {list(ATTACKS)}, "
+        if self.attack_type not in WHITEBOX_ATTACKS:
+            raise ValueError(f"attack.attack_type must be one of {list(WHITEBOX_ATTACKS)}, "
                              f"got {self.attack_type!r}")
         if self.eps < 0:
             raise ValueError(f"attack.eps must be >= 0, got {self.eps}")

@@ -148,18 +148,61 @@ def _load_idx_split(name: str, split: str, data_dir: str):
     return images, labels.astype(np.int64)
 
 
-def _tfds_load(name: str, split: str):
-    import tensorflow_datasets as tfds  # Imported lazily: slow, and optional offline.
+# The host tensorflow-datasets downloads MNIST (and its prepared copies) from.
+_TFDS_HOST = ("storage.googleapis.com", 443)
 
-    tfds_split = split if name == "celeba" else _TFDS_SPLITS[split]
+
+def _no_network_reason(host=_TFDS_HOST, timeout: float = 5.0) -> Optional[str]:
+    """Why a download cannot start (no name resolution or connection), else None.
+
+    A download attempted offline can hang instead of failing (tensorflow-datasets
+    retries); a proxy in the environment is trusted to do its job.
+    """
+    import socket
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return None
     try:
-        return tfds.load(_TFDS_NAMES[name], split=tfds_split, shuffle_files=False)
-    except Exception as e:  # tfds raises many types for network failures.
+        socket.create_connection(host, timeout=timeout).close()
+    except OSError as e:
+        return f"cannot reach {host[0]} ({type(e).__name__}: {e})"
+    return None
+
+
+def _tfds_load(name: str, split: str):
+    """A split through tensorflow-datasets: its prepared copy (``$TFDS_DATA_DIR`` or
+    ``~/tensorflow_datasets``), else downloaded and prepared first when the network
+    can be reached. Every failure names its real cause."""
+    tfds_name = _TFDS_NAMES[name]
+    tfds_split = split if name == "celeba" else _TFDS_SPLITS[split]
+    local = (f"pass a local IDX folder with data_dir=... (--data_dir) or set "
+             f"{DATA_DIR_ENV}")
+    try:
+        import tensorflow_datasets as tfds  # Imported lazily: slow, and optional offline.
+
+        builder = tfds.builder(tfds_name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
+        prepared = builder.is_prepared()
+    except Exception as e:  # an import or registry failure: not the network's fault
         raise DatasetUnavailableError(
-            f"tensorflow-datasets could not load {_TFDS_NAMES[name]!r} split "
-            f"{tfds_split!r} ({type(e).__name__}: {e}). If this machine is offline, "
-            f"pass a local IDX folder with data_dir=... (or --data_dir) or set "
-            f"{DATA_DIR_ENV}.") from e
+            f"tensorflow-datasets cannot be used ({type(e).__name__}: {e}); {local}") from e
+    if not prepared:
+        reason = _no_network_reason()
+        if reason is not None:
+            raise DatasetUnavailableError(
+                f"tensorflow-datasets has no prepared copy of {tfds_name!r} in "
+                f"{builder.data_dir} and cannot download one: {reason}; {local}")
+        try:
+            builder.download_and_prepare()
+        except Exception as e:  # tfds raises many types for download failures
+            raise DatasetUnavailableError(
+                f"tensorflow-datasets could not download and prepare {tfds_name!r} "
+                f"({type(e).__name__}: {e}); {local}") from e
+    try:
+        return builder.as_dataset(split=tfds_split, shuffle_files=False)
+    except Exception as e:
+        raise DatasetUnavailableError(
+            f"tensorflow-datasets could not read {tfds_name!r} split {tfds_split!r} from "
+            f"{builder.data_dir} ({type(e).__name__}: {e}); {local}") from e
 
 
 def _mnist_from_tfds(example):
@@ -187,34 +230,48 @@ def _celeba_from_tfds(example):
     return image, tf.cast(example["attributes"]["Male"], tf.int64)
 
 
-def load_numpy(name: str, split: str, *, data_dir: Optional[str] = None):
+def load_numpy(name: str, split: str, *, data_dir: Optional[str] = None,
+               limit: Optional[int] = None):
     """Loads a whole MNIST or Fashion-MNIST split into memory.
 
     Args:
       name: ``mnist`` or ``fashion_mnist`` (aliases such as ``f-mnist`` work).
       split: ``train``, ``validation`` or ``test``.
       data_dir: local IDX folder; defaults to $DEFENSE_GAN_DATA_DIR, then tfds.
+      limit: keep only the first ``limit`` examples (as ``load`` does).
 
     Returns:
       (images, labels): float32 [N, 28, 28, 1] in [0, 1] and int64 [N].
 
     Raises:
-      ValueError: unknown name or split, malformed files.
+      ValueError: unknown name or split, malformed files, bad ``limit``.
       FileNotFoundError: missing folder or file.
       DatasetUnavailableError: tfds could not download the data.
     """
     name = canonical_dataset_name(name)
     _check_split(split)
+    _check_limit(limit)
     if name == "celeba":
         raise ValueError("load_numpy does not hold CelebA in memory; use load()")
     local = resolve_data_dir(data_dir)
     if local is not None:
-        return _load_idx_split(name, split, local)
-    images, labels = [], []
-    for image, label in _tfds_load(name, split).map(_mnist_from_tfds).batch(10_000):
-        images.append(image.numpy())
-        labels.append(label.numpy())
-    return np.concatenate(images), np.concatenate(labels)
+        images, labels = _load_idx_split(name, split, local)
+        return (images, labels) if limit is None else (images[:limit], labels[:limit])
+    ds = _tfds_load(name, split).map(_mnist_from_tfds)
+    if limit is not None:
+        ds = ds.take(limit)
+    images = np.zeros((0, 28, 28, 1), np.float32)
+    labels = np.zeros((0,), np.int64)
+    for image, label in ds.batch(10_000):
+        images = np.concatenate([images, image.numpy()])
+        labels = np.concatenate([labels, label.numpy()])
+    return images, labels
+
+
+def _check_limit(limit) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 0):
+        raise ValueError(f"limit must be an integer >= 0 or None, got {limit!r}")
 
 
 def load(name: str, split: str, *, data_dir: Optional[str] = None,
@@ -240,15 +297,12 @@ def load(name: str, split: str, *, data_dir: Optional[str] = None,
     """
     name = canonical_dataset_name(name)
     _check_split(split)
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    _check_limit(limit)
     if name == "celeba":
         ds = _tfds_load(name, split).map(_celeba_from_tfds,
                                          num_parallel_calls=tf.data.AUTOTUNE)
     elif resolve_data_dir(data_dir) is not None:
-        images, labels = load_numpy(name, split, data_dir=data_dir)
-        if limit is not None:
-            images, labels = images[:limit], labels[:limit]
+        images, labels = load_numpy(name, split, data_dir=data_dir, limit=limit)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
     else:
         ds = _tfds_load(name, split).map(_mnist_from_tfds)

@@ -129,6 +129,10 @@ def _count_calls(monkeypatch, name):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(adaptive.attacks, name, counting)
+    # Perturbation algorithms are reached through the one dispatch table.
+    for algorithm, function in list(adaptive.attacks.ALGORITHMS.items()):
+        if function is real:
+            monkeypatch.setitem(adaptive.attacks.ALGORITHMS, algorithm, counting)
     return calls
 
 
@@ -649,3 +653,30 @@ def test_a_resumed_cell_reports_the_same_gradient_norm(tiny_world, tmp_path):
     resumed = run_adaptive(run, results_dir=str(tmp_path / "b"), **kw)["cells"][0]
     assert resumed.gradient_norm == straight.gradient_norm
     assert resumed.correct == straight.correct
+
+
+def test_coinciding_series_of_the_robustness_curve_stay_visible(tmp_path, monkeypatch):
+    """Two attacks that leave the undefended classifier at the same accuracies: their
+    dotted lines differ in marker and size, so neither hides the other."""
+    from matplotlib.figure import Figure
+
+    from defense_gan_tf.evaluation import adaptive
+
+    def cell(attack, budget, defended, undefended):
+        entry = lambda a: {"accuracy": a, "n": 4, "correct": int(4 * a), "ci95": [a, a]}
+        return adaptive.AttackCell(attack=attack, norm="linf", budget=budget,
+                                   defended=entry(defended), undefended=entry(undefended),
+                                   correct=[True] * 4, mean_distortion=budget,
+                                   gradient_norm=1.0, seconds_per_image=1.0)
+
+    cells = [cell(a, b, d, 0.0) for a, d in (("fgsm", 0.5), ("transfer_fgsm", 0.75))
+             for b in (0.1, 0.3)]
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, *a, **k: saved.append(fig))
+    adaptive.plot_robustness(cells, adaptive.worst_case(cells), str(tmp_path / "c.png"))
+    lines = saved[0].axes[0].get_lines()
+    dotted = [l for l in lines if l.get_linestyle() == ":"]
+    assert len(dotted) == 2
+    assert list(dotted[0].get_ydata()) == list(dotted[1].get_ydata()) == [0.0, 0.0]
+    styles = {(l.get_marker(), l.get_markersize()) for l in dotted}
+    assert len(styles) == 2 and all(m not in ("None", "", None) for m, _ in styles)

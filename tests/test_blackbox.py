@@ -49,6 +49,9 @@ def test_blackbox_runs_fill_the_table(setup, monkeypatch):
     progress = [m for m in said if m.startswith("oracle:")]
     assert "oracle: 10/30 labelled" in progress[0] and "ETA" in progress[0]
     assert not any(m.startswith("oracle: 30/30") for m in progress)
+    # Each run draws its first clean and adversarial images, marked with the oracle's labels.
+    grids = sorted(n for n in os.listdir(root / "bb") if n.endswith("_grid.png"))
+    assert len(grids) == 2 and any("none" in n for n in grids), grids
     r = out["none"].result
     assert r.oracle_queries == 20 + 20  # seed set, then one augmentation round
     assert r.substitute_set_sizes == [20, 40]

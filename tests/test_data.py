@@ -137,22 +137,90 @@ def test_unknown_names(tmp_path):
         data.load("mnist", "dev", data_dir=str(tmp_path))
 
 
-def test_tfds_failure_says_pass_a_local_folder(monkeypatch):
+def _tiny_tfds_copy(root, n_train=60, n_test=20):
+    """A prepared tensorflow-datasets copy of 'mnist' (version 3.0.1, the registered
+    builder's features) under ``root``, written offline; returns its uint8 arrays."""
+    import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("Failed to establish a new connection")
+    rng = np.random.default_rng(1)
+    arrays = {split: (rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+                      rng.integers(0, 10, (n,)).astype(np.int64))
+              for split, n in (("train", n_train), ("test", n_test))}
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(28, 28, 1)),
+        "label": tfds.features.ClassLabel(num_classes=10)})
+    splits = {split: tf.data.Dataset.from_tensor_slices({"image": x, "label": y})
+              for split, (x, y) in arrays.items()}
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="mnist", version="3.0.1", features=features, split_datasets=splits,
+        data_dir=str(root), disable_shuffling=True)
+    return arrays
+
+
+def test_the_tfds_path_reads_a_prepared_copy_without_network(tmp_path, monkeypatch):
+    arrays = _tiny_tfds_copy(tmp_path)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a prepared copy needs no network")
+
+    monkeypatch.setattr(data, "_no_network_reason", no_download)
+    x, y = data.load_numpy("mnist", "test")
+    assert x.shape == (20, 28, 28, 1) and x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_allclose(x, arrays["test"][0] / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(y, arrays["test"][1])
+    x5, y5 = data.load_numpy("mnist", "test", limit=5)
+    np.testing.assert_array_equal(y5, arrays["test"][1][:5])
+    pairs = list(data.load("mnist", "test", limit=3).as_numpy_iterator())
+    assert [int(label) for _, label in pairs] == list(arrays["test"][1][:3])
+    # The package's train split is the first 50,000 official images: too few here.
+    with pytest.raises(data.DatasetUnavailableError, match="'train\\[:50000\\]'.*60 examples"):
+        data.load_numpy("mnist", "train")
+
+
+def test_the_tfds_path_offline_without_a_copy_fails_fast_naming_the_cause(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "_no_network_reason",
+                        lambda *a, **k: "cannot reach storage.googleapis.com (gaierror)")
+    with pytest.raises(data.DatasetUnavailableError,
+                       match="no prepared copy of 'mnist'.*cannot reach.*data_dir"):
+        data.load("mnist", "train")
+
+
+def test_a_broken_tensorflow_datasets_is_not_blamed_on_the_network(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'")
 
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(tfds, "load", offline)
-    with pytest.raises(data.DatasetUnavailableError, match="data_dir"):
+    monkeypatch.setattr(tfds, "builder", broken)
+    with pytest.raises(data.DatasetUnavailableError) as e:
         data.load("mnist", "train")
+    assert "cannot be used (ModuleNotFoundError: No module named 'importlib_resources')" \
+        in str(e.value)
+    assert "offline" not in str(e.value) and "data_dir" in str(e.value)
+
+
+def test_load_numpy_takes_the_limit_load_takes(fake_dir):
+    root, arrays = fake_dir
+    x, y = data.load_numpy("mnist", "test", data_dir=root, limit=3)
+    assert x.shape == (3, 28, 28, 1)
+    np.testing.assert_array_equal(y, arrays["t10k"][1][:3])
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="limit"):
+            data.load_numpy("mnist", "test", data_dir=root, limit=bad)
 
 
 def test_celeba_through_mocked_tfds(monkeypatch):
     import tensorflow_datasets as tfds
 
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(data, "_no_network_reason", lambda *a, **k: None)
     with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
         pairs = list(data.load("celeba", "train").as_numpy_iterator())
     assert len(pairs) == 3

@@ -168,7 +168,7 @@ def test_time_budget_stops_before_the_end(tmp_path, tiny_config):
 
 def test_second_process_is_locked_out(tmp_path, tiny_config):
     out = str(tmp_path / "run")
-    with gan_trainer._exclusive(out):
+    with gan_trainer.exclusive(out):
         code = ("import fcntl, sys\n"
                 f"h = open({os.path.join(out, '.lock')!r}, 'a')\n"
                 "try:\n    fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"

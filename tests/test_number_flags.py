@@ -33,7 +33,8 @@ BINARIES = sorted(f for f in os.listdir(os.path.join(ROOT, "bin"))
 
 # Flags where zero and negative values mean nothing (a step, a constant, a budget).
 _POSITIVE = ("rec_lr", "cw_lr", "cw_const", "pgd_step_size", "time_budget_minutes",
-             "learning_rate", "cw_learning_rate", "latent_learning_rate")
+             "learning_rate", "cw_learning_rate", "latent_learning_rate",
+             "memory_budget_gb")
 # ... except where the binary documents 0 as "none".
 _ZERO_MEANS_NONE = {("measure_generator.py", "time_budget_minutes")}
 
@@ -94,3 +95,19 @@ def test_attacks_that_would_do_nothing_are_refused():
 def test_a_zero_augmentation_step_is_refused():
     r = _run("blackbox.py", "--lmbda=0")
     assert r.returncode != 0 and "--lmbda" in r.stderr, r.stderr[-600:]
+
+
+@pytest.mark.parametrize("name", BINARIES)
+def test_help_lists_the_shared_flags_a_binary_takes(name):
+    """--help (not only --helpfull) lists the flags defined in bin/flags.py that the
+    binary uses, and names the data folder's environment variable where there is one."""
+    xml = _run(name, "--helpxml").stdout
+    shared = {flag.findtext("name") for flag in ET.fromstring(xml).iter("flag")
+              if flag.findtext("file") == "flags"}      # the module bin/flags.py
+    shown = _run(name, "--help").stdout
+    missing = sorted(f for f in shared if f"--{f}:" not in shown and f"--[no]{f}:" not in shown)
+    assert not missing, (name, missing)
+    assert shared or name in ("measure_generator.py", "package_generator.py",
+                              "reproduce.py"), name
+    if "--data_dir" in shown:
+        assert "DEFENSE_GAN_DATA_DIR" in shown, name

@@ -312,8 +312,8 @@ def test_large_inputs_are_projected_in_chunks_with_the_same_results(gen, monkeyp
 
 def test_segmented_backward_pass_gives_the_plain_gradient(gen):
     """The full gradient with the unrolled loop recomputed in segments equals the one
-    that keeps every step, to float32 rounding (L=10 in segments of 3, 3, 3 and 1, with
-    the learning-rate decay falling inside a segment), for the convolutional generator
+    that keeps every step, to float32 rounding (L=7 in segments of 3, 3 and 1, with the
+    learning-rate decay at step 4, inside a segment), for the convolutional generator
     too."""
     segment = 3
     from defense_gan_tf.config import preset, override
@@ -323,7 +323,7 @@ def test_segmented_backward_pass_gives_the_plain_gradient(gen):
     for g in (gen, models.build_generator(conv_cfg, seed=0)):
         x = tf.constant(np.random.default_rng(1).uniform(0.2, 0.8, (2, 28, 28, 1)),
                         tf.float32)
-        c = cfg(iterations=10, restarts=2, decay=True, decay_at=0.5)
+        c = cfg(iterations=7, restarts=2, decay=True, decay_at=0.5)
         grads, outs = [], []
         for seg in (0, segment):
             projector = Projector(g, c, gradient="full", checkpoint_segment=seg)
@@ -356,3 +356,32 @@ def test_a_projection_config_may_be_a_dict_of_its_fields(gen):
         project(gen, x, {"restarts": 0})
     with pytest.raises(TypeError, match="ProjectionConfig or a dict"):
         project(gen, x, 3)
+
+
+def test_a_long_batch_reports_its_steps_from_inside_the_compiled_loop(gen, capfd,
+                                                                      monkeypatch):
+    """With ``Projector.progress_every`` set, the compiled loop prints its steps (and the
+    full gradient's backward pass its segments) to standard error; the results do not
+    change, and by default nothing is printed."""
+    from defense_gan_tf.defense.projection import Projector
+
+    x, _ = targets(gen, n=2)
+    c = cfg(iterations=7, restarts=2)
+    quiet = Projector(gen, c)(x, seed=3).reconstruction.numpy()
+    assert "projection:" not in capfd.readouterr().err
+    monkeypatch.setattr(Projector, "progress_every", 3)
+    loud = Projector(gen, c)(x, seed=3).reconstruction.numpy()
+    err = capfd.readouterr().err
+    steps = [line for line in err.splitlines() if line.startswith("projection: step")]
+    assert steps == ["projection: step 3 of 7", "projection: step 6 of 7",
+                     "projection: step 7 of 7"], err
+    np.testing.assert_array_equal(loud, quiet)
+    full = Projector(gen, c, gradient="full", checkpoint_segment=2)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(full(xt, seed=3).reconstruction)
+    assert tape.gradient(loss, xt) is not None
+    err = capfd.readouterr().err
+    assert "projection: step 7 of 7" in err
+    assert "projection: gradient through steps 0-2 of 7 done" in err, err

@@ -13,6 +13,7 @@ from defense_gan_tf.evaluation.detection import roc_curve
 from defense_gan_tf.evaluation.loading import rec_cache_status
 from defense_gan_tf.evaluation.runs import RunSpec
 from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+from defense_gan_tf.plots import save_image_grid
 from defense_gan_tf.training.classifier import partial_reconstruction_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,9 +41,28 @@ def _run(setup, **kw):
                         test_data=test, command="pytest", log=lambda m: None)
 
 
-def test_whitebox_runs_fill_the_paper_table(setup):
+def test_whitebox_runs_fill_the_paper_table(setup, monkeypatch):
+    from defense_gan_tf.evaluation import whitebox_run
+
     root = setup[0]
+    grids = []
+
+    def grid(images, path, **kw):
+        grids.append((path, kw))
+        return save_image_grid(images, path, **kw)
+
+    monkeypatch.setattr(whitebox_run, "save_image_grid", grid)
     none = _run(setup, defense_type="none")
+    # The grid marks each clean and adversarial image with the class the model gave it,
+    # wrong ones flagged: as many flags on the adversarial row as the accuracy implies
+    # for these first images, and labels that are digits.
+    path, kw = grids[-1]
+    assert os.path.exists(path) and kw["row_labels"] == ["clean", "adversarial"]
+    assert len(kw["cell_labels"]) == 20 and all(k.isdigit() for k in kw["cell_labels"])
+    test_y = setup[3][1][:10]
+    assert list(kw["cell_wrong"]) == [int(k) != y for k, y in
+                                      zip(kw["cell_labels"], np.tile(test_y, 2))]
+    assert sum(kw["cell_wrong"][10:]) >= sum(kw["cell_wrong"][:10])
     r = none.result
     assert r.clean["n"] == 20
     assert r.adversarial["accuracy"] == r.adversarial["correct"] / 20
@@ -51,6 +71,9 @@ def test_whitebox_runs_fill_the_paper_table(setup):
     assert low <= r.adversarial["accuracy"] <= high
     assert r.gradient_norm_mean > 0 and r.linf_mean <= 0.3 + 1e-6
     orig = _run(setup, defense_type="defense_gan", gradient="bpda")
+    path, kw = grids[-1]
+    assert len(kw["row_labels"]) == 4 and kw["cell_labels"][20:] == [None] * 20
+    assert not any(kw["cell_wrong"][20:])  # the reconstructions carry no marks
     det = orig.result.detection
     # The AUC is the one of the recorded reconstruction errors (ROC of clean vs adversarial).
     assert det["auc"] == pytest.approx(

@@ -16,11 +16,12 @@ from defense_gan_tf.attacks.fgsm import fgsm, fgsm_direction
 from defense_gan_tf.attacks.latent import LatentAttackResult, latent_attack
 from defense_gan_tf.attacks.pgd import pgd_l2, pgd_linf
 from defense_gan_tf.attacks.rand_fgsm import rand_fgsm
+from defense_gan_tf.attacks.registry import ALGORITHMS, perturb
 from defense_gan_tf.attacks.substitute import (SubstituteResult, jacobian_augmentation,
                                                train_substitute)
 from defense_gan_tf.attacks.tracking import TrackingBPDA
 
-__all__ = ["LatentAttackResult", "SubstituteResult", "TrackingBPDA", "accepts_seed", "cw_l2",
+__all__ = ["ALGORITHMS", "LatentAttackResult", "SubstituteResult", "TrackingBPDA", "accepts_seed", "cw_l2",
            "expected_loss_and_gradient", "fgsm", "fgsm_direction", "input_gradient_norm",
-           "jacobian_augmentation", "labels_or_predictions", "latent_attack", "pgd_l2",
-           "pgd_linf", "rand_fgsm", "train_substitute"]
+           "jacobian_augmentation", "labels_or_predictions", "latent_attack", "perturb",
+           "pgd_l2", "pgd_linf", "rand_fgsm", "train_substitute"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import warnings
 from typing import Mapping, NamedTuple, Optional
 
@@ -145,6 +146,21 @@ def _per_image_error(reconstruction, images):
     return tf.reduce_mean(tf.square(reconstruction - images), axis=[1, 2, 3])
 
 
+def _say_step(t, every: int, total: int, after=()):
+    """Prints ``projection: step t/total`` to standard error when ``t`` is a multiple of
+    ``every`` (or the last step): progress from inside a compiled loop."""
+    if not every:
+        return
+    with tf.control_dependencies(list(after)):
+        t = tf.identity(t)
+
+    def say():
+        tf.print("projection: step", t, "of", total, output_stream=sys.stderr)
+        return tf.constant(True)
+
+    tf.cond((t % every == 0) | (t == total), say, lambda: tf.constant(False))
+
+
 def _momentum_steps(generator, targets, z, velocity, config: ProjectionConfig, *,
                     start: int, end: int):
     """Plain momentum steps ``start``..``end``-1 (no early stopping): (z, velocity)."""
@@ -168,19 +184,26 @@ def _momentum_steps(generator, targets, z, velocity, config: ProjectionConfig, *
 
 
 def _descend_in_segments(generator, targets, z, velocity, config: ProjectionConfig, *,
-                         start: int, end: int, segment: int):
-    """The steps of :func:`_momentum_steps` in segments of ``segment`` steps, each wrapped
-    in ``tf.recompute_grad``: the backward pass keeps only z and the velocity at segment
-    boundaries and runs each segment again when its gradient is needed (gradient
-    checkpointing, Chen et al. 2016), so memory grows with L / segment + segment rather
-    than with L. The values and gradients are those of the plain loop."""
+                         start: int, end: int, segment: int, progress: int = 0):
+    """The steps of :func:`_momentum_steps` in segments of ``segment`` steps, each one op
+    with a custom gradient (:func:`_recomputed_segment`): the backward pass keeps only z
+    and the velocity at segment boundaries and runs each segment again when its gradient is needed (gradient
+    checkpointing, Chen et al. 2016). The values and gradients are those of the plain
+    loop. Measured, the peak does not shrink to L / segment + segment steps: at L=200,
+    R=10 it is 0.55-0.73 of the plain loop's (bench/results/projection_memory.json)."""
     for s0 in range(start, end, segment):
-        z, velocity = _recomputed_segment(generator, config, s0, min(s0 + segment, end))(
+        s1 = min(s0 + segment, end)
+        z, velocity = _recomputed_segment(generator, config, s0, s1, progress)(
             z, velocity, targets)
+        if progress and (s1 // progress > s0 // progress or s1 == config.iterations):
+            with tf.control_dependencies([z]):
+                tf.print("projection: step", s1, "of", config.iterations,
+                         output_stream=sys.stderr)
     return z, velocity
 
 
-def _recomputed_segment(generator, config: ProjectionConfig, s0: int, s1: int):
+def _recomputed_segment(generator, config: ProjectionConfig, s0: int, s1: int,
+                        progress: int = 0):
     """Steps s0..s1-1 as one op whose gradient runs them again from their inputs.
 
     (``tf.recompute_grad`` runs its forward pass with recording stopped, which would
@@ -199,6 +222,12 @@ def _recomputed_segment(generator, config: ProjectionConfig, s0: int, s1: int):
             inputs = tape.gradient(again, [z, velocity, targets],
                                    output_gradients=[dz, dvelocity],
                                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if progress and (s1 // progress > s0 // progress or s0 == 0):
+                with tf.control_dependencies(inputs):
+                    said = tf.print(f"projection: gradient through steps {s0}-{s1} of "
+                                    f"{config.iterations} done", output_stream=sys.stderr)
+                with tf.control_dependencies([said] if said is not None else []):
+                    inputs = [tf.identity(g) for g in inputs]
             return inputs, [None] * len(variables or ())
         return out, grad
 
@@ -206,7 +235,8 @@ def _recomputed_segment(generator, config: ProjectionConfig, s0: int, s1: int):
 
 
 def _descend(generator, targets, z, config: ProjectionConfig, *, start: int, end: int,
-             restarts: int, velocity, active, reference, segment: Optional[int] = None):
+             restarts: int, velocity, active, reference, segment: Optional[int] = None,
+             progress: int = 0):
     """Momentum steps ``start``..``end``-1 on sum_i mean_pixels (G(z_i) - x_i)^2.
 
     The update is the one of TF1's ``MomentumOptimizer`` the authors used:
@@ -220,6 +250,7 @@ def _descend(generator, targets, z, config: ProjectionConfig, *, start: int, end
         the last window boundary (carried from stretch to stretch).
       segment: without early stopping, run the steps in recomputed segments of this many
         steps (:func:`_descend_in_segments`; for a gradient through the loop).
+      progress: print ``projection: step t of L`` every this many steps (0: never).
 
     Returns:
       (z, velocity, active, reference, steps executed).
@@ -228,7 +259,8 @@ def _descend(generator, targets, z, config: ProjectionConfig, *, start: int, end
     early = config.early_stop_tolerance > 0
     if segment and not early and end > start:
         z, velocity = _descend_in_segments(generator, targets, z, velocity, config,
-                                           start=start, end=end, segment=segment)
+                                           start=start, end=end, segment=segment,
+                                           progress=progress)
         return z, velocity, active, reference, tf.constant(end - start)
     window, tolerance = config.early_stop_window, config.early_stop_tolerance
     batch = tf.shape(targets)[0] // restarts
@@ -253,6 +285,7 @@ def _descend(generator, targets, z, config: ProjectionConfig, *, start: int, end
             stalled = reference - best < tolerance
             active = tf.where(boundary, active & ~stalled, active)
             reference = tf.where(boundary, best, reference)
+        _say_step(t + 1, progress, config.iterations, after=[new_z])
         return t + 1, new_z, new_velocity, active, reference
 
     t = tf.constant(start)
@@ -273,7 +306,8 @@ def _keep_best_half(generator, targets, z, velocity, restarts: int, keep: int):
 
 
 def _project_graph(generator, images, z_init, config: ProjectionConfig, *,
-                   descent_generator=None, encoder=None, segment: Optional[int] = None):
+                   descent_generator=None, encoder=None, segment: Optional[int] = None,
+                   progress: int = 0):
     """The projection proper: images [B, ...], z_init [B*R, d] -> Projection.
 
     An empty batch gives empty results: it is padded with one blank image (and
@@ -288,13 +322,13 @@ def _project_graph(generator, images, z_init, config: ProjectionConfig, *,
                                                    tf.shape(z_init)[1]]), z_init.dtype)], 0)
     out = _project_nonempty(generator, images, z_init, config,
                             descent_generator=descent_generator or generator, encoder=encoder,
-                            segment=segment)
+                            segment=segment, progress=progress)
     return Projection(reconstruction=out.reconstruction[:n], z=out.z[:n],
                       error=out.error[:n], steps=out.steps, row_steps=out.row_steps)
 
 
 def _project_nonempty(generator, images, z_init, config: ProjectionConfig, *,
-                      descent_generator, encoder, segment=None) -> Projection:
+                      descent_generator, encoder, segment=None, progress=0) -> Projection:
     batch = tf.shape(images)[0]
     if encoder is not None:  # The first restart of each image starts at E(x).
         grouped = tf.reshape(z_init, [batch, config.restarts, -1])
@@ -310,7 +344,8 @@ def _project_nonempty(generator, images, z_init, config: ProjectionConfig, *,
     for k, (start, end, restarts) in enumerate(schedule):
         z, velocity, active, reference, ran = _descend(
             descent_generator, targets, z, config, start=start, end=end, restarts=restarts,
-            velocity=velocity, active=active, reference=reference, segment=segment)
+            velocity=velocity, active=active, reference=reference, segment=segment,
+            progress=progress)
         steps += ran
         row_steps += ran * batch * restarts
         if k + 1 < len(schedule) and schedule[k + 1][2] < restarts:
@@ -414,16 +449,23 @@ class Projector(tf.Module):
 
     Calling it is :func:`project`; keep one around to avoid retracing. With
     ``gradient="full"`` the backward pass recomputes the unrolled descent in segments of
-    ``checkpoint_segment`` steps (default about sqrt(L); 0 keeps every step), so memory
-    grows with about 2 sqrt(L) steps' activations instead of L (the gradient is the
-    same; early stopping runs unsegmented). An eager call
+    ``checkpoint_segment`` steps (default about sqrt(L); 0 keeps every step; the gradient
+    is the same; early stopping runs unsegmented). It is meant to hold about 2 sqrt(L)
+    steps' activations instead of L; measured at L=200, R=10 it holds 0.55-0.73 of the
+    plain loop's (``defense_gan_tf/memory.py``). An eager call
     with more than ``max_batch`` images projects them ``max_batch`` at a time (the
     starts of all are drawn first, so each image gets what one call would give it;
     with early stopping the stop step is decided per chunk), so that memory stays
     bounded whatever the input size.
+
+    ``progress_every`` (a class attribute, 0 by default; set it before the first call)
+    makes the compiled loop print ``projection: step t of L`` to standard error every
+    that many steps, and the full gradient's backward pass a line per segment: a batch
+    at the paper's settings does not sit silent for minutes.
     """
 
     max_batch = 500
+    progress_every = 0
 
     def __init__(self, generator: keras.Model, config: Optional[ProjectionConfig] = None,
                  gradient: str = "none", name: Optional[str] = None,
@@ -463,7 +505,8 @@ class Projector(tf.Module):
 
     def _project(self, images, z_init):
         config, generator = self.config, self.generator
-        options = dict(descent_generator=self.descent_generator, encoder=self.encoder)
+        options = dict(descent_generator=self.descent_generator, encoder=self.encoder,
+                       progress=int(self.progress_every))
         if self.gradient == "full":  # Through what actually ran, options included.
             return _project_graph(generator, images, z_init, config, segment=self.segment,
                                   **options)

@@ -33,7 +33,8 @@ from defense_gan_tf.evaluation import report
 from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import flat_settings
-from defense_gan_tf.evaluation.specs import ATTACKS, AdaptiveRun
+from defense_gan_tf.config import ADAPTIVE_ATTACKS
+from defense_gan_tf.evaluation.specs import AdaptiveRun
 from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +121,8 @@ _PROBE_STREAM = 99
 _BATCH_FIELDS = ("ok", "ok_plain", "distortion", "found", "grads", "seconds")
 
 # Attacks whose search does not depend on the budget: one search per batch serves all.
-_BUDGET_FREE = ("latent", "cw_bpda", "cw_bpda_track", "fgsm", "transfer_fgsm")
+_BUDGET_FREE = tuple(name for name, entry in ADAPTIVE_ATTACKS.items()
+                     if entry.algorithm in ("latent", "cw", "fgsm"))
 
 
 def search_memo(cache_dir: Optional[str], settings: dict, attack: str) -> SearchMemo:
@@ -141,9 +143,9 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     ``memo`` (kept across budgets, one per attack) one serves every budget of a batch.
     Returns (x_adv, found share or None)."""
     lo, hi = run.spec.pixel_range
-    norm = ATTACKS[attack][0]
+    entry = ADAPTIVE_ATTACKS[attack]
     memo = SearchMemo() if memo is None else memo
-    if attack == "latent":
+    if entry.algorithm == "latent":
         def search():
             z_init = (None if start_projector is None else
                       start_projector(x, seed=[seed, 9]).z)
@@ -157,9 +159,9 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
         found = np.isfinite(out.distortion) & (out.distortion <= budget) & (
             np.argmax(classifier(out.x_adv), -1) != np.asarray(y))
         return _clean_where_failed(out.x_adv, x, found)
-    steps = run.pgd_l2_steps if norm == "l2" else run.pgd_steps
+    steps = run.pgd_l2_steps if entry.norm == "l2" else run.pgd_steps
     common = dict(y=y, clip_min=lo, clip_max=hi)
-    if attack in ("fgsm", "transfer_fgsm"):
+    if entry.algorithm == "fgsm":
         # FGSM's step is eps times one gradient's sign: one gradient per batch and target
         # (through the unrolled projection, the costly part) serves every budget.
         out = memo.get_or_compute((seed, model_fn is classifier), lambda: {
@@ -167,24 +169,21 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
         step = budget * out["direction"]
         return tf.clip_by_value(tf.convert_to_tensor(x, tf.float32) + step, lo,
                                 hi).numpy(), None
-    if attack in ("bpda_pgd", "bpda_eot_pgd", "bpda_track_pgd", "bpda_eot_track_pgd",
-                  "transfer_pgd"):
-        # bpda_eot_track_pgd's tracker averages its K draws itself (one batched call).
-        k = run.eot_samples if attack == "bpda_eot_pgd" else 1
-        return attacks.pgd_linf(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
-                                iterations=steps, seed=seed, eot_samples=k,
-                                **common).numpy(), None
-    if attack in ("bpda_pgd_l2", "bpda_track_pgd_l2"):
-        return attacks.pgd_l2(model_fn, x, eps=budget, step_size=2.5 * budget / steps,
-                              iterations=steps, seed=seed, **common).numpy(), None
-    if attack in ("cw_bpda", "cw_bpda_track"):
+    if entry.algorithm in ("pgd", "pgd_l2"):
+        # The tracking EOT attacker averages its K draws itself (one batched call).
+        k = run.eot_samples if entry.eot and entry.gradient == "bpda" else 1
+        extra = dict(eot_samples=k) if entry.algorithm == "pgd" else {}
+        return attacks.perturb(entry.algorithm, model_fn, x, eps=budget,
+                               step_size=2.5 * budget / steps, iterations=steps, seed=seed,
+                               **extra, **common).numpy(), None
+    if entry.algorithm == "cw":
         # CW minimises distortion without a budget: one optimisation per batch (and per
         # target: the defense, or the classifier alone) serves every budget.
         out = memo.get_or_compute((seed, model_fn is classifier), lambda: {
-            "x_adv": attacks.cw_l2(model_fn, x, binary_search_steps=1,
-                                   max_iterations=run.cw_iterations,
-                                   learning_rate=run.cw_learning_rate,
-                                   initial_const=run.cw_const, **common).numpy()})
+            "x_adv": attacks.perturb("cw", model_fn, x, binary_search_steps=1,
+                                     max_iterations=run.cw_iterations,
+                                     learning_rate=run.cw_learning_rate,
+                                     initial_const=run.cw_const, **common).numpy()})
         x_cw, x_np = np.asarray(out["x_adv"]), np.asarray(x)
         within = np.sqrt(((x_cw - x_np) ** 2).reshape(len(x_np), -1).sum(axis=1)) <= \
             budget + 1e-6
@@ -317,11 +316,10 @@ _FAMILY_ONLY = {"latent": ("latent_search_steps", "latent_learning_rate", "laten
 
 def _family(attack: str) -> Optional[str]:
     """The family of :data:`_FAMILY_ONLY` whose settings ``attack`` depends on, if any."""
-    if attack == "latent":
-        return "latent"
-    if attack.startswith("cw"):
-        return "cw"
-    return "eot" if "_eot_" in attack else None
+    entry = ADAPTIVE_ATTACKS[attack]
+    if entry.algorithm in ("latent", "cw"):
+        return entry.algorithm
+    return "eot" if entry.eot else None
 
 
 def cell_key(settings: dict, attack: str, budget: float) -> str:
@@ -441,7 +439,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
 
     cells, finished = [], True
     for attack in run.attacks:
-        norm, mode, _ = ATTACKS[attack]
+        norm, mode = ADAPTIVE_ATTACKS[attack].norm, ADAPTIVE_ATTACKS[attack].gradient
         for budget in run.budgets(attack):
             if not finished:
                 break
@@ -586,7 +584,7 @@ def adaptive_table(cells: list, worst: dict, settings: dict, command: str,
              f", R={settings.get('attack_restarts') or proj['restarts']} in their forward "
              "passes" + (f" (the tracking attacks in their first; later steps descend "
                          f"{settings['track_steps']} steps from the previous z*)"
-                         if any(ATTACKS[c.attack][1] in ("track", "track_eot")
+                         if any(ADAPTIVE_ATTACKS[c.attack].gradient in ("track", "track_eot")
                                 for c in cells) else "")
              + (f"; EOT attacks average {settings['eot_samples']} draws per step"
                 if any(_family(c.attack) == "eot" for c in cells) else "")
@@ -634,14 +632,20 @@ def plot_robustness(cells: list, worst: dict, path: str, title: str = "") -> str
     norms = sorted({c.norm for c in cells})
     fig = Figure(figsize=(5 * len(norms), 4), dpi=100)
     FigureCanvasAgg(fig)
+    markers = "osD^v<>pPXh*"
     for i, norm in enumerate(norms):
         ax = fig.add_subplot(1, len(norms), i + 1)
-        for attack in sorted({c.attack for c in cells if c.norm == norm}):
+        attacks = sorted({c.attack for c in cells if c.norm == norm})
+        for k, attack in enumerate(attacks):
             pts = sorted((c.budget, c) for c in cells if c.norm == norm and c.attack == attack)
             b = [p[0] for p in pts]
-            line, = ax.plot(b, [p[1].defended["accuracy"] for p in pts], "o-", label=attack)
-            ax.plot(b, [p[1].undefended["accuracy"] for p in pts], ":",
-                    color=line.get_color())
+            # Series that coincide (several attacks leave the undefended classifier at 0)
+            # stay visible: each has its own marker, drawn smaller the later it comes.
+            marker, size = markers[k % len(markers)], 4 + 2.5 * (len(attacks) - k)
+            line, = ax.plot(b, [p[1].defended["accuracy"] for p in pts], "-", marker=marker,
+                            markersize=size, markerfacecolor="none", label=attack)
+            ax.plot(b, [p[1].undefended["accuracy"] for p in pts], ":", marker=marker,
+                    markersize=size, markerfacecolor="none", color=line.get_color())
         w = [(budget, e["accuracy"]) for (n, budget), e in worst.items() if n == norm]
         ax.plot([p[0] for p in w], [p[1] for p in w], "k-", lw=2.5,
                 label="worst case (Defense-GAN)")

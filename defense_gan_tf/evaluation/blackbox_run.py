@@ -31,12 +31,14 @@ from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import load_magnet
 from defense_gan_tf.atomic import replacing
 from defense_gan_tf.batch_cache import load_batch, save_batch
+from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.loading import load_run_inputs
 from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings,
                                             write_run_record)
 from defense_gan_tf.evaluation.specs import BlackboxRun
 from defense_gan_tf.evaluation.stats import accuracy_entry
 from defense_gan_tf.models import build_classifier
+from defense_gan_tf.plots import save_image_grid
 
 
 PROGRESS_SECONDS = 60.0  # at most one progress line per this many seconds of labelling
@@ -134,6 +136,15 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         magnet=_magnet_rejections(oracle, eval_x, adv, adv_pred == eval_y)
         if spec.defense_type == "magnet" else None)
     settings = {**flat_settings(run), **loaded}
+    n = min(10, len(eval_x))
+    if n:  # the first images, marked with the oracle's labels (red and framed when wrong)
+        shown = np.concatenate([clean_pred[:n], adv_pred[:n]])
+        save_image_grid(np.concatenate([eval_x[:n], adv[:n]]),
+                        os.path.join(results_dir, f"blackbox_{run.name()}_"
+                                                  f"{report.settings_id(settings)}_grid.png"),
+                        columns=n, pixel_range=(lo, hi), row_labels=["clean", "adversarial"],
+                        cell_labels=[str(k) for k in shown],
+                        cell_wrong=shown != np.tile(eval_y[:n], 2))
     log(f"black box {spec.model} ({spec.defense_type}): clean "
         f"{result.clean['accuracy']:.3f}, adversarial {result.adversarial['accuracy']:.3f}, "
         f"{training_queries} queries")

@@ -29,7 +29,7 @@ from defense_gan_tf.errors import InputError
 from defense_gan_tf.evaluation.quality import generator_quality, sample
 from defense_gan_tf.evaluation.training_curve import (curve_table, defense_table,
                                                        plot_quality_curve)
-from defense_gan_tf.training.gan_trainer import AVERAGE_FILE, read_quality
+from defense_gan_tf.training.run_files import AVERAGE_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
 
 PACKAGE_FILES = ("generator.keras", "generator_ema.keras", "critic.keras", "manifest.json",

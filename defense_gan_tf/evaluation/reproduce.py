@@ -33,34 +33,23 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation import report
 from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
 from defense_gan_tf.evaluation.specs import BlackboxRun, WhiteboxRun
+from defense_gan_tf.measured import measured_cost
 
 TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_mnist",
           "whitebox_fmnist", "blackbox_fmnist")
 
-# Seconds per projection of one image at L=200, R=10 on the reference 2-core CPU
-# (bench/projection.py); estimates scale it by each cell's projection work.
-SECONDS_PER_PAPER_PROJECTION = 0.55
-# Seconds per training epoch of a 28x28 classifier on 50,000 images on the same CPU,
-# plain and FGSM-adversarial (which crafts every batch too), measured per model in the
-# reproduction runs: A 33-37 / 95-108 s, B 20-25 / 58, C 64-68 / 188, D 2-3 / 2-3,
-# F 24-26 / 53-69. Another model is costed as A.
-SECONDS_PER_CLASSIFIER_EPOCH = {"A": (36.0, 102.0), "B": (23.0, 58.0), "C": (66.0, 188.0),
-                                "D": (3.0, 3.0), "F": (25.0, 62.0)}
+# Machine costs, with where each was measured: defense_gan_tf/measured_costs.json.
+SECONDS_PER_PAPER_PROJECTION = measured_cost("seconds_per_paper_projection")
+SECONDS_PER_CLASSIFIER_EPOCH = {model: tuple(pair) for model, pair in
+                                measured_cost("seconds_per_classifier_epoch").items()}
+PROJECTIONS_PER_GRADIENT = measured_cost("projections_per_gradient")
+SECONDS_PER_ORACLE_QUERY_FACTOR = measured_cost("oracle_query_factor")
 
 
 def epoch_seconds(model: str, adversarial: bool) -> float:
     """Estimated seconds of one training epoch of ``model`` on 50,000 images."""
     plain, adv = SECONDS_PER_CLASSIFIER_EPOCH.get(model, SECONDS_PER_CLASSIFIER_EPOCH["A"])
     return adv if adversarial else plain
-
-# One input gradient through the unrolled projection costs about this many projections
-# (FGSM on model A through L=200, R=10: 7 s per image with its two scoring projections).
-PROJECTIONS_PER_GRADIENT = 11.0
-# Projecting a stream of plain images in batches (a black-box Defense-GAN oracle's queries,
-# the Defense-GAN-Rec training set) costs about 2.3 times that per image at L=200, R=10:
-# the F/E oracle labelled its 4,800 queries at 0.8-0.9 images/s, the MNIST training-set
-# reconstructions ran at 0.75 images/s (batches of 64).
-SECONDS_PER_ORACLE_QUERY_FACTOR = 2.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -459,12 +448,15 @@ TITLES = {
     "blackbox_fmnist": "Black box, Fashion-MNIST, F/E (paper section 4)",
 }
 
-# The paper's figures where they are known exactly (the authors' issue #2 confirms the
-# first two), by table and row (the keys of the measured rows), and what is known of the
-# rest as ranges (../shared/DESIGN.md section 5).
+# The paper's figures, by table and row (the keys of the measured rows). Only two are
+# confirmed by a public source (the authors' issue #2 quotes 0.997 and 0.217); the rest
+# are recalled, not confirmed, and carry NOT_VERIFIED wherever they are shown, as do the
+# ranges (../shared/DESIGN.md section 5).
+NOT_VERIFIED = "not verified"
 PAPER_CELLS = {
-    "whitebox_mnist": {("fgsm (eps 0.3)", "A"): {"no attack": "0.997", "no defense": "0.217",
-                                                 "Defense-GAN-Rec": "0.988"}},
+    "whitebox_mnist": {("fgsm (eps 0.3)", "A"): {
+        "no attack": "0.997", "no defense": "0.217",
+        "Defense-GAN-Rec": f"0.988 ({NOT_VERIFIED})"}},
 }
 PAPER_RANGES = {
     "whitebox_mnist": "across models A-D and FGSM, RAND+FGSM and CW, Defense-GAN-Rec "
@@ -534,7 +526,7 @@ def table_section(table: str, results_root: str, progress: Progress) -> str:
                 if progress.left_count else "."),
              ""]
     if table in PAPER_RANGES:
-        lines += [f"Paper: {PAPER_RANGES[table]}", ""]
+        lines += [f"Paper (recalled, {NOT_VERIFIED}): {PAPER_RANGES[table]}", ""]
     runs = report.load_runs(results_dir, prefix=f"{kind}_") if os.path.isdir(results_dir) \
         else []
     reference = PAPER_CELLS.get(table)
@@ -570,7 +562,9 @@ def write_summary(path: str, results_root: str, settings_of: Callable[[str], Tab
             "(n); Defense-GAN cells name L and R, and the runs under each table give the "
             "generator's training iterations, the input-gradient norm, the time the "
             "evaluation took and the exact command. Rows marked (paper) hold the published "
-            "figures where they are known. Rebuilt by `python bin/reproduce.py --summary_only`"
+            "figures where they are known: 0.997 and 0.217 (model A, FGSM eps 0.3) are "
+            "confirmed by the authors' issue #2; figures and ranges marked "
+            f"{NOT_VERIFIED} are recalled, not confirmed. Rebuilt by `python bin/reproduce.py --summary_only`"
             " and after every table run.", ""]
     progress = {t: table_progress(t, table_results_dir(results_root, t), settings_of(t))
                 for t in TABLES}

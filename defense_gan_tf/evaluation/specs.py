@@ -13,7 +13,8 @@ import dataclasses
 import math
 import os
 
-from defense_gan_tf.config import CLASSIFIER_MODELS, GRADIENT_MODES, check_finite_fields
+from defense_gan_tf.config import (ADAPTIVE_ATTACKS, CLASSIFIER_MODELS, GRADIENT_MODES,
+                                   check_finite_fields)
 from defense_gan_tf.evaluation.runs import RunSpec
 
 
@@ -98,27 +99,6 @@ class BlackboxRun:
         return "_".join(str(p) for p in parts)
 
 
-# name: (norm, gradient through the projection, short description)
-ATTACKS = {
-    "fgsm": ("linf", "full", "FGSM through the unrolled projection (the paper's white box)"),
-    "bpda_pgd": ("linf", "bpda", "PGD with BPDA"),
-    "bpda_eot_pgd": ("linf", "bpda", "PGD with BPDA and EOT over the random starts"),
-    "bpda_track_pgd": ("linf", "track", "PGD with BPDA, the attacker's projection following "
-                       "z* from step to step"),
-    "bpda_eot_track_pgd": ("linf", "track_eot", "PGD with BPDA and EOT over K projections "
-                           "per image, each followed from step to step"),
-    "bpda_pgd_l2": ("l2", "bpda", "PGD in L2 with BPDA"),
-    "bpda_track_pgd_l2": ("l2", "track", "PGD in L2 with BPDA, following z*"),
-    "cw_bpda": ("l2", "bpda", "Carlini-Wagner L2 with BPDA (found only within the budget)"),
-    "cw_bpda_track": ("l2", "track", "Carlini-Wagner L2 with BPDA following z*"),
-    "latent": ("mse", None, "latent-space search (Athalye et al. 5.4.2), re-projected"),
-    # Carlini et al. (2019) ask for a transfer attack too: crafted on the classifier
-    # alone, blind to the defense, then scored through it.
-    "transfer_fgsm": ("linf", "transfer", "FGSM on the undefended classifier, transferred"),
-    "transfer_pgd": ("linf", "transfer", "PGD on the undefended classifier, transferred"),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class AdaptiveRun:
     """Settings of one adaptive evaluation (the flags of ``bin/adaptive.py``).
@@ -126,7 +106,7 @@ class AdaptiveRun:
     Attributes:
       spec: data, classifier, generator and projection (``spec.defense_type`` is
         ``defense_gan``; Rec when ``spec.train_on_recs``).
-      attacks: names from :data:`ATTACKS`.
+      attacks: names from :data:`defense_gan_tf.config.ADAPTIVE_ATTACKS`.
       eps_linf, eps_l2: budgets of the L-infinity and L2 attacks.
       latent_budget: budgets (mean squared error per pixel) of the latent attack; one
         search serves them all.
@@ -157,7 +137,7 @@ class AdaptiveRun:
 
     spec: RunSpec = dataclasses.field(default_factory=lambda: RunSpec(
         defense_type="defense_gan", generator="pretrained/mnist/generator.keras"))
-    attacks: tuple = tuple(ATTACKS)  # all of them
+    attacks: tuple = tuple(ADAPTIVE_ATTACKS)  # all of them
     eps_linf: tuple = (0.1, 0.2, 0.3)
     eps_l2: tuple = (1.0, 2.0, 4.0)
     latent_budget: tuple = (0.005,)
@@ -177,9 +157,9 @@ class AdaptiveRun:
     track_steps: int = 10
 
     def __post_init__(self):
-        unknown = sorted(set(self.attacks) - set(ATTACKS))
+        unknown = sorted(set(self.attacks) - set(ADAPTIVE_ATTACKS))
         if unknown or not self.attacks:
-            raise ValueError(f"attacks must be a non-empty list of {sorted(ATTACKS)}, got "
+            raise ValueError(f"attacks must be a non-empty list of {sorted(ADAPTIVE_ATTACKS)}, got "
                              f"unknown {unknown}")
         if self.spec.defense_type != "defense_gan":
             raise ValueError("adaptive runs attack Defense-GAN: spec.defense_type must be "
@@ -222,6 +202,6 @@ class AdaptiveRun:
 
     def budgets(self, attack: str) -> tuple:
         """The budgets ``attack`` runs at."""
-        norm = ATTACKS[attack][0]
+        norm = ADAPTIVE_ATTACKS[attack].norm
         return {"linf": self.eps_linf, "l2": self.eps_l2,
                 "mse": tuple(self.latent_budget)}[norm]

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import attacks
-from defense_gan_tf.config import AttackConfig
+from defense_gan_tf.config import WHITEBOX_ATTACKS, AttackConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.evaluation.detection import roc_curve
 from defense_gan_tf.evaluation.runs import AttackResult
@@ -25,27 +25,21 @@ from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summar
 
 def make_attack(config: AttackConfig, clip_min: float, clip_max: float,
                 seed: Optional[int] = None) -> Callable:
-    """``attack(model_fn, x, y) -> x_adv`` for the configured attack."""
-    kind = config.attack_type
-    if kind == "fgsm":
-        return lambda f, x, y: attacks.fgsm(f, x, eps=config.eps, y=y, clip_min=clip_min,
-                                            clip_max=clip_max)
-    if kind == "rand_fgsm":
-        return lambda f, x, y: attacks.rand_fgsm(f, x, eps=config.eps, alpha=config.alpha,
-                                                 y=y, clip_min=clip_min, clip_max=clip_max,
-                                                 seed=seed)
-    if kind == "pgd":
-        return lambda f, x, y: attacks.pgd_linf(
-            f, x, eps=config.eps, step_size=config.pgd_step_size,
-            iterations=config.pgd_iterations, y=y, clip_min=clip_min, clip_max=clip_max,
-            seed=seed)
-    if kind == "cw":
-        return lambda f, x, y: attacks.cw_l2(
-            f, x, y=y, binary_search_steps=config.cw_binary_steps,
-            max_iterations=config.cw_iterations, learning_rate=config.cw_learning_rate,
-            initial_const=config.cw_initial_const, confidence=config.cw_confidence,
-            clip_min=clip_min, clip_max=clip_max)
-    raise ValueError(f"unknown attack {kind!r}")
+    """``attack(model_fn, x, y) -> x_adv`` for the configured attack (paper section 4)."""
+    algorithm = WHITEBOX_ATTACKS[config.attack_type].algorithm
+    settings = {
+        "fgsm": lambda: dict(eps=config.eps),
+        "rand_fgsm": lambda: dict(eps=config.eps, alpha=config.alpha, seed=seed),
+        "pgd": lambda: dict(eps=config.eps, step_size=config.pgd_step_size,
+                            iterations=config.pgd_iterations, seed=seed),
+        "cw": lambda: dict(binary_search_steps=config.cw_binary_steps,
+                           max_iterations=config.cw_iterations,
+                           learning_rate=config.cw_learning_rate,
+                           initial_const=config.cw_initial_const,
+                           confidence=config.cw_confidence),
+    }[algorithm]()
+    return lambda f, x, y: attacks.perturb(algorithm, f, x, y=y, clip_min=clip_min,
+                                           clip_max=clip_max, **settings)
 
 
 def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray,

@@ -74,7 +74,7 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         result = dataclasses.replace(result, magnet=magnet_summary(result.detection))
     settings = {**flat_settings(run), **inputs.record_fields(spec)}
     stem = os.path.join(results_dir, f"whitebox_{run.name()}_{report.settings_id(settings)}")
-    _figures(stem, spec, test_x, result, scorer, (lo, hi))
+    _figures(stem, spec, test_x, test_y, result, model_fn, scorer, (lo, hi))
     return write_run_record(results_dir, "whitebox", run.name(), settings, result, command)
 
 
@@ -104,21 +104,35 @@ def magnet_summary(detection: dict) -> dict:
             "adversarial_defended_counting_detections": accuracy_entry(correct | adversarial)}
 
 
-def _figures(stem: str, spec: RunSpec, test_x, result, scorer, pixel_range) -> None:
-    """The image grid (clean, adversarial and, when defended, their reconstructions)
-    and, for Defense-GAN, the detection ROC curve."""
+def _figures(stem: str, spec: RunSpec, test_x, test_y, result, model_fn, scorer,
+             pixel_range) -> None:
+    """The image grid (clean, adversarial and, when defended, their reconstructions),
+    each clean and adversarial image marked with the class the evaluated model gave it
+    (red and framed when wrong), and, for Defense-GAN, the detection ROC curve."""
     adv = result.adversarial_examples
-    columns = min(10, len(test_x))
+    n = min(10, len(test_x), len(adv))
+    columns = max(n, 1)
+    clean, adv = test_x[:n], adv[:n]
     if scorer is None:
-        save_image_grid(np.concatenate([test_x[:10], adv[:10]]), f"{stem}_grid.png",
-                        columns=columns, pixel_range=pixel_range,
-                        row_labels=["clean", "adversarial"])
+        predicted = [np.argmax(np.asarray(model_fn(x)), axis=1) for x in (clean, adv)]
+        rows, labels = np.concatenate([clean, adv]), np.concatenate(predicted)
+        save_image_grid(rows, f"{stem}_grid.png", columns=columns, pixel_range=pixel_range,
+                        row_labels=["clean", "adversarial"],
+                        cell_labels=[str(k) for k in labels],
+                        cell_wrong=labels != np.tile(test_y[:n], 2))
         return
-    rows = np.concatenate([test_x[:10], adv[:10], scorer.reconstruct(test_x[:10]).numpy(),
-                           scorer.reconstruct(adv[:10]).numpy()])
+    (clean_logits, clean_p), (adv_logits, adv_p) = (scorer.call_with_details(x)
+                                                    for x in (clean, adv))
+    predicted = np.concatenate([np.argmax(np.asarray(t), axis=1)
+                                for t in (clean_logits, adv_logits)])
+    rows = np.concatenate([clean, adv, clean_p.reconstruction.numpy(),
+                           adv_p.reconstruction.numpy()])
     save_image_grid(rows, f"{stem}_grid.png", columns=columns, pixel_range=pixel_range,
                     row_labels=["clean", "adversarial", "G(z*) of clean",
-                                "G(z*) of adversarial"])
+                                "G(z*) of adversarial"],
+                    cell_labels=[str(k) for k in predicted] + [None] * (2 * n),
+                    cell_wrong=np.concatenate([predicted != np.tile(test_y[:n], 2),
+                                               np.zeros(2 * n, bool)]))
     det = result.detection
     roc = roc_curve(det["clean_errors"], det["adversarial_errors"])
     plot_roc({f"{spec.attack.attack_type} eps {spec.attack.eps}": roc}, f"{stem}_roc.png",

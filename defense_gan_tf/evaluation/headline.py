@@ -1,0 +1,125 @@
+"""The README's table of headline figures, written from the files the figures live in
+(the shipped packages' manifests and the committed run records), so that it cannot go
+stale: ``python bin/reproduce.py --headline`` rewrites it between the README's
+``<!-- headline:begin -->`` and ``<!-- headline:end -->`` marks, and a test fails when
+the committed table differs from what this module writes."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+BEGIN, END = "<!-- headline:begin -->", "<!-- headline:end -->"
+
+
+def _load(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _fmt(entry: Optional[dict]) -> str:
+    return "-" if entry is None else f"{entry['accuracy']:.3f}"
+
+
+def _records(folder: str) -> list[dict]:
+    return [_load(p) for p in sorted(glob.glob(os.path.join(folder, "*.json")))]
+
+
+def _whitebox(root: str, table: str, *, defense: str, eps: float = 0.3) -> Optional[dict]:
+    """Model A, FGSM at ``eps``, MNIST, Orig (not Rec), from one reproduction table."""
+    for r in _records(os.path.join(root, "results", "reproduction", table)):
+        s = r.get("settings", {})
+        if (r.get("kind") == "whitebox" and s.get("model") == "A"
+                and s.get("defense_type") == defense and not s.get("train_on_recs")
+                and s.get("attack", {}).get("attack_type") == "fgsm"
+                and s.get("attack", {}).get("eps") == eps):
+            return r
+    return None
+
+
+def _blackbox(root: str, *, defense: str) -> Optional[dict]:
+    """Black box F, substitute E, FGSM eps 0.3 (paper Table 1's headline pair)."""
+    for r in _records(os.path.join(root, "results", "reproduction", "blackbox_mnist")):
+        s = r.get("settings", {})
+        if (s.get("model") == "F" and s.get("substitute_model") == "E"
+                and s.get("defense_type") == defense and not s.get("train_on_recs")
+                and s.get("attack", {}).get("eps") == 0.3):
+            return r
+    return None
+
+
+def adaptive_worst_case(root: str, norm: str = "linf") -> dict:
+    """{budget: accuracy} of the committed adaptive cells: an image counts as robust at a
+    budget only if every attack at that budget failed on it."""
+    robust: dict = {}
+    for r in _records(os.path.join(root, "results", "adaptive")):
+        cell = r.get("result", {})
+        if r.get("kind") != "adaptive" or cell.get("norm") != norm or "correct" not in cell:
+            continue
+        ok = np.asarray(cell["correct"], bool)
+        key = cell["budget"]
+        robust[key] = ok if key not in robust else robust[key] & ok
+    return {budget: float(ok.mean()) for budget, ok in sorted(robust.items())}
+
+
+def headline_table(root: str) -> str:
+    """The markdown table (rows: measurement, no defense, Defense-GAN, where)."""
+    rows = []
+    for dataset, name in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
+        manifest = _load(os.path.join(root, "pretrained", dataset, "manifest.json"))
+        orig = manifest.get("defense", {}).get("defense_gan_orig", {})
+        clean, moved = orig.get("clean"), orig.get("transferred_fgsm")
+        where = f"[pretrained/README.md](pretrained/README.md) (`{dataset}/manifest.json`)"
+        rows.append((f"{name}, {manifest['iterations']:,}-iteration generator: clean "
+                     f"({clean['n'] if clean else 0} test images)", "-", _fmt(clean), where))
+        rows.append((f"{name}: FGSM made on the undefended classifier, passed through the "
+                     f"projection ({moved['n'] if moved else 0} images)", "-", _fmt(moved),
+                     where))
+    reproduction = "[REPRODUCTION.md](REPRODUCTION.md)"
+    none = _whitebox(root, "whitebox_mnist", defense="none")
+    gan = _whitebox(root, "whitebox_mnist", defense="defense_gan")
+    rows.append(("MNIST: paper-style white-box FGSM, the gradient through the unrolled "
+                 "projection" + (f" (n={gan['result']['adversarial']['n']})" if gan else ""),
+                 _fmt(none and none["result"]["adversarial"]),
+                 _fmt(gan and gan["result"]["adversarial"]), reproduction))
+    worst = adaptive_worst_case(root)
+    if worst:
+        rows.append(("MNIST: adaptive attacks, worst case at L-inf "
+                     + " / ".join(f"{b:g}" for b in worst), "-",
+                     " / ".join(f"{a:.3f}" for a in worst.values()),
+                     "[results/adaptive/README.md](results/adaptive/README.md)"))
+    bb_none, bb_gan = _blackbox(root, defense="none"), _blackbox(root, defense="defense_gan")
+    rows.append(("MNIST: black box F, substitute E, FGSM eps 0.3",
+                 _fmt(bb_none and bb_none["result"]["adversarial"]),
+                 _fmt(bb_gan and bb_gan["result"]["adversarial"]), reproduction))
+    aucs = []
+    for eps in (0.1, 0.2, 0.3):
+        r = _whitebox(root, "detection_mnist", defense="defense_gan", eps=eps)
+        if r and r["result"].get("detection"):
+            aucs.append((eps, r["result"]["detection"]["auc"]))
+    if aucs:
+        rows.append(("MNIST: detection AUC of the reconstruction error, FGSM eps "
+                     + " / ".join(f"{e:g}" for e, _ in aucs), "-",
+                     " / ".join(f"{a:.3f}" for _, a in aucs), reproduction))
+    lines = ["| measurement | no defense | Defense-GAN-Orig | where |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def rewrite_readme(root: str) -> bool:
+    """Rewrites the table between the README's marks; True if it changed."""
+    path = os.path.join(root, "README.md")
+    with open(path) as f:
+        text = f.read()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    new = text[:start] + "\n" + headline_table(root) + "\n" + text[end:]
+    if new != text:
+        from defense_gan_tf.atomic import replacing
+
+        with replacing(path) as tmp, open(tmp, "w") as f:
+            f.write(new)
+    return new != text

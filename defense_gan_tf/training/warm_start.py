@@ -1,0 +1,106 @@
+"""Warm starts: a run continues from a shipped package's weights when its run folder
+(with the optimizer state) is lost."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+from defense_gan_tf.config import Config
+from defense_gan_tf.training.averaging import WeightAverage
+from defense_gan_tf.training.run_files import (AVERAGE_FILE, CRITIC_FILE, GENERATOR_FILE,
+                                               QUALITY_FILE)
+from defense_gan_tf.training.wgan_gp import WGANGP
+
+
+class WarmStartError(ValueError):
+    """The warm-start weights do not fit the run's config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """Weights a fresh run starts from when the run folder (with its optimizer state) is lost.
+
+    The run continues at ``iteration`` (data order and random draws follow the
+    iteration number, as on an exact resume), with fresh Adam moments; the
+    warm start is recorded in ``progress.json`` and so in the package manifest.
+
+    Attributes:
+      generator_path, critic_path: float32 ``.keras`` models of the run's architecture.
+      iteration: generator iterations the weights were trained for.
+      train_seconds, eval_seconds: training and evaluation time spent before.
+      warm_starts: earlier warm starts of the same lineage.
+      quality_path: the earlier ``quality.jsonl``, continued by the new run.
+      source: where the weights came from (recorded).
+      precision: the training precision of the package's last run, if recorded.
+      average_path: the package's averaged generator, if it has one (otherwise the
+        average starts from the generator's weights).
+    """
+
+    generator_path: str
+    critic_path: str
+    iteration: int
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    warm_starts: tuple = ()
+    quality_path: Optional[str] = None
+    source: str = ""
+    precision: Optional[str] = None
+    average_path: Optional[str] = None
+
+
+def load_warm_start(package_dir: str) -> WarmStart:
+    """A :class:`WarmStart` from a packaged generator folder (``pretrained/<dataset>``).
+
+    Raises:
+      FileNotFoundError: the folder lacks manifest.json, generator.keras or critic.keras.
+      ValueError: the manifest cannot be read.
+    """
+    paths = {name: os.path.join(package_dir, name)
+             for name in ("manifest.json", GENERATOR_FILE, CRITIC_FILE)}
+    if not os.path.isfile(paths["manifest.json"]):
+        raise FileNotFoundError(f"warm start folder {package_dir} has no manifest.json")
+    try:
+        with open(paths["manifest.json"]) as f:
+            manifest = json.load(f)
+        iteration = int(manifest["iterations"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{paths['manifest.json']} cannot be read: {e}") from None
+    for name in (GENERATOR_FILE, CRITIC_FILE):
+        if not os.path.isfile(paths[name]):
+            # A package made without its critic says why (package_generator's critic_note).
+            why = manifest.get("critic_note") if name == CRITIC_FILE else None
+            raise FileNotFoundError(
+                f"warm start folder {package_dir} has no {name}"
+                + (f" ({why}); continue from the run folder instead" if why else ""))
+    quality = os.path.join(package_dir, QUALITY_FILE)
+    average = os.path.join(package_dir, AVERAGE_FILE)
+    return WarmStart(
+        generator_path=paths[GENERATOR_FILE], critic_path=paths[CRITIC_FILE],
+        iteration=iteration,
+        train_seconds=float(manifest.get("train_wall_seconds", 0.0)),
+        eval_seconds=float(manifest.get("eval_wall_seconds", 0.0)),
+        warm_starts=tuple(manifest.get("warm_starts", ())),
+        quality_path=quality if os.path.isfile(quality) else None,
+        source=package_dir, precision=manifest.get("precision"),
+        average_path=average if os.path.isfile(average) else None)
+
+
+def apply_warm_start(warm: WarmStart, model: WGANGP, config: Config,
+                      average: Optional[WeightAverage]) -> None:
+    import keras as keras_lib
+
+    pairs = [(model.generator, warm.generator_path), (model.critic, warm.critic_path)]
+    if average is not None and warm.average_path:
+        pairs.append((average.target, warm.average_path))
+    for target, path in pairs:
+        try:
+            source = keras_lib.models.load_model(path)
+            target.set_weights(source.get_weights())
+        except (ValueError, OSError) as e:
+            raise WarmStartError(f"warm start: {path} does not fit the config's "
+                             f"{target.name} ({type(e).__name__}: {str(e)[:200]})") from None
+    model.g_optimizer.iterations.assign(warm.iteration)
+    model.d_optimizer.iterations.assign(warm.iteration * config.gan.critic_steps)

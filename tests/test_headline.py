@@ -1,0 +1,46 @@
+"""The README's headline table is what the committed manifests and records say."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from defense_gan_tf.evaluation import headline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_committed_headline_table_is_what_the_files_say():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    committed = text[text.index(headline.BEGIN) + len(headline.BEGIN):
+                     text.index(headline.END)].strip()
+    assert committed == headline.headline_table(ROOT), (
+        "README.md's headline table is stale: run python bin/reproduce.py --headline")
+
+
+def test_the_table_follows_its_sources(tmp_path):
+    """A changed manifest figure, and an adaptive cell that breaks more images, show up;
+    the worst case is over images (robust only if every attack failed on it)."""
+    for folder in ("pretrained/mnist", "pretrained/fashion_mnist"):
+        os.makedirs(tmp_path / folder)
+        shutil.copy(os.path.join(ROOT, folder, "manifest.json"), tmp_path / folder)
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+    path = tmp_path / "pretrained/mnist/manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["defense"]["defense_gan_orig"]["transferred_fgsm"]["accuracy"] = 0.75
+    path.write_text(json.dumps(manifest))
+    os.makedirs(tmp_path / "results/adaptive")
+    for name, correct in (("a", [True, True, False, True]), ("b", [True, False, True, True])):
+        (tmp_path / f"results/adaptive/{name}.json").write_text(json.dumps({
+            "kind": "adaptive", "result": {"norm": "linf", "budget": 0.3, "correct": correct}}))
+    table = headline.headline_table(str(tmp_path))
+    assert "| 0.750 |" in table
+    assert "worst case at L-inf 0.3 | - | 0.500 |" in table
+    assert headline.rewrite_readme(str(tmp_path)) is True
+    assert headline.rewrite_readme(str(tmp_path)) is False
+    assert table in (tmp_path / "README.md").read_text()
+    assert headline.adaptive_worst_case(str(tmp_path), "l2") == {}
+    with pytest.raises(FileNotFoundError):
+        headline.headline_table(str(tmp_path / "nowhere"))
