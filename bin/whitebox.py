@@ -65,8 +65,6 @@ def _batch_size() -> int:
     """--batch_size, cut for the full gradient through the projection to the largest
     batch that --memory_budget_gb holds by estimate (defense_gan_tf/memory.py); a --batch_size
     given explicitly is kept, with a warning when it is estimated not to fit."""
-    import math
-
     from defense_gan_tf import memory
 
     if FLAGS.memory_budget_gb is not None and FLAGS.memory_budget_gb <= 0:
@@ -74,9 +72,8 @@ def _batch_size() -> int:
     if FLAGS.defense_type != "defense_gan" or FLAGS.gradient != "full":
         return FLAGS.batch_size
     projection = shared.projection_config(FLAGS.dataset)
-    segment = math.ceil(math.sqrt(projection.iterations))  # the Projector's default
-    per_image = memory.gb_per_image(projection.iterations, projection.restarts,
-                                    segment=segment)  # MNIST-shaped images
+    per_image = memory.gb_per_image(projection.iterations,
+                                    projection.restarts)  # MNIST-shaped images
     budget = FLAGS.memory_budget_gb or memory.default_budget_gb()
     if budget is None:
         return FLAGS.batch_size

@@ -172,10 +172,9 @@ def craft(attack: str, budget: float, run: AdaptiveRun, x, y, *, model_fn, class
     if entry.algorithm in ("pgd", "pgd_l2"):
         # The tracking EOT attacker averages its K draws itself (one batched call).
         k = run.eot_samples if entry.eot and entry.gradient == "bpda" else 1
-        extra = dict(eot_samples=k) if entry.algorithm == "pgd" else {}
         return attacks.perturb(entry.algorithm, model_fn, x, eps=budget,
                                step_size=2.5 * budget / steps, iterations=steps, seed=seed,
-                               **extra, **common).numpy(), None
+                               eot_samples=k, **common).numpy(), None
     if entry.algorithm == "cw":
         # CW minimises distortion without a budget: one optimisation per batch (and per
         # target: the defense, or the classifier alone) serves every budget.
