@@ -72,8 +72,9 @@ def _batch_size() -> int:
     if FLAGS.defense_type != "defense_gan" or FLAGS.gradient != "full":
         return FLAGS.batch_size
     projection = shared.projection_config(FLAGS.dataset)
-    per_image = memory.gb_per_image(projection.iterations,
-                                    projection.restarts)  # MNIST-shaped images
+    # FGSM and PGD take their gradient in one compiled graph; CW-L2 with an eager tape.
+    per_image = memory.gb_per_image(projection.iterations, projection.restarts,
+                                    fused=FLAGS.attack_type != "cw")  # MNIST-shaped
     budget = FLAGS.memory_budget_gb or memory.default_budget_gb()
     if budget is None:
         return FLAGS.batch_size

@@ -9,3 +9,9 @@ exception is a bug and keeps its traceback.
 
 class InputError(ValueError):
     """Bad input from the user (a file, folder or setting); the message names it."""
+
+
+class Interrupted(Exception):
+    """Long work stopped early, on a signal or at a deadline; what it finished is saved,
+    and calling it again continues from there. Not an error: nothing is recorded as
+    measured."""

@@ -9,13 +9,16 @@ second-order terms). The cost per (row, step) is the plain mode's measured slope
 6.44 and 10.77 GB for 1, 2, 4 and 8 images), over a base of 2.1 GB (TensorFlow, the
 models, the data). Other image sizes scale it by their number of pixels.
 
-The segmented recompute (``Projector.checkpoint_segment``) is estimated like the plain
-loop: measured, it does not hold only one segment's steps. At L=200, R=10 it took 0.58
-and, in an earlier run, 0.76 GB per image against 1.04-1.05 for the plain loop
-(``bench/results/projection_memory.json``, bench/README.md), and at L=60 and 120 (R=4,
-segments of 8) its slope grew faster than L. An estimate of one segment (0.08 GB per
-image at L=200) would size batches ten times too large. ``bench/projection_memory.py`` writes this estimate beside
-the peaks it measures.
+The attacks' FGSM and PGD steps take their gradient in one compiled graph
+(``DefendedClassifier.loss_and_input_gradient``), where the segmented recompute
+(``Projector.checkpoint_segment``, about sqrt(L) steps) holds about two segments' steps
+at roughly half the eager tape's cost per step: estimated as one segment at the eager
+cost, 0.08 GB per image at L=200, R=10; measured 0.05 (against 1.04 for an eager tape
+around the plain loop; ``bench/results/projection_memory.json``, bench/README.md).
+A gradient taken with an eager tape around the compiled projection (CW-L2, and any model
+without that method) holds about all L steps, segmented or not (measured 0.99 GB per
+image), and is estimated as the plain loop. ``bench/projection_memory.py`` writes the
+estimate beside the peaks it measures.
 """
 
 from __future__ import annotations
@@ -33,20 +36,27 @@ BASE_GB = measured_cost("full_gradient_base_gb")
 MNIST_PIXELS = 28 * 28
 
 
-def held_steps(iterations: int, segment: int, gradient: str) -> int:
+def held_steps(iterations: int, segment: int, gradient: str, fused: bool = True) -> int:
     """Descent steps whose activations the backward pass is estimated to hold at once:
-    all L for the full gradient, segmented or not (see the module docstring), one for
-    BPDA or no gradient (the descent runs outside any outer tape)."""
-    del segment  # measured not to bound the peak; kept for the callers' signature
-    return iterations if gradient == "full" else 1
+    one segment for the full gradient taken in one graph (``fused``) with segments, all L
+    for the full gradient otherwise, one for BPDA or no gradient (the descent runs
+    outside any outer tape)."""
+    if gradient != "full":
+        return 1
+    return min(segment, iterations) if fused and segment > 0 else iterations
 
 
 def gb_per_image(iterations: int, restarts: int, *, gradient: str = "full",
-                 segment: int = 0, image_shape=(28, 28, 1)) -> float:
+                 segment: Optional[int] = None, fused: bool = True,
+                 image_shape=(28, 28, 1)) -> float:
     """The estimated peak memory one more image adds to a gradient through the
-    projection, in GB."""
+    projection, in GB. ``segment`` None is the projection's default (about sqrt(L)),
+    0 no segments; ``fused`` whether the gradient is taken in the projection's graph
+    (the FGSM and PGD steps) rather than by an eager tape around it (CW-L2)."""
+    if segment is None:
+        segment = math.ceil(math.sqrt(iterations))
     pixels = math.prod(int(s) for s in image_shape)
-    return (ROW_STEP_GB * restarts * held_steps(iterations, segment, gradient)
+    return (ROW_STEP_GB * restarts * held_steps(iterations, segment, gradient, fused)
             * pixels / MNIST_PIXELS)
 
 

@@ -22,6 +22,26 @@ from defense_gan_tf import config as config_lib  # noqa: E402
 DENSE_LATENT = 8
 
 
+def _file_seconds() -> dict:
+    """Measured seconds per test file (tests/file_seconds.json, from .ci/file_seconds.py)."""
+    import json
+
+    try:
+        with open(os.path.join(ROOT, "tests", "file_seconds.json")) as f:
+            return {str(k): float(v) for k, v in json.load(f).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heaviest files first (longest processing time first): .ci/test gives whole
+    files to two workers in this order, so the last files to start are short ones. A file
+    not yet measured counts as a median one. Order inside a file is kept."""
+    seconds = _file_seconds()
+    typical = float(np.median(list(seconds.values()))) if seconds else 0.0
+    items.sort(key=lambda item: -seconds.get(item.path.name, typical))
+
+
 def _dense_generator(latent=DENSE_LATENT, seed=0):
     """G(z) = sigmoid(W z + b) reshaped to 28x28x1: tiny, with strongly varying outputs."""
     import keras

@@ -85,13 +85,14 @@ def test_projection_tradeoff_resumes_retimes_and_counts_what_ran(tiny_world, tmp
 
 def test_projection_memory_benchmark_runs_and_writes_per_image_figures(tmp_path):
     """Tiny L and R on the shipped models, one mode at both batch sizes (each in its own
-    process), the gradient taken inside one tf.function: peaks, the per-image slope and
-    the estimate beside it. (That the segmented gradient is the plain one is
-    tests/test_projection.py's business.)"""
+    process), the package's fused gradient: peaks, the per-image slope and the estimate
+    beside it. (That the segmented gradient is the plain one is tests/test_projection.py's
+    business.)"""
     out = str(tmp_path / "memory.json")
     r = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "projection_memory.py"),
-         "--iterations=4", "--restarts=1", "--batches=1,2", "--modes=full_segmented_compiled",
+         "--iterations=4", "--restarts=1", "--batches=1,2", "--modes=fused_segmented",
+         "--nopaper_command",
          f"--output={out}"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -99,18 +100,19 @@ def test_projection_memory_benchmark_runs_and_writes_per_image_figures(tmp_path)
     with open(out) as f:
         result = json.load(f)
     runs = {(x["mode"], x["batch"]): x for x in result["runs"]}
-    assert set(runs) == {("full_segmented_compiled", 1), ("full_segmented_compiled", 2)}, runs
+    assert set(runs) == {("fused_segmented", 1), ("fused_segmented", 2)}, runs
     assert not any("failed" in x for x in runs.values()), runs
-    assert runs["full_segmented_compiled", 2]["segment"] == 2
+    assert runs["fused_segmented", 2]["segment"] == 2
     assert all(x["peak_gb"] > 0 and x["seconds"] > 0 and x["gradient_norm"] > 0
                for x in runs.values())
-    assert set(result["per_mode"]) == {"full_segmented_compiled"}
-    # The estimate beside each peak: all 4 steps x 1 restart per image (segments do not
-    # bound the measured peak, defense_gan_tf/memory.py).
+    assert set(result["per_mode"]) == {"fused_segmented"}
+    assert result["paper_command"] is None  # the paper-setting run takes minutes
+    # The estimate beside each peak: one segment of 2 steps x 1 restart per image.
     from defense_gan_tf import memory
 
     per_image = memory.gb_per_image(4, 1, segment=2)
-    assert runs["full_segmented_compiled", 2]["estimated_peak_gb"] == pytest.approx(
+    assert per_image == pytest.approx(memory.gb_per_image(4, 1, segment=0) / 2)
+    assert runs["fused_segmented", 2]["estimated_peak_gb"] == pytest.approx(
         memory.BASE_GB + 2 * per_image, abs=1e-3)
-    summary = result["per_mode"]["full_segmented_compiled"]
+    summary = result["per_mode"]["fused_segmented"]
     assert summary["estimated_gb_per_image"] == pytest.approx(per_image, abs=1e-3)

@@ -24,7 +24,7 @@ def test_the_estimates_read_the_file(monkeypatch):
     assert reproduce.epoch_seconds("C", True) == measured.measured_cost(
         "seconds_per_classifier_epoch")["C"][1]
     assert memory.BASE_GB == measured.measured_cost("full_gradient_base_gb")
-    assert memory.gb_per_image(200, 10) == pytest.approx(
+    assert memory.gb_per_image(200, 10, segment=0) == pytest.approx(
         measured.measured_cost("full_gradient_gb_per_image"))
 
 

@@ -13,28 +13,36 @@ def test_the_estimate_follows_the_measured_peaks_of_the_plain_mode():
         assert memory.BASE_GB + batch * per_image == pytest.approx(peak, rel=0.05)
 
 
-def test_segments_are_estimated_like_the_plain_loop_and_bpda_holds_one_step():
+def test_a_fused_segmented_gradient_holds_one_segment_and_an_eager_one_all_steps():
     plain = memory.gb_per_image(200, 10, segment=0)
-    # Measured at L=200, R=10: 0.76 GB per image segmented, 1.05 plain; one segment's
-    # 15 steps (0.08 GB) would size batches ten times too large.
-    assert memory.gb_per_image(200, 10, segment=15) == pytest.approx(plain)
-    assert memory.gb_per_image(200, 10, segment=15) > 0.76
+    fused = memory.gb_per_image(200, 10)                       # default segment: 15 steps
+    # Measured at L=200, R=10: 0.048 GB per image fused and segmented, 0.99 under an
+    # eager tape with segments, 1.04 plain: the estimate covers each.
+    assert memory.gb_per_image(200, 10, segment=15) == pytest.approx(fused)
+    assert fused == pytest.approx(plain * 15 / 200)
+    assert 0.048 <= fused < 0.2
+    assert memory.gb_per_image(200, 10, fused=False) == pytest.approx(plain)
+    assert memory.gb_per_image(200, 10, segment=15, fused=False) > 0.99
     assert memory.gb_per_image(200, 10, gradient="bpda") == pytest.approx(plain / 200)
     assert memory.gb_per_image(200, 5, segment=0) == pytest.approx(plain / 2)
     assert memory.gb_per_image(100, 10, segment=0) == pytest.approx(plain / 2)
     assert memory.gb_per_image(200, 10, segment=0, image_shape=(56, 56, 1)) == \
         pytest.approx(4 * plain)
     assert memory.held_steps(7, 15, "full") == 7
+    assert memory.held_steps(200, 15, "full", fused=False) == 200
     assert memory.held_steps(200, 15, "bpda") == 1
 
 
 def test_the_paper_setting_on_this_machine_kind_stays_under_8_gb():
-    # Half of a 23 GB machine's available memory: the batch picked for L=200, R=10 times
-    # the measured segmented slope (0.76 GB per image over a 1.29 GB base) fits in 8 GB.
-    per_image = memory.gb_per_image(200, 10, segment=15)
-    batch = memory.batch_for_budget(11.5, per_image, 20)
+    # Half of a 23 GB machine's available memory. FGSM's fused gradient takes the
+    # paper's 20 images in one batch (measured 0.048 GB per image over a 0.95 GB base;
+    # the paper command itself peaked at 2.1 GB); CW's eager one a batch whose measured
+    # peak (0.99 per image over 1.03) stays inside the budget.
+    batch = memory.batch_for_budget(11.5, memory.gb_per_image(200, 10), 20)
+    assert batch == 20 and 0.95 + 0.048 * batch < 8.0
+    batch = memory.batch_for_budget(11.5, memory.gb_per_image(200, 10, fused=False), 20)
     assert 1 <= batch < 20
-    assert 1.29 + 0.76 * batch < 8.0
+    assert 1.03 + 0.99 * batch < 11.5
 
 
 def test_the_batch_is_the_largest_that_fits_and_never_below_one():

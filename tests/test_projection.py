@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import models
-from defense_gan_tf.defense import DefendedClassifier, project
+from defense_gan_tf.defense import DefendedClassifier, Projector, project
 
 LATENT = 8
 
@@ -310,37 +310,67 @@ def test_large_inputs_are_projected_in_chunks_with_the_same_results(gen, monkeyp
     np.testing.assert_allclose(tape.gradient(loss, xt).numpy(), np.ones_like(x))
 
 
-def test_segmented_backward_pass_gives_the_plain_gradient(gen):
-    """The full gradient with the unrolled loop recomputed in segments equals the one
-    that keeps every step, to float32 rounding (L=7 in segments of 3, 3 and 1, with the
-    learning-rate decay at step 4, inside a segment), for the convolutional generator
-    too."""
-    segment = 3
-    from defense_gan_tf.config import preset, override
-    from defense_gan_tf.defense.projection import Projector
+def test_the_fused_loss_and_gradient_is_the_eager_tapes_and_draws_alike(monkeypatch):
+    """DefendedClassifier.loss_and_input_gradient (loss and gradient in one compiled graph,
+    the attacks' FGSM / PGD path) gives the eager tape's loss and input gradient around
+    the defended logits, to float32 rounding: in full mode, where the unrolled loop
+    recomputed in segments (L=7 in segments of 3, 3 and 1, the learning-rate decay at step
+    4 inside a segment, a convolutional generator) gives the gradient that keeps every
+    step; in BPDA. With a caller's seed, with the draw_seed stream (counted
+    alike), over chunks of max_batch images, and refusing labels the classifier does not
+    have."""
+    from defense_gan_tf.attacks.common import loss_and_gradient
+    from defense_gan_tf.config import override, preset
 
-    conv_cfg = override(preset("mnist"), {"model.net_dim": 4, "model.latent_dim": 8})
-    for g in (gen, models.build_generator(conv_cfg, seed=0)):
-        x = tf.constant(np.random.default_rng(1).uniform(0.2, 0.8, (2, 28, 28, 1)),
-                        tf.float32)
-        c = cfg(iterations=7, restarts=2, decay=True, decay_at=0.5)
-        grads, outs = [], []
-        for seg in (0, segment):
-            projector = Projector(g, c, gradient="full", checkpoint_segment=seg)
-            assert projector.segment == seg
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                out = projector(x, seed=4)
-                loss = tf.reduce_sum(out.reconstruction * tf.sin(x * 7.0))
-            grads.append(tape.gradient(loss, x).numpy())
-            outs.append(out.reconstruction.numpy())
-        np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
-        assert np.abs(grads[0]).max() > 0
-        np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4,
-                                   atol=1e-5 * np.abs(grads[0]).max())
+    g = models.build_generator(override(preset("mnist"), {"model.net_dim": 4,
+                                                          "model.latent_dim": 8}), seed=0)
+    clf = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 5, 3),
+                            keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = tf.constant(np.random.default_rng(2).uniform(0.1, 0.9, (3, 28, 28, 1)), tf.float32)
+    y = tf.constant([0, 2, 1], tf.int64)
+    c = cfg(iterations=7, restarts=2, decay=True, decay_at=0.5)
+
+    def eager(defended, seed=None):  # the attacks' helper without the fused method
+        return loss_and_gradient(lambda images, seed=None: defended(images, seed=seed),
+                                 x, y, seed=seed)
+
+    monkeypatch.setattr(Projector, "max_batch", 2)  # 3 images: chunks of 2 and 1
+    fused = {}
+    for gradient, segment in (("full", 3), ("full", 0), ("bpda", None)):
+        defended = DefendedClassifier(clf, g, c, gradient=gradient,
+                                      checkpoint_segment=segment)
+        assert defended.projector.segment == (segment if gradient == "full" else 0)
+        fused[gradient, segment] = loss_and_gradient(defended, x, y, seed=[5, 1])
+        if segment == 0:
+            continue  # the eager tape around the plain loop: as the segmented one
+        loss, grad = eager(defended, seed=[5, 1])
+        assert np.abs(grad.numpy()).max() > 0
+        for ours, theirs in zip(fused[gradient, segment], (loss, grad)):
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4,
+                                       atol=1e-5 * np.abs(theirs.numpy()).max())
+    for ours, theirs in zip(fused["full", 3], fused["full", 0]):  # segments change nothing
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4,
+                                   atol=1e-5 * np.abs(theirs.numpy()).max())
     # The default segment is about sqrt(L), in full mode only.
-    assert Projector(gen, cfg(iterations=200), gradient="full").segment == 15
-    assert Projector(gen, cfg(iterations=200), gradient="bpda").segment == 0
+    assert Projector(g, cfg(iterations=200), gradient="full").segment == 15
+    assert Projector(g, cfg(iterations=200), gradient="bpda").segment == 0
+    # The draw_seed stream: the fused calls draw what eager calls would, and count them.
+    a = defended  # BPDA: the same starts, a cheaper backward pass
+    a.draw_seed = 9
+    fused_losses = [a.loss_and_input_gradient(x, y)[0].numpy() for _ in range(2)]
+    assert a.draws == 2
+    a.draws = 0
+    eager_losses = [eager(a)[0].numpy() for _ in range(2)]
+    assert a.draws == 2
+    assert not np.allclose(fused_losses[0], fused_losses[1])  # fresh starts per call
+    np.testing.assert_allclose(fused_losses, eager_losses, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="y holds label 3, but the model has 3 classes"):
+        a.loss_and_input_gradient(x, tf.constant([0, 3, 1]))
+    with pytest.raises(ValueError, match="labels must be a vector of 3"):
+        a.loss_and_input_gradient(x, y[:2])
+    assert a.draws == 2
+    empty_loss, empty_grad = a.loss_and_input_gradient(x[:0], y[:0])
+    assert empty_loss.shape == (0,) and empty_grad.shape == (0, 28, 28, 1)
 
 
 def test_a_projection_config_may_be_a_dict_of_its_fields(gen):

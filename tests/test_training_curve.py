@@ -7,6 +7,7 @@ import tensorflow as tf
 from defense_gan_tf import models
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense import project
+from defense_gan_tf.errors import Interrupted
 from defense_gan_tf.evaluation import training_curve
 
 
@@ -93,8 +94,14 @@ def test_an_interrupted_probe_resumes_from_its_cache_with_the_same_figures(
     with pytest.raises(training_curve.BudgetExhausted) as stop:
         probe(generator, cache_dir=str(tmp_path), deadline=0.0)
     assert (stop.value.done, stop.value.total) == (0, total)
-    # The clock jumps past the deadline once four batches are done: the fifth never starts.
+    # A stop request (a signal to the training run) after two batches: the third never
+    # starts; then the clock jumps past the deadline once four are done.
     lines = []
+    with pytest.raises(Interrupted) as stop:
+        probe(generator, cache_dir=str(tmp_path), log=lines.append,
+              stop=lambda: len(lines) >= 2)
+    assert not isinstance(stop.value, training_curve.BudgetExhausted)
+    assert len(lines) == 2 and "after 2 of 9 batches" in str(stop.value)
     real = time.monotonic
     monkeypatch.setattr(time, "monotonic", lambda: real() + (1e9 if len(lines) >= 4 else 0))
     with pytest.raises(training_curve.BudgetExhausted) as stop:

@@ -95,16 +95,25 @@ def check_labels_fit(y: tf.Tensor, logits: tf.Tensor) -> None:
             raise ValueError(f"y holds label {top}, but the model has {classes} classes")
 
 
-def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor):
+def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor, seed=None):
     """Per-example cross-entropy of the logits and its gradient with respect to ``x``.
 
     The gradient of the *summed* loss is returned, so each example's gradient
     does not depend on the batch size. A model with a ``draw_logits`` method (logits of
     K random draws in one call, [K, B, classes], such as an EOT
     :class:`~defense_gan_tf.attacks.TrackingBPDA`) has its loss averaged over the draws
-    (EOT: the gradient is the mean of the draws' gradients).
+    (EOT: the gradient is the mean of the draws' gradients). A model with a
+    ``loss_and_input_gradient(x, y, seed=...)`` method computes both itself (a
+    ``DefendedClassifier`` does, in one compiled graph: far less memory through the
+    unrolled projection); any other is differentiated with an eager tape. ``seed``, when
+    given, fixes a randomized model's draws (see :func:`accepts_seed`).
     """
     draws = getattr(model_fn, "draw_logits", None)
+    fused = getattr(model_fn, "loss_and_input_gradient", None)
+    if draws is None and callable(fused):
+        return fused(x, y, seed=seed)
+    if seed is not None and accepts_seed(model_fn):
+        model_fn = functools.partial(model_fn, seed=seed)
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = model_fn(x) if draws is None else draws(x)  # [B, C] or [K, B, C]
@@ -150,14 +159,10 @@ def expected_loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor, *,
     """
     if samples < 1:
         raise ValueError(f"eot samples must be >= 1, got {samples}")
-    seeded = seed is not None and accepts_seed(model_fn)
     loss_sum, grad_sum = 0.0, tf.zeros_like(x)
     for k in range(samples):
-        fn = model_fn
-        if seeded:
-            draw_seed = [int(seed), _DRAW_OFFSET + draw + k]
-            fn = lambda images, s=draw_seed: model_fn(images, seed=s)  # noqa: E731
-        loss, grad = loss_and_gradient(fn, x, y)
+        draw_seed = None if seed is None else [int(seed), _DRAW_OFFSET + draw + k]
+        loss, grad = loss_and_gradient(model_fn, x, y, seed=draw_seed)
         loss_sum += loss
         grad_sum += grad
     return loss_sum / samples, grad_sum / samples
@@ -173,11 +178,14 @@ def input_gradient_norm(model_fn: ModelFn, x, y=None, seed=None) -> tf.Tensor:
     (see :func:`accepts_seed`), so that the figure does not depend on how many calls
     the model served before.
     """
-    if seed is not None and accepts_seed(model_fn):
-        model_fn = functools.partial(model_fn, seed=seed)
     x = tf.convert_to_tensor(x, tf.float32)
-    y = labels_or_predictions(model_fn, x, y)
-    _, grad = loss_and_gradient(model_fn, x, y)
+    if y is None:
+        predict = (functools.partial(model_fn, seed=seed)
+                   if seed is not None and accepts_seed(model_fn) else model_fn)
+        y = labels_or_predictions(predict, x)
+    else:
+        y = labels_or_predictions(model_fn, x, y)
+    _, grad = loss_and_gradient(model_fn, x, y, seed=seed)
     return per_example_norm(grad)
 
 

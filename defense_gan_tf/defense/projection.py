@@ -188,12 +188,16 @@ def _descend_in_segments(generator, targets, z, velocity, config: ProjectionConf
     """The steps of :func:`_momentum_steps` in segments of ``segment`` steps, each one op
     with a custom gradient (:func:`_recomputed_segment`): the backward pass keeps only z
     and the velocity at segment boundaries and runs each segment again when its gradient is needed (gradient
-    checkpointing, Chen et al. 2016). The values and gradients are those of the plain
-    loop. Measured, the peak does not shrink to L / segment + segment steps: at L=200,
-    R=10 it is 0.55-0.73 of the plain loop's (bench/results/projection_memory.json)."""
+    checkpointing, Chen et al. 2016), holding about two segments' activations at once.
+    The values and gradients are those of the plain loop. The saving needs the gradient taken in the same graph as the descent
+    (:meth:`Projector.graph` inside one ``tf.function``); under an eager tape around the
+    compiled projection the peak stays near the plain loop's
+    (bench/results/projection_memory.json)."""
+    handoff = {}  # segment start -> the upstream gradient its backward pass received
     for s0 in range(start, end, segment):
         s1 = min(s0 + segment, end)
-        z, velocity = _recomputed_segment(generator, config, s0, s1, progress)(
+        z, velocity = _recomputed_segment(generator, config, s0, s1, progress,
+                                          handoff=handoff, next_start=s1)(
             z, velocity, targets)
         if progress and (s1 // progress > s0 // progress or s1 == config.iterations):
             with tf.control_dependencies([z]):
@@ -203,7 +207,8 @@ def _descend_in_segments(generator, targets, z, velocity, config: ProjectionConf
 
 
 def _recomputed_segment(generator, config: ProjectionConfig, s0: int, s1: int,
-                        progress: int = 0):
+                        progress: int = 0, handoff: Optional[dict] = None,
+                        next_start: Optional[int] = None):
     """Steps s0..s1-1 as one op whose gradient runs them again from their inputs.
 
     (``tf.recompute_grad`` runs its forward pass with recording stopped, which would
@@ -215,11 +220,24 @@ def _recomputed_segment(generator, config: ProjectionConfig, s0: int, s1: int,
         out = _momentum_steps(generator, targets, z, velocity, config, start=s0, end=s1)
 
         def grad(dz, dvelocity, variables=None):
+            # The recompute waits until the backward pass has reached the next segment
+            # (the upstream gradient that segment received): nothing else orders it, and
+            # a graph runs an op as soon as its inputs exist, so every segment's
+            # recompute (and its saved activations) would otherwise start at once,
+            # holding all L steps again. Waiting for this segment's own upstream
+            # gradient instead would hold one segment, not two, but leave one core idle
+            # (measured 1.7x the plain loop's time against 1.4x; bench/README.md).
+            waits = [dz, dvelocity]
+            if handoff is not None:
+                handoff[s0] = waits
+                waits = handoff.get(next_start, waits)
+            with tf.control_dependencies(waits):
+                z0, velocity0, targets0 = (tf.identity(t) for t in (z, velocity, targets))
             with tf.GradientTape() as tape:
-                tape.watch([z, velocity, targets])
-                again = _momentum_steps(generator, targets, z, velocity, config,
+                tape.watch([z0, velocity0, targets0])
+                again = _momentum_steps(generator, targets0, z0, velocity0, config,
                                         start=s0, end=s1)
-            inputs = tape.gradient(again, [z, velocity, targets],
+            inputs = tape.gradient(again, [z0, velocity0, targets0],
                                    output_gradients=[dz, dvelocity],
                                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
             if progress and (s1 // progress > s0 // progress or s0 == 0):
@@ -450,9 +468,11 @@ class Projector(tf.Module):
     Calling it is :func:`project`; keep one around to avoid retracing. With
     ``gradient="full"`` the backward pass recomputes the unrolled descent in segments of
     ``checkpoint_segment`` steps (default about sqrt(L); 0 keeps every step; the gradient
-    is the same; early stopping runs unsegmented). It is meant to hold about 2 sqrt(L)
-    steps' activations instead of L; measured at L=200, R=10 it holds 0.55-0.73 of the
-    plain loop's (``defense_gan_tf/memory.py``). An eager call
+    is the same; early stopping runs unsegmented). With the gradient taken in the same
+    graph (:meth:`graph`, as :meth:`DefendedClassifier.loss_and_input_gradient` does) the
+    backward pass holds about two segments' activations instead of L steps': at L=200,
+    R=10, 0.05 GB per image against 1.04, at 1.1x the time (``defense_gan_tf/memory.py``,
+    bench/results/projection_memory.json). An eager call
     with more than ``max_batch`` images projects them ``max_batch`` at a time (the
     starts of all are drawn first, so each image gets what one call would give it;
     with early stopping the stop step is decided per chunk), so that memory stays
@@ -501,9 +521,13 @@ class Projector(tf.Module):
         self.pixel_range = generator_range(generator)
         image_spec = tf.TensorSpec([None, *self.image_shape], tf.float32)
         z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32)
-        self._compiled = tf.function(self._project, input_signature=(image_spec, z_spec))
+        self._compiled = tf.function(self.graph, input_signature=(image_spec, z_spec))
 
-    def _project(self, images, z_init):
+    def graph(self, images, z_init) -> Projection:
+        """The projection's ops, for use inside a caller's ``tf.function`` (inputs already
+        checked and starts drawn, as :meth:`__call__` does): a gradient taken in the same
+        graph keeps only what its backward pass needs (see
+        :meth:`DefendedClassifier.loss_and_input_gradient`)."""
         config, generator = self.config, self.generator
         options = dict(descent_generator=self.descent_generator, encoder=self.encoder,
                        progress=int(self.progress_every))

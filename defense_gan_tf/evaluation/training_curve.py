@@ -42,6 +42,8 @@ from defense_gan_tf.attacks import fgsm
 from defense_gan_tf.attacks.common import (gradient_sign, loss_and_gradient,
                                            per_example_norm)
 from defense_gan_tf.config import ProjectionConfig
+from defense_gan_tf.defense.defended import DefendedClassifier
+from defense_gan_tf.errors import Interrupted
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
@@ -105,7 +107,7 @@ def _batched(fn, *arrays, batch_size: int):
                          for i in range(0, len(arrays[0]), batch_size)])
 
 
-class BudgetExhausted(Exception):
+class BudgetExhausted(Interrupted):
     """The probe's deadline passed before all of its batches were measured.
 
     Every finished batch is in the probe's cache folder: calling the probe again with
@@ -138,8 +140,9 @@ class _Batches:
     is given (so an interrupted probe resumes), with a deadline and progress output."""
 
     def __init__(self, folder: Optional[str], total: int, deadline: Optional[float],
-                 log: Optional[Callable[[str], None]]):
-        self.folder, self.total, self.deadline = folder, total, deadline
+                 log: Optional[Callable[[str], None]],
+                 stop: Optional[Callable[[], bool]] = None):
+        self.folder, self.total, self.deadline, self.stop = folder, total, deadline, stop
         self.log = log or (lambda message: None)
         self.done = self.loaded = 0
         if folder:
@@ -160,6 +163,9 @@ class _Batches:
             else:
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     raise BudgetExhausted(self.done, self.total, self.folder or "(no cache)")
+                if self.stop is not None and self.stop():
+                    raise Interrupted(f"stopped on request after {self.done} of {self.total} "
+                                      f"batches; they are saved in {self.folder or '(no cache)'}")
                 t0 = time.perf_counter()
                 out = fn(*(a[i:i + batch_size] for a in arrays))
                 if path:
@@ -274,13 +280,13 @@ class DefenseQualityProbe:
         """FGSM through the unrolled projection; returns (x_adv, gradient L2 norms)."""
         s = self.settings
         lo, hi = self.pixel_range
-        attacker = Projector(generator, s.projection, gradient="full")
-        model_fn = lambda x: self.classifier(  # noqa: E731
-            attacker(x, seed=[_ATTACK_SEED, 0]).reconstruction, training=False)
+        attacker = DefendedClassifier(self.classifier, generator, s.projection,
+                                      gradient="full")
 
         def attack(x, y):
             x = tf.convert_to_tensor(x)
-            _, grad = loss_and_gradient(model_fn, x, tf.convert_to_tensor(y))
+            _, grad = loss_and_gradient(attacker, x, tf.convert_to_tensor(y),
+                                        seed=[_ATTACK_SEED, 0])
             x_adv = tf.clip_by_value(x + s.eps * gradient_sign(grad), lo, hi)  # FGSM
             norms = per_example_norm(grad)
             zero = tf.reduce_mean(tf.cast(tf.equal(grad, 0.0), tf.float32), axis=[1, 2, 3])
@@ -292,7 +298,8 @@ class DefenseQualityProbe:
 
     def __call__(self, generator: keras.Model, *, cache_dir: Optional[str] = None,
                  deadline: Optional[float] = None,
-                 log: Optional[Callable[[str], None]] = None) -> dict:
+                 log: Optional[Callable[[str], None]] = None,
+                 stop: Optional[Callable[[], bool]] = None) -> dict:
         """Scores ``generator``; returns a JSON-ready dict (accuracies with 95% intervals).
 
         Args:
@@ -303,14 +310,16 @@ class DefenseQualityProbe:
             interrupted call resumes. Results equal an uncached call's.
           deadline: a ``time.monotonic()`` value; no new batch starts after it.
           log: progress output per batch.
+          stop: asked before each batch; when it returns true no new batch starts.
 
         Raises:
           BudgetExhausted: the deadline passed first (finished batches stay cached).
+          Interrupted: ``stop`` returned true first (likewise).
         """
         s = self.settings
         timings = {}
         folder = os.path.join(cache_dir, self.cache_key(generator)) if cache_dir else None
-        batches = _Batches(folder, self.planned_batches(), deadline, log)
+        batches = _Batches(folder, self.planned_batches(), deadline, log, stop)
         t0 = time.perf_counter()
         fake = sample(generator, s.num_samples, seed=_SAMPLE_SEED)
         mu, sigma, probs = statistics(self.classifier, fake)

@@ -305,7 +305,7 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
                     Checkpoints()]
         if evaluator is not None:
             monitors.append(Evaluation(evaluator, evaluate_every, budget, progress,
-                                        average_evaluator))
+                                        average_evaluator, stop_flag))
         reason = _loop(state, step, iterator, monitors)
     generator_path = os.path.join(output_dir, GENERATOR_FILE)
     if reason == "nan":

@@ -3,7 +3,9 @@ in-run evaluation), each a :class:`Monitor` the loop calls around every iteratio
 
 from __future__ import annotations
 
+import inspect
 import os
+import shutil
 import signal
 import threading
 import time
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Optional
 import tensorflow as tf
 
 from defense_gan_tf import jsonio
+from defense_gan_tf.errors import Interrupted
 from defense_gan_tf.models import build_critic, build_generator, float32_copy
 from defense_gan_tf.plots import save_image_grid
 from defense_gan_tf.training.run_files import (AVERAGE_FILE, CRITIC_FILE, GENERATOR_FILE,
@@ -22,6 +25,8 @@ from defense_gan_tf.training.run_files import (AVERAGE_FILE, CRITIC_FILE, GENERA
 if TYPE_CHECKING:  # the state is gan_trainer's, which imports this module
     from defense_gan_tf.training.gan_trainer import RunState
 
+# Under output_dir: the finished batches of an interrupted evaluation.
+EVALUATION_CACHE = "evaluation_cache"
 # First guess of an evaluation's cost, for the time budget, until one was timed.
 _EVAL_SECONDS_GUESS = 300.0
 NUM_SAMPLES = 64
@@ -189,14 +194,26 @@ class StopConditions(Monitor):
 
 
 class Evaluation(Monitor):
-    """Runs the evaluator every ``every`` iterations into quality.jsonl (see train_gan)."""
+    """Runs the evaluator every ``every`` iterations into quality.jsonl (see train_gan).
+
+    An evaluator that takes the keywords ``stop``, ``deadline``, ``cache_dir`` and ``log``
+    (a :class:`~defense_gan_tf.evaluation.training_curve.DefenseQualityProbe` does) is
+    asked to stop between its batches on SIGINT / SIGTERM or at the time budget, saving
+    its finished batches under ``output_dir/evaluation_cache``: it raises
+    :class:`~defense_gan_tf.errors.Interrupted`, the run stops (its checkpoint was saved
+    before the evaluation), nothing is recorded, and the resumed run finishes the
+    evaluation from the saved batches first.
+    """
 
     def __init__(self, evaluator, every: int, budget_seconds: Optional[float],
-                 progress: ProgressLog, average_evaluator=None):
+                 progress: ProgressLog, average_evaluator=None,
+                 stop_flag: Optional[StopFlag] = None):
         self.evaluator, self.every, self.budget = evaluator, every, budget_seconds
         self.average_evaluator = average_evaluator
         self.progress = progress
+        self.stop_flag = stop_flag
         self.estimate = _EVAL_SECONDS_GUESS
+        self.pending_stop: Optional[str] = None
 
     def on_start(self, state):
         self.path = os.path.join(state.output_dir, QUALITY_FILE)
@@ -204,8 +221,11 @@ class Evaluation(Monitor):
         self.done = {e["iteration"] for e in entries}
         self.cost_in_iterations = evaluation_cost_in_iterations(entries)
         self.timed = False
-        if self.due(state):  # Left pending by the previous call's time budget.
-            self.evaluate(state)
+        if self.due(state):  # Left pending by the previous call (budget or signal).
+            self.pending_stop = self.evaluate(state)
+
+    def before_step(self, state):
+        return self.pending_stop
 
     def expected_seconds(self, state) -> float:
         """The next evaluation's expected cost: the last one timed in this call, else
@@ -232,20 +252,29 @@ class Evaluation(Monitor):
             return "time_budget"
         if state.iteration != state.last_saved:
             state.save_checkpoint()
-        self.evaluate(state)
-        return None
+        return self.evaluate(state)
 
-    def evaluate(self, state):
+    def evaluate(self, state) -> Optional[str]:
+        """Scores the generator (and the average); returns a stop reason when it was
+        interrupted (nothing recorded then), else None."""
         config = state.config
         t0 = time.monotonic()
         state.log(f"evaluating the generator at iteration {state.iteration}")
         generator = state.generator
         if config.gan.precision != "float32":
             generator = float32_copy(generator, lambda: build_generator(config))
-        figures = self._score(state, self.evaluator, generator)
-        if state.average is not None and self.average_evaluator is not None:
-            figures["average"] = self._score(state, self.average_evaluator,
-                                             state.average.target)
+        cache = os.path.join(state.output_dir, EVALUATION_CACHE)
+        try:
+            figures = self._score(state, self.evaluator, generator, cache)
+            if state.average is not None and self.average_evaluator is not None:
+                figures["average"] = self._score(state, self.average_evaluator,
+                                                 state.average.target, cache)
+        except Interrupted as e:
+            reason = "signal" if self.stop_flag and self.stop_flag.requested else "time_budget"
+            state.log(f"evaluation of iteration {state.iteration} interrupted ({e}); "
+                      "it is finished first when the run resumes")
+            self.progress.restart_window(state)
+            return reason
         spent = time.monotonic() - t0
         state.eval_seconds += spent  # before train_seconds(), which excludes it
         entry = {"iteration": state.iteration, "train_seconds": round(state.train_seconds(), 1),
@@ -256,16 +285,28 @@ class Evaluation(Monitor):
                 state.write_progress()
         self.estimate, self.timed = spent, True
         self.done.add(state.iteration)
+        if state.chief:
+            shutil.rmtree(cache, ignore_errors=True)
         state.log(f"evaluated iteration {state.iteration} in {format_seconds(spent)}: "
                   + summarise_quality(entry)
                   + (f"; averaged generator: {summarise_quality(entry['average'])}"
                      if "average" in entry else ""))
         self.progress.restart_window(state)
 
-    @staticmethod
-    def _score(state, evaluator, generator) -> dict:
+    def _score(self, state, evaluator, generator, cache: str) -> dict:
+        options = {"stop": lambda: bool(self.stop_flag and self.stop_flag.requested),
+                   "deadline": (None if self.budget is None else
+                                state.t_start + self.budget - 2 * state.save_seconds - 10.0),
+                   "cache_dir": cache, "log": state.log}
         try:
-            return evaluator(generator)
+            accepted = inspect.signature(evaluator).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        options = {k: v for k, v in options.items() if k in accepted}
+        try:
+            return evaluator(generator, **options)
+        except Interrupted:
+            raise
         except Exception as e:  # noqa: BLE001 - a failed evaluation must not end the run
             # Recorded, so that a resume does not retry (and fail) it before training on.
             state.log(f"evaluation at iteration {state.iteration} failed; training goes "
