@@ -112,8 +112,7 @@ def loss_and_gradient(model_fn: ModelFn, x: tf.Tensor, y: tf.Tensor, seed=None):
     fused = getattr(model_fn, "loss_and_input_gradient", None)
     if draws is None and callable(fused):
         return fused(x, y, seed=seed)
-    if seed is not None and accepts_seed(model_fn):
-        model_fn = functools.partial(model_fn, seed=seed)
+    model_fn = _seeded(model_fn, seed)
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = model_fn(x) if draws is None else draws(x)  # [B, C] or [K, B, C]
@@ -137,6 +136,13 @@ def accepts_seed(model_fn) -> bool:
         return "seed" in inspect.signature(target).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _seeded(model_fn: ModelFn, seed) -> ModelFn:
+    """``model_fn`` with its draws fixed by ``seed`` when one is given and it takes one."""
+    if seed is not None and accepts_seed(model_fn):
+        return functools.partial(model_fn, seed=seed)
+    return model_fn
 
 
 # Seeds of the model's random draws in an attack: [attack seed, _DRAW_OFFSET + draw].
@@ -179,12 +185,7 @@ def input_gradient_norm(model_fn: ModelFn, x, y=None, seed=None) -> tf.Tensor:
     the model served before.
     """
     x = tf.convert_to_tensor(x, tf.float32)
-    if y is None:
-        predict = (functools.partial(model_fn, seed=seed)
-                   if seed is not None and accepts_seed(model_fn) else model_fn)
-        y = labels_or_predictions(predict, x)
-    else:
-        y = labels_or_predictions(model_fn, x, y)
+    y = labels_or_predictions(_seeded(model_fn, seed), x, y)
     _, grad = loss_and_gradient(model_fn, x, y, seed=seed)
     return per_example_norm(grad)
 
