@@ -76,7 +76,7 @@ def measure_one(mode: str, batch: int) -> dict:
     from defense_gan_tf.attacks.common import loss_and_gradient
     from defense_gan_tf.config import ProjectionConfig
     from defense_gan_tf.defense import DefendedClassifier
-    from defense_gan_tf.evaluation.loading import load_classifier, load_generator
+    from defense_gan_tf.records.loading import load_classifier, load_generator
 
     generator, _ = load_generator(FLAGS.generator)
     classifier = load_classifier(FLAGS.classifier)

@@ -98,7 +98,7 @@ def measure(name, projection, generator, classifier, encoder, x, y, x_transfer, 
     from defense_gan_tf import attacks
     from defense_gan_tf.defense import Projector
     from defense_gan_tf.defense.cost import projection_gflops
-    from defense_gan_tf.evaluation.stats import accuracy_entry
+    from defense_gan_tf.metrics.stats import accuracy_entry
 
     b = FLAGS.batch_size
     started = time.perf_counter()
@@ -215,17 +215,23 @@ def main(argv):
             raise app.UsageError(f"--{name} {FLAGS[name].value} is not a file")
     if FLAGS.num_images < 1 or FLAGS.batch_size < 1:
         raise app.UsageError("--num_images and --batch_size must be >= 1")
+    from defense_gan_tf.config import canonical_dataset_name
+
+    dataset = canonical_dataset_name(FLAGS.dataset)
+    every = configurations(dataset, FLAGS.iterations, FLAGS.restarts)
+    known = [name for name, _ in every]
+    unknown = [name for name in FLAGS.configs if name not in known]
+    if unknown:  # before TensorFlow loads
+        raise app.UsageError(f"--configs: unknown {unknown}; known: {known}")
     import numpy as np
     import tensorflow as tf
 
     from defense_gan_tf import attacks, data
-    from defense_gan_tf.config import canonical_dataset_name
     from defense_gan_tf.console import command_line
-    from defense_gan_tf.evaluation.loading import (load_classifier, load_generator,
+    from defense_gan_tf.records.loading import (load_classifier, load_generator,
                                                    load_model_file)
-    from defense_gan_tf.evaluation.package import sha256_of
+    from defense_gan_tf.generators.package import sha256_of
 
-    dataset = canonical_dataset_name(FLAGS.dataset)
     generator, iterations = load_generator(FLAGS.generator, dataset=dataset)
     classifier = load_classifier(FLAGS.classifier, image_shape=generator.output_shape[1:])
     encoder_path = FLAGS.encoder or os.path.join(os.path.dirname(FLAGS.generator),
@@ -243,11 +249,6 @@ def main(argv):
     identity = {"dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
                 "generator_sha256": generator_sha}
     earlier = {} if FLAGS.fresh else earlier_rows(FLAGS.output + ".json", identity)
-    every = configurations(dataset, FLAGS.iterations, FLAGS.restarts)
-    known = [name for name, _ in every]
-    unknown = [name for name in FLAGS.configs if name not in known]
-    if unknown:
-        raise app.UsageError(f"--configs: unknown {unknown}; known: {known}")
     order = FLAGS.configs or known
     chosen = sorted((c for c in every if c[0] in order), key=lambda c: order.index(c[0]))
     results, started, stopped = {}, time.monotonic(), False

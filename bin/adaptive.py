@@ -70,7 +70,7 @@ absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity check
 
 def build_run():
     """Flags -> AdaptiveRun (validated by the dataclasses)."""
-    from defense_gan_tf.evaluation.specs import AdaptiveRun
+    from defense_gan_tf.records.specs import AdaptiveRun
 
     if FLAGS.time_budget_minutes is not None and FLAGS.time_budget_minutes <= 0:
         raise app.UsageError(f"--time_budget_minutes must be > 0, got "
@@ -107,7 +107,7 @@ class _Outcome:
 def _workflow():
     import sys
 
-    from defense_gan_tf.evaluation.adaptive import run_adaptive
+    from defense_gan_tf.workflows.adaptive import run_adaptive
 
     budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
 

@@ -31,7 +31,7 @@ absl_flags.DEFINE_integer("nb_epochs_s", 10, "Substitute training epochs per rou
 
 def build_run():
     """Flags -> BlackboxRun (validated by the config dataclasses)."""
-    from defense_gan_tf.evaluation.specs import BlackboxRun
+    from defense_gan_tf.records.specs import BlackboxRun
 
     spec = shared.run_spec(model=FLAGS.bb_model, batch_size=100)
     return BlackboxRun(spec=spec, substitute_model=FLAGS.sub_model, holdout=FLAGS.holdout,
@@ -40,7 +40,7 @@ def build_run():
 
 
 def _workflow():
-    from defense_gan_tf.evaluation.blackbox_run import run_blackbox
+    from defense_gan_tf.workflows.blackbox_run import run_blackbox
 
     return run_blackbox
 

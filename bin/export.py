@@ -45,7 +45,7 @@ def main(argv):
                              f"{threshold}")
     with shared.usage_errors():
         projection = shared.projection_config(momentum=FLAGS.rec_momentum)
-    from defense_gan_tf.evaluation.loading import load_classifier, load_generator
+    from defense_gan_tf.records.loading import load_classifier, load_generator
     from defense_gan_tf.export import export_saved_model
 
     with shared.usage_errors():

@@ -216,7 +216,7 @@ def projection_config(dataset: str = "mnist", **extra) -> config_lib.ProjectionC
 
 def run_spec(*, model: str, batch_size: int, attack=None, defense_type: str = None):
     """The RunSpec of the evaluation flags (the classifier flag's value is ``model``)."""
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.records.runs import RunSpec
 
     return RunSpec(
         dataset=FLAGS.dataset, model=model,

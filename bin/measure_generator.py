@@ -81,7 +81,7 @@ def main(argv):
              if v is not None}
     paper_images = (FLAGS.num_images if FLAGS.paper_fgsm_images is None
                     else FLAGS.paper_fgsm_images)
-    from defense_gan_tf.evaluation import training_curve
+    from defense_gan_tf.generators import training_curve
 
     with shared.usage_errors():
         settings = training_curve.CurveSettings(
@@ -91,7 +91,7 @@ def main(argv):
 
     from defense_gan_tf.errors import InputError
     from defense_gan_tf.atomic import write_text
-    from defense_gan_tf.evaluation.package import (add_defense_figures,
+    from defense_gan_tf.generators.package import (add_defense_figures,
                                                    defense_figures_markdown)
 
     try:

@@ -71,8 +71,8 @@ def main(argv):
     from defense_gan_tf import config as config_lib
     from defense_gan_tf import data
     from defense_gan_tf.console import command_line, echo, relative_argument
-    from defense_gan_tf.evaluation import training_curve
-    from defense_gan_tf.evaluation.package import package_generator, quality_classifier
+    from defense_gan_tf.generators import training_curve
+    from defense_gan_tf.generators.package import package_generator, quality_classifier
 
     with open(os.path.join(FLAGS.run_dir, "config.json")) as f:
         cfg = config_lib.Config.from_dict(json.load(f))

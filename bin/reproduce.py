@@ -29,7 +29,7 @@ from absl import flags as absl_flags
 
 import flags as shared  # bin/flags.py
 from defense_gan_tf.config import PROJECTION_PRESETS
-from defense_gan_tf.evaluation.reproduce import TABLES
+from defense_gan_tf.workflows.reproduce import TABLES
 
 FLAGS = absl_flags.FLAGS
 # Where runs with other settings than the paper's go by default (ignored by git).
@@ -87,13 +87,14 @@ absl_flags.DEFINE_float("time_budget_minutes", None, "No cell starts after this 
 def _rec_cache_lookup():
     """spec -> (Rec classifier cached, reconstructions cached, reconstructions kept by an
     interrupted run), each asked once per
-    generator, projection, seed, model and training-set size."""
-    from defense_gan_tf.errors import InputError
-    from defense_gan_tf.evaluation.loading import rec_cache_status
-
+    generator, projection, seed, model and training-set size (TensorFlow loads at the
+    first question)."""
     known = {}
 
     def lookup(spec):
+        from defense_gan_tf.errors import InputError
+        from defense_gan_tf.records.loading import rec_cache_status
+
         key = (spec.generator, spec.dataset, str(spec.projection), spec.seed, spec.model,
                spec.num_train)
         if key not in known:
@@ -106,6 +107,13 @@ def _rec_cache_lookup():
                 known[key] = (False, False, 0)
         return known[key]
     return lookup
+
+
+def _substitute_status(run):
+    """(substitute cached, oracle labels kept) of a black-box cell in --classifier_dir."""
+    from defense_gan_tf.workflows.blackbox_run import substitute_cache_status
+
+    return substitute_cache_status(run, FLAGS.classifier_dir)
 
 
 def _redirect_custom_runs() -> None:
@@ -127,7 +135,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _redirect_custom_runs()
     if FLAGS.headline:
-        from defense_gan_tf.evaluation import headline
+        from defense_gan_tf.records import headline
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         changed = headline.rewrite_readme(root)
@@ -143,7 +151,7 @@ def main(argv):
     shared.check_paths(files=("generator",), folders=("data_dir", "magnet"),
                        outputs=("results_root", "classifier_dir"))
     from defense_gan_tf.console import command_line
-    from defense_gan_tf.evaluation import reproduce
+    from defense_gan_tf.workflows import reproduce
 
     def settings_of(table):  # --generator and --magnet belong to --table alone
         overrides = {}
@@ -167,8 +175,8 @@ def main(argv):
         # Estimates leave out classifiers already trained into --classifier_dir, and the
         # Defense-GAN-Rec reconstructions and black-box substitutes (whole or in part)
         # cached there; costs cells share are charged to the first cell that will run
-        # (selected, not done).
-        from defense_gan_tf.evaluation.blackbox_run import substitute_cache_status
+        # (selected, not done). Both caches are looked up only for cells that will run,
+        # so a dry run or a refusal of white-box cells needs no TensorFlow.
         chosen_by = dict(models=FLAGS.models, defenses=FLAGS.defenses, attacks=FLAGS.attacks)
     try:
         pending = reproduce.pending_cells(results_dir, **chosen_by)
@@ -178,7 +186,7 @@ def main(argv):
         table_cells = reproduce.cells(
             FLAGS.table, settings, classifier_dir=FLAGS.classifier_dir,
             rec_cached=_rec_cache_lookup(),
-            substitute_status=lambda run: substitute_cache_status(run, FLAGS.classifier_dir),
+            substitute_status=_substitute_status,
             pending=pending)
     chosen = reproduce.select(table_cells, **chosen_by)
     if not chosen:

@@ -126,7 +126,7 @@ def main(argv):
     strategy = training.make_strategy(FLAGS.strategy)
     evaluator = average_evaluator = None
     if FLAGS.quality_every:
-        from defense_gan_tf.evaluation import training_curve
+        from defense_gan_tf.generators import training_curve
 
         try:
             settings = training_curve.CurveSettings(

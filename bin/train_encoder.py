@@ -51,7 +51,7 @@ def main(argv):
     from defense_gan_tf import config as config_lib
     from defense_gan_tf import data
     from defense_gan_tf.console import command_line
-    from defense_gan_tf.evaluation.loading import load_generator
+    from defense_gan_tf.records.loading import load_generator
     from defense_gan_tf.training.encoder import fit_encoder_file
 
     cfg = config_lib.preset(FLAGS.dataset)

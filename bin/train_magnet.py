@@ -41,7 +41,7 @@ def main(argv):
     from defense_gan_tf import data
     from defense_gan_tf.console import command_line
     from defense_gan_tf.defense import magnet
-    from defense_gan_tf.evaluation.loading import take
+    from defense_gan_tf.records.loading import take
 
     with shared.usage_errors():
         config = magnet.MagNetConfig(false_positive_rate=FLAGS.false_positive_rate,

@@ -43,7 +43,7 @@ absl_flags.DEFINE_float("pgd_step_size", 0.01, "PGD step size.")
 
 def build_run():
     """Flags -> WhiteboxRun (validated by the config dataclasses)."""
-    from defense_gan_tf.evaluation.specs import WhiteboxRun
+    from defense_gan_tf.records.specs import WhiteboxRun
 
     if FLAGS.defense_type != "defense_gan":
         given = [f"--{n}" for n in ("gradient", "same_init") if FLAGS[n].present]
@@ -95,7 +95,7 @@ def _batch_size() -> int:
 
 def _workflow():
     from defense_gan_tf.defense.projection import Projector
-    from defense_gan_tf.evaluation.whitebox_run import run_whitebox
+    from defense_gan_tf.workflows.whitebox_run import run_whitebox
 
     iterations = shared.projection_config(FLAGS.dataset).iterations
     if FLAGS.defense_type == "defense_gan" and FLAGS.gradient == "full" and iterations >= 100:

@@ -93,9 +93,26 @@ def enable_onednn() -> bool:
 def describe() -> dict:
     """The machine a figure was measured on: CPU model, cores, native bfloat16, the
     oneDNN setting and versions."""
-    import tensorflow as tf
-
     cpu, flags = cpu_info()
     return {"cpu": cpu, "cores": os.cpu_count(), "native_bfloat16": native_bfloat16(flags),
             ONEDNN_VARIABLE: os.environ.get(ONEDNN_VARIABLE, "(TensorFlow's default)"),
-            "python": platform.python_version(), "tensorflow": tf.__version__}
+            "python": platform.python_version(), "tensorflow": tensorflow_version()}
+
+
+def tensorflow_version() -> str:
+    """TensorFlow's version; read from the installed package's metadata when TensorFlow
+    is not loaded (importing it takes seconds, and a parent process that only starts
+    measuring children need not)."""
+    loaded = sys.modules.get("tensorflow")
+    if loaded is not None:
+        return loaded.__version__
+    from importlib import metadata
+
+    for name in ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    import tensorflow as tf
+
+    return tf.__version__

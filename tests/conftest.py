@@ -94,10 +94,11 @@ def mnist_dir():
 
 @pytest.fixture
 def tiny_config():
-    """MNIST-shaped config with tiny widths and batches for fast tests."""
+    """MNIST-shaped config with tiny widths and batches for fast tests; one critic step
+    per generator step (tests of the critic loop and of exact resumes set two)."""
     return config_lib.override(config_lib.preset("mnist"), {
         "model.net_dim": 4, "model.latent_dim": 8, "gan.batch_size": 4,
-        "gan.critic_steps": 2, "gan.log_every": 1, "gan.checkpoint_every": 2,
+        "gan.critic_steps": 1, "gan.log_every": 1, "gan.checkpoint_every": 2,
         "gan.sample_every": 2,
     })
 
@@ -147,7 +148,7 @@ def make_tiny_package(tmp_path, tiny_config, images_and_classifier, *, iteration
                       name="package"):
     """A package (bin/package_generator.py's) of a tiny run trained ``iterations`` steps."""
     from defense_gan_tf import training
-    from defense_gan_tf.evaluation.package import package_generator
+    from defense_gan_tf.generators.package import package_generator
 
     images, clf = images_and_classifier
     run, dest = str(tmp_path / "run"), str(tmp_path / name)

@@ -120,7 +120,7 @@ def test_latent_attack_finds_on_manifold_examples_and_checks_the_projection(
 def _count_calls(monkeypatch, name):
     """The first argument (the model or generator) of every call to
     ``adaptive.attacks.<name>`` from now on."""
-    from defense_gan_tf.evaluation import adaptive
+    from defense_gan_tf.workflows import adaptive
 
     calls, real = [], getattr(adaptive.attacks, name)
 
@@ -141,8 +141,8 @@ def test_latent_cell_keeps_clean_images_outside_the_budget_and_searches_once(
     """Scoring the latent attack: an image it did not find within the budget stays
     clean (a failed attack, never a far-away G(z)); one search serves every budget,
     also in a later run (the search is kept on disk)."""
-    from defense_gan_tf.evaluation import adaptive
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows import adaptive
+    from defense_gan_tf.records.runs import RunSpec
 
     g = dense_generator()
     z = tf.random.stateless_normal([64, 8], seed=[1, 1]) * 0.35
@@ -199,8 +199,8 @@ def test_cw_cell_optimises_once_per_target_for_every_budget(monkeypatch, tmp_pat
     target (the defense, the classifier alone) serves every L2 budget, also in a rerun
     (kept on disk); at each budget an image whose CW result lies outside it stays
     clean."""
-    from defense_gan_tf.evaluation import adaptive
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows import adaptive
+    from defense_gan_tf.records.runs import RunSpec
 
     w = tf.constant(np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32))
 
@@ -242,8 +242,8 @@ def test_fgsm_cell_takes_one_gradient_per_target_for_every_budget(monkeypatch, t
     """FGSM's step is eps times one gradient's sign: the cell computes that gradient
     once per batch and target and gives, at every budget, exactly attacks.fgsm's
     images (the randomized model is seeded, so the direction is repeatable)."""
-    from defense_gan_tf.evaluation import adaptive
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows import adaptive
+    from defense_gan_tf.records.runs import RunSpec
 
     fn = _noisy_linear(seed=2)
 
@@ -267,7 +267,7 @@ def test_fgsm_cell_takes_one_gradient_per_target_for_every_budget(monkeypatch, t
 
 
 def test_worst_case_counts_an_image_robust_only_if_every_attack_failed():
-    from defense_gan_tf.evaluation.adaptive import AttackCell, worst_case
+    from defense_gan_tf.workflows.adaptive import AttackCell, worst_case
 
     entry = {"accuracy": 0.0, "ci95": [0, 1], "n": 4, "correct": 0}
 
@@ -285,8 +285,8 @@ def test_worst_case_counts_an_image_robust_only_if_every_attack_failed():
 def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path):
     import os
 
-    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.records.runs import RunSpec
 
     root, gen_path, train, test = tiny_world
     spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=6,
@@ -348,9 +348,9 @@ def test_run_adaptive_resumes_from_its_batch_cache(tiny_world, tmp_path, monkeyp
     crafts only that attack's batches."""
     import os
 
-    from defense_gan_tf.evaluation import adaptive
-    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows import adaptive
+    from defense_gan_tf.workflows.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.records.runs import RunSpec
 
     root, gen_path, train, test = tiny_world
     spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=6,
@@ -411,7 +411,7 @@ def test_finished_cells_come_back_only_from_matching_records(tmp_path):
     settings of an older record without one), the same attack and as many images."""
     import json
 
-    from defense_gan_tf.evaluation.adaptive import AttackCell, cell_key, finished_cell
+    from defense_gan_tf.workflows.adaptive import AttackCell, cell_key, finished_cell
 
     settings = {"pgd_steps": 100, "attacks": ["a"], "projection": {"iterations": 200}}
     entry = {"accuracy": 0.5, "ci95": [0.1, 0.9], "correct": 1, "n": 2}
@@ -441,8 +441,8 @@ def test_finished_cells_come_back_only_from_matching_records(tmp_path):
 
 
 def test_sanity_checks_use_the_tracking_attack_without_plain_bpda(tiny_world, tmp_path):
-    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.records.runs import RunSpec
 
     root, gen_path, train, test = tiny_world
     spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=4,
@@ -463,8 +463,8 @@ def test_sanity_checks_use_the_tracking_attack_without_plain_bpda(tiny_world, tm
 
 
 def test_attacker_projection_defaults_to_the_defense_and_keeps_a_valid_schedule():
-    from defense_gan_tf.evaluation.adaptive import AdaptiveRun
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows.adaptive import AdaptiveRun
+    from defense_gan_tf.records.runs import RunSpec
 
     fast = config_lib.projection_preset("fast", "mnist")
     spec = RunSpec(defense_type="defense_gan", projection=fast, generator="g.keras")
@@ -510,7 +510,7 @@ def test_identity_sanity_check_catches_a_wrong_backward_pass(toy):
     import tensorflow as tf
 
     from defense_gan_tf.defense.projection import attach_gradient
-    from defense_gan_tf.evaluation.adaptive import IdentityDefense
+    from defense_gan_tf.workflows.adaptive import IdentityDefense
 
     model, x, y = toy
     x, y = x[:16], y[:16]
@@ -634,8 +634,8 @@ def test_a_resumed_cell_reports_the_same_gradient_norm(tiny_world, tmp_path):
     run does."""
     import os
 
-    from defense_gan_tf.evaluation.adaptive import AdaptiveRun, run_adaptive
-    from defense_gan_tf.evaluation.runs import RunSpec
+    from defense_gan_tf.workflows.adaptive import AdaptiveRun, run_adaptive
+    from defense_gan_tf.records.runs import RunSpec
 
     root, gen_path, train, test = tiny_world
     spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=6,
@@ -660,7 +660,7 @@ def test_coinciding_series_of_the_robustness_curve_stay_visible(tmp_path, monkey
     dotted lines differ in marker and size, so neither hides the other."""
     from matplotlib.figure import Figure
 
-    from defense_gan_tf.evaluation import adaptive
+    from defense_gan_tf.workflows import adaptive
 
     def cell(attack, budget, defended, undefended):
         entry = lambda a: {"accuracy": a, "n": 4, "correct": int(4 * a), "ci95": [a, a]}

@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from defense_gan_tf import attacks
 from defense_gan_tf.config import ADAPTIVE_ATTACKS, WHITEBOX_ATTACKS, AttackConfig
-from defense_gan_tf.evaluation.adaptive import _BUDGET_FREE, _family
-from defense_gan_tf.evaluation.whitebox import make_attack
+from defense_gan_tf.workflows.adaptive import _BUDGET_FREE, _family
+from defense_gan_tf.workflows.whitebox import make_attack
 
 _NORM_OF = {"fgsm": "linf", "rand_fgsm": "linf", "pgd": "linf", "pgd_l2": "l2", "cw": "l2",
             "latent": "mse"}

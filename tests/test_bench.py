@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from binaries import loads_tensorflow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +16,7 @@ def test_projection_benchmark_runs_and_writes_its_figures(tmp_path):
     r = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "projection.py"), "--batch_sizes=1,2",
          "--steps=2", "--repeats=1", "--restarts=2", "--iterations=10", "--net_dim=8",
-         "--variants=compiled,tf1", f"--output={out}"],
+         "--variants=compiled,tf1", "--matmul_size=256", f"--output={out}"],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -78,9 +79,10 @@ def test_projection_tradeoff_resumes_retimes_and_counts_what_ran(tiny_world, tmp
         kept = {row["name"]: row for row in json.load(f)["rows"]}
     assert kept["paper"]["measured_at"] == rows["paper"]["measured_at"]
 
-    bad = subprocess.run(base + ["--configs=bogus"], capture_output=True, text=True,
-                         timeout=300, env=env)
+    bad = subprocess.run([base[0], "-X", "importtime", *base[1:], "--configs=bogus"],
+                         capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode != 0 and "--configs" in bad.stderr
+    assert not loads_tensorflow(bad.stderr)  # refused before TensorFlow loads
 
 
 def test_projection_memory_benchmark_runs_and_writes_per_image_figures(tmp_path):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
-from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
-from defense_gan_tf.evaluation.runs import RunSpec
+from defense_gan_tf.records import report
+from defense_gan_tf.workflows.blackbox_run import BlackboxRun, run_blackbox
+from defense_gan_tf.records.runs import RunSpec
 
 
 
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_blackbox_runs_fill_the_table(setup, monkeypatch):
-    from defense_gan_tf.evaluation import blackbox_run
+    from defense_gan_tf.workflows import blackbox_run
 
     from defense_gan_tf.attacks import substitute
 
@@ -92,7 +92,7 @@ def test_bin_blackbox_smoke_and_bad_flags(tmp_path, mnist_dir):
 def test_a_substitute_is_reused_across_epsilons_exactly(setup, monkeypatch):
     """A run differing only in epsilon reuses the cached substitute and clean labels, and
     its Defense-GAN oracle draws the random starts a fresh run at that epsilon draws."""
-    from defense_gan_tf.evaluation import blackbox_run
+    from defense_gan_tf.workflows import blackbox_run
 
     seeds = []
 
@@ -146,7 +146,7 @@ def test_an_interrupted_substitute_training_continues_where_it_stopped(setup, mo
     or inside one, as a signal during the compiled loop does), a black-box run keeps the
     labels so far; the same run then asks only for the rest, with the random starts an
     uninterrupted run draws, and gives that run's figures."""
-    from defense_gan_tf.evaluation import blackbox_run
+    from defense_gan_tf.workflows import blackbox_run
 
     seeds, stop = [], {"at": None}
 

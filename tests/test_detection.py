@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
-from defense_gan_tf.evaluation.stats import wilson_interval
+from defense_gan_tf.metrics.detection import plot_roc, roc_curve
+from defense_gan_tf.metrics.stats import wilson_interval
 
 
 def test_auc_known_values():

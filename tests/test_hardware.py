@@ -79,3 +79,14 @@ def test_binaries_ask_for_onednn_before_tensorflow_loads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout.split()
     assert out == ["False", "1"]
+
+
+def test_the_machine_record_names_tensorflow_without_loading_it():
+    import tensorflow as tf
+
+    assert hardware.describe()["tensorflow"] == tf.__version__
+    code = ("import sys; from defense_gan_tf import hardware; "
+            "print(hardware.describe()['tensorflow'], 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [tf.__version__, "False"]

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from defense_gan_tf.evaluation import headline
+from defense_gan_tf.records import headline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from defense_gan_tf import jsonio
 from defense_gan_tf.attacks.common import per_example_norm
-from defense_gan_tf.evaluation.stats import gradient_norm_summary
-from defense_gan_tf.evaluation.training_curve import curve_table
+from defense_gan_tf.metrics.stats import gradient_norm_summary
+from defense_gan_tf.generators.training_curve import curve_table
 
 
 def _strict_loads(text):

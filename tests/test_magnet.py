@@ -97,9 +97,9 @@ def test_bin_train_magnet(tmp_path, mnist_dir):
 
 def test_magnet_in_the_white_and_black_box_workflows(tiny_world, tmp_path):
     from defense_gan_tf.config import AttackConfig
-    from defense_gan_tf.evaluation.blackbox_run import BlackboxRun, run_blackbox
-    from defense_gan_tf.evaluation.runs import RunSpec
-    from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+    from defense_gan_tf.workflows.blackbox_run import BlackboxRun, run_blackbox
+    from defense_gan_tf.records.runs import RunSpec
+    from defense_gan_tf.workflows.whitebox_run import WhiteboxRun, run_whitebox
 
     root, _, train, test = tiny_world
     detectors, _ = magnet.train_magnet(

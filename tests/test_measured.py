@@ -5,7 +5,7 @@ import json
 import pytest
 
 from defense_gan_tf import measured, memory
-from defense_gan_tf.evaluation import reproduce
+from defense_gan_tf.workflows import reproduce
 
 
 def test_every_figure_says_what_it_means_and_where_it_was_measured():

@@ -2,16 +2,17 @@
 or a negative value means nothing refuse those, each naming the flag, before any work."""
 
 import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+from binaries import Refusals
 
 from defense_gan_tf import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+# DEFENSE_GAN_TF_LOGS=1: no stderr filter process per run (refusals print no TensorFlow
+# lines to filter; the filter has tests of its own).
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DEFENSE_GAN_TF_LOGS="1")
 
 G, C = "pretrained/mnist/generator.keras", "pretrained/mnist/classifier_A.keras"
 # What each binary needs to get past its required-flag and path checks (real files: a
@@ -39,10 +40,24 @@ _POSITIVE = ("rec_lr", "cw_lr", "cw_const", "pgd_step_size", "time_budget_minute
 _ZERO_MEANS_NONE = {("measure_generator.py", "time_budget_minutes")}
 
 
+_RUNNERS = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_runners():
+    yield
+    for runner in _RUNNERS.values():
+        runner.close()
+    _RUNNERS.clear()
+
+
 def _run(name, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", name),
-                           *_REQUIRED.get(name, []), *args], capture_output=True, text=True,
-                          env=ENV, cwd=ROOT, timeout=120)
+    """``python bin/<name>`` with the flags it needs and ``args`` (forked from one helper
+    process per binary: these are hundreds of runs, each refused in a fraction of a
+    second; a value not refused starts the job and fails the test by its timeout)."""
+    if name not in _RUNNERS:
+        _RUNNERS[name] = Refusals(name, env=ENV, timeout=60)
+    return _RUNNERS[name].run(*_REQUIRED.get(name, []), *args)
 
 
 def _float_flags(name):

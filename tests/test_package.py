@@ -8,7 +8,7 @@ from conftest import make_tiny_package
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import training
-from defense_gan_tf.evaluation.package import package_generator
+from defense_gan_tf.generators.package import package_generator
 
 
 def test_package_generator_writes_manifest(tmp_path, tiny_config):
@@ -58,7 +58,7 @@ def test_save_without_optimizer_drops_adam_state(tmp_path):
 
 def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_config,
                                                                  images_and_classifier):
-    from defense_gan_tf.evaluation.package import PackageExistsError
+    from defense_gan_tf.generators.package import PackageExistsError
 
     images, clf = images_and_classifier
     kwargs = dict(classifier=clf, test_images=images[:8], reference_images=None,
@@ -110,15 +110,15 @@ def _strict_loads(text):
 
 
 def _stopping_probe(generator, **_):
-    from defense_gan_tf.evaluation.training_curve import BudgetExhausted
+    from defense_gan_tf.generators.training_curve import BudgetExhausted
 
     raise BudgetExhausted(1, 5, "cache")
 
 
 def test_defense_figures_that_run_out_of_time_change_no_package(tmp_path, tiny_config,
                                                                 images_and_classifier):
-    from defense_gan_tf.evaluation.package import add_defense_figures
-    from defense_gan_tf.evaluation.training_curve import BudgetExhausted
+    from defense_gan_tf.generators.package import add_defense_figures
+    from defense_gan_tf.generators.training_curve import BudgetExhausted
 
     images, clf = images_and_classifier
     kwargs = dict(classifier=clf, test_images=images[:8], reference_images=None,

@@ -4,12 +4,13 @@ import subprocess
 import sys
 
 import pytest
+from binaries import loads_tensorflow
 
 from defense_gan_tf import jsonio
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
-from defense_gan_tf.evaluation import reproduce
-from defense_gan_tf.evaluation.runs import RunSpec
-from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun
+from defense_gan_tf.workflows import reproduce
+from defense_gan_tf.records.runs import RunSpec
+from defense_gan_tf.workflows.whitebox_run import WhiteboxRun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +101,7 @@ def test_estimates_leave_out_substitutes_trained_or_partly_labelled_on_disk():
 
 
 def test_estimates_leave_out_a_classifier_found_in_the_cache(tmp_path):
-    from defense_gan_tf.evaluation.runs import classifier_cache_path
+    from defense_gan_tf.records.runs import classifier_cache_path
 
     fresh = {c.label: c for c in reproduce.cells("whitebox_mnist")}
     spec = fresh["fgsm A adv_tr"].run.spec
@@ -247,7 +248,7 @@ def test_run_table_resumes_by_skipping_cells_already_done(tiny_world, tmp_path,
 
 
 def test_bin_reproduce_dry_run(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "bin", "reproduce.py"),
+    cmd = [sys.executable, "-X", "importtime", os.path.join(ROOT, "bin", "reproduce.py"),
            "--table=blackbox_eps_mnist", "--dry_run", f"--results_root={tmp_path}",
            "--magnet=" + str(tmp_path)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -255,6 +256,9 @@ def test_bin_reproduce_dry_run(tmp_path):
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "25 cells, 0 done" in out.stdout and "F/E eps 0.15 magnet" in out.stdout
+    # Its black-box cells' substitute caches are looked up, which loads TensorFlow: the
+    # probe that tests of refusals "before TensorFlow loads" rely on sees it.
+    assert loads_tensorflow(out.stderr)
     bad = subprocess.run(cmd + ["--num_tests=0"], capture_output=True, text=True, env=env,
                          timeout=300, cwd=ROOT)
     assert bad.returncode != 0 and "--num_tests" in bad.stderr
@@ -278,7 +282,7 @@ def test_select_keeps_matching_cells_in_table_order():
 
 
 def test_bin_reproduce_selection_and_its_errors(tmp_path):
-    base = [sys.executable, os.path.join(ROOT, "bin", "reproduce.py"),
+    base = [sys.executable, "-X", "importtime", os.path.join(ROOT, "bin", "reproduce.py"),
             "--table=whitebox_mnist", "--dry_run", f"--results_root={tmp_path}",
             "--magnet=" + str(tmp_path)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -291,6 +295,8 @@ def test_bin_reproduce_selection_and_its_errors(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "2 cells, 0 done" in out.stdout and "cw B magnet" in out.stdout
     assert "fgsm" not in out.stdout
+    # No selected cell needs a cache looked up: the plan comes without TensorFlow.
+    assert not loads_tensorflow(out.stderr)
     bad = run("--defenses=none,madry")
     assert bad.returncode != 0 and "--defenses: unknown ['madry']" in bad.stderr
     budget = run("--time_budget_minutes=0")
@@ -310,7 +316,7 @@ def _record(model, defense, accuracy, n=500, rec=False):
 
 
 def test_paper_rows_sit_under_the_measured_rows():
-    from defense_gan_tf.evaluation import report
+    from defense_gan_tf.records import report
 
     ref = {("fgsm (eps 0.3)", "A"): {"no defense": "0.217"},
            ("fgsm (eps 0.3)", "C"): {"Defense-GAN-Rec": "0.95"}}
@@ -326,7 +332,7 @@ def test_paper_rows_sit_under_the_measured_rows():
 
 
 def test_summary_counts_done_cells_and_shows_paper_figures(tmp_path):
-    from defense_gan_tf.evaluation import report
+    from defense_gan_tf.records import report
 
     settings = reproduce.TableSettings(magnet=None)
     wb = reproduce.cells("whitebox_mnist", settings)

@@ -15,8 +15,8 @@ from conftest import make_tiny_package
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import shipped
 from defense_gan_tf.errors import InputError
-from defense_gan_tf.evaluation.package import add_defense_figures
-from defense_gan_tf.evaluation.training_curve import CurveSettings
+from defense_gan_tf.generators.package import add_defense_figures
+from defense_gan_tf.generators.training_curve import CurveSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -8,7 +8,7 @@ from defense_gan_tf import models
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense import project
 from defense_gan_tf.errors import Interrupted
-from defense_gan_tf.evaluation import training_curve
+from defense_gan_tf.generators import training_curve
 
 
 def _linear_classifier():
@@ -144,7 +144,7 @@ def test_settings_are_checked():
 
 
 def test_curve_table_has_one_row_per_evaluation_in_order_with_its_figures():
-    from defense_gan_tf.evaluation.training_curve import curve_table
+    from defense_gan_tf.generators.training_curve import curve_table
 
     def acc(k, n):
         return {"accuracy": k / n, "correct": k, "n": n, "ci95": [k / n - 0.1, k / n + 0.05],
@@ -185,7 +185,7 @@ def test_brief_probe_scores_clean_and_transferred_only_at_half_the_batches(probe
 
 
 def test_curve_shows_the_averaged_generator_beside_the_raw_one(tmp_path):
-    from defense_gan_tf.evaluation.training_curve import curve_table, plot_quality_curve
+    from defense_gan_tf.generators.training_curve import curve_table, plot_quality_curve
 
     def acc(k):
         return {"accuracy": k / 100, "correct": k, "n": 100, "ci95": [k / 100 - 0.1, k / 100]}

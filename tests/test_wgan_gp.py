@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from defense_gan_tf import config as config_lib
 from defense_gan_tf import models, training
 from defense_gan_tf.training.wgan_gp import gradient_penalty, safe_norm
 
@@ -40,6 +41,12 @@ def test_safe_norm_has_finite_gradient_at_zero():
     g = tape.gradient(n, x)
     assert np.all(np.isfinite(g.numpy()))
     np.testing.assert_allclose(n.numpy(), 1e-6, rtol=1e-3)
+
+
+@pytest.fixture
+def tiny_config(tiny_config):
+    """Two critic steps per generator step: the critic loop runs more than once."""
+    return config_lib.override(tiny_config, {"gan.critic_steps": 2})
 
 
 def _model(tiny_config, seed=0):

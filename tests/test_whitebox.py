@@ -8,11 +8,11 @@ import pytest
 
 from defense_gan_tf.batch_cache import save_batch
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
-from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.detection import roc_curve
-from defense_gan_tf.evaluation.loading import rec_cache_status
-from defense_gan_tf.evaluation.runs import RunSpec
-from defense_gan_tf.evaluation.whitebox_run import WhiteboxRun, run_whitebox
+from defense_gan_tf.records import report
+from defense_gan_tf.metrics.detection import roc_curve
+from defense_gan_tf.records.loading import rec_cache_status
+from defense_gan_tf.records.runs import RunSpec
+from defense_gan_tf.workflows.whitebox_run import WhiteboxRun, run_whitebox
 from defense_gan_tf.plots import save_image_grid
 from defense_gan_tf.training.classifier import partial_reconstruction_path
 
@@ -42,7 +42,7 @@ def _run(setup, **kw):
 
 
 def test_whitebox_runs_fill_the_paper_table(setup, monkeypatch):
-    from defense_gan_tf.evaluation import whitebox_run
+    from defense_gan_tf.workflows import whitebox_run
 
     root = setup[0]
     grids = []

@@ -197,7 +197,7 @@ class Evaluation(Monitor):
     """Runs the evaluator every ``every`` iterations into quality.jsonl (see train_gan).
 
     An evaluator that takes the keywords ``stop``, ``deadline``, ``cache_dir`` and ``log``
-    (a :class:`~defense_gan_tf.evaluation.training_curve.DefenseQualityProbe` does) is
+    (a :class:`~defense_gan_tf.generators.training_curve.DefenseQualityProbe` does) is
     asked to stop between its batches on SIGINT / SIGTERM or at the time budget, saving
     its finished batches under ``output_dir/evaluation_cache``: it raises
     :class:`~defense_gan_tf.errors.Interrupted`, the run stops (its checkpoint was saved

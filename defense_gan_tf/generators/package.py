@@ -26,8 +26,8 @@ from defense_gan_tf.atomic import write_text
 from defense_gan_tf import __version__, hardware, jsonio
 from defense_gan_tf.config import Config, canonical_dataset_name
 from defense_gan_tf.errors import InputError
-from defense_gan_tf.evaluation.quality import generator_quality, sample
-from defense_gan_tf.evaluation.training_curve import (curve_table, defense_table,
+from defense_gan_tf.metrics.quality import generator_quality, sample
+from defense_gan_tf.generators.training_curve import (curve_table, defense_table,
                                                        plot_quality_curve)
 from defense_gan_tf.training.run_files import AVERAGE_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
@@ -141,7 +141,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         two thirds of the generator's size); the manifest then says so, and a warm
         start from the package is refused.
       defense_probe: optional generator -> dict (a
-        :class:`~defense_gan_tf.evaluation.training_curve.DefenseQualityProbe`); its
+        :class:`~defense_gan_tf.generators.training_curve.DefenseQualityProbe`); its
         figures go into the manifest under ``defense``. It runs first, before
         ``dest_dir`` is touched.
       defense_cache, deadline, log: passed to the probe (a resumable cache folder, a

@@ -31,12 +31,12 @@ from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import load_magnet
 from defense_gan_tf.atomic import replacing
 from defense_gan_tf.batch_cache import load_batch, save_batch
-from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.loading import load_run_inputs
-from defense_gan_tf.evaluation.runs import (BlackboxResult, RunOutcome, flat_settings,
+from defense_gan_tf.records import report
+from defense_gan_tf.records.loading import load_run_inputs
+from defense_gan_tf.records.runs import (BlackboxResult, RunOutcome, flat_settings,
                                             write_run_record)
-from defense_gan_tf.evaluation.specs import BlackboxRun
-from defense_gan_tf.evaluation.stats import accuracy_entry
+from defense_gan_tf.records.specs import BlackboxRun
+from defense_gan_tf.metrics.stats import accuracy_entry
 from defense_gan_tf.models import build_classifier
 from defense_gan_tf.plots import save_image_grid
 

@@ -29,13 +29,13 @@ from defense_gan_tf.attacks import TrackingBPDA
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
 from defense_gan_tf.defense.projection import attach_gradient
-from defense_gan_tf.evaluation import report
+from defense_gan_tf.records import report
 from defense_gan_tf.batch_cache import load_batch, save_batch
-from defense_gan_tf.evaluation.loading import load_run_inputs
-from defense_gan_tf.evaluation.runs import flat_settings
+from defense_gan_tf.records.loading import load_run_inputs
+from defense_gan_tf.records.runs import flat_settings
 from defense_gan_tf.config import ADAPTIVE_ATTACKS
-from defense_gan_tf.evaluation.specs import AdaptiveRun
-from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
+from defense_gan_tf.records.specs import AdaptiveRun
+from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
 
 @dataclasses.dataclass(frozen=True)
 class AttackCell:

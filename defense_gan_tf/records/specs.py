@@ -1,7 +1,7 @@
 """The settings of the evaluation workflows, importable without TensorFlow.
 
 One frozen dataclass per binary (``bin/whitebox.py``, ``bin/blackbox.py``,
-``bin/adaptive.py``), each nesting a :class:`~defense_gan_tf.evaluation.runs.RunSpec`.
+``bin/adaptive.py``), each nesting a :class:`~defense_gan_tf.records.runs.RunSpec`.
 Their checks run when a binary parses its flags, before TensorFlow loads, so a bad
 flag fails in well under a second; the workflows that run them live in
 ``whitebox_run``, ``blackbox_run`` and ``adaptive``, which re-export these names.
@@ -15,7 +15,7 @@ import os
 
 from defense_gan_tf.config import (ADAPTIVE_ATTACKS, CLASSIFIER_MODELS, GRADIENT_MODES,
                                    check_finite_fields)
-from defense_gan_tf.evaluation.runs import RunSpec
+from defense_gan_tf.records.runs import RunSpec
 
 
 @dataclasses.dataclass(frozen=True)

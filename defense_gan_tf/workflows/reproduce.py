@@ -30,9 +30,9 @@ from typing import Callable, NamedTuple, Optional
 from defense_gan_tf.atomic import write_text
 from defense_gan_tf.config import AttackConfig, projection_preset
 from defense_gan_tf.console import echo
-from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.runs import RunSpec, flat_settings
-from defense_gan_tf.evaluation.specs import BlackboxRun, WhiteboxRun
+from defense_gan_tf.records import report
+from defense_gan_tf.records.runs import RunSpec, flat_settings
+from defense_gan_tf.records.specs import BlackboxRun, WhiteboxRun
 from defense_gan_tf.measured import measured_cost
 
 TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_mnist",
@@ -160,12 +160,12 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     """The cells of ``table`` (one of :data:`TABLES`); estimates leave out training a
     classifier found in ``classifier_dir``, for a Defense-GAN-Rec cell what
     ``rec_cached(spec)`` -> (classifier cached, reconstructions cached, reconstructions
-    an interrupted run kept) says is done
-    (:func:`~defense_gan_tf.evaluation.loading.rec_cache_status`; without it, the first
+    an interrupted run kept) says is done (asked only of cells that will run)
+    (:func:`~defense_gan_tf.records.loading.rec_cache_status`; without it, the first
     Rec cell pays the reconstructions and every Rec cell its classifier), and for a
     black-box cell what ``substitute_status(run)`` -> (substitute cached, oracle labels
-    kept by an interrupted training) says is done
-    (:func:`~defense_gan_tf.evaluation.blackbox_run.substitute_cache_status`).
+    kept by an interrupted training) says is done (likewise)
+    (:func:`~defense_gan_tf.workflows.blackbox_run.substitute_cache_status`).
 
     Costs cells share (a classifier's training, the reconstructions, a substitute) are
     charged to the first cell, in table order, that will run: ``pending(cells)`` -> one
@@ -183,10 +183,12 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     def estimate(spec, steps, queries=0, substitute=None, run=None, runs=True):
         # the cache file names the classifier: an adversarially trained one per epsilon
         classifier = spec.classifier_path("")
-        rec_classifier, recs, kept = (rec_cached(spec) if spec.train_on_recs and rec_cached
-                                      else (False, False, 0))
-        on_disk, labelled = (substitute_status(run) if run is not None and substitute_status
-                             else (False, 0))
+        # The caches are asked about only for a cell that will run (the lookups load
+        # models and data): one that will not is estimated with nothing cached.
+        rec_classifier, recs, kept = (rec_cached(spec) if runs and spec.train_on_recs
+                                      and rec_cached else (False, False, 0))
+        on_disk, labelled = (substitute_status(run) if runs and run is not None
+                             and substitute_status else (False, 0))
         seconds = _estimate(spec, steps, max(0, queries - labelled),
                             reconstruct=first_rec[0] and not recs, reconstructed=kept,
                             train=classifier not in trained and not rec_classifier and
@@ -433,9 +435,9 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
 def _workflow(kind: str):
     """The run function of a cell kind (imported here: it loads TensorFlow)."""
     if kind == "whitebox":
-        from defense_gan_tf.evaluation.whitebox_run import run_whitebox
+        from defense_gan_tf.workflows.whitebox_run import run_whitebox
         return run_whitebox
-    from defense_gan_tf.evaluation.blackbox_run import run_blackbox
+    from defense_gan_tf.workflows.blackbox_run import run_blackbox
     return run_blackbox
 
 
@@ -595,7 +597,7 @@ def table_results_dir(root: str, table: str) -> str:
 def detection_figure(results_dir: str, path: str) -> Optional[str]:
     """One ROC plot of every Defense-GAN white-box record in ``results_dir`` (paper Fig. 4:
     one curve per attack and epsilon); None when there is none."""
-    from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
+    from defense_gan_tf.metrics.detection import plot_roc, roc_curve
 
     curves = {}
     for record in report.load_runs(results_dir, prefix="whitebox_"):

@@ -186,7 +186,7 @@ class RunInputs(NamedTuple):
 
     def record_fields(self, spec) -> dict:
         """Settings the run record adds to the spec's: what was loaded, by digest."""
-        from defense_gan_tf.evaluation.report import file_digest
+        from defense_gan_tf.records.report import file_digest
         from defense_gan_tf.training.classifier import weights_digest
 
         return {"generator_iterations": self.generator_iterations,
@@ -202,7 +202,7 @@ def load_run_inputs(spec, *, results_dir: str, classifier_dir: str,
                     test_start: int = 0, test_start_name: str = "",
                     log: Callable[[str], None] = echo) -> RunInputs:
     """Checks the output folders, loads the generator, the splits and the classifier of a
-    :class:`~defense_gan_tf.evaluation.runs.RunSpec`; fails before any work.
+    :class:`~defense_gan_tf.records.runs.RunSpec`; fails before any work.
 
     Raises:
       InputError: an output folder is a file or not writable, a model file is missing,
@@ -265,7 +265,7 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
     """The run's classifier: the given file, else from the cache folder, else trained.
 
     Args:
-      run: a :class:`~defense_gan_tf.evaluation.runs.RunSpec` (which classifier, how
+      run: a :class:`~defense_gan_tf.records.runs.RunSpec` (which classifier, how
         it is trained and defended).
       train_x, train_y: its training data.
       classifier_dir: the cache folder.

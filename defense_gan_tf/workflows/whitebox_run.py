@@ -11,14 +11,14 @@ import numpy as np
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import MagNet, load_magnet
-from defense_gan_tf.evaluation import report
-from defense_gan_tf.evaluation.detection import plot_roc, roc_curve
-from defense_gan_tf.evaluation.loading import load_run_inputs
-from defense_gan_tf.evaluation.runs import (RunOutcome, RunSpec, flat_settings,
+from defense_gan_tf.records import report
+from defense_gan_tf.metrics.detection import plot_roc, roc_curve
+from defense_gan_tf.records.loading import load_run_inputs
+from defense_gan_tf.records.runs import (RunOutcome, RunSpec, flat_settings,
                                             write_run_record)
-from defense_gan_tf.evaluation.stats import accuracy_entry
-from defense_gan_tf.evaluation.specs import WhiteboxRun
-from defense_gan_tf.evaluation.whitebox import evaluate_whitebox
+from defense_gan_tf.metrics.stats import accuracy_entry
+from defense_gan_tf.records.specs import WhiteboxRun
+from defense_gan_tf.workflows.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
 
 

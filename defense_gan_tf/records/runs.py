@@ -21,7 +21,7 @@ import numpy as np
 from defense_gan_tf import jsonio
 from defense_gan_tf.config import (CLASSIFIER_MODELS, DEFENSES, AttackConfig,
                                    ProjectionConfig, canonical_dataset_name, preset)
-from defense_gan_tf.evaluation import report
+from defense_gan_tf.records import report
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,9 @@ import tensorflow as tf
 from defense_gan_tf import attacks
 from defense_gan_tf.config import WHITEBOX_ATTACKS, AttackConfig
 from defense_gan_tf.console import echo
-from defense_gan_tf.evaluation.detection import roc_curve
-from defense_gan_tf.evaluation.runs import AttackResult
-from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
+from defense_gan_tf.metrics.detection import roc_curve
+from defense_gan_tf.records.runs import AttackResult
+from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
 
 
 def make_attack(config: AttackConfig, clip_min: float, clip_max: float,

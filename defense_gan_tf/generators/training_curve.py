@@ -46,9 +46,9 @@ from defense_gan_tf.defense.defended import DefendedClassifier
 from defense_gan_tf.errors import Interrupted
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.batch_cache import load_batch, save_batch
-from defense_gan_tf.evaluation.quality import (classifier_score, frechet_distance,
+from defense_gan_tf.metrics.quality import (classifier_score, frechet_distance,
                                                sample, statistics)
-from defense_gan_tf.evaluation.stats import accuracy_entry, gradient_norm_summary
+from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
 
 # Seeds of the random starts: the evaluation projections and the attacker's own
 # projection (paper-style FGSM) draw different starts, as a real attacker would.
