@@ -223,13 +223,67 @@ def main(argv):
     unknown = [name for name in FLAGS.configs if name not in known]
     if unknown:  # before TensorFlow loads
         raise app.UsageError(f"--configs: unknown {unknown}; known: {known}")
+    from defense_gan_tf.console import command_line
+    from defense_gan_tf.generators.package import sha256_of
+
+    inputs = _load_inputs(dataset)
+    generator, classifier, encoder, x, y = (inputs[k] for k in (
+        "generator", "classifier", "encoder", "x", "y"))
+    identity = {"dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
+                "generator_sha256": inputs["generator_sha"]}
+    earlier = {} if FLAGS.fresh else earlier_rows(FLAGS.output + ".json", identity)
+    order = FLAGS.configs or known
+    chosen = sorted((c for c in every if c[0] in order), key=lambda c: order.index(c[0]))
+    results, started, stopped = {}, time.monotonic(), False
+    command = command_line(sys.argv)
+
+    def rows_in_table_order():
+        return [results[name] for name in known if name in results]
+
+    for name, projection in chosen:
+        if projection.encoder_start and encoder is None:
+            print(f"{name}: skipped (no encoder at {inputs['encoder_path']})", flush=True)
+            continue
+        done = earlier.get(name)
+        same = json.loads(json.dumps(dataclasses.asdict(projection)))  # tuples as lists
+        encoder_sha = sha256_of(inputs["encoder_path"]) if projection.encoder_start else None
+        if done is not None and done["projection"] == same \
+                and done.get("encoder_sha256") == encoder_sha:
+            print(f"{name}: kept from the earlier run", flush=True)
+            results[name] = done
+            continue
+        budget = FLAGS.time_budget_minutes
+        if budget is not None and time.monotonic() - started > 60 * budget:
+            print(f"{name}: not started (--time_budget_minutes {budget} spent); rerun "
+                  "the same command to continue", flush=True)
+            stopped = True
+            continue
+        results[name] = measure(name, projection, generator, classifier, encoder, x, y,
+                                inputs["x_transfer"], FLAGS.eps)
+        results[name]["command"] = command  # the sitting that measured it
+        if encoder_sha:
+            results[name]["encoder_sha256"] = encoder_sha
+        write_outputs(rows_in_table_order(), identity, inputs["iterations"], command)
+    rows = rows_in_table_order()
+    if not stopped and FLAGS.timing_images > 0 and rows \
+            and any("same_run" not in r for r in rows):
+        same_run_speeds(rows, dict(chosen), generator, encoder, x)
+    write_outputs(rows, identity, inputs["iterations"], command)
+    print(markdown(rows))
+    if stopped:
+        sys.exit(3)
+
+
+def _load_inputs(dataset: str) -> dict:
+    """The models (the encoder when there is one beside the generator or at --encoder,
+    checked against the generator), the first --num_images test images and their FGSM
+    transfer examples made on the classifier alone."""
     import numpy as np
     import tensorflow as tf
 
     from defense_gan_tf import attacks, data
-    from defense_gan_tf.console import command_line
     from defense_gan_tf.records.loading import (load_classifier, load_generator,
-                                                   load_model_file)
+                                                load_model_file)
     from defense_gan_tf.generators.package import sha256_of
 
     generator, iterations = load_generator(FLAGS.generator, dataset=dataset)
@@ -246,59 +300,24 @@ def main(argv):
     x_transfer = np.concatenate([
         attacks.fgsm(classifier, tf.constant(x[i:i + 100]), eps=FLAGS.eps,
                      y=y[i:i + 100]).numpy() for i in range(0, len(x), 100)])
-    identity = {"dataset": dataset, "num_images": len(x), "eps": FLAGS.eps,
-                "generator_sha256": generator_sha}
-    earlier = {} if FLAGS.fresh else earlier_rows(FLAGS.output + ".json", identity)
-    order = FLAGS.configs or known
-    chosen = sorted((c for c in every if c[0] in order), key=lambda c: order.index(c[0]))
-    results, started, stopped = {}, time.monotonic(), False
-    command = command_line(sys.argv)
+    return {"generator": generator, "iterations": iterations, "classifier": classifier,
+            "encoder": encoder, "encoder_path": encoder_path, "x": x, "y": y,
+            "generator_sha": generator_sha, "x_transfer": x_transfer}
 
-    def rows_in_table_order():
-        return [results[name] for name in known if name in results]
 
-    for name, projection in chosen:
-        if projection.encoder_start and encoder is None:
-            print(f"{name}: skipped (no encoder at {encoder_path})", flush=True)
-            continue
-        done = earlier.get(name)
-        same = json.loads(json.dumps(dataclasses.asdict(projection)))  # tuples as lists
-        encoder_sha = sha256_of(encoder_path) if projection.encoder_start else None
-        if done is not None and done["projection"] == same \
-                and done.get("encoder_sha256") == encoder_sha:
-            print(f"{name}: kept from the earlier run", flush=True)
-            results[name] = done
-            continue
-        budget = FLAGS.time_budget_minutes
-        if budget is not None and time.monotonic() - started > 60 * budget:
-            print(f"{name}: not started (--time_budget_minutes {budget} spent); rerun "
-                  "the same command to continue", flush=True)
-            stopped = True
-            continue
-        results[name] = measure(name, projection, generator, classifier, encoder, x, y,
-                                x_transfer, FLAGS.eps)
-        results[name]["command"] = command  # the sitting that measured it
-        if encoder_sha:
-            results[name]["encoder_sha256"] = encoder_sha
-        write_outputs(rows_in_table_order(), identity, iterations, command)
-    rows = rows_in_table_order()
-    if not stopped and FLAGS.timing_images > 0 and rows \
-            and any("same_run" not in r for r in rows):
-        n = min(FLAGS.timing_images, len(x))
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        print(f"same-run speed pass on {n} clean images", flush=True)
-        projections = dict(chosen)
-        for r in rows:
-            r["same_run"] = {
-                "images": n, "at": stamp,
-                "images_per_second": clean_speed(generator, projections[r["name"]],
-                                                 encoder, x[:n], FLAGS.batch_size)}
-            print(f"  {r['name']:20s} {r['same_run']['images_per_second']:6.2f} img/s",
-                  flush=True)
-    write_outputs(rows, identity, iterations, command)
-    print(markdown(rows))
-    if stopped:
-        sys.exit(3)
+def same_run_speeds(rows, projections, generator, encoder, x) -> None:
+    """Times every row's projection on the same clean images in this sitting (rows of
+    different sittings are compared by this pass, not by their own timings)."""
+    n = min(FLAGS.timing_images, len(x))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    print(f"same-run speed pass on {n} clean images", flush=True)
+    for r in rows:
+        r["same_run"] = {
+            "images": n, "at": stamp,
+            "images_per_second": clean_speed(generator, projections[r["name"]],
+                                             encoder, x[:n], FLAGS.batch_size)}
+        print(f"  {r['name']:20s} {r['same_run']['images_per_second']:6.2f} img/s",
+              flush=True)
 
 
 def check_encoder(encoder_path, generator_path, generator_sha):

@@ -96,14 +96,6 @@ def build_run():
                        attack_restarts=FLAGS.attack_rec_rr, track_steps=FLAGS.track_steps)
 
 
-class _Outcome:
-    """The adaptive summary in the shape evaluation_main prints."""
-
-    def __init__(self, summary, results_dir):
-        self.table = summary["table"]
-        self.json_path = f"{results_dir}/adaptive_table_{summary['run_id']}.md"
-
-
 def _workflow():
     import sys
 
@@ -112,14 +104,14 @@ def _workflow():
     budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
 
     def run(*args, **kwargs):
-        summary = run_adaptive(*args, cache_dir=FLAGS.cache_dir or None,
+        outcome = run_adaptive(*args, cache_dir=FLAGS.cache_dir or None,
                                time_budget_seconds=budget, **kwargs)
-        if not summary["finished"]:
-            done = len(summary["cells"])
+        if not outcome.result.finished:
+            done = len(outcome.result.cells)
             print(f"not finished ({done} cells complete, the rest cached by batch under "
                   f"{FLAGS.cache_dir}); run the same command again")
             sys.exit(3)
-        return _Outcome(summary, kwargs["results_dir"])
+        return outcome
     return run
 
 

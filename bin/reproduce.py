@@ -130,6 +130,52 @@ def _redirect_custom_runs() -> None:
           f"{FLAGS.results_root}/, the summary to {FLAGS.summary or '(none)'}")
 
 
+def _settings_of(table):
+    """The TableSettings of ``table`` from the flags (--generator and --magnet belong to
+    --table alone)."""
+    from defense_gan_tf.workflows import reproduce
+
+    overrides = {}
+    if table == FLAGS.table:
+        overrides["magnet"] = FLAGS.magnet
+        if FLAGS.generator is not None:
+            overrides["generator"] = FLAGS.generator
+    return reproduce.settings_for(
+        table, num_tests=FLAGS.num_tests, defense_gan_tests=FLAGS.defense_gan_tests,
+        projection=FLAGS.projection, classifier_epochs=FLAGS.nb_epochs,
+        rec_train=FLAGS.rec_train, seed=FLAGS.seed, **overrides)
+
+
+def _chosen_cells(settings, results_dir: str) -> list:
+    """The cells of --table that --models / --defenses / --attacks select, estimated.
+
+    Estimates leave out classifiers already trained into --classifier_dir, and the
+    Defense-GAN-Rec reconstructions and black-box substitutes (whole or in part) cached
+    there; costs cells share are charged to the first cell that will run (selected, not
+    done). Both caches are looked up only for cells that will run, so a dry run or a
+    refusal of white-box cells needs no TensorFlow."""
+    from defense_gan_tf.workflows import reproduce
+
+    chosen_by = dict(models=FLAGS.models, defenses=FLAGS.defenses, attacks=FLAGS.attacks)
+    try:
+        pending = reproduce.pending_cells(results_dir, **chosen_by)
+    except ValueError as e:  # names the list: defenses or attacks
+        raise app.UsageError(f"--{e}") from None
+    with shared.usage_errors():
+        table_cells = reproduce.cells(
+            FLAGS.table, settings, classifier_dir=FLAGS.classifier_dir,
+            rec_cached=_rec_cache_lookup(), substitute_status=_substitute_status,
+            pending=pending)
+    chosen = reproduce.select(table_cells, **chosen_by)
+    if not chosen:
+        keys = [reproduce.cell_keys(c) for c in table_cells]
+        have = [sorted({k[i] for k in keys}) for i in range(3)]
+        raise app.UsageError(f"no cell of --table={FLAGS.table} matches --models / "
+                             f"--defenses / --attacks (its models: {have[0]}, defenses: "
+                             f"{have[1]}, attacks: {have[2]})")
+    return chosen
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -153,48 +199,15 @@ def main(argv):
     from defense_gan_tf.console import command_line
     from defense_gan_tf.workflows import reproduce
 
-    def settings_of(table):  # --generator and --magnet belong to --table alone
-        overrides = {}
-        if table == FLAGS.table:
-            overrides["magnet"] = FLAGS.magnet
-            if FLAGS.generator is not None:
-                overrides["generator"] = FLAGS.generator
-        return reproduce.settings_for(
-            table, num_tests=FLAGS.num_tests, defense_gan_tests=FLAGS.defense_gan_tests,
-            projection=FLAGS.projection, classifier_epochs=FLAGS.nb_epochs,
-            rec_train=FLAGS.rec_train, seed=FLAGS.seed, **overrides)
-
     if FLAGS.summary_only:
         with shared.usage_errors():
             print("wrote", reproduce.write_summary(FLAGS.summary, FLAGS.results_root,
-                                                   settings_of))
+                                                   _settings_of))
         return
     with shared.usage_errors():
-        settings = settings_of(FLAGS.table)
+        settings = _settings_of(FLAGS.table)
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
-        # Estimates leave out classifiers already trained into --classifier_dir, and the
-        # Defense-GAN-Rec reconstructions and black-box substitutes (whole or in part)
-        # cached there; costs cells share are charged to the first cell that will run
-        # (selected, not done). Both caches are looked up only for cells that will run,
-        # so a dry run or a refusal of white-box cells needs no TensorFlow.
-        chosen_by = dict(models=FLAGS.models, defenses=FLAGS.defenses, attacks=FLAGS.attacks)
-    try:
-        pending = reproduce.pending_cells(results_dir, **chosen_by)
-    except ValueError as e:  # names the list: defenses or attacks
-        raise app.UsageError(f"--{e}") from None
-    with shared.usage_errors():
-        table_cells = reproduce.cells(
-            FLAGS.table, settings, classifier_dir=FLAGS.classifier_dir,
-            rec_cached=_rec_cache_lookup(),
-            substitute_status=_substitute_status,
-            pending=pending)
-    chosen = reproduce.select(table_cells, **chosen_by)
-    if not chosen:
-        keys = [reproduce.cell_keys(c) for c in table_cells]
-        have = [sorted({k[i] for k in keys}) for i in range(3)]
-        raise app.UsageError(f"no cell of --table={FLAGS.table} matches --models / "
-                             f"--defenses / --attacks (its models: {have[0]}, defenses: "
-                             f"{have[1]}, attacks: {have[2]})")
+    chosen = _chosen_cells(settings, results_dir)
     budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
     with shared.resumable("finished cells, and a Defense-GAN-Rec classifier's "
                           "reconstructions and a substitute's oracle labels so far, are"), \
@@ -207,7 +220,7 @@ def main(argv):
         if FLAGS.table == "detection_mnist" and not FLAGS.dry_run:
             reproduce.detection_figure(results_dir, os.path.join(results_dir, "roc.png"))
         if FLAGS.summary and not FLAGS.dry_run:
-            reproduce.write_summary(FLAGS.summary, FLAGS.results_root, settings_of)
+            reproduce.write_summary(FLAGS.summary, FLAGS.results_root, _settings_of)
     if len(ran) < len(chosen):  # stopped by the time budget
         print(f"not finished: {len(chosen) - len(ran)} cell(s) left; run the same command "
               "again")

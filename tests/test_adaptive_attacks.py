@@ -1,6 +1,7 @@
 """EOT, PGD in L2 and the latent-space attack (Athalye et al. 2018)."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -298,7 +299,7 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
     out = run_adaptive(run, results_dir=str(tmp_path / "res"),
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, command="pytest", log=lambda m: None)
-    cells = out["cells"]
+    cells = out.result.cells
     # fgsm, bpda_pgd, bpda_eot_pgd, bpda_track_pgd, bpda_eot_track_pgd and the two
     # transfer attacks at 2 budgets; pgd_l2 and cw with their tracking twins at 1; latent
     # at 1.
@@ -312,15 +313,15 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
         assert by[("transfer_fgsm", eps)].undefended == by[("fgsm", eps)].undefended
         assert by[("transfer_pgd", eps)].gradient_norm > 0
     assert any(n.startswith("robustness_curve_") for n in names)
-    for (norm, budget), entry in out["worst_case"].items():
+    for (norm, budget), entry in out.result.worst_case.items():
         same = [c for c in cells if c.norm == norm and c.budget == budget]
         assert entry["correct"] <= min(c.defended["correct"] for c in same)
     linf = [c for c in cells if c.norm == "linf"]
     assert all(c.mean_distortion <= c.budget + 1e-6 for c in linf)
-    assert "Worst case" in out["table"] and "| bpda_eot_pgd | linf | 0.3 |" in out["table"]
-    assert "later steps descend 10 steps from the previous z*" in out["table"]
-    assert "EOT attacks average 2 draws per step" in out["table"]
-    checks = {c["name"]: c for c in out["sanity"]}
+    assert "Worst case" in out.table and "| bpda_eot_pgd | linf | 0.3 |" in out.table
+    assert "later steps descend 10 steps from the previous z*" in out.table
+    assert "EOT attacks average 2 draws per step" in out.table
+    checks = {c["name"]: c for c in out.result.sanity}
     assert set(checks) == {"full_range", "more_steps", "identity_bpda", "undefended_broken"}
     assert {c["attack"] for c in checks.values() if c["name"] != "undefended_broken"} == {
         "bpda_pgd"}
@@ -332,8 +333,20 @@ def test_run_adaptive_writes_every_cell_and_the_worst_case(tiny_world, tmp_path)
     assert checks["undefended_broken"]["passed"] == (not weak)
     assert checks["identity_bpda"]["passed"] and checks["identity_bpda"]["same_labels"]
     assert checks["full_range"]["accuracy"]["n"] == 4
-    assert "Sanity checks" in out["table"]
+    assert "Sanity checks" in out.table
     assert sum(n.startswith("adaptive_sanity_") for n in names) == 1
+    # Every record comes from the one writer: settings, result, versions, command, time.
+    cell_record = next((tmp_path / "res").glob("adaptive_mnist_fgsm_linf0.1_*.json"))
+    sanity_record = next((tmp_path / "res").glob("adaptive_sanity_mnist_*.json"))
+    for path in (cell_record, sanity_record):
+        record = json.loads(path.read_text())
+        assert record["command"] == "pytest" and record["finished"] and record["versions"]
+        assert record["run_id"] == out.result.run_id and path.name.endswith(
+            f"_{out.result.run_id}.json")
+    assert json.loads(cell_record.read_text())["cell_key"]
+    assert json.loads(sanity_record.read_text())["result"]["num_images"] == 4
+    assert out.json_path.endswith(f"adaptive_table_{out.result.run_id}.md")
+    assert json.loads(json.dumps(out.to_json()))["result"]["worst_case"]["linf 0.3"]
     with pytest.raises(ValueError, match="attacks"):
         AdaptiveRun(spec=spec, attacks=("nope",))
     with pytest.raises(ValueError, match="sanity_images"):
@@ -362,7 +375,7 @@ def test_run_adaptive_resumes_from_its_batch_cache(tiny_world, tmp_path, monkeyp
     kw = dict(classifier_dir=str(root / "classifiers"), train_data=train, test_data=test,
               cache_dir=cache, log=lambda m: None)
     stopped = run_adaptive(run, results_dir=res, time_budget_seconds=0, **kw)
-    assert not stopped["finished"] and stopped["cells"] == []
+    assert not stopped.result.finished and stopped.result.cells == []
     assert not any(n.startswith("adaptive_table_") for n in os.listdir(res))
 
     crafted = []
@@ -374,36 +387,36 @@ def test_run_adaptive_resumes_from_its_batch_cache(tiny_world, tmp_path, monkeyp
 
     monkeypatch.setattr(adaptive, "craft", counting)
     first = run_adaptive(run, results_dir=res, **kw)
-    assert first["finished"] and crafted.count("bpda_pgd") == 4  # 2 batches x (defended,
+    assert first.result.finished and crafted.count("bpda_pgd") == 4  # 2 batches x (defended,
     # undefended)
     again = run_adaptive(run, results_dir=res, **kw)
     assert crafted.count("bpda_pgd") == 4  # nothing crafted again
-    assert again["cells"][0].correct == first["cells"][0].correct
-    assert again["cells"][0].seconds_per_image == first["cells"][0].seconds_per_image
+    assert again.result.cells[0].correct == first.result.cells[0].correct
+    assert again.result.cells[0].seconds_per_image == first.result.cells[0].seconds_per_image
     # The batch cache lost (a fresh clone): the committed cell JSON carries the cell.
     import shutil
     shutil.rmtree(cache)
     cloned = run_adaptive(run, results_dir=res, **kw)
     assert crafted.count("bpda_pgd") == 4
-    assert cloned["cells"][0].correct == first["cells"][0].correct
+    assert cloned.result.cells[0].correct == first.result.cells[0].correct
     # ... but only for the same settings: more PGD steps are measured anew.
     longer = run_adaptive(dataclasses.replace(run, pgd_steps=4), results_dir=res, **kw)
-    assert longer["finished"] and crafted.count("bpda_pgd") == 8
+    assert longer.result.finished and crafted.count("bpda_pgd") == 8
     more = dataclasses.replace(run, attacks=("bpda_pgd", "fgsm"))
     # Stopped after the cached cell: a partial table shows it and nothing of fgsm.
     part = run_adaptive(more, results_dir=res, time_budget_seconds=0, **kw)
-    assert not part["finished"] and [c.attack for c in part["cells"]] == ["bpda_pgd"]
-    with open(part["partial_table"]) as f:
+    assert not part.result.finished and [c.attack for c in part.result.cells] == ["bpda_pgd"]
+    with open(part.result.partial_table) as f:
         text = f.read()
     assert "Partial: 1 of 2 cells" in text and "| bpda_pgd | linf | 0.2 |" in text
     assert "| fgsm |" not in text and "Sanity checks" not in text
-    assert os.path.getsize(part["partial_plot"]) > 0
+    assert os.path.getsize(part.result.partial_plot) > 0
     assert crafted.count("fgsm") == 0
     both = run_adaptive(more, results_dir=res, **kw)
-    assert not os.path.exists(part["partial_table"])  # the full table replaces it
-    assert not os.path.exists(part["partial_plot"])
+    assert not os.path.exists(part.result.partial_table)  # the full table replaces it
+    assert not os.path.exists(part.result.partial_plot)
     assert crafted.count("bpda_pgd") == 8 and crafted.count("fgsm") == 4
-    assert both["cells"][0].correct == first["cells"][0].correct
+    assert both.result.cells[0].correct == first.result.cells[0].correct
 
 
 def test_finished_cells_come_back_only_from_matching_records(tmp_path):
@@ -453,11 +466,11 @@ def test_sanity_checks_use_the_tracking_attack_without_plain_bpda(tiny_world, tm
     out = run_adaptive(run, results_dir=str(tmp_path / "res"),
                        classifier_dir=str(root / "classifiers"), train_data=train,
                        test_data=test, log=lambda m: None)
-    checks = {c["name"]: c for c in out["sanity"]}
+    checks = {c["name"]: c for c in out.result.sanity}
     assert checks["full_range"]["attack"] == "bpda_track_pgd"
     assert checks["full_range"]["description"].startswith("Tracking BPDA-PGD")
     # The 100-step figure is the run's own cell on the same images.
-    assert checks["more_steps"]["accuracy"] == out["cells"][0].defended
+    assert checks["more_steps"]["accuracy"] == out.result.cells[0].defended
     assert checks["identity_bpda"]["attack"] == "bpda_pgd" and checks["identity_bpda"][
         "passed"]
 
@@ -645,12 +658,12 @@ def test_a_resumed_cell_reports_the_same_gradient_norm(tiny_world, tmp_path):
     cache = tmp_path / "cache"
     kw = dict(classifier_dir=str(root / "classifiers"), train_data=train, test_data=test,
               cache_dir=str(cache), log=lambda m: None)
-    straight = run_adaptive(run, results_dir=str(tmp_path / "a"), **kw)["cells"][0]
+    straight = run_adaptive(run, results_dir=str(tmp_path / "a"), **kw).result.cells[0]
     # As if the run had been killed after its first batch: the second is computed again.
     second = [p for p in cache.rglob("batch_000003.npz")]
     assert len(second) == 1
     os.remove(second[0])
-    resumed = run_adaptive(run, results_dir=str(tmp_path / "b"), **kw)["cells"][0]
+    resumed = run_adaptive(run, results_dir=str(tmp_path / "b"), **kw).result.cells[0]
     assert resumed.gradient_norm == straight.gradient_norm
     assert resumed.correct == straight.correct
 

@@ -76,59 +76,72 @@ def latent_attack(generator: Callable, classifier_fn: ModelFn, x, *, y=None,
         raise ValueError("steps and search_steps must be >= 1, learning_rate and budget > 0")
     y = labels_or_predictions(classifier_fn, x, y)
     n = int(x.shape[0])
-    latent = int(generator.input_shape[-1]) if hasattr(generator, "input_shape") else None
-    if z_init is None:
-        if latent is None:
-            raise ValueError("z_init is needed for a generator without an input_shape")
-        shape, std = [n, latent], float(np.sqrt(1.0 / latent))
-        z_init = (tf.random.normal(shape, stddev=std) if seed is None else
-                  tf.random.stateless_normal(shape, seed=[seed, 7], stddev=std))
+    z_init = _start(generator, n, seed) if z_init is None else z_init
     z_init = tf.convert_to_tensor(z_init, tf.float32)
     const = np.full(n, float(initial_const))
     lower, upper = np.zeros(n), np.full(n, np.inf)  # bounds on the c that succeeds
-    best_dist = np.full(n, np.inf)
-    best_x = np.zeros(x.shape, np.float32)
-    best_z = z_init.numpy().copy()
+    best = {"dist": np.full(n, np.inf), "x": np.zeros(x.shape, np.float32),
+            "z": z_init.numpy().copy()}
     last_x, last_z = None, None
-    y_np = y.numpy()
     for _ in range(search_steps):
-        z = tf.Variable(z_init)
-        m, v = tf.zeros_like(z_init), tf.zeros_like(z_init)  # Adam (Kingma and Ba 2015)
-        c = tf.constant(const, tf.float32)
-        succeeded = np.zeros(n, bool)
-        for step in range(1, steps + 1):
-            with tf.GradientTape() as tape:
-                images = generator(z)
-                logits = classifier_fn(images)
-                check_labels_fit(y, logits)
-                onehot = tf.one_hot(y, tf.shape(logits)[-1])
-                real = tf.reduce_sum(onehot * logits, axis=1)
-                other = tf.reduce_max(logits - 1e9 * onehot, axis=1)
-                distortion = tf.reduce_mean(tf.square(images - x), axis=[1, 2, 3])
-                loss = tf.reduce_sum(distortion + c * tf.maximum(real - other + confidence,
-                                                                 0.0))
-            grad = tape.gradient(loss, z)
-            wrong = (np.argmax(logits.numpy(), 1) != y_np) & (
-                (real - other + confidence).numpy() <= 0)
-            dist = distortion.numpy()
-            better = wrong & (dist < best_dist)
-            if better.any():
-                best_dist[better] = dist[better]
-                best_x[better] = images.numpy()[better]
-                best_z[better] = z.numpy()[better]
-            succeeded |= wrong
-            m = 0.9 * m + 0.1 * grad
-            v = 0.999 * v + 0.001 * tf.square(grad)
-            m_hat, v_hat = m / (1 - 0.9 ** step), v / (1 - 0.999 ** step)
-            z.assign_sub(learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
-        last_x, last_z = generator(z).numpy(), z.numpy()
+        succeeded, last_x, last_z = _search_round(
+            generator, classifier_fn, x, y, z_init, tf.constant(const, tf.float32), best,
+            steps=steps, learning_rate=learning_rate, confidence=confidence)
         # A success bounds c from above (a smaller c then trades misclassification for
         # distortion); a failure from below.
         upper = np.where(succeeded, np.minimum(upper, const), upper)
         lower = np.where(succeeded, lower, np.maximum(lower, const))
         const = np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0)
-    missing = ~np.isfinite(best_dist)
+    best_x, best_z = best["x"], best["z"]
+    missing = ~np.isfinite(best["dist"])
     best_x[missing], best_z[missing] = last_x[missing], last_z[missing]
     distortion = np.mean((best_x - x.numpy()) ** 2, axis=(1, 2, 3))
     found = (~missing) & (distortion <= budget)
     return LatentAttackResult(x_adv=best_x, z=best_z, distortion=distortion, found=found)
+
+
+def _start(generator, n: int, seed: Optional[int]):
+    """The default z_init: N(0, 1/d), seeded when ``seed`` is given."""
+    latent = int(generator.input_shape[-1]) if hasattr(generator, "input_shape") else None
+    if latent is None:
+        raise ValueError("z_init is needed for a generator without an input_shape")
+    shape, std = [n, latent], float(np.sqrt(1.0 / latent))
+    return (tf.random.normal(shape, stddev=std) if seed is None else
+            tf.random.stateless_normal(shape, seed=[seed, 7], stddev=std))
+
+
+def _search_round(generator, classifier_fn, x, y, z_init, c, best: dict, *, steps: int,
+                  learning_rate: float, confidence: float) -> tuple:
+    """``steps`` Adam steps (Kingma and Ba 2015) on z from ``z_init`` of the distortion
+    plus ``c`` times the misclassification margin; every misclassified G(z) closer than
+    ``best`` holds replaces it there. Returns (misclassified at some step, the last
+    G(z), the last z)."""
+    y_np = y.numpy()
+    z = tf.Variable(z_init)
+    m, v = tf.zeros_like(z_init), tf.zeros_like(z_init)
+    succeeded = np.zeros(len(y_np), bool)
+    for step in range(1, steps + 1):
+        with tf.GradientTape() as tape:
+            images = generator(z)
+            logits = classifier_fn(images)
+            check_labels_fit(y, logits)
+            onehot = tf.one_hot(y, tf.shape(logits)[-1])
+            real = tf.reduce_sum(onehot * logits, axis=1)
+            other = tf.reduce_max(logits - 1e9 * onehot, axis=1)
+            distortion = tf.reduce_mean(tf.square(images - x), axis=[1, 2, 3])
+            loss = tf.reduce_sum(distortion + c * tf.maximum(real - other + confidence, 0.0))
+        grad = tape.gradient(loss, z)
+        wrong = (np.argmax(logits.numpy(), 1) != y_np) & (
+            (real - other + confidence).numpy() <= 0)
+        dist = distortion.numpy()
+        better = wrong & (dist < best["dist"])
+        if better.any():
+            best["dist"][better] = dist[better]
+            best["x"][better] = images.numpy()[better]
+            best["z"][better] = z.numpy()[better]
+        succeeded |= wrong
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * tf.square(grad)
+        m_hat, v_hat = m / (1 - 0.9 ** step), v / (1 - 0.999 ** step)
+        z.assign_sub(learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
+    return succeeded, generator(z).numpy(), z.numpy()

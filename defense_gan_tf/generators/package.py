@@ -28,7 +28,7 @@ from defense_gan_tf.config import Config, canonical_dataset_name
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.metrics.quality import generator_quality, sample
 from defense_gan_tf.generators.training_curve import (curve_table, defense_table,
-                                                       plot_quality_curve)
+                                                      plot_quality_curve)
 from defense_gan_tf.training.run_files import AVERAGE_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
 
@@ -157,6 +157,32 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       BudgetExhausted: the probe's deadline passed first; ``dest_dir`` is unchanged and
         the finished batches are in ``defense_cache``.
     """
+    paths, config, progress = _read_run(run_dir, overwrite)
+    if os.path.exists(os.path.join(dest_dir, "manifest.json")) and not overwrite:
+        raise PackageExistsError(f"{dest_dir} already holds a packaged generator; pass "
+                                 "overwrite to replace it")
+    defense = None
+    if defense_probe is not None:  # the slow part first: an interruption changes nothing
+        defense = defense_probe(keras.models.load_model(paths["generator.keras"]),
+                                cache_dir=defense_cache, deadline=deadline, log=log)
+    weights, average, critic = _copy_files(run_dir, dest_dir, include_critic)
+    curve = _copy_curve(run_dir, dest_dir, config.dataset)
+    generator = keras.models.load_model(weights)
+    save_image_grid(sample(generator, 100, seed=1), os.path.join(dest_dir, "samples.png"),
+                    columns=10, pixel_range=config.model.pixel_range)
+    quality = generator_quality(generator, classifier, test_images,
+                                num_samples=num_samples, reference_images=reference_images)
+    manifest = _manifest(config, progress, weights=weights, average=average, critic=critic,
+                         include_critic=include_critic, quality=quality, defense=defense,
+                         curve=curve, classifier_description=classifier_description,
+                         command=command, train_commands=train_commands)
+    _write_manifest(dest_dir, manifest)
+    return manifest
+
+
+def _read_run(run_dir: str, overwrite: bool) -> tuple:
+    """(paths of the run's files, its Config, its progress dict); refuses a folder that
+    is not a training run, and (unless ``overwrite``) a run of 0 iterations."""
     paths = {name: os.path.join(run_dir, name)
              for name in ("config.json", "progress.json", "generator.keras")}
     for name, path in paths.items():
@@ -169,42 +195,53 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
     if int(progress.get("iteration", 0)) == 0 and not overwrite:
         raise ValueError(f"{run_dir} trained for 0 iterations; refusing to package an "
                          "untrained generator (pass overwrite to do it anyway)")
-    if os.path.exists(os.path.join(dest_dir, "manifest.json")) and not overwrite:
-        raise PackageExistsError(f"{dest_dir} already holds a packaged generator; pass "
-                                 "overwrite to replace it")
-    defense = None
-    if defense_probe is not None:  # the slow part first: an interruption changes nothing
-        defense = defense_probe(keras.models.load_model(paths["generator.keras"]),
-                                cache_dir=defense_cache, deadline=deadline, log=log)
+    return paths, config, progress
+
+
+def _copy_files(run_dir: str, dest_dir: str, include_critic: bool) -> tuple:
+    """Copies the generator, the averaged generator (when the run has one) and the critic
+    (when asked and there) into ``dest_dir``, after removing every file of an earlier
+    package; returns the paths (generator copy, run's average or None, run's critic or
+    None)."""
     os.makedirs(dest_dir, exist_ok=True)
     for name in PACKAGE_FILES:  # No stale file of an earlier package stays behind.
         if os.path.exists(os.path.join(dest_dir, name)):
             os.remove(os.path.join(dest_dir, name))
     weights = os.path.join(dest_dir, "generator.keras")
-    shutil.copyfile(paths["generator.keras"], weights)
+    shutil.copyfile(os.path.join(run_dir, "generator.keras"), weights)
     average = os.path.join(run_dir, AVERAGE_FILE)
-    shipped_average = os.path.isfile(average)
-    if shipped_average:
+    if os.path.isfile(average):
         shutil.copyfile(average, os.path.join(dest_dir, AVERAGE_FILE))
+    else:
+        average = None
     critic = os.path.join(run_dir, "critic.keras")
-    shipped_critic = include_critic and os.path.isfile(critic)
-    if shipped_critic:
+    if include_critic and os.path.isfile(critic):
         shutil.copyfile(critic, os.path.join(dest_dir, "critic.keras"))
+    else:
+        critic = None
+    return weights, average, critic
+
+
+def _copy_curve(run_dir: str, dest_dir: str, dataset: str) -> list:
+    """The run's quality entries, written to ``dest_dir`` as JSONL, plot and table."""
     curve = read_quality(os.path.join(run_dir, "quality.jsonl"))
     if curve:
         # Rewritten strictly: an entry of an older run may hold NaN or Infinity.
         jsonio.write_jsonl(os.path.join(dest_dir, "quality.jsonl"), curve)
         plot_quality_curve(curve, os.path.join(dest_dir, "quality_curve.png"),
-                           title=f"{config.dataset} generator")
+                           title=f"{dataset} generator")
         write_text(os.path.join(dest_dir, "quality_curve.md"),
-                   f"# Quality curve of the {config.dataset} generator (written by its "
+                   f"# Quality curve of the {dataset} generator (written by its "
                    "training run every quality_every iterations)\n\n" + curve_table(curve))
-    generator = keras.models.load_model(weights)
-    save_image_grid(sample(generator, 100, seed=1), os.path.join(dest_dir, "samples.png"),
-                    columns=10, pixel_range=config.model.pixel_range)
-    quality = generator_quality(generator, classifier, test_images,
-                                num_samples=num_samples, reference_images=reference_images)
-    manifest = {
+    return curve
+
+
+def _manifest(config: Config, progress: dict, *, weights: str, average: Optional[str],
+              critic: Optional[str], include_critic: bool, quality: dict,
+              defense: Optional[dict], curve: list, classifier_description: str,
+              command: str, train_commands: Sequence[str]) -> dict:
+    """The package's manifest.json (see :func:`package_generator`)."""
+    return {
         "dataset": config.dataset,
         "config": config.to_dict(),
         "iterations": int(progress["iteration"]),
@@ -224,19 +261,17 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         "defense": defense,
         "quality_classifier": classifier_description,
         "samples": "samples.png",
-        "average_file": AVERAGE_FILE if shipped_average else None,
-        "average_sha256": sha256_of(average) if shipped_average else None,
-        "average_decay": config.gan.ema_decay if shipped_average else None,
-        "critic_file": "critic.keras" if shipped_critic else None,
-        "critic_sha256": sha256_of(critic) if shipped_critic else None,
-        "critic_note": _critic_note(shipped_critic, include_critic),
+        "average_file": AVERAGE_FILE if average else None,
+        "average_sha256": sha256_of(average) if average else None,
+        "average_decay": config.gan.ema_decay if average else None,
+        "critic_file": "critic.keras" if critic else None,
+        "critic_sha256": sha256_of(critic) if critic else None,
+        "critic_note": _critic_note(critic is not None, include_critic),
         "quality_curve": "quality.jsonl" if curve else None,
         "quality_curve_last": curve[-1] if curve else None,
         "command": command,
         "train_commands": list(train_commands),
     }
-    _write_manifest(dest_dir, manifest)
-    return manifest
 
 
 def _critic_note(shipped: bool, requested: bool) -> Optional[str]:

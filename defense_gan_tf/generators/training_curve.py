@@ -47,7 +47,7 @@ from defense_gan_tf.errors import Interrupted
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.metrics.quality import (classifier_score, frechet_distance,
-                                               sample, statistics)
+                                            sample, statistics)
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
 
 # Seeds of the random starts: the evaluation projections and the attacker's own
@@ -407,6 +407,51 @@ _CURVE_LINES = (("clean", "clean", "tab:green"),
                 ("paper_fgsm", "paper-style FGSM (full gradient)", "tab:purple"))
 
 
+def _accuracy_panel(ax, entries: list, averaged: list) -> None:
+    """Defense-GAN-Orig accuracies with 95% intervals (the averaged generator's clean and
+    transferred-FGSM ones dashed) and the undefended transferred-FGSM accuracy."""
+    for key, label, colour in _CURVE_LINES:
+        points = [(e["iteration"], e["defense_gan_orig"][key]) for e in entries
+                  if key in e.get("defense_gan_orig", {})]
+        if not points:
+            continue
+        x = [p[0] for p in points]
+        acc = np.array([p[1]["accuracy"] for p in points])
+        low = np.array([p[1]["ci95"][0] for p in points])
+        high = np.array([p[1]["ci95"][1] for p in points])
+        n = points[-1][1]["n"]
+        ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o-", capsize=3,
+                    color=colour, label=f"{label} (n={n})")
+    for key, label, colour in _CURVE_LINES[:2]:  # the averaged generator's
+        points = [(e["iteration"], e["average"]["defense_gan_orig"][key]) for e in averaged
+                  if key in e["average"].get("defense_gan_orig", {})]
+        if points:
+            ax.plot([p[0] for p in points], [p[1]["accuracy"] for p in points], "s--",
+                    color=colour, alpha=0.7, label=f"{label}, averaged generator")
+    undefended = [e["undefended"]["transferred_fgsm"]["accuracy"] for e in entries
+                  if "undefended" in e]
+    if undefended:
+        ax.axhline(undefended[-1], ls=":", c="tab:red", lw=1,
+                   label="FGSM, no defense")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Defense-GAN-Orig accuracy (95% intervals)")
+    if ax.get_legend_handles_labels()[0]:  # below the panel, clear of the lines
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+
+
+def _failures_panel(ax, entries: list, its: list) -> None:
+    """Transferred-FGSM failures split into range and optimisation failures."""
+    failures = [e.get("transferred_fgsm_failures", {}) for e in entries]
+    opt = np.array([f.get("optimisation_failures", 0) for f in failures])
+    rng = np.array([f.get("range_failures", 0) for f in failures])
+    width = 0.35 * (min(np.diff(its)) if len(its) > 1 else 1.0)
+    ax.bar(its, rng, width=width, label="range failures", color="tab:orange")
+    ax.bar(its, opt, width=width, bottom=rng, label="optimisation failures",
+           color="tab:blue")
+    ax.set_title("transferred-FGSM failures")
+    ax.legend(fontsize=8)
+
+
 def plot_quality_curve(entries, path: str, *, title: str = "",
                        real_classifier_score: Optional[float] = None) -> str:
     """Plots a run's ``quality.jsonl`` entries against generator iterations.
@@ -445,44 +490,8 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
             ax.legend(fontsize=8)
     axes[1].set_yscale("log")
     axes[1].set_title("Frechet distance (lower is better)")
-    ax = axes[2]
-    for key, label, colour in _CURVE_LINES:
-        points = [(e["iteration"], e["defense_gan_orig"][key]) for e in entries
-                  if key in e.get("defense_gan_orig", {})]
-        if not points:
-            continue
-        x = [p[0] for p in points]
-        acc = np.array([p[1]["accuracy"] for p in points])
-        low = np.array([p[1]["ci95"][0] for p in points])
-        high = np.array([p[1]["ci95"][1] for p in points])
-        n = points[-1][1]["n"]
-        ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o-", capsize=3,
-                    color=colour, label=f"{label} (n={n})")
-    for key, label, colour in _CURVE_LINES[:2]:  # the averaged generator's
-        points = [(e["iteration"], e["average"]["defense_gan_orig"][key]) for e in averaged
-                  if key in e["average"].get("defense_gan_orig", {})]
-        if points:
-            ax.plot([p[0] for p in points], [p[1]["accuracy"] for p in points], "s--",
-                    color=colour, alpha=0.7, label=f"{label}, averaged generator")
-    undefended = [e["undefended"]["transferred_fgsm"]["accuracy"] for e in entries
-                  if "undefended" in e]
-    if undefended:
-        ax.axhline(undefended[-1], ls=":", c="tab:red", lw=1,
-                   label="FGSM, no defense")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Defense-GAN-Orig accuracy (95% intervals)")
-    if ax.get_legend_handles_labels()[0]:  # below the panel, clear of the lines
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    ax = axes[3]
-    failures = [e.get("transferred_fgsm_failures", {}) for e in entries]
-    opt = np.array([f.get("optimisation_failures", 0) for f in failures])
-    rng = np.array([f.get("range_failures", 0) for f in failures])
-    width = 0.35 * (min(np.diff(its)) if len(its) > 1 else 1.0)
-    ax.bar(its, rng, width=width, label="range failures", color="tab:orange")
-    ax.bar(its, opt, width=width, bottom=rng, label="optimisation failures",
-           color="tab:blue")
-    ax.set_title("transferred-FGSM failures")
-    ax.legend(fontsize=8)
+    _accuracy_panel(axes[2], entries, averaged)
+    _failures_panel(axes[3], entries, its)
     for ax in axes:
         ax.set_xlabel("generator iteration")
         ax.grid(alpha=0.3)

@@ -196,10 +196,11 @@ class BlackboxResult:
 
 @dataclasses.dataclass(frozen=True)
 class RunOutcome:
-    """A finished workflow run: its record's path, the rebuilt table and the result."""
+    """A workflow run: its record's (or table's) path, the rebuilt table and the result
+    (path and table are None where a stopped run has none)."""
 
-    json_path: str
-    table: str
+    json_path: Optional[str]
+    table: Optional[str]
     result: Any
 
     def to_json(self) -> dict:
@@ -207,8 +208,11 @@ class RunOutcome:
 
 
 def write_run_record(results_dir: str, kind: str, name: str, settings: dict, result,
-                     command: str) -> RunOutcome:
-    """Writes ``<kind>_<name>_<settings id>.json`` and rebuilds ``<kind>_table.md``.
+                     command: str, *, extra: Optional[dict] = None,
+                     table: bool = True) -> RunOutcome:
+    """Writes ``<kind>_<name>_<settings id>.json`` (``extra`` fields beside the usual
+    ones) and, with ``table``, rebuilds ``<kind>_table.md`` (a workflow whose table is
+    its own run's, the adaptive one, writes it itself).
 
     The file name ends with a digest of the full settings, so runs that differ in
     any setting are all kept; the same settings replace their own earlier record.
@@ -222,9 +226,11 @@ def write_run_record(results_dir: str, kind: str, name: str, settings: dict, res
         "versions": report.versions(),
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        **(extra or {}),
     }
     path = jsonio.write_json(os.path.join(results_dir, f"{kind}_{name}_{run_id}.json"),
                              payload)
+    if not table:
+        return RunOutcome(json_path=path, table=None, result=result)
     with open(report.update_table(results_dir, kind)) as f:
-        table = f.read()
-    return RunOutcome(json_path=path, table=table, result=result)
+        return RunOutcome(json_path=path, table=f.read(), result=result)

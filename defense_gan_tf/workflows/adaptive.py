@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf.atomic import write_text
-from defense_gan_tf import attacks, jsonio
+from defense_gan_tf import attacks
 from defense_gan_tf.attacks import TrackingBPDA
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
@@ -32,10 +32,11 @@ from defense_gan_tf.defense.projection import attach_gradient
 from defense_gan_tf.records import report
 from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.records.loading import load_run_inputs
-from defense_gan_tf.records.runs import flat_settings
+from defense_gan_tf.records.runs import RunOutcome, flat_settings, write_run_record
 from defense_gan_tf.config import ADAPTIVE_ATTACKS
 from defense_gan_tf.records.specs import AdaptiveRun
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackCell:
@@ -276,30 +277,40 @@ def sanity_checks(run: AdaptiveRun, x, y, *, classifier, defended_bpda, defended
         slack, attack=attack, accuracy=first, accuracy_double_steps=double,
         seconds=time.monotonic() - t0))
 
-    t0 = time.monotonic()
-    through = bpda_pgd(IdentityDefense(classifier), eps_max, steps, seed)
-    alone = bpda_pgd(classifier, eps_max, steps, seed)
-    diff = float(np.abs(through - alone).max())
-    same_labels = bool(np.array_equal(np.argmax(classifier(through), -1),
-                                      np.argmax(classifier(alone), -1)))
-    checks.append(_check(
-        "identity_bpda", "BPDA-PGD through an identity projection equals PGD on the "
-        "classifier alone", diff <= 1e-5 and same_labels, attack="bpda_pgd",
-        max_abs_difference=diff,
-        same_labels=same_labels, seconds=time.monotonic() - t0))
-    # An attack that cannot break the undefended classifier at its largest budget says
-    # nothing about the defense (the latent attack, bound to G's range, is exempt).
-    weak = [f"{c.attack} {c.norm} {c.budget:g}: {c.undefended['accuracy']:.3f}"
-            for c in cells if c.attack != "latent" and c.budget == max(run.budgets(c.attack))
-            and c.undefended["accuracy"] > 0.1]
-    checks.append(_check(
-        "undefended_broken", "every attack but the latent one leaves the undefended "
-        "classifier at most 0.1 at its largest budget (all test images)", not weak,
-        attack="all", weak=weak, seconds=0.0))
+    checks.append(_identity_check(classifier, bpda_pgd, eps_max, steps, seed))
+    checks.append(_undefended_check(run, cells))
     for c in checks:
         log(f"sanity {c['name']}: {'passed' if c['passed'] else 'FAILED'} "
             f"({c['description']})")
     return checks
+
+
+def _identity_check(classifier, bpda_pgd: Callable, eps: float, steps: int,
+                    seed: int) -> dict:
+    """``identity_bpda`` of :func:`sanity_checks`."""
+    t0 = time.monotonic()
+    through = bpda_pgd(IdentityDefense(classifier), eps, steps, seed)
+    alone = bpda_pgd(classifier, eps, steps, seed)
+    diff = float(np.abs(through - alone).max())
+    same_labels = bool(np.array_equal(np.argmax(classifier(through), -1),
+                                      np.argmax(classifier(alone), -1)))
+    return _check(
+        "identity_bpda", "BPDA-PGD through an identity projection equals PGD on the "
+        "classifier alone", diff <= 1e-5 and same_labels, attack="bpda_pgd",
+        max_abs_difference=diff, same_labels=same_labels, seconds=time.monotonic() - t0)
+
+
+def _undefended_check(run: AdaptiveRun, cells: list) -> dict:
+    """``undefended_broken`` of :func:`sanity_checks`: an attack that cannot break the
+    undefended classifier at its largest budget says nothing about the defense (the
+    latent attack, bound to G's range, is exempt)."""
+    weak = [f"{c.attack} {c.norm} {c.budget:g}: {c.undefended['accuracy']:.3f}"
+            for c in cells if c.attack != "latent" and c.budget == max(run.budgets(c.attack))
+            and c.undefended["accuracy"] > 0.1]
+    return _check(
+        "undefended_broken", "every attack but the latent one leaves the undefended "
+        "classifier at most 0.1 at its largest budget (all test images)", not weak,
+        attack="all", weak=weak, seconds=0.0)
 
 
 # Settings that say which cells a run has, not what one cell measures: a cell's cache key
@@ -360,206 +371,268 @@ def finished_cell(results_dir: str, dataset: str, attack: str, norm: str, budget
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class AdaptiveResult:
+    """What :func:`run_adaptive` measured: the finished cells (of this sitting or read
+    back from earlier records), whether every cell is done, the worst case per budget
+    and the sanity checks (both once every cell is done), and the partial table and plot
+    a stopped run leaves."""
+
+    run_id: str
+    cells: list
+    finished: bool
+    worst_case: dict = dataclasses.field(default_factory=dict)
+    sanity: list = dataclasses.field(default_factory=list)
+    partial_table: Optional[str] = None
+    partial_plot: Optional[str] = None
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "finished": self.finished,
+                "cells": [c.to_json() for c in self.cells], "sanity": self.sanity,
+                "worst_case": {f"{norm} {budget:g}": entry
+                               for (norm, budget), entry in self.worst_case.items()}}
+
+
+@dataclasses.dataclass(frozen=True)
+class _SanityRecord:
+    num_images: int
+    checks: list
+
+    def to_json(self) -> dict:
+        return {"num_images": self.num_images, "checks": self.checks}
+
+
+class _Models:
+    """The models of one adaptive run: the scorer (a fresh projection with the defense's
+    settings), the defended classifier by gradient mode (the paper's white box
+    differentiates through the defense's own projection; BPDA attacks run the attacker's,
+    possibly cheaper, projection forward), the tracking attackers, and the input-gradient
+    probe at clean images."""
+
+    def __init__(self, run: AdaptiveRun, generator, classifier):
+        spec = run.spec
+        self.run, self.generator, self.classifier = run, generator, classifier
+        self.scorer = Projector(generator, spec.projection)
+        self.defended = {
+            mode: DefendedClassifier(classifier, generator, projection, gradient=mode,
+                                     draw_seed=spec.seed * 2 + 1)
+            for mode, projection in (("full", spec.projection),
+                                     ("bpda", run.attack_projection))}
+        self.trackers = {mode: TrackingBPDA(classifier, generator, run.attack_projection,
+                                            track_steps=run.track_steps, draws=draws)
+                         for mode, draws in (("track", 1), ("track_eot", run.eot_samples))}
+        self._probes: dict = {}
+
+    def defended_correct(self, images, y, seed):
+        rec = self.scorer(images, seed=[seed, 11]).reconstruction
+        return np.argmax(self.classifier(rec, training=False), -1) == y
+
+    def attacker(self, mode, seed):
+        """The model an attack of gradient ``mode`` differentiates (None and transfer:
+        the classifier); the tracking attacker starts every batch afresh (it keeps that
+        batch's z*)."""
+        if mode in self.trackers:
+            self.trackers[mode].reset(seed=seed)
+            return self.trackers[mode]
+        return self.defended.get(mode, self.classifier)
+
+    def probe(self, mode, start, x, y):
+        """Input-gradient norms of the model ``mode``'s attacker follows (tracking: BPDA's
+        at its first step; transfer: the classifier's alone) at five clean images, once
+        per batch (in memory: cheap next to the attacks; draws keyed by the batch)."""
+        if mode is None:
+            return np.zeros(0)
+        if (mode, start) not in self._probes:
+            model = (self.classifier if mode == "transfer" else
+                     self.defended["bpda" if mode in self.trackers else mode])
+            self._probes[mode, start] = attacks.input_gradient_norm(
+                model, x[:5], y[:5],
+                seed=[self.run.spec.seed * 1_000_003 + start, _PROBE_STREAM]).numpy()
+        return self._probes[mode, start]
+
+
+def _attack_batch(models: _Models, attack: str, budget: float, x_np, y_np, start: int,
+                  memo: Optional[SearchMemo]) -> dict:
+    """One batch of one cell: the attack on the defense (scored through a fresh
+    projection) and on the classifier alone, the distortion, the gradient probe."""
+    run, classifier = models.run, models.classifier
+    norm, mode = ADAPTIVE_ATTACKS[attack].norm, ADAPTIVE_ATTACKS[attack].gradient
+    t0 = time.monotonic()
+    x, y = tf.constant(x_np), y_np.astype(np.int64)
+    seed = run.spec.seed * 1_000_003 + start
+    common = dict(classifier=classifier, generator=models.generator, seed=seed, memo=memo)
+    x_adv, share = craft(attack, budget, run, x, y, model_fn=models.attacker(mode, seed),
+                         start_projector=models.scorer, **common)
+    # Transfer and latent attacks are crafted on the classifier alone already: their
+    # undefended figure is that classifier on x_adv.
+    plain = x_adv if mode in ("transfer", None) else craft(
+        attack, budget, run, x, y, model_fn=classifier, start_projector=None, **common)[0]
+    batch = {"ok": models.defended_correct(x_adv, y, seed),
+             "ok_plain": np.argmax(classifier(plain), -1) == y,
+             "distortion": np.float64(_distortion(norm, x_adv, x_np) * len(y)),
+             "found": np.asarray([] if share is None else [share * len(y)]),
+             "grads": models.probe(mode, start, x, y)}
+    batch["seconds"] = np.float64(time.monotonic() - t0)
+    return batch
+
+
+def _measure_cell(models: _Models, attack: str, budget: float, key: str, x_all, y_all, *,
+                  cache_dir: Optional[str], memo: Optional[SearchMemo],
+                  out_of_time: Callable[[], bool],
+                  log: Callable[[str], None]) -> Optional[AttackCell]:
+    """Every batch of one cell, each read from ``cache_dir/<key>/`` when an earlier
+    sitting finished it (else attacked, then saved there); None when ``out_of_time()``
+    says so before a batch to attack."""
+    norm = ADAPTIVE_ATTACKS[attack].norm
+    batch_size = models.run.spec.batch_size
+    batches, starts = [], range(0, len(x_all), batch_size)
+    for number, start in enumerate(starts, 1):
+        path = os.path.join(cache_dir, key, f"batch_{start:06d}.npz") if cache_dir else None
+        batch = load_batch(path, required=_BATCH_FIELDS) if path else None
+        if batch is None:
+            if out_of_time():
+                log(f"{attack} {norm} {budget}: time budget spent at batch "
+                    f"{number}/{len(starts)}; run again to continue")
+                return None
+            batch = _attack_batch(models, attack, budget, x_all[start:start + batch_size],
+                                  y_all[start:start + batch_size], start, memo)
+            if path:
+                save_batch(path, **batch)
+            if len(starts) > 1:
+                log(f"  {attack} {norm} {budget}: batch {number}/{len(starts)} in "
+                    f"{float(batch['seconds']):.0f} s")
+        batches.append(batch)
+    n = len(x_all)
+    ok = np.concatenate([b["ok"] for b in batches])
+    found = [f for b in batches for f in np.asarray(b["found"]).tolist()]
+    grads = [b["grads"] for b in batches if len(b["grads"])]
+    return AttackCell(
+        attack=attack, norm=norm, budget=float(budget), defended=accuracy_entry(ok),
+        undefended=accuracy_entry(np.concatenate([b["ok_plain"] for b in batches])),
+        correct=ok.tolist(),
+        mean_distortion=sum(float(b["distortion"]) for b in batches) / n,
+        gradient_norm=(gradient_norm_summary(np.concatenate(grads))["mean"]
+                       if grads else None),
+        seconds_per_image=sum(float(b["seconds"]) for b in batches) / n,
+        found=float(sum(found) / n) if found else None)
+
+
 def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
                  cache_dir: Optional[str] = None,
                  time_budget_seconds: Optional[float] = None,
-                 log: Callable[[str], None] = echo) -> dict:
-    """Runs every attack at every budget; writes one JSON per attack and budget, the table
-    (``adaptive_table.md``) and ``robustness_curve.png``; returns the summary dict
-    (cells, worst case, sanity checks, paths, ``finished``).
+                 log: Callable[[str], None] = echo) -> RunOutcome:
+    """Runs every attack at every budget; writes one record per attack and budget
+    (through :func:`~defense_gan_tf.records.runs.write_run_record`), the run's table
+    (``adaptive_table_<run id>.md``) and ``robustness_curve_<run id>.png``; returns a
+    ``RunOutcome`` whose result is an :class:`AdaptiveResult`.
 
-    A cell whose JSON is already in ``results_dir`` with the same settings (from any run)
-    is read back, not measured again (:func:`finished_cell`). With ``cache_dir`` every
-    finished batch of a cell is kept in
-    ``cache_dir/<cell key>/`` (the key digests every setting the cell depends on), and a
-    rerun continues from them; with ``time_budget_seconds`` no batch starts after that
-    long, and the summary says ``finished: False`` (no table is written then). A resumed
-    batch's defended model draws its random starts afresh, so a resumed cell is a valid
-    sample of the same attack but not bit-identical to an uninterrupted one.
+    A cell whose record is already in ``results_dir`` with the same settings (from any
+    run) is read back, not measured again (:func:`finished_cell`). With ``cache_dir``
+    every finished batch of a cell is kept in ``cache_dir/<cell key>/`` (the key digests
+    every setting the cell depends on), and a rerun continues from them; with
+    ``time_budget_seconds`` no batch starts after that long, and the result says
+    ``finished=False`` (the outcome's table is None then; a partial table and plot show
+    the cells so far). A resumed batch's defended model draws its random starts afresh,
+    so a resumed cell is a valid sample of the same attack but not bit-identical to an
+    uninterrupted one.
     """
     started = time.monotonic()
     spec = run.spec
     inputs = load_run_inputs(spec, results_dir=results_dir, classifier_dir=classifier_dir,
                              data_dir=data_dir, train_data=train_data, test_data=test_data,
                              log=log)
-    generator, classifier = inputs.generator, inputs.classifier
+    models = _Models(run, inputs.generator, inputs.classifier)
     x_all, y_all = inputs.test_x, inputs.test_y
-    scorer = Projector(generator, spec.projection)
     settings = {**flat_settings(run), **inputs.record_fields(spec)}
     run_id = report.settings_id(settings)
-
-    def defended_correct(images, y, seed):
-        rec = scorer(images, seed=[seed, 11]).reconstruction
-        return np.argmax(classifier(rec, training=False), -1) == y
-
-    # The paper's white box differentiates through the defense's own projection; BPDA
-    # attacks run the attacker's (possibly cheaper) projection forward.
-    defended = {mode: DefendedClassifier(classifier, generator, projection, gradient=mode,
-                                         draw_seed=spec.seed * 2 + 1)
-                for mode, projection in (("full", spec.projection),
-                                         ("bpda", run.attack_projection))}
-    trackers = {mode: TrackingBPDA(classifier, generator, run.attack_projection,
-                                   track_steps=run.track_steps, draws=draws)
-                for mode, draws in (("track", 1), ("track_eot", run.eot_samples))}
-
-    def attacker(mode, seed):
-        """The model an attack of gradient ``mode`` differentiates (None and transfer:
-        the classifier); the tracking attacker starts every batch afresh (it keeps that
-        batch's z*)."""
-        if mode in trackers:
-            trackers[mode].reset(seed=seed)
-            return trackers[mode]
-        return defended.get(mode, classifier)
-
-    def attacker_gradient(mode):
-        """The model whose input gradient the table reports for ``mode``."""
-        if mode == "transfer":
-            return classifier
-        return defended["bpda" if mode in trackers else mode]
-
     # One latent search (CW optimisation, FGSM gradient) per batch serves every budget of
-    # that attack: its memo's key leaves the budget out. So does the gradient probe at
-    # the clean images (in memory: it is cheap next to the attacks).
+    # that attack: its memo's key leaves the budget out.
     memos = {a: search_memo(cache_dir, settings, a) for a in run.attacks if a in _BUDGET_FREE}
-    probes: dict = {}
 
-    def probe(mode, start, x, y):
-        """Input-gradient norms of the model ``mode``'s attacker follows (tracking: BPDA's
-        at its first step; transfer: the classifier's alone) at five clean images."""
-        if mode is None:
-            return np.zeros(0)
-        if (mode, start) not in probes:  # draws keyed by the batch, not by call count
-            probes[mode, start] = attacks.input_gradient_norm(
-                attacker_gradient(mode), x[:5], y[:5],
-                seed=[spec.seed * 1_000_003 + start, _PROBE_STREAM]).numpy()
-        return probes[mode, start]
+    def out_of_time():
+        return (time_budget_seconds is not None
+                and time.monotonic() - started > time_budget_seconds)
 
-    cells, finished = [], True
-    for attack in run.attacks:
-        norm, mode = ADAPTIVE_ATTACKS[attack].norm, ADAPTIVE_ATTACKS[attack].gradient
-        for budget in run.budgets(attack):
-            if not finished:
-                break
-            key = cell_key(settings, attack, budget)
-            done = finished_cell(results_dir, spec.dataset, attack, norm, budget, key,
-                                 len(x_all))
-            if done is not None:
-                cells.append(done[0])
-                log(f"{attack} {norm} {budget}: measured before with these settings "
-                    f"({os.path.basename(done[1])}): Defense-GAN "
-                    f"{done[0].defended['accuracy']:.3f}")
-                continue
-            ok, ok_plain, distortion, found, grads, seconds = [], [], [], [], [], 0.0
-            starts = range(0, len(x_all), spec.batch_size)
-            for number, start in enumerate(starts, 1):
-                path = (os.path.join(cache_dir, key, f"batch_{start:06d}.npz")
-                        if cache_dir else None)
-                batch = load_batch(path, required=_BATCH_FIELDS) if path else None
-                if batch is None:
-                    if time_budget_seconds is not None and \
-                            time.monotonic() - started > time_budget_seconds:
-                        log(f"{attack} {norm} {budget}: time budget spent at batch "
-                            f"{number}/{len(starts)}; run again to continue")
-                        finished = False
-                        break
-                    t0 = time.monotonic()
-                    x = tf.constant(x_all[start:start + spec.batch_size])
-                    y = y_all[start:start + spec.batch_size].astype(np.int64)
-                    seed = spec.seed * 1_000_003 + start
-                    common = dict(classifier=classifier, generator=generator, seed=seed,
-                                  memo=memos.get(attack))
-                    x_adv, share = craft(attack, budget, run, x, y,
-                                         model_fn=attacker(mode, seed),
-                                         start_projector=scorer, **common)
-                    # Transfer and latent attacks are crafted on the classifier alone
-                    # already: their undefended figure is that classifier on x_adv.
-                    plain = x_adv if mode in ("transfer", None) else craft(
-                        attack, budget, run, x, y, model_fn=classifier,
-                        start_projector=None, **common)[0]
-                    batch = {
-                        "ok": defended_correct(x_adv, y, seed),
-                        "ok_plain": np.argmax(classifier(plain), -1) == y,
-                        "distortion": np.float64(_distortion(norm, x_adv, x.numpy())
-                                                 * len(y)),
-                        "found": np.asarray([] if share is None else [share * len(y)]),
-                        "grads": probe(mode, start, x, y),
-                    }
-                    batch["seconds"] = np.float64(time.monotonic() - t0)
-                    if path:
-                        save_batch(path, **batch)
-                    if len(starts) > 1:
-                        log(f"  {attack} {norm} {budget}: batch {number}/{len(starts)} in "
-                            f"{float(batch['seconds']):.0f} s")
-                ok.append(batch["ok"])
-                ok_plain.append(batch["ok_plain"])
-                distortion.append(float(batch["distortion"]))
-                found.extend(np.asarray(batch["found"]).tolist())
-                if len(batch["grads"]):
-                    grads.append(batch["grads"])
-                seconds += float(batch["seconds"])
-            if not finished:
-                break
-            n = len(x_all)
-            cell = AttackCell(
-                attack=attack, norm=norm, budget=float(budget),
-                defended=accuracy_entry(np.concatenate(ok)),
-                undefended=accuracy_entry(np.concatenate(ok_plain)),
-                correct=np.concatenate(ok).tolist(),
-                mean_distortion=float(sum(distortion) / n),
-                gradient_norm=(gradient_norm_summary(np.concatenate(grads))["mean"]
-                               if grads else None),
-                seconds_per_image=seconds / n,
-                found=float(sum(found) / n) if found else None)
-            cells.append(cell)
-            log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
-                f"no defense {cell.undefended['accuracy']:.3f} "
-                f"({cell.seconds_per_image:.1f} s/image)")
-            jsonio.write_json(
-                _cell_file(results_dir, spec.dataset, attack, norm, budget, run_id),
-                {"kind": "adaptive", "settings": settings, "run_id": run_id, "cell_key": key,
-                 "result": cell.to_json(), "versions": report.versions(),
-                 "command": command})
-    table_path = os.path.join(results_dir, f"adaptive_table_{run_id}.md")
-    partial_path = os.path.join(results_dir, f"adaptive_table_{run_id}.partial.md")
-    partial_plot = os.path.join(results_dir, f"robustness_curve_{run_id}.partial.png")
-    if not finished:
-        if cells:  # what this sitting has, so a stopped run still shows its numbers
-            total = sum(len(run.budgets(a)) for a in run.attacks)
-            worst = worst_case(cells)
-            write_text(partial_path, adaptive_table(cells, worst, settings, command,
-                                                    partial=(len(cells), total)))
-            plot_robustness(cells, worst, partial_plot,
-                            title=f"partial: {len(cells)} of {total} cells")
-            log(f"partial table ({len(cells)} of {total} cells): {partial_path}")
-        return {"cells": cells, "finished": False, "run_id": run_id, "table": None,
-                "partial_table": partial_path if cells else None,
-                "partial_plot": partial_plot if cells else None}
-    for stale in (partial_path, partial_plot):
+    cells = []
+    for attack, budget in ((a, b) for a in run.attacks for b in run.budgets(a)):
+        norm = ADAPTIVE_ATTACKS[attack].norm
+        key = cell_key(settings, attack, budget)
+        done = finished_cell(results_dir, spec.dataset, attack, norm, budget, key,
+                             len(x_all))
+        if done is not None:
+            cells.append(done[0])
+            log(f"{attack} {norm} {budget}: measured before with these settings "
+                f"({os.path.basename(done[1])}): Defense-GAN "
+                f"{done[0].defended['accuracy']:.3f}")
+            continue
+        cell = _measure_cell(models, attack, budget, key, x_all, y_all,
+                             cache_dir=cache_dir, memo=memos.get(attack),
+                             out_of_time=out_of_time, log=log)
+        if cell is None:
+            return _stopped(run, cells, settings, run_id, results_dir, command, log)
+        cells.append(cell)
+        log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
+            f"no defense {cell.undefended['accuracy']:.3f} "
+            f"({cell.seconds_per_image:.1f} s/image)")
+        write_run_record(results_dir, "adaptive", f"{spec.dataset}_{attack}_{norm}{budget}",
+                         settings, cell, command, extra={"cell_key": key}, table=False)
+    return _finished(models, cells, settings, run_id, x_all, y_all, results_dir, command,
+                     log)
+
+
+def _partial_paths(results_dir: str, run_id: str) -> tuple:
+    return (os.path.join(results_dir, f"adaptive_table_{run_id}.partial.md"),
+            os.path.join(results_dir, f"robustness_curve_{run_id}.partial.png"))
+
+
+def _stopped(run: AdaptiveRun, cells: list, settings: dict, run_id: str, results_dir: str,
+             command: str, log: Callable[[str], None]) -> RunOutcome:
+    """A run the time budget stopped: a partial table and plot of its cells so far (so a
+    stopped run still shows its numbers), no run table."""
+    partial_table, partial_plot = _partial_paths(results_dir, run_id)
+    if not cells:
+        return RunOutcome(json_path=None, table=None,
+                          result=AdaptiveResult(run_id=run_id, cells=[], finished=False))
+    total = sum(len(run.budgets(a)) for a in run.attacks)
+    worst = worst_case(cells)
+    write_text(partial_table, adaptive_table(cells, worst, settings, command,
+                                             partial=(len(cells), total)))
+    plot_robustness(cells, worst, partial_plot,
+                    title=f"partial: {len(cells)} of {total} cells")
+    log(f"partial table ({len(cells)} of {total} cells): {partial_table}")
+    return RunOutcome(json_path=partial_table, table=None, result=AdaptiveResult(
+        run_id=run_id, cells=cells, finished=False, partial_table=partial_table,
+        partial_plot=partial_plot))
+
+
+def _finished(models: _Models, cells: list, settings: dict, run_id: str, x_all, y_all,
+              results_dir: str, command: str, log: Callable[[str], None]) -> RunOutcome:
+    """Every cell done: the sanity checks (recorded apart), the run's table and plot."""
+    run = models.run
+    for stale in _partial_paths(results_dir, run_id):
         if os.path.exists(stale):
             os.remove(stale)
     worst = worst_case(cells)
     sanity = []
     if run.sanity_images:
         n = min(run.sanity_images, len(x_all))
-        sanity = sanity_checks(run, x_all[:n], y_all[:n], classifier=classifier,
-                               defended_bpda=defended["bpda"],
-                               defended_correct=defended_correct, cells=cells,
+        sanity = sanity_checks(run, x_all[:n], y_all[:n], classifier=models.classifier,
+                               defended_bpda=models.defended["bpda"],
+                               defended_correct=models.defended_correct, cells=cells,
                                # the cheap attacker unless the run pays for plain BPDA
-                               tracker=None if "bpda_pgd" in run.attacks else trackers["track"],
+                               tracker=(None if "bpda_pgd" in run.attacks
+                                        else models.trackers["track"]),
                                log=log)
-        jsonio.write_json(os.path.join(results_dir,
-                                       f"adaptive_sanity_{spec.dataset}_{run_id}.json"),
-                          {"kind": "adaptive_sanity", "settings": settings, "run_id": run_id,
-                           "num_images": n, "checks": sanity,
-                           "versions": report.versions(), "command": command})
+        write_run_record(results_dir, "adaptive_sanity", run.spec.dataset, settings,
+                         _SanityRecord(n, sanity), command, table=False)
     table = adaptive_table(cells, worst, settings, command, sanity)
-    write_text(table_path, table)
+    table_path = write_text(os.path.join(results_dir, f"adaptive_table_{run_id}.md"), table)
     plot_robustness(cells, worst, os.path.join(results_dir,
                                                f"robustness_curve_{run_id}.png"))
-    return {"cells": cells, "worst_case": worst, "sanity": sanity, "table": table,
-            "run_id": run_id, "finished": True}
+    return RunOutcome(json_path=table_path, table=table, result=AdaptiveResult(
+        run_id=run_id, cells=cells, finished=True, worst_case=worst, sanity=sanity))
 
 
 def adaptive_table(cells: list, worst: dict, settings: dict, command: str,

@@ -34,7 +34,7 @@ from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.records import report
 from defense_gan_tf.records.loading import load_run_inputs
 from defense_gan_tf.records.runs import (BlackboxResult, RunOutcome, flat_settings,
-                                            write_run_record)
+                                         write_run_record)
 from defense_gan_tf.records.specs import BlackboxRun
 from defense_gan_tf.metrics.stats import accuracy_entry
 from defense_gan_tf.models import build_classifier
@@ -63,51 +63,16 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
     inputs = load_run_inputs(spec, results_dir=results_dir, classifier_dir=classifier_dir,
                              data_dir=data_dir, train_data=train_data, test_data=test_data,
                              test_start=run.holdout, test_start_name="holdout", log=log)
-    generator, black_box = inputs.generator, inputs.classifier
     seed_x = inputs.test_split[0][:run.holdout]
     eval_x, eval_y = inputs.test_x, inputs.test_y
-    oracle = black_box
-    if spec.defense_type == "defense_gan":
-        oracle = DefendedClassifier(black_box, generator, spec.projection, gradient="none",
-                                    draw_seed=spec.seed * 2 + 1)
-    elif spec.defense_type == "magnet":  # labels of the reformed images
-        oracle = load_magnet(spec.magnet, black_box)
-    def oracle_labels(x):
-        # A Defense-GAN oracle projects every query (about a second each here): report
-        # progress at most once a minute.
-        out, t_call = [], time.monotonic()
-        t_said = t_call
-        for start in range(0, len(x), spec.batch_size):
-            out.append(np.argmax(np.asarray(oracle(x[start:start + spec.batch_size])), axis=1))
-            done = min(start + spec.batch_size, len(x))
-            if time.monotonic() - t_said >= PROGRESS_SECONDS and done < len(x):
-                rate = done / max(time.monotonic() - t_call, 1e-9)
-                log(f"  oracle: {done}/{len(x)} labelled, {rate:.2f} img/s, ETA "
-                    f"{(len(x) - done) / rate:.0f} s")
-                t_said = time.monotonic()
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
-
+    oracle = _oracle(spec, inputs.classifier, inputs.generator)
+    oracle_labels = _labeller(oracle, spec.batch_size, log)
     t0 = time.monotonic()
     loaded = inputs.record_fields(spec)
     cache = SubstituteCache(run, loaded, inputs.classifier, classifier_dir)
-
-    def build():
-        return build_classifier(run.substitute_model, input_shape=seed_x.shape[1:],
-                                seed=spec.seed)
-
-    sub = cache.load(build, log)
-    if sub is not None:
-        _resume(oracle, sub.draws_after_training)
-    else:
-        sub = attacks.train_substitute(
-            oracle_labels, seed_x, build, rounds=run.data_aug, lmbda=run.lmbda,
-            flip_every=run.flip_every, epochs=run.epochs_substitute, seed=spec.seed,
-            progress_path=cache.progress_path, label_chunk=spec.batch_size,
-            oracle_position=(lambda: _draws(oracle), lambda n: _resume(oracle, n)), log=log)
-        # A resumed training counts the time its interrupted calls spent too.
-        t0 -= sub.earlier_seconds
-        sub = CachedSubstitute(sub, time.monotonic() - t0, _draws(oracle))
-        cache.save(sub)
+    sub = _substitute(run, cache, oracle, oracle_labels, seed_x, log)
+    # A resumed training counts the time its interrupted calls spent too.
+    t0 -= 0.0 if sub.reused else sub.result.earlier_seconds
     lo, hi = spec.pixel_range
     adv = np.concatenate([attacks.fgsm(sub.result.substitute, eval_x[s:s + spec.batch_size],
                                        eps=spec.attack.eps, clip_min=lo, clip_max=hi).numpy()
@@ -118,9 +83,7 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         cache.save(sub)
     else:
         _resume(oracle, sub.draws_after_clean)
-    clean_pred = sub.clean_pred
-    adv_pred = oracle_labels(adv)
-    training_queries = sub.result.queries
+    clean_pred, adv_pred = sub.clean_pred, oracle_labels(adv)
     sub_pred = np.argmax(sub.result.substitute.predict(eval_x, verbose=0), axis=1)
     result = BlackboxResult(
         clean=accuracy_entry(clean_pred == eval_y),
@@ -128,7 +91,7 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         substitute_accuracy=float(np.mean(sub_pred == eval_y)),
         substitute_agreement=sub.result.agreement,
         substitute_set_sizes=sub.result.set_sizes,
-        oracle_queries=training_queries,
+        oracle_queries=sub.result.queries,
         linf_mean=float(np.abs(adv - eval_x).reshape(len(adv), -1).max(axis=1).mean()),
         substitute_seconds=sub.seconds,
         substitute_reused=sub.reused,
@@ -136,19 +99,81 @@ def run_blackbox(run: BlackboxRun, *, results_dir: str, classifier_dir: str,
         magnet=_magnet_rejections(oracle, eval_x, adv, adv_pred == eval_y)
         if spec.defense_type == "magnet" else None)
     settings = {**flat_settings(run), **loaded}
-    n = min(10, len(eval_x))
-    if n:  # the first images, marked with the oracle's labels (red and framed when wrong)
-        shown = np.concatenate([clean_pred[:n], adv_pred[:n]])
-        save_image_grid(np.concatenate([eval_x[:n], adv[:n]]),
-                        os.path.join(results_dir, f"blackbox_{run.name()}_"
-                                                  f"{report.settings_id(settings)}_grid.png"),
-                        columns=n, pixel_range=(lo, hi), row_labels=["clean", "adversarial"],
-                        cell_labels=[str(k) for k in shown],
-                        cell_wrong=shown != np.tile(eval_y[:n], 2))
+    _save_grid(eval_x, adv, eval_y, clean_pred, adv_pred, (lo, hi),
+               os.path.join(results_dir, f"blackbox_{run.name()}_"
+                                         f"{report.settings_id(settings)}_grid.png"))
     log(f"black box {spec.model} ({spec.defense_type}): clean "
         f"{result.clean['accuracy']:.3f}, adversarial {result.adversarial['accuracy']:.3f}, "
-        f"{training_queries} queries")
+        f"{sub.result.queries} queries")
     return write_run_record(results_dir, "blackbox", run.name(), settings, result, command)
+
+
+def _oracle(spec, black_box, generator):
+    """The black box as the attacker queries it: the classifier behind the defense."""
+    if spec.defense_type == "defense_gan":
+        return DefendedClassifier(black_box, generator, spec.projection, gradient="none",
+                                  draw_seed=spec.seed * 2 + 1)
+    if spec.defense_type == "magnet":  # labels of the reformed images
+        return load_magnet(spec.magnet, black_box)
+    return black_box
+
+
+def _labeller(oracle, batch_size: int, log: Callable[[str], None]) -> Callable:
+    """images -> the oracle's labels, in batches; a Defense-GAN oracle projects every
+    query (about a second each here), so progress is reported at most once a minute."""
+    def oracle_labels(x):
+        out, t_call = [], time.monotonic()
+        t_said = t_call
+        for start in range(0, len(x), batch_size):
+            out.append(np.argmax(np.asarray(oracle(x[start:start + batch_size])), axis=1))
+            done = min(start + batch_size, len(x))
+            if time.monotonic() - t_said >= PROGRESS_SECONDS and done < len(x):
+                rate = done / max(time.monotonic() - t_call, 1e-9)
+                log(f"  oracle: {done}/{len(x)} labelled, {rate:.2f} img/s, ETA "
+                    f"{(len(x) - done) / rate:.0f} s")
+                t_said = time.monotonic()
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return oracle_labels
+
+
+def _substitute(run: BlackboxRun, cache, oracle, oracle_labels, seed_x,
+                log: Callable[[str], None]):
+    """The substitute of ``run``: from the cache (the oracle's draw counter moved to
+    where its training left it), else trained (resuming an interrupted training's
+    labels) and cached."""
+    spec = run.spec
+
+    def build():
+        return build_classifier(run.substitute_model, input_shape=seed_x.shape[1:],
+                                seed=spec.seed)
+
+    sub = cache.load(build, log)
+    if sub is not None:
+        _resume(oracle, sub.draws_after_training)
+        return sub
+    t0 = time.monotonic()
+    trained = attacks.train_substitute(
+        oracle_labels, seed_x, build, rounds=run.data_aug, lmbda=run.lmbda,
+        flip_every=run.flip_every, epochs=run.epochs_substitute, seed=spec.seed,
+        progress_path=cache.progress_path, label_chunk=spec.batch_size,
+        oracle_position=(lambda: _draws(oracle), lambda n: _resume(oracle, n)), log=log)
+    sub = CachedSubstitute(trained, time.monotonic() - t0 + trained.earlier_seconds,
+                           _draws(oracle))
+    cache.save(sub)
+    return sub
+
+
+def _save_grid(eval_x, adv, eval_y, clean_pred, adv_pred, pixel_range, path) -> None:
+    """The first images, clean and adversarial, marked with the oracle's labels (red and
+    framed when wrong)."""
+    n = min(10, len(eval_x))
+    if not n:
+        return
+    shown = np.concatenate([clean_pred[:n], adv_pred[:n]])
+    save_image_grid(np.concatenate([eval_x[:n], adv[:n]]), path, columns=n,
+                    pixel_range=pixel_range, row_labels=["clean", "adversarial"],
+                    cell_labels=[str(k) for k in shown],
+                    cell_wrong=shown != np.tile(eval_y[:n], 2))
 
 
 def _draws(oracle) -> int:

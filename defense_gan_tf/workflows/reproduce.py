@@ -203,34 +203,46 @@ def cells(table: str, settings: Optional[TableSettings] = None,
                 first_rec[0] = False
         return seconds
 
-    laid_out = []  # (cell without its estimate, the estimate's arguments)
+    layout = _whitebox_layout if table.startswith("whitebox") or \
+        table == "detection_mnist" else _blackbox_layout
+    return _estimated(layout(table, s, dataset), estimate, pending)
 
-    if table.startswith("whitebox") or table == "detection_mnist":
-        models = ("A",) if table != "whitebox_mnist" else ("A", "B", "C", "D")
-        attacks = [AttackConfig(attack_type="fgsm", eps=0.3),
-                   AttackConfig(attack_type="rand_fgsm", eps=0.3, alpha=0.05),
-                   AttackConfig(attack_type="cw")]
-        defenses = _DEFENSES
-        if table == "detection_mnist":
-            attacks = [AttackConfig(attack_type="fgsm", eps=e) for e in (0.1, 0.2, 0.3)]
-            defenses = (("defense_gan", False),)
-        for model in models:
-            for attack in attacks:
-                for defense, rec in defenses:
-                    if defense == "magnet" and not s.magnet:
-                        continue
-                    spec = _spec(s, dataset, model, defense, attack, rec=rec)
-                    steps = 100 if attack.attack_type == "cw" else 1
-                    run = WhiteboxRun(spec=spec, gradient="full")
-                    eps = f" eps {attack.eps:g}" if table == "detection_mnist" else ""
-                    laid_out.append((Cell("whitebox", run, f"{attack.attack_type} {model} "
-                                          f"{defense}{' rec' if rec else ''}{eps}", 0.0),
-                                     dict(spec=spec, steps=steps)))
-        return _estimated(laid_out, estimate, pending)
+
+def _whitebox_layout(table: str, s: TableSettings, dataset: str) -> list:
+    """[(cell without its estimate, the estimate's arguments)] of a white-box table
+    (attack x model, by defense) or of the detection table (FGSM at three epsilons)."""
+    models = ("A",) if table != "whitebox_mnist" else ("A", "B", "C", "D")
+    attacks = [AttackConfig(attack_type="fgsm", eps=0.3),
+               AttackConfig(attack_type="rand_fgsm", eps=0.3, alpha=0.05),
+               AttackConfig(attack_type="cw")]
+    defenses = _DEFENSES
+    if table == "detection_mnist":
+        attacks = [AttackConfig(attack_type="fgsm", eps=e) for e in (0.1, 0.2, 0.3)]
+        defenses = (("defense_gan", False),)
+    laid_out = []
+    for model in models:
+        for attack in attacks:
+            for defense, rec in defenses:
+                if defense == "magnet" and not s.magnet:
+                    continue
+                spec = _spec(s, dataset, model, defense, attack, rec=rec)
+                steps = 100 if attack.attack_type == "cw" else 1
+                run = WhiteboxRun(spec=spec, gradient="full")
+                eps = f" eps {attack.eps:g}" if table == "detection_mnist" else ""
+                laid_out.append((Cell("whitebox", run, f"{attack.attack_type} {model} "
+                                      f"{defense}{' rec' if rec else ''}{eps}", 0.0),
+                                 dict(spec=spec, steps=steps)))
+    return laid_out
+
+
+def _blackbox_layout(table: str, s: TableSettings, dataset: str) -> list:
+    """[(cell without its estimate, the estimate's arguments)] of a black-box table:
+    black box / substitute pairs, by epsilon, by defense."""
     pairs = {"blackbox_mnist": (("A", "E"), ("B", "E"), ("C", "E"), ("D", "E"), ("F", "E"),
                                 ("A", "B")),
              "blackbox_eps_mnist": (("F", "E"),), "blackbox_fmnist": (("F", "E"),)}[table]
     epsilons = (0.1, 0.15, 0.2, 0.25, 0.3) if table == "blackbox_eps_mnist" else (0.3,)
+    laid_out = []
     for model, substitute in pairs:
         for eps in epsilons:
             for defense, rec in _DEFENSES:
@@ -244,7 +256,7 @@ def cells(table: str, settings: Optional[TableSettings] = None,
                                  dict(spec=spec, steps=0, queries=150 * 2 ** 5,
                                       substitute=(model, substitute, defense, rec),
                                       run=run)))
-    return _estimated(laid_out, estimate, pending)
+    return laid_out
 
 
 def _estimated(laid_out: list, estimate: Callable, pending: Optional[Callable]) -> list:

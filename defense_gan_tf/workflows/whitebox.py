@@ -81,54 +81,61 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels).astype(np.int64)
     run_attack = make_attack(attack, clip_min, clip_max, seed)
-    clean_ok, adv_ok, grad_norms, linf, l2 = [], [], [], [], []
-    clean_err, adv_err, first_adv = [], [], None
+    parts = {k: [] for k in ("clean_ok", "adv_ok", "grad_norms", "linf", "l2", "clean_err",
+                             "adv_err")}
+    first_adv = None
     t0 = time.monotonic()
     for start in range(0, len(images), batch_size):
         x = tf.constant(images[start:start + batch_size])
         y = tf.constant(labels[start:start + batch_size])
         truth = labels[start:start + len(x)]
         logits, errors = score_fn(x)
-        clean_ok.append(np.argmax(np.asarray(logits), axis=1) == truth)
+        parts["clean_ok"].append(np.argmax(np.asarray(logits), axis=1) == truth)
         if start < gradient_norm_images:
             k = min(len(x), gradient_norm_images - start)
-            grad_norms.append(attacks.input_gradient_norm(model_fn, x[:k], y[:k]).numpy())
+            parts["grad_norms"].append(
+                attacks.input_gradient_norm(model_fn, x[:k], y[:k]).numpy())
         x_adv = run_attack(model_fn, x, y)
         adv_logits, adv_errors = score_fn(x_adv)
-        adv_ok.append(np.argmax(np.asarray(adv_logits), axis=1) == truth)
+        parts["adv_ok"].append(np.argmax(np.asarray(adv_logits), axis=1) == truth)
         delta = (x_adv - x).numpy().reshape(len(x), -1)
-        linf.append(np.abs(delta).max(axis=1))
-        l2.append(np.sqrt((delta ** 2).sum(axis=1)))
+        parts["linf"].append(np.abs(delta).max(axis=1))
+        parts["l2"].append(np.sqrt((delta ** 2).sum(axis=1)))
         if first_adv is None:
             first_adv = x_adv.numpy()
         if errors is not None:
-            clean_err.append(np.asarray(errors))
-            adv_err.append(np.asarray(adv_errors))
+            parts["clean_err"].append(np.asarray(errors))
+            parts["adv_err"].append(np.asarray(adv_errors))
         done = start + len(x)
         rate = done / max(time.monotonic() - t0, 1e-9)
         log(f"[{done}/{len(images)}] {rate:.2f} img/s  clean acc "
-            f"{np.concatenate(clean_ok).mean():.3f}  adversarial acc "
-            f"{np.concatenate(adv_ok).mean():.3f}  ETA {(len(images) - done) / rate:.0f} s")
-    seconds = time.monotonic() - t0
+            f"{np.concatenate(parts['clean_ok']).mean():.3f}  adversarial acc "
+            f"{np.concatenate(parts['adv_ok']).mean():.3f}  ETA "
+            f"{(len(images) - done) / rate:.0f} s")
+    return _attack_result(parts, first_adv, time.monotonic() - t0, len(images))
+
+
+def _attack_result(parts: dict, first_adv, seconds: float, n: int) -> AttackResult:
+    """The AttackResult of the per-batch lists in ``parts`` (see evaluate_whitebox)."""
+    joined = {k: np.concatenate(v) for k, v in parts.items() if v}
     detection = None
-    if clean_err:
-        clean_err, adv_err = np.concatenate(clean_err), np.concatenate(adv_err)
-        roc = roc_curve(clean_err, adv_err)
-        detection = {"auc": roc.auc, "clean_errors": clean_err.tolist(),
-                     "adversarial_errors": adv_err.tolist(),
-                     "adversarial_correct": np.concatenate(adv_ok).tolist()}
-    norms = gradient_norm_summary(np.concatenate(grad_norms))
+    if "clean_err" in joined:
+        roc = roc_curve(joined["clean_err"], joined["adv_err"])
+        detection = {"auc": roc.auc, "clean_errors": joined["clean_err"].tolist(),
+                     "adversarial_errors": joined["adv_err"].tolist(),
+                     "adversarial_correct": joined["adv_ok"].tolist()}
+    norms = gradient_norm_summary(joined.get("grad_norms", np.zeros(0)))
     return AttackResult(
-        clean=accuracy_entry(np.concatenate(clean_ok)),
-        adversarial=accuracy_entry(np.concatenate(adv_ok)),
+        clean=accuracy_entry(joined["clean_ok"]),
+        adversarial=accuracy_entry(joined["adv_ok"]),
         gradient_norm_mean=norms["mean"],
         gradient_norm_zero_fraction=norms["zero_fraction"],
         gradient_norm_images=norms["n"],
         gradient_norm_median=norms["median"],
         gradient_norm_nonfinite=norms["nonfinite"],
-        linf_mean=float(np.concatenate(linf).mean()),
-        l2_mean=float(np.concatenate(l2).mean()),
+        linf_mean=float(joined["linf"].mean()),
+        l2_mean=float(joined["l2"].mean()),
         seconds=seconds,
-        images_per_second=len(images) / max(seconds, 1e-9),
+        images_per_second=n / max(seconds, 1e-9),
         detection=detection,
         adversarial_examples=first_adv)

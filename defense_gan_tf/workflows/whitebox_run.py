@@ -15,7 +15,7 @@ from defense_gan_tf.records import report
 from defense_gan_tf.metrics.detection import plot_roc, roc_curve
 from defense_gan_tf.records.loading import load_run_inputs
 from defense_gan_tf.records.runs import (RunOutcome, RunSpec, flat_settings,
-                                            write_run_record)
+                                         write_run_record)
 from defense_gan_tf.metrics.stats import accuracy_entry
 from defense_gan_tf.records.specs import WhiteboxRun
 from defense_gan_tf.workflows.whitebox import evaluate_whitebox
