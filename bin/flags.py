@@ -1,15 +1,15 @@
 """Flag groups shared by the binaries, each defined once.
 
 Enum values come from the library's constants; values are validated by the
-library's config dataclasses, whose ``ValueError`` is turned into an absl usage
-error that names the flag. Library ``InputError`` (a bad file, folder or setting)
+library's config dataclasses, whose ``ConfigError`` names the fields it concerns:
+:func:`with_flags` puts each field's flag beside it, from the one table below, in a
+one-line absl usage error. Library ``InputError`` (a bad file, folder or setting)
 becomes a one-line usage error too; any other exception keeps its traceback.
 Only this module and the binaries import ``absl.flags``.
 """
 
 import contextlib
 import os
-import re
 import sys
 import time
 
@@ -23,8 +23,10 @@ hardware.enable_onednn()  # before any binary imports TensorFlow
 
 FLAGS = absl_flags.FLAGS
 
-# Config fields (dotted, as the dataclasses name them in errors) and the flags that set them.
-_FLAG_OF_FIELD = {
+# Config fields (dotted, as the dataclasses name them in errors) and the flags that set
+# them: the one table. bin/train.py sets the GAN and model fields named here from its
+# flags, and every binary names a flag beside the fields an error concerns.
+FLAG_OF_FIELD = {
     "projection.iterations": "rec_iters", "projection.restarts": "rec_rr",
     "projection.learning_rate": "rec_lr", "projection.momentum": "rec_momentum",
     "projection.descent_precision": "rec_precision",
@@ -43,7 +45,14 @@ _FLAG_OF_FIELD = {
     "attack.cw_confidence": "cw_confidence", "classifier_epochs": "nb_epochs",
     "track_steps": "track_steps", "overwrite": "overwrite",
     "cw_learning_rate": "cw_learning_rate", "cw_const": "cw_const",
-    "latent_learning_rate": "latent_learning_rate", "gan.learning_rate": "learning_rate",
+    "latent_learning_rate": "latent_learning_rate",
+    "model.net_dim": "net_dim", "model.latent_dim": "latent_dim",
+    "gan.batch_size": "batch_size", "gan.critic_steps": "critic_steps",
+    "gan.gradient_penalty_weight": "gradient_penalty_weight",
+    "gan.learning_rate": "learning_rate", "gan.train_iters": "train_iters",
+    "gan.checkpoint_every": "checkpoint_every", "gan.sample_every": "sample_every",
+    "gan.log_every": "log_every", "gan.seed": "seed", "gan.precision": "precision",
+    "gan.ema_decay": "ema_decay", "gan.jit_compile": "jit_compile",
 }
 
 
@@ -228,14 +237,33 @@ def run_spec(*, model: str, batch_size: int, attack=None, defense_type: str = No
         magnet=FLAGS.magnet)
 
 
-def _name_the_flag(message: str) -> str:
-    """Puts the flag's name beside each config field a message names."""
-    for field, flag in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0])):
-        pattern = r"(?<![\w./-])" + re.escape(field) + r"(?![\w/])"
-        if flag in FLAGS and re.search(pattern, message):
-            label = f"--{flag} ({field})" if "." in field or field != flag else f"--{flag}"
-            message = re.sub(pattern, label, message, count=1)
+def with_flags(error: Exception) -> str:
+    """``error``'s message with the flag beside each setting its ``fields`` name
+    (``--rec_iters (projection.iterations) must be ...``), from the one table of fields
+    and flags; the message as it is when the error names no field or this binary has no
+    flag for it."""
+    message = str(error)
+    for field in getattr(error, "fields", ()):
+        flag = FLAG_OF_FIELD.get(field)
+        if flag is None or flag not in FLAGS:
+            continue
+        label = f"--{flag} ({field})" if "." in field or field != flag else f"--{flag}"
+        message = _replace_word(message, field, label)
     return message
+
+
+def _replace_word(text: str, word: str, label: str) -> str:
+    """``text`` with the first ``word`` that stands alone (not inside a longer name such as
+    ``attack.eps`` for ``eps``, or a path) replaced by ``label``."""
+    start = 0
+    while (i := text.find(word, start)) >= 0:
+        before = text[i - 1] if i else " "
+        after = text[i + len(word)] if i + len(word) < len(text) else " "
+        if not (before.isalnum() or before in "_./-") and not (after.isalnum()
+                                                                  or after in "_/"):
+            return text[:i] + label + text[i + len(word):]
+        start = i + 1
+    return text
 
 
 @contextlib.contextmanager
@@ -255,30 +283,17 @@ def resumable(kept: str):
 
 @contextlib.contextmanager
 def usage_errors():
-    """Turns config ``ValueError`` (naming the flag) and library ``InputError`` into one-line
-    absl usage errors; other exceptions pass unchanged."""
+    """Turns library ``InputError`` (a config dataclass's ``ConfigError`` among them, with
+    the flag beside each setting it names) into one-line absl usage errors; other
+    exceptions pass unchanged."""
     from defense_gan_tf.errors import InputError
 
     try:
         yield
-    except InputError as e:  # DatasetUnavailableError too
-        raise app.UsageError(_name_the_flag(str(e))) from None
+    except InputError as e:  # ConfigError and DatasetUnavailableError too
+        raise app.UsageError(with_flags(e)) from None
     except FileNotFoundError as e:  # a data folder or file the user named
         raise app.UsageError(str(e)) from None
-    except ValueError as e:
-        if not e.__traceback__ or not _raised_by_a_config(e):
-            raise
-        raise app.UsageError(_name_the_flag(str(e))) from None
-
-
-def _raised_by_a_config(error: ValueError) -> bool:
-    """Whether ``error`` comes from a config dataclass's own check (not a deeper bug)."""
-    tb = error.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "__post_init__":
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def evaluation_main(build_run, workflow):

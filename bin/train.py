@@ -67,15 +67,9 @@ flags.DEFINE_multi_string("set", [], "Any other config override as key=value wit
                           "dotted key, e.g. --set=model.generator_batch_norm=true.")
 flags.mark_flag_as_required("output_dir")
 
-_OVERRIDES = {
-    "net_dim": "model.net_dim", "latent_dim": "model.latent_dim",
-    "batch_size": "gan.batch_size", "critic_steps": "gan.critic_steps",
-    "gradient_penalty_weight": "gan.gradient_penalty_weight",
-    "learning_rate": "gan.learning_rate", "train_iters": "gan.train_iters",
-    "checkpoint_every": "gan.checkpoint_every", "sample_every": "gan.sample_every",
-    "log_every": "gan.log_every", "seed": "gan.seed", "precision": "gan.precision",
-    "ema_decay": "gan.ema_decay", "jit_compile": "gan.jit_compile",
-}
+# The flags that set GAN and model config fields (bin/flags.py's one table).
+_OVERRIDES = {flag: field for field, flag in shared.FLAG_OF_FIELD.items()
+              if field.startswith(("gan.", "model."))}
 
 
 def build_config():
@@ -91,7 +85,7 @@ def build_config():
     try:
         return config_lib.override(config_lib.preset(FLAGS.dataset), overrides)
     except ValueError as e:
-        raise app.UsageError(shared._name_the_flag(f"bad config override: {e}")) from None
+        raise app.UsageError(f"bad config override: {shared.with_flags(e)}") from None
 
 
 def main(argv):

@@ -20,6 +20,8 @@ import math
 import typing
 from typing import Any, Mapping
 
+from defense_gan_tf.errors import ConfigError
+
 DATASETS = ("mnist", "fashion_mnist", "celeba")
 # Names the command line accepts for the MNIST-shaped datasets (binaries' --dataset).
 IMAGE_DATASET_NAMES = ("mnist", "f-mnist", "fashion_mnist")
@@ -48,8 +50,8 @@ def canonical_dataset_name(name: str) -> str:
     """
     key = str(name).strip().lower()
     if key not in _DATASET_ALIASES:
-        raise ValueError(
-            f"unknown dataset {name!r}; expected one of "
+        raise ConfigError(
+            "dataset", f"unknown dataset {name!r}; expected one of "
             f"{sorted(set(_DATASET_ALIASES))}")
     return _DATASET_ALIASES[key]
 
@@ -64,7 +66,8 @@ DESCENT_PRECISIONS = ("float32", "bfloat16")  # of the projection's L steps
 def check_precision(precision: str) -> str:
     """Returns ``precision`` if it is one of :data:`PRECISIONS`, else raises ValueError."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        raise ConfigError("precision", f"precision must be one of {list(PRECISIONS)}, got "
+                                       f"{precision!r}")
     return precision
 
 
@@ -93,12 +96,14 @@ class ModelConfig:
         shape = tuple(int(s) for s in self.image_shape)
         object.__setattr__(self, "image_shape", shape)
         if shape not in ((28, 28, 1), (64, 64, 3)):
-            raise ValueError(
+            raise ConfigError(
+                "model.image_shape",
                 f"model.image_shape must be (28, 28, 1) or (64, 64, 3), got {shape}")
         _check_positive("model.latent_dim", self.latent_dim)
         _check_positive("model.net_dim", self.net_dim)
         if self.output_activation not in ("sigmoid", "tanh"):
-            raise ValueError(
+            raise ConfigError(
+                "model.output_activation",
                 "model.output_activation must be 'sigmoid' or 'tanh', got "
                 f"{self.output_activation!r}")
 
@@ -156,18 +161,24 @@ class GanConfig:
         check_finite_fields(self, "gan")
         try:
             check_precision(self.precision)
-        except ValueError as e:
-            raise ValueError(f"gan.{e}") from None
+        except ConfigError as e:
+            raise ConfigError("gan.precision", f"gan.{e}") from None
         if not 0.0 <= self.ema_decay < 1.0:  # also refuses NaN
-            raise ValueError(f"gan.ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise ConfigError(
+                "gan.ema_decay",
+                f"gan.ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("batch_size", "critic_steps", "checkpoint_every",
                      "sample_every", "log_every"):
             _check_positive(f"gan.{name}", getattr(self, name))
         if self.train_iters < 0:
-            raise ValueError(f"gan.train_iters must be >= 0, got {self.train_iters}")
+            raise ConfigError(
+                "gan.train_iters",
+                f"gan.train_iters must be >= 0, got {self.train_iters}")
         if self.gradient_penalty_weight < 0:
-            raise ValueError("gan.gradient_penalty_weight must be >= 0, got "
-                             f"{self.gradient_penalty_weight}")
+            raise ConfigError(
+                "gan.gradient_penalty_weight",
+                "gan.gradient_penalty_weight must be >= 0, got "
+                f"{self.gradient_penalty_weight}")
         _check_positive("gan.learning_rate", self.learning_rate)
 
 
@@ -217,30 +228,42 @@ class ProjectionConfig:
         # a signal, so L and R are bounded well above any useful setting (the paper's
         # largest: L = 200, R = 10).
         if not 1 <= self.iterations <= MAX_PROJECTION_STEPS:
-            raise ValueError(f"projection.iterations must be in [1, {MAX_PROJECTION_STEPS}], "
-                             f"got {self.iterations}")
+            raise ConfigError(
+                "projection.iterations",
+                f"projection.iterations must be in [1, {MAX_PROJECTION_STEPS}], "
+                f"got {self.iterations}")
         if not 1 <= self.restarts <= MAX_PROJECTION_RESTARTS:
-            raise ValueError(f"projection.restarts must be in [1, {MAX_PROJECTION_RESTARTS}], "
-                             f"got {self.restarts}")
+            raise ConfigError(
+                "projection.restarts",
+                f"projection.restarts must be in [1, {MAX_PROJECTION_RESTARTS}], "
+                f"got {self.restarts}")
         _check_positive("projection.learning_rate", self.learning_rate)
         if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(
+            raise ConfigError(
+                "projection.momentum",
                 f"projection.momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 < self.decay_at <= 1.0:
-            raise ValueError(
+            raise ConfigError(
+                "projection.decay_at",
                 f"projection.decay_at must be in (0, 1], got {self.decay_at}")
         if self.descent_precision not in DESCENT_PRECISIONS:
-            raise ValueError("projection.descent_precision must be 'float32' or 'bfloat16', "
-                             f"got {self.descent_precision!r}")
+            raise ConfigError(
+                "projection.descent_precision",
+                "projection.descent_precision must be 'float32' or 'bfloat16', "
+                f"got {self.descent_precision!r}")
         prune_at = tuple(int(p) for p in self.prune_at)
         object.__setattr__(self, "prune_at", prune_at)
         if list(prune_at) != sorted(set(prune_at)) or any(
                 not 0 < p < self.iterations for p in prune_at):
-            raise ValueError("projection.prune_at must be increasing steps in (0, iterations="
-                             f"{self.iterations}), got {prune_at}")
+            raise ConfigError(
+                "projection.prune_at",
+                "projection.prune_at must be increasing steps in (0, iterations="
+                f"{self.iterations}), got {prune_at}")
         if not self.early_stop_tolerance >= 0:
-            raise ValueError("projection.early_stop_tolerance must be >= 0, got "
-                             f"{self.early_stop_tolerance}")
+            raise ConfigError(
+                "projection.early_stop_tolerance",
+                "projection.early_stop_tolerance must be >= 0, got "
+                f"{self.early_stop_tolerance}")
         _check_positive("projection.early_stop_window", self.early_stop_window)
 
     @property
@@ -277,7 +300,8 @@ class ClassifierConfig:
     def __post_init__(self):
         check_finite_fields(self, "classifier")
         if self.model not in CLASSIFIER_MODELS:
-            raise ValueError(
+            raise ConfigError(
+                "classifier.model",
                 f"classifier.model must be one of A-F, got {self.model!r}")
         _check_positive("classifier.learning_rate", self.learning_rate)
         _check_positive("classifier.batch_size", self.batch_size)
@@ -376,17 +400,23 @@ class AttackConfig:
     def __post_init__(self):
         check_finite_fields(self, "attack")
         if self.attack_type not in WHITEBOX_ATTACKS:
-            raise ValueError(f"attack.attack_type must be one of {list(WHITEBOX_ATTACKS)}, "
-                             f"got {self.attack_type!r}")
+            raise ConfigError(
+                "attack.attack_type",
+                f"attack.attack_type must be one of {list(WHITEBOX_ATTACKS)}, "
+                f"got {self.attack_type!r}")
         if self.eps < 0:
-            raise ValueError(f"attack.eps must be >= 0, got {self.eps}")
+            raise ConfigError("attack.eps", f"attack.eps must be >= 0, got {self.eps}")
         if not 0 <= self.alpha <= self.eps and self.attack_type == "rand_fgsm":
-            raise ValueError(f"attack.alpha must be in [0, eps={self.eps}], got {self.alpha}")
+            raise ConfigError(
+                "attack.alpha",
+                f"attack.alpha must be in [0, eps={self.eps}], got {self.alpha}")
         for name in ("cw_binary_steps", "cw_iterations", "cw_learning_rate",
                      "cw_initial_const", "pgd_step_size", "pgd_iterations"):
             _check_positive(f"attack.{name}", getattr(self, name))
         if self.cw_confidence < 0:
-            raise ValueError(f"attack.cw_confidence must be >= 0, got {self.cw_confidence}")
+            raise ConfigError(
+                "attack.cw_confidence",
+                f"attack.cw_confidence must be >= 0, got {self.cw_confidence}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -430,15 +460,15 @@ class Config:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"config is not valid JSON: {e}") from None
+            raise ConfigError("config", f"config is not valid JSON: {e}") from None
         if not isinstance(data, dict):
-            raise ValueError("config JSON must be an object at the top level")
+            raise ConfigError("config", "config JSON must be an object at the top level")
         return cls.from_dict(data)
 
 
 def _check_positive(name: str, value) -> None:
     if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ConfigError(name, f"{name} must be > 0, got {value}")
 
 
 def check_finite_fields(obj, section: str) -> None:
@@ -448,17 +478,20 @@ def check_finite_fields(obj, section: str) -> None:
     for field in dataclasses.fields(obj):
         value = getattr(obj, field.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{section}.{field.name} must be a finite number, got {value}")
+            raise ConfigError(
+                f"{section}.{field.name}",
+                f"{section}.{field.name} must be a finite number, got {value}")
 
 
 def _from_dict(cls, data: Mapping[str, Any], prefix: str):
     if not isinstance(data, Mapping):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be an object, "
-                         f"got {type(data).__name__}")
+        name = prefix.rstrip(".") or "config"
+        raise ConfigError(name, f"{name} must be an object, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
+            [prefix + k for k in unknown],
             "unknown config key(s): " + ", ".join(prefix + k for k in unknown) +
             f"; known keys here: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
@@ -477,23 +510,23 @@ def _coerce(hint, value, name: str):
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be a list, got {value!r}")
+            raise ConfigError(name, f"{name} must be a list, got {value!r}")
         return tuple(int(v) for v in value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
+            raise ConfigError(name, f"{name} must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
+            raise ConfigError(name, f"{name} must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {value!r}")
+            raise ConfigError(name, f"{name} must be a number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r}")
+            raise ConfigError(name, f"{name} must be a string, got {value!r}")
         return value
     return value
 
@@ -514,16 +547,16 @@ def override(config: Config, overrides: Mapping[str, Any]) -> Config:
         node = data
         for i, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
-                raise ValueError(
-                    f"unknown config key {dotted!r} (no {'.'.join(parts[:i + 1])!r})")
+                raise ConfigError(
+                    dotted, f"unknown config key {dotted!r} (no {'.'.join(parts[:i + 1])!r})")
             if i < len(parts) - 1:
                 node = node[part]
         if isinstance(value, str) and not isinstance(node[parts[-1]], str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise ValueError(
-                    f"config key {dotted!r}: cannot parse value {value!r}") from None
+                raise ConfigError(
+                    dotted, f"config key {dotted!r}: cannot parse value {value!r}") from None
         node[parts[-1]] = value
     return Config.from_dict(data)
 
@@ -550,7 +583,7 @@ def projection_preset(name: str, dataset: str = "mnist") -> ProjectionConfig:
         return paper
     if name == "fast":
         return dataclasses.replace(paper, **FAST_PROJECTION)
-    raise ValueError(f"unknown projection preset {name!r}; expected one of "
+    raise ConfigError("projection", f"unknown projection preset {name!r}; expected one of "
                      f"{list(PROJECTION_PRESETS)}")
 
 

@@ -8,6 +8,7 @@ import pytest
 from binaries import Refusals
 
 from defense_gan_tf import config as config_lib
+from defense_gan_tf.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # DEFENSE_GAN_TF_LOGS=1: no stderr filter process per run (refusals print no TensorFlow
@@ -96,8 +97,9 @@ def test_every_float_field_of_the_configs_refuses_nan_and_infinity(section):
     assert fields
     for field in fields:
         for value in (float("nan"), float("inf")):
-            with pytest.raises(ValueError, match=f"{section}.{field}"):
+            with pytest.raises(ConfigError, match=f"{section}.{field}") as refused:
                 config_lib.override(config_lib.preset("mnist"), {f"{section}.{field}": value})
+            assert refused.value.fields == (f"{section}.{field}",)
 
 
 def test_attacks_that_would_do_nothing_are_refused():
@@ -105,6 +107,22 @@ def test_attacks_that_would_do_nothing_are_refused():
                        ("attack.cw_confidence", -1.0)):
         with pytest.raises(ValueError, match=key):
             config_lib.override(config_lib.preset("mnist"), {key: value})
+
+
+def test_an_error_names_the_flag_of_every_field_it_concerns():
+    """The config's error carries its fields; the binary puts each one's flag beside it
+    (bin/flags.py's one table), the GAN fields of bin/train.py included."""
+    r = _run("adaptive.py", "--attack_rec_iters=-1")
+    assert r.returncode != 0
+    assert ("--attack_rec_iters (attack_iterations) and --attack_rec_rr (attack_restarts) "
+            "must be >= 0") in r.stderr, r.stderr[-600:]
+    r = _run("train.py", "--critic_steps=0")
+    assert "--critic_steps (gan.critic_steps) must be > 0, got 0" in r.stderr, r.stderr[-600:]
+    r = _run("whitebox.py", "--rec_rr=0")
+    assert "--rec_rr (projection.restarts) must be in [1, " in r.stderr, r.stderr[-600:]
+    with pytest.raises(ConfigError) as refused:  # a field in a longer name is not it
+        config_lib.AttackConfig(attack_type="rand_fgsm", eps=0.1, alpha=0.5)
+    assert refused.value.fields == ("attack.alpha",)
 
 
 def test_a_zero_augmentation_step_is_refused():

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from defense_gan_tf import jsonio
 from defense_gan_tf.atomic import save_model
-from defense_gan_tf.errors import InputError
+from defense_gan_tf.errors import ConfigError, InputError
 from defense_gan_tf.models.checks import check_classifier
 
 MAGNET_FILE = "magnet.json"
@@ -55,19 +55,22 @@ class MagNetConfig:
 
     def __post_init__(self):
         if not 0 < self.false_positive_rate < 1:
-            raise ValueError("magnet.false_positive_rate must be in (0, 1), got "
-                             f"{self.false_positive_rate}")
+            raise ConfigError(
+                "magnet.false_positive_rate",
+                "magnet.false_positive_rate must be in (0, 1), got "
+                f"{self.false_positive_rate}")
         if self.noise < 0 or self.l2 < 0 or self.epochs < 1 or self.batch_size < 1 or \
                 not self.learning_rate > 0:
-            raise ValueError("magnet: noise and l2 must be >= 0, epochs and batch_size >= 1, "
-                             "learning_rate > 0")
+            raise ConfigError(("noise", "l2", "epochs", "batch_size", "learning_rate"),
+                              "magnet: noise and l2 must be >= 0, epochs and batch_size >= 1, "
+                              "learning_rate > 0")
 
 
 def build_autoencoder(kind: str, image_shape=(28, 28, 1), l2: float = 1e-9,
                       seed: Optional[int] = None) -> keras.Model:
     """MagNet's MNIST autoencoder ``I`` (with pooling; the reformer) or ``II``."""
     if kind not in ("I", "II"):
-        raise ValueError(f"kind must be 'I' or 'II', got {kind!r}")
+        raise ConfigError("kind", f"kind must be 'I' or 'II', got {kind!r}")
     counter = iter(range(100))
 
     def conv(filters):

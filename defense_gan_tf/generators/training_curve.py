@@ -43,7 +43,7 @@ from defense_gan_tf.attacks.common import (gradient_sign, loss_and_gradient,
                                            per_example_norm)
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.defended import DefendedClassifier
-from defense_gan_tf.errors import Interrupted
+from defense_gan_tf.errors import ConfigError, Interrupted
 from defense_gan_tf.defense.projection import Projector
 from defense_gan_tf.batch_cache import load_batch, save_batch
 from defense_gan_tf.metrics.quality import (classifier_score, frechet_distance,
@@ -85,14 +85,16 @@ class CurveSettings:
     def __post_init__(self):
         for name in ("num_samples", "num_images", "batch_size", "paper_fgsm_batch_size"):
             if not getattr(self, name) >= 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+            raise ConfigError("num_samples", f"num_samples must be >= 2, got {self.num_samples}")
         if not 0 <= self.paper_fgsm_images <= self.num_images:
-            raise ValueError(f"paper_fgsm_images must be in [0, num_images="
-                             f"{self.num_images}], got {self.paper_fgsm_images}")
+            raise ConfigError(
+                "paper_fgsm_images",
+                f"paper_fgsm_images must be in [0, num_images="
+                f"{self.num_images}], got {self.paper_fgsm_images}")
         if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
+            raise ConfigError("eps", f"eps must be > 0, got {self.eps}")
 
 
 def _concatenate(outs: list):

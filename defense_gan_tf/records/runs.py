@@ -21,6 +21,7 @@ import numpy as np
 from defense_gan_tf import jsonio
 from defense_gan_tf.config import (CLASSIFIER_MODELS, DEFENSES, AttackConfig,
                                    ProjectionConfig, canonical_dataset_name, preset)
+from defense_gan_tf.errors import ConfigError
 from defense_gan_tf.records import report
 
 
@@ -63,22 +64,30 @@ class RunSpec:
     def __post_init__(self):
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         if self.defense_type == "magnet" and not self.magnet:
-            raise ValueError("magnet: a MagNet folder is needed for defense_type magnet")
+            raise ConfigError("magnet", "magnet: a MagNet folder is needed for defense_type "
+                                        "magnet")
         if self.model not in CLASSIFIER_MODELS:
-            raise ValueError(f"model must be one of {list(CLASSIFIER_MODELS)}, got "
-                             f"{self.model!r}")
+            raise ConfigError(
+                "model",
+                f"model must be one of {list(CLASSIFIER_MODELS)}, got "
+                f"{self.model!r}")
         if self.defense_type not in DEFENSES:
-            raise ValueError(f"defense_type must be one of {list(DEFENSES)}, got "
-                             f"{self.defense_type!r}")
+            raise ConfigError(
+                "defense_type",
+                f"defense_type must be one of {list(DEFENSES)}, got "
+                f"{self.defense_type!r}")
         if (self.defense_type == "defense_gan" or self.train_on_recs) and not self.generator:
-            raise ValueError("a generator is needed for defense_gan / train_on_recs")
+            raise ConfigError("generator", "a generator is needed for defense_gan / "
+                                           "train_on_recs")
         for name in ("num_tests", "num_train", "epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
         lo, hi = self.pixel_range
         if not 0 <= self.attack.eps <= hi - lo:
-            raise ValueError(f"attack.eps must be in [0, {hi - lo}] (the data range), got "
-                             f"{self.attack.eps}")
+            raise ConfigError(
+                "attack.eps",
+                f"attack.eps must be in [0, {hi - lo}] (the data range), got "
+                f"{self.attack.eps}")
 
     @property
     def pixel_range(self) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import os
 
 from defense_gan_tf.config import (ADAPTIVE_ATTACKS, CLASSIFIER_MODELS, GRADIENT_MODES,
                                    check_finite_fields)
+from defense_gan_tf.errors import ConfigError
 from defense_gan_tf.records.runs import RunSpec
 
 
@@ -35,8 +36,10 @@ class WhiteboxRun:
 
     def __post_init__(self):
         if self.gradient not in GRADIENT_MODES:
-            raise ValueError(f"gradient must be one of {list(GRADIENT_MODES)}, got "
-                             f"{self.gradient!r}")
+            raise ConfigError(
+                "gradient",
+                f"gradient must be one of {list(GRADIENT_MODES)}, got "
+                f"{self.gradient!r}")
 
     def name(self) -> str:
         """A readable file-name stem (the settings digest is appended when writing)."""
@@ -79,13 +82,17 @@ class BlackboxRun:
     def __post_init__(self):
         check_finite_fields(self, "blackbox")
         if self.lmbda == 0:
-            raise ValueError("lmbda must be nonzero (the Jacobian augmentation's step), got 0")
+            raise ConfigError(
+                "lmbda",
+                "lmbda must be nonzero (the Jacobian augmentation's step), got 0")
         if self.substitute_model not in CLASSIFIER_MODELS:
-            raise ValueError(f"substitute_model must be one of {list(CLASSIFIER_MODELS)}, "
-                             f"got {self.substitute_model!r}")
+            raise ConfigError(
+                "substitute_model",
+                f"substitute_model must be one of {list(CLASSIFIER_MODELS)}, "
+                f"got {self.substitute_model!r}")
         for name in ("holdout", "data_aug", "flip_every", "epochs_substitute"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
 
     def name(self) -> str:
         """A readable file-name stem (the settings digest is appended when writing)."""
@@ -159,36 +166,44 @@ class AdaptiveRun:
     def __post_init__(self):
         unknown = sorted(set(self.attacks) - set(ADAPTIVE_ATTACKS))
         if unknown or not self.attacks:
-            raise ValueError(f"attacks must be a non-empty list of {sorted(ADAPTIVE_ATTACKS)}, got "
-                             f"unknown {unknown}")
+            raise ConfigError(
+                "attacks",
+                f"attacks must be a non-empty list of {sorted(ADAPTIVE_ATTACKS)}, got "
+                f"unknown {unknown}")
         if self.spec.defense_type != "defense_gan":
-            raise ValueError("adaptive runs attack Defense-GAN: spec.defense_type must be "
-                             "defense_gan")
+            raise ConfigError("defense_type", "adaptive runs attack Defense-GAN: "
+                              "spec.defense_type must be defense_gan")
         if isinstance(self.latent_budget, (int, float)):  # one budget given as a number
             object.__setattr__(self, "latent_budget", (float(self.latent_budget),))
         check_finite_fields(self, "adaptive")
         for name in ("eps_linf", "eps_l2", "latent_budget"):
             if any(not math.isfinite(b) for b in getattr(self, name)):
-                raise ValueError(f"{name} must be finite numbers, got {getattr(self, name)}")
+                raise ConfigError(name, f"{name} must be finite numbers, got {getattr(self, name)}")
         if not self.latent_budget or any(not b > 0 for b in self.latent_budget):
-            raise ValueError(f"latent_budget must be one or more numbers > 0, got "
-                             f"{self.latent_budget}")
+            raise ConfigError(
+                "latent_budget",
+                f"latent_budget must be one or more numbers > 0, got "
+                f"{self.latent_budget}")
         for name in ("latent_learning_rate", "latent_const", "cw_learning_rate", "cw_const"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(name, f"{name} must be > 0, got {getattr(self, name)}")
         lo, hi = self.spec.pixel_range
         if any(not 0 < e <= hi - lo for e in self.eps_linf) or any(
                 not e > 0 for e in self.eps_l2):
-            raise ValueError(f"eps_linf must be in (0, {hi - lo}] and eps_l2 > 0")
+            raise ConfigError(("eps_linf", "eps_l2"),
+                              f"eps_linf must be in (0, {hi - lo}] and eps_l2 > 0")
         for name in ("pgd_steps", "pgd_l2_steps", "eot_samples", "cw_iterations",
                      "latent_steps", "latent_search_steps", "track_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sanity_images < 0:
-            raise ValueError(f"sanity_images must be >= 0, got {self.sanity_images}")
+            raise ConfigError(
+                "sanity_images",
+                f"sanity_images must be >= 0, got {self.sanity_images}")
         if self.attack_iterations < 0 or self.attack_restarts < 0:
-            raise ValueError("attack_iterations and attack_restarts must be >= 0 (0: the "
-                             "defense's own)")
+            raise ConfigError(("attack_iterations", "attack_restarts"),
+                              "attack_iterations and attack_restarts must be >= 0 (0: the "
+                              "defense's own)")
         self.attack_projection  # a valid ProjectionConfig (raises ValueError otherwise)
 
     @property

@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple, Optional
 from defense_gan_tf.atomic import write_text
 from defense_gan_tf.config import AttackConfig, projection_preset
 from defense_gan_tf.console import echo
+from defense_gan_tf.errors import ConfigError
 from defense_gan_tf.records import report
 from defense_gan_tf.records.runs import RunSpec, flat_settings
 from defense_gan_tf.records.specs import BlackboxRun, WhiteboxRun
@@ -77,7 +78,7 @@ class TableSettings:
     def __post_init__(self):
         for name in ("num_tests", "defense_gan_tests", "classifier_epochs", "rec_train"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
         projection_preset(self.projection)  # a known preset
 
 
@@ -173,7 +174,7 @@ def cells(table: str, settings: Optional[TableSettings] = None,
     all). A cell that will not run is estimated as if run next, without taking the shared
     costs from the cells after it."""
     if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; expected one of {list(TABLES)}")
+        raise ConfigError("table", f"unknown table {table!r}; expected one of {list(TABLES)}")
     s = settings or TableSettings()
     dataset = _dataset_of(table)
     first_rec = [True]  # the training-set reconstructions are computed once, then cached
