@@ -61,8 +61,7 @@ absl_flags.DEFINE_integer("track_steps", 10, "Descent steps per attack step of t
 absl_flags.DEFINE_string("cache_dir", "runs/adaptive_cache", "Finished batches of every "
                         "cell are kept here, keyed by the cell's settings; a rerun continues "
                         "from them ('' keeps nothing).")
-absl_flags.DEFINE_float("time_budget_minutes", None, "No attack batch starts after this many "
-                        "minutes; exit status 3 then means: run the same command again.")
+shared.define_time_budget_flag("attack batch")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
                           "range budget, twice the PGD steps, identity BPDA; tracking "
                           "BPDA-PGD unless bpda_pgd is in --attacks); 0 skips them.")
@@ -72,9 +71,7 @@ def build_run():
     """Flags -> AdaptiveRun (validated by the dataclasses)."""
     from defense_gan_tf.records.specs import AdaptiveRun
 
-    if FLAGS.time_budget_minutes is not None and FLAGS.time_budget_minutes <= 0:
-        raise app.UsageError(f"--time_budget_minutes must be > 0, got "
-                             f"{FLAGS.time_budget_minutes}")
+    shared.time_budget_seconds()  # refused here, before any work, if not > 0
     try:
         eps_linf = tuple(float(e) for e in FLAGS.eps_linf)
         eps_l2 = tuple(float(e) for e in FLAGS.eps_l2)
@@ -97,20 +94,14 @@ def build_run():
 
 
 def _workflow():
-    import sys
-
     from defense_gan_tf.workflows.adaptive import run_adaptive
-
-    budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
 
     def run(*args, **kwargs):
         outcome = run_adaptive(*args, cache_dir=FLAGS.cache_dir or None,
-                               time_budget_seconds=budget, **kwargs)
+                               time_budget_seconds=shared.time_budget_seconds(), **kwargs)
         if not outcome.result.finished:
-            done = len(outcome.result.cells)
-            print(f"not finished ({done} cells complete, the rest cached by batch under "
-                  f"{FLAGS.cache_dir}); run the same command again")
-            sys.exit(3)
+            shared.exit_unfinished(f"{len(outcome.result.cells)} cells complete, the rest "
+                                   f"cached by batch under {FLAGS.cache_dir}")
         return outcome
     return run
 

@@ -56,6 +56,46 @@ FLAG_OF_FIELD = {
 }
 
 
+# Exit status of a binary whose --time_budget_minutes stopped it before the end: what it
+# finished is kept, and the same command continues from there.
+EXIT_UNFINISHED = 3
+
+
+def define_time_budget_flag(what: str, *, zero_means_none: bool = False,
+                            rule: str = "") -> None:
+    """--time_budget_minutes, the same in every binary that has one: no new ``what``
+    starts after that many minutes (or ``rule`` says what stops), and the binary then
+    exits with status 3 (:data:`EXIT_UNFINISHED`); the same command continues. With
+    ``zero_means_none`` the default is 0, no budget."""
+    absl_flags.DEFINE_float(
+        "time_budget_minutes", 0.0 if zero_means_none else None,
+        (rule or f"No {what} starts after this many minutes")
+        + (" (0: no limit)" if zero_means_none else "")
+        + f"; exit status {EXIT_UNFINISHED} then means: run the same command again, which "
+        "continues from what was finished.")
+
+
+def time_budget_seconds():
+    """--time_budget_minutes in seconds, None without a budget; refuses a value that is
+    not positive (0 where it means no budget)."""
+    minutes = FLAGS.time_budget_minutes
+    zero_is_none = FLAGS["time_budget_minutes"].default == 0.0
+    if minutes is None or (zero_is_none and minutes == 0):
+        return None
+    if not minutes > 0:
+        raise app.UsageError("--time_budget_minutes must be > 0"
+                             + (" (0: no limit)" if zero_is_none else "")
+                             + f", got {minutes}")
+    return 60.0 * minutes
+
+
+def exit_unfinished(message: str) -> None:
+    """Ends a binary that its time budget stopped: ``message`` (what is left), then
+    status :data:`EXIT_UNFINISHED`."""
+    print(f"not finished: {message}; run the same command again to continue", flush=True)
+    sys.exit(EXIT_UNFINISHED)
+
+
 def run(main) -> None:
     """``app.run(main)`` with every number flag checked first: a NaN or infinite value
     is refused naming the flag (NaN passes every range check, and a NaN step or

@@ -53,11 +53,8 @@ flags.DEFINE_string("generator_file", None, "The generator file of the package t
                     "the averaged one).")
 flags.DEFINE_bool("overwrite", False, "Measure again a file already measured with these "
                   "settings, and let figures that measured less replace the headline ones.")
-flags.DEFINE_float("time_budget_minutes", 0, "Start no batch after this many minutes "
-                   "(0: no limit); rerun the same command to continue.")
+shared.define_time_budget_flag("batch", zero_means_none=True)
 flags.mark_flags_as_required(["package_dir", "classifier"])
-
-EXIT_UNFINISHED = 3
 
 
 def main(argv):
@@ -67,8 +64,7 @@ def main(argv):
     if not os.path.isfile(manifest):
         raise app.UsageError(f"--package_dir {FLAGS.package_dir} has no manifest.json")
     shared.check_paths(files=("classifier",), folders=("data_dir",), outputs=("cache_dir",))
-    if FLAGS.time_budget_minutes < 0:
-        raise app.UsageError("--time_budget_minutes must be >= 0")
+    budget = shared.time_budget_seconds()
     import dataclasses
     import json
 
@@ -100,8 +96,7 @@ def main(argv):
                                                  pixel_range=cfg.model.pixel_range)
     except ValueError as e:
         raise app.UsageError(f"--classifier: {e}") from None
-    deadline = (time.monotonic() + 60 * FLAGS.time_budget_minutes
-                if FLAGS.time_budget_minutes else None)
+    deadline = None if budget is None else time.monotonic() + budget
     echo(f"{cfg.dataset}: {probe.planned_batches()} batches at L="
          f"{settings.projection.iterations}, R={settings.projection.restarts}; cache "
          f"{FLAGS.cache_dir}")
@@ -110,8 +105,7 @@ def main(argv):
                                       cache_dir=FLAGS.cache_dir, deadline=deadline, log=echo,
                                       file=FLAGS.generator_file, overwrite=FLAGS.overwrite)
     except training_curve.BudgetExhausted as stop:
-        echo(f"not finished: {stop}; the manifest is unchanged")
-        sys.exit(EXIT_UNFINISHED)
+        shared.exit_unfinished(f"{stop}; the manifest is unchanged")
     except InputError as e:
         raise app.UsageError(f"--package_dir: {e}") from None
     with open(manifest) as f:

@@ -79,9 +79,7 @@ absl_flags.DEFINE_list("defenses", None, "Only these defense columns, some of no
                        "defense_gan, defense_gan_rec, adv_tr, magnet (default: all).")
 absl_flags.DEFINE_list("attacks", None, "Only these attacks, some of fgsm, rand_fgsm, cw "
                        "(default: all).")
-absl_flags.DEFINE_float("time_budget_minutes", None, "No cell starts after this many "
-                        "minutes; exit status 3 then means: run the same command again "
-                        "(finished cells are kept and skipped).")
+shared.define_time_budget_flag("cell")
 
 
 def _rec_cache_lookup():
@@ -191,9 +189,7 @@ def main(argv):
         raise app.UsageError("--table is required (or --summary_only to rebuild --summary)")
     if FLAGS.summary_only and not FLAGS.summary:
         raise app.UsageError("--summary_only needs a --summary path")
-    if FLAGS.time_budget_minutes is not None and not FLAGS.time_budget_minutes > 0:
-        raise app.UsageError(f"--time_budget_minutes must be > 0, got "
-                             f"{FLAGS.time_budget_minutes}")
+    budget = shared.time_budget_seconds()
     shared.check_paths(files=("generator",), folders=("data_dir", "magnet"),
                        outputs=("results_root", "classifier_dir"))
     from defense_gan_tf.console import command_line
@@ -208,7 +204,6 @@ def main(argv):
         settings = _settings_of(FLAGS.table)
         results_dir = reproduce.table_results_dir(FLAGS.results_root, FLAGS.table)
     chosen = _chosen_cells(settings, results_dir)
-    budget = None if FLAGS.time_budget_minutes is None else 60 * FLAGS.time_budget_minutes
     with shared.resumable("finished cells, and a Defense-GAN-Rec classifier's "
                           "reconstructions and a substitute's oracle labels so far, are"), \
             shared.usage_errors():
@@ -222,9 +217,7 @@ def main(argv):
         if FLAGS.summary and not FLAGS.dry_run:
             reproduce.write_summary(FLAGS.summary, FLAGS.results_root, _settings_of)
     if len(ran) < len(chosen):  # stopped by the time budget
-        print(f"not finished: {len(chosen) - len(ran)} cell(s) left; run the same command "
-              "again")
-        sys.exit(3)
+        shared.exit_unfinished(f"{len(chosen) - len(ran)} cell(s) left")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ shared.define_data_flags(with_celeba=True)
 flags.DEFINE_string("output_dir", None, "Folder for checkpoints, samples, logs and "
                     "the generator; an existing run there is resumed.")
 flags.DEFINE_integer("train_iters", None, "Generator iterations (default: the preset's).")
-flags.DEFINE_float("time_budget_minutes", None, "Stop cleanly, with a checkpoint, "
-                   "before this much wall time has passed.")
+shared.define_time_budget_flag("", rule="Stop cleanly, with a checkpoint, before this "
+                               "much wall time has passed")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into this many logical "
@@ -91,8 +91,7 @@ def build_config():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.time_budget_minutes is not None and FLAGS.time_budget_minutes <= 0:
-        raise app.UsageError("--time_budget_minutes must be > 0")
+    shared.time_budget_seconds()  # refused here, before any work, if not > 0
     if FLAGS.num_cpu_devices is not None and FLAGS.num_cpu_devices < 1:
         raise app.UsageError("--num_cpu_devices must be >= 1")
     if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
@@ -156,6 +155,8 @@ def main(argv):
           f"({result.stop_reason}) in {result.seconds:.1f} s; "
           f"generator: {result.generator_path}"
           + (f", averaged: {result.average_path}" if result.average_path else ""))
+    if result.stop_reason == "time_budget":  # stopped with a checkpoint
+        shared.exit_unfinished(f"iteration {result.iteration} of {config.gan.train_iters}")
     return 0
 
 

@@ -213,6 +213,13 @@ def test_bin_train_smoke_run(tmp_path, mnist_dir):
     bad = subprocess.run(cmd + ["--set=gan.bogus=1"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert bad.returncode != 0 and "gan.bogus" in bad.stderr
+    # A time budget that stops the run before --train_iters: a checkpoint, exit status 3.
+    cmd[cmd.index("--train_iters=3")] = "--train_iters=1000"
+    stopped = subprocess.run(cmd + ["--time_budget_minutes=1e-6"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert "not finished: iteration " in stopped.stdout, stopped.stdout[-1000:]
+    assert " of 1000; run the same command again" in stopped.stdout, stopped.stdout[-1000:]
 
 
 def test_celeba_shaped_training_from_a_streamed_dataset(tmp_path):
