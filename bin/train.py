@@ -104,6 +104,14 @@ def main(argv):
     if FLAGS.quality_classifier and not os.path.isfile(FLAGS.quality_classifier):
         raise app.UsageError(f"--quality_classifier {FLAGS.quality_classifier} is not a file")
     config = build_config()
+    if not FLAGS.overwrite:  # a folder of another config is refused before TensorFlow loads
+        from defense_gan_tf.training.run_folder import ConfigMismatchError, check_resumable
+
+        try:
+            check_resumable(FLAGS.output_dir, config)
+        except ConfigMismatchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
     import tensorflow as tf
 

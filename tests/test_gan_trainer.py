@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from binaries import loads_tensorflow
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import training
@@ -205,10 +206,12 @@ def test_bin_train_smoke_run(tmp_path, mnist_dir):
     assert saved["model"]["net_dim"] == 4 and saved["gan"]["seed"] == 5
     assert os.path.exists(os.path.join(out, "generator.keras"))
     assert os.path.exists(os.path.join(out, "samples", "iter_0000003.png"))
-    # Resuming with a different width is refused with a clear message.
-    bad = subprocess.run(cmd[:-1] + ["--net_dim=8"], capture_output=True, text=True,
-                         env=env, timeout=300)
+    # Resuming with a different width is refused with a clear message, before TensorFlow
+    # loads.
+    bad = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:-1], "--net_dim=8"],
+                         capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "model.net_dim" in bad.stderr
+    assert not loads_tensorflow(bad.stderr)
     # Unknown override keys fail before any work.
     bad = subprocess.run(cmd + ["--set=gan.bogus=1"], capture_output=True, text=True,
                          env=env, timeout=300)

@@ -1,16 +1,27 @@
-"""Training: WGAN-GP generators, classifiers and the projection's encoder."""
+"""Training: WGAN-GP generators, classifiers and the projection's encoder.
 
-from defense_gan_tf.training.classifier import train_classifier
-from defense_gan_tf.training.checkpoints import CheckpointError, Checkpointer
-from defense_gan_tf.training.encoder import EncoderResult, train_encoder
-from defense_gan_tf.training.gan_trainer import (ConfigMismatchError, OutputDirBusyError,
-                                                 TrainResult, WarmStart, WarmStartError,
-                                                 load_warm_start,
-                                                 indexed_batches, make_strategy,
-                                                 streaming_batches, train_gan)
-from defense_gan_tf.training.wgan_gp import WGANGP, gradient_penalty, safe_norm
+The names below load their modules on first use, so that the run folder's checks
+(``run_folder``, ``run_files``) import without TensorFlow: ``bin/train.py`` refuses a
+folder trained with another config before TensorFlow loads.
+"""
 
-__all__ = ["CheckpointError", "Checkpointer", "ConfigMismatchError", "EncoderResult",
-           "OutputDirBusyError", "TrainResult", "WGANGP", "WarmStart", "WarmStartError",
-           "gradient_penalty", "indexed_batches", "load_warm_start", "make_strategy",
-           "safe_norm", "streaming_batches", "train_classifier", "train_encoder", "train_gan"]
+import importlib
+
+_HOME = {
+    "train_classifier": "classifier", "CheckpointError": "checkpoints",
+    "Checkpointer": "checkpoints", "EncoderResult": "encoder", "train_encoder": "encoder",
+    "ConfigMismatchError": "gan_trainer", "OutputDirBusyError": "gan_trainer",
+    "TrainResult": "gan_trainer", "WarmStart": "gan_trainer", "WarmStartError": "gan_trainer",
+    "load_warm_start": "gan_trainer", "indexed_batches": "gan_trainer",
+    "make_strategy": "gan_trainer", "streaming_batches": "gan_trainer",
+    "train_gan": "gan_trainer", "WGANGP": "wgan_gp", "gradient_penalty": "wgan_gp",
+    "safe_norm": "wgan_gp",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name):
+    if name in _HOME:
+        module = importlib.import_module(f"defense_gan_tf.training.{_HOME[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'defense_gan_tf.training' has no attribute {name!r}")

@@ -8,7 +8,6 @@ import os
 from typing import Optional
 
 from defense_gan_tf.atomic import save_model
-from defense_gan_tf.models import float32_copy
 
 GENERATOR_FILE = "generator.keras"
 AVERAGE_FILE = "generator_ema.keras"
@@ -18,6 +17,8 @@ QUALITY_FILE = "quality.jsonl"
 
 def save_float32(model, path: str, builder) -> None:
     """Saves a float32 copy of ``model`` to ``path`` atomically (see ``float32_copy``)."""
+    from defense_gan_tf.models import float32_copy  # TensorFlow: not for the file names
+
     if any(layer.compute_dtype != "float32" for layer in model.layers):
         model = float32_copy(model, builder)
     save_model(model, path)

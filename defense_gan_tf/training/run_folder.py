@@ -82,9 +82,30 @@ def has_training_state(output_dir: str) -> bool:
         os.path.isdir(checkpoints) and bool(os.listdir(checkpoints)))
 
 
+def check_resumable(output_dir: str, config: Config) -> None:
+    """Refuses (``ConfigMismatchError``) a folder holding a run trained with another
+    config than ``config`` (only the :data:`RESUMABLE_KEYS` may differ); reads only, and
+    imports no TensorFlow, so a binary can check before any work."""
+    config_path = os.path.join(output_dir, "config.json")
+    if not (os.path.exists(config_path) and has_training_state(output_dir)):
+        return
+    with open(config_path) as f:
+        try:
+            saved = Config.from_json(f.read())
+        except ValueError as e:
+            raise ConfigMismatchError(
+                f"{config_path} cannot be read ({e}); pass --overwrite to start afresh"
+            ) from None
+    diffs = config_differences(saved, config)
+    if diffs:
+        raise ConfigMismatchError(
+            f"{output_dir} was trained with a different config; refusing to resume "
+            "(pass --overwrite to start afresh, or use another --output_dir):\n  "
+            + "\n  ".join(diffs))
+
+
 def prepare_output_dir(output_dir: str, config: Config, overwrite: bool) -> None:
     os.makedirs(output_dir, exist_ok=True)
-    config_path = os.path.join(output_dir, "config.json")
     if overwrite:
         for sub in ("checkpoints", "samples", "tensorboard"):
             shutil.rmtree(os.path.join(output_dir, sub), ignore_errors=True)
@@ -92,18 +113,6 @@ def prepare_output_dir(output_dir: str, config: Config, overwrite: bool) -> None
                      QUALITY_FILE):
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-    elif os.path.exists(config_path) and has_training_state(output_dir):
-        with open(config_path) as f:
-            try:
-                saved = Config.from_json(f.read())
-            except ValueError as e:
-                raise ConfigMismatchError(
-                    f"{config_path} cannot be read ({e}); pass --overwrite to start afresh"
-                ) from None
-        diffs = config_differences(saved, config)
-        if diffs:
-            raise ConfigMismatchError(
-                f"{output_dir} was trained with a different config; refusing to resume "
-                "(pass --overwrite to start afresh, or use another --output_dir):\n  "
-                + "\n  ".join(diffs))
-    jsonio.write_json(config_path, config.to_dict())
+    else:
+        check_resumable(output_dir, config)
+    jsonio.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
