@@ -246,6 +246,21 @@ def check_evaluation_flags() -> None:
                              "--defense_type=magnet")
     check_paths(files=("generator", "classifier"), folders=("data_dir", "magnet"),
                 outputs=("results_dir", "classifier_dir"))
+    check_split_sizes()
+
+
+def check_split_sizes() -> None:
+    """Refuses --num_train, and --num_tests (after --holdout where there is one), beyond
+    the dataset's split, before any data loads (the loaders check again)."""
+    holdout = FLAGS.holdout if "holdout" in FLAGS else 0
+    test, train = config_lib.SPLIT_SIZES["test"], config_lib.SPLIT_SIZES["train"]
+    if FLAGS.num_tests + holdout > test:
+        raise app.UsageError(
+            f"--num_tests={FLAGS.num_tests} asks for more images than the {test} test "
+            "images" + (f" after the first {holdout} (--holdout)" if holdout else ""))
+    if FLAGS.num_train > train:
+        raise app.UsageError(f"--num_train={FLAGS.num_train} asks for more images than the "
+                             f"{train} training images")
 
 
 def projection_config(dataset: str = "mnist", **extra) -> config_lib.ProjectionConfig:

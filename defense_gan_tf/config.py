@@ -56,6 +56,11 @@ def canonical_dataset_name(name: str) -> str:
     return _DATASET_ALIASES[key]
 
 
+# Images per split of the MNIST-shaped datasets (the standard IDX files and
+# tensorflow-datasets alike; validation is the last 10,000 training images), so that
+# binaries can refuse a count beyond a split before loading any data.
+SPLIT_SIZES = {"train": 50_000, "validation": 10_000, "test": 10_000}
+
 PRECISIONS = ("float32", "mixed_bfloat16")
 # Bounds of the projection's L and R (see ProjectionConfig).
 MAX_PROJECTION_STEPS = 20_000

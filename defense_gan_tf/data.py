@@ -24,12 +24,12 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from defense_gan_tf.config import canonical_dataset_name
+from defense_gan_tf.config import SPLIT_SIZES, canonical_dataset_name
 from defense_gan_tf.errors import InputError
 
 DATA_DIR_ENV = "DEFENSE_GAN_DATA_DIR"
 SPLITS = ("train", "validation", "test")
-NUM_TRAIN = 50_000
+NUM_TRAIN = SPLIT_SIZES["train"]
 
 # Folder names inside data_dir, as in the authors' data/ folder.
 _IDX_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}

@@ -112,6 +112,8 @@ def test_projection_needs_steps_and_restarts():
 @pytest.mark.parametrize("name, args, flag", [
     ("whitebox.py", ["--fgsm_eps=1.5"], "--fgsm_eps"),
     ("blackbox.py", ["--holdout=0"], "--holdout"),
+    ("blackbox.py", ["--num_tests=9990", "--holdout=20"], "--num_tests"),  # > the split
+    ("whitebox.py", ["--num_train=60000"], "--num_train"),
     ("adaptive.py", ["--generator=GEN", "--attacks=bogus"], "--attacks"),
     ("reproduce.py", ["--table=whitebox_mnist", "--num_tests=0"], "--num_tests"),
     ("reproduce.py", ["--table=whitebox_mnist", "--defenses=none,madry"], "--defenses"),
