@@ -18,7 +18,8 @@ Example:
   python bin/reproduce.py --table=whitebox_mnist --models=A --defenses=none,adv_tr \
       --data_dir=../shared/data
   python bin/reproduce.py --summary_only
-  python bin/reproduce.py --headline      # the README's headline table, from the records
+  python bin/reproduce.py --headline      # the README's headline table and the shipped
+                                          # packages' READMEs, from the files behind them
 """
 
 import os
@@ -47,8 +48,8 @@ absl_flags.DEFINE_string("summary", "REPRODUCTION.md", "Rebuilt after a (non-dry
 absl_flags.DEFINE_bool("summary_only", False, "Only rebuild --summary from the records; "
                        "run nothing.")
 absl_flags.DEFINE_bool("headline", False, "Only rewrite the README's table of headline "
-                       "figures from the shipped manifests and the committed records; run "
-                       "nothing.")
+                       "figures from the shipped manifests and the committed records, and "
+                       "each shipped package's README from its manifest; run nothing.")
 absl_flags.DEFINE_bool("dry_run", False, "List the cells, their estimates and which are "
                        "done; run nothing.")
 absl_flags.DEFINE_integer("num_tests", 500, "Test images per cell without Defense-GAN.")
@@ -184,6 +185,14 @@ def main(argv):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         changed = headline.rewrite_readme(root)
         print("README.md headline table " + ("rewritten" if changed else "unchanged"))
+        from defense_gan_tf.generators.package_readme import write_package_readme
+
+        for dataset in ("mnist", "fashion_mnist"):
+            package = os.path.join(root, "pretrained", dataset)
+            if os.path.isfile(os.path.join(package, "manifest.json")):
+                changed = write_package_readme(package)
+                print(f"pretrained/{dataset}/README.md "
+                      + ("rewritten" if changed else "unchanged"))
         return
     if FLAGS.table is None and not FLAGS.summary_only:
         raise app.UsageError("--table is required (or --summary_only to rebuild --summary)")

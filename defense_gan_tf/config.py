@@ -569,10 +569,8 @@ def override(config: Config, overrides: Mapping[str, Any]) -> Config:
 PROJECTION_PRESETS = ("paper", "fast")
 
 # What the ``fast`` projection preset changes from the paper's: bfloat16 descent and
-# successive halving of the restarts after steps 10, 20 and 40. Chosen by
-# bench/projection_tradeoff.py on 500 MNIST test images with the shipped generator
-# (bench/results/projection_tradeoff.md): 5.7x fewer GFLOPs per image, clean accuracy
-# inside the paper setting's interval, the two FGSM accuracies not lower (higher).
+# successive halving of the restarts after steps 10, 20 and 40; chosen by
+# bench/projection_tradeoff.py (its figures: bench/results/projection_tradeoff.md).
 FAST_PROJECTION = {"descent_precision": "bfloat16", "prune_at": (10, 20, 40)}
 
 

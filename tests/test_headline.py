@@ -1,4 +1,5 @@
-"""The README's headline table is what the committed manifests and records say."""
+"""The README's headline table, and each shipped package's README, are what the committed
+manifests and records say."""
 
 import json
 import os
@@ -18,6 +19,38 @@ def test_the_committed_headline_table_is_what_the_files_say():
                      text.index(headline.END)].strip()
     assert committed == headline.headline_table(ROOT), (
         "README.md's headline table is stale: run python bin/reproduce.py --headline")
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_the_committed_package_readme_is_what_its_files_say(dataset):
+    from defense_gan_tf.generators.package_readme import README, package_readme
+
+    package = os.path.join(ROOT, "pretrained", dataset)
+    with open(os.path.join(package, README)) as f:
+        committed = f.read()
+    assert committed == package_readme(package), (
+        f"pretrained/{dataset}/README.md is stale: run python bin/reproduce.py --headline")
+
+
+def test_a_package_readme_follows_its_manifest(tmp_path):
+    from defense_gan_tf.generators.package_readme import package_readme, write_package_readme
+
+    package = tmp_path / "mnist"
+    package.mkdir()
+    for name in ("manifest.json", "quality.jsonl"):
+        shutil.copy(os.path.join(ROOT, "pretrained/mnist", name), package)
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["iterations"] = 123_456
+    manifest["defense"]["defense_gan_orig"]["paper_fgsm"]["accuracy"] = 0.123
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    assert write_package_readme(str(package))
+    text = (package / "README.md").read_text()
+    assert "| iterations | 123,456 of the paper's 200,000 |" in text
+    assert "| 0.12 [" in text  # the paper-style FGSM row's new accuracy
+    assert "2,500 | 6.77" in text  # the curve, from quality.jsonl
+    assert not write_package_readme(str(package))  # unchanged the second time
+    (package / "quality.jsonl").unlink()
+    assert "## Quality during training" not in package_readme(str(package))
 
 
 def test_the_table_follows_its_sources(tmp_path):

@@ -35,7 +35,7 @@ from defense_gan_tf.plots import save_image_grid
 PACKAGE_FILES = ("generator.keras", "generator_ema.keras", "critic.keras", "manifest.json",
                  "samples.png",
                  "quality.jsonl", "quality_curve.png", "quality_curve.md",
-                 "defense_figures.md")
+                 "defense_figures.md", "README.md")
 
 
 class PackageExistsError(FileExistsError):
@@ -284,7 +284,11 @@ def _critic_note(shipped: bool, requested: bool) -> Optional[str]:
 
 
 def _write_manifest(dest_dir: str, manifest: dict) -> None:
+    """The manifest, then the package's README written from it."""
+    from defense_gan_tf.generators.package_readme import write_package_readme
+
     jsonio.write_json(os.path.join(dest_dir, "manifest.json"), manifest)
+    write_package_readme(dest_dir)
 
 
 def _measurement_key(settings: dict, file: str) -> str:

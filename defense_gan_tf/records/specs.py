@@ -123,11 +123,8 @@ class AdaptiveRun:
       eot_samples: draws averaged per EOT step (bpda_eot_pgd: fresh projections at
         every step; bpda_eot_track_pgd: K projections per image followed from step to
         step).
-      cw_iterations, cw_learning_rate, cw_const: CW settings (one search step). The
-        defaults were the best of nine tried against the undefended MNIST classifier A
-        on 50 test images (accuracy 0.84 / 0.10 / 0.00 within L2 1 / 2 / 4); the
-        white box's (lr 10, c 100) leave images far outside those budgets, and lr 0.01
-        hardly moves pixels at 0 or 1 (the tanh change of variables saturates there).
+      cw_iterations, cw_learning_rate, cw_const: CW settings (one search step); how
+        the defaults were chosen: results/adaptive/README.md.
       latent_steps: Adam steps of the latent search per value of its constant.
       attack_iterations, attack_restarts: L and R of the projection inside the BPDA
         attacks' forward passes (0: the defense's own). A cheaper attacker projection
