@@ -1,4 +1,5 @@
-"""One finished batch of a long evaluation on disk, so an interrupted run resumes.
+"""One finished batch of a long evaluation on disk, so an interrupted run resumes;
+:class:`ResumableBatches`, the loop over such batches with a deadline and a stop request.
 
 Shared by the generator probe (``training_curve``), the adaptive attacks, the black-box
 substitute cache and the Defense-GAN-Rec reconstructions: a batch is a set of named
@@ -13,12 +14,14 @@ naming the file.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional
+import time
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
 from defense_gan_tf.atomic import replacing
 from defense_gan_tf.console import echo
+from defense_gan_tf.errors import Interrupted
 
 
 def save_batch(path: str, **arrays) -> None:
@@ -53,3 +56,39 @@ def load_batch(path: str, keys: Optional[tuple] = None,
         echo(f"warning: ignoring unreadable cache file {path} ({type(e).__name__}: "
              f"{str(e)[:120]}); computing it again")
         return None
+
+
+class OutOfTime(Interrupted):
+    """A :class:`ResumableBatches` deadline passed before a batch still to compute."""
+
+
+class ResumableBatches:
+    """The batches of one long loop that resumes: a batch's arrays are kept in ``folder``
+    once computed and read back by a later call (none kept without a folder); a batch
+    still to compute starts only before ``deadline`` (a ``time.monotonic()`` value:
+    :class:`OutOfTime` otherwise) and while ``stop()`` is false (:class:`Interrupted`
+    otherwise). Counts what it computed and what it read back."""
+
+    def __init__(self, folder: Optional[str], *, deadline: Optional[float] = None,
+                 stop: Optional[Callable[[], bool]] = None):
+        self.folder, self.deadline, self.stop = folder, deadline, stop
+        self.computed = self.loaded = 0
+
+    def get(self, name: str, compute: Callable[[], dict], *,
+            required: Iterable[str] = ()) -> dict:
+        """Batch ``name``'s arrays: read back when an earlier call kept them (and they
+        hold ``required``), else ``compute()`` (a dict of arrays), kept, returned."""
+        path = os.path.join(self.folder, f"{name}.npz") if self.folder else None
+        saved = load_batch(path, required=required) if path else None
+        if saved is not None:
+            self.loaded += 1
+            return saved
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise OutOfTime(f"time budget spent before batch {name}")
+        if self.stop is not None and self.stop():
+            raise Interrupted(f"stopped on request before batch {name}")
+        arrays = compute()
+        if path:
+            save_batch(path, **arrays)
+        self.computed += 1
+        return arrays

@@ -45,7 +45,7 @@ from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.defended import DefendedClassifier
 from defense_gan_tf.errors import ConfigError, Interrupted
 from defense_gan_tf.defense.projection import Projector
-from defense_gan_tf.batch_cache import load_batch, save_batch
+from defense_gan_tf.batch_cache import OutOfTime, ResumableBatches
 from defense_gan_tf.metrics.quality import (classifier_score, frechet_distance,
                                             sample, statistics)
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
@@ -138,45 +138,52 @@ def weights_digest(*models: keras.Model) -> str:
 
 
 class _Batches:
-    """Runs a probe's batched computations, each batch saved to a cache folder when one
-    is given (so an interrupted probe resumes), with a deadline and progress output."""
+    """Runs a probe's batched computations through one :class:`ResumableBatches` (each
+    batch kept in the cache folder when one is given, so an interrupted probe resumes),
+    with progress output; out of time or asked to stop, it says how many of the probe's
+    batches are done."""
 
     def __init__(self, folder: Optional[str], total: int, deadline: Optional[float],
                  log: Optional[Callable[[str], None]],
                  stop: Optional[Callable[[], bool]] = None):
-        self.folder, self.total, self.deadline, self.stop = folder, total, deadline, stop
-        self.log = log or (lambda message: None)
-        self.done = self.loaded = 0
         if folder:
             os.makedirs(folder, exist_ok=True)
+        self.batches = ResumableBatches(folder, deadline=deadline, stop=stop)
+        self.folder, self.total = folder, total
+        self.log = log or (lambda message: None)
+
+    @property
+    def done(self) -> int:
+        return self.batches.computed + self.batches.loaded
+
+    @property
+    def loaded(self) -> int:
+        return self.batches.loaded
 
     def run(self, name: str, fn, *arrays, batch_size: int):
         n = len(arrays[0])
         count = math.ceil(n / batch_size)
         outs = []
         for b, i in enumerate(range(0, n, batch_size)):
-            path = os.path.join(self.folder, f"{name}_{b:04d}.npz") if self.folder else None
-            saved = load_batch(path, required=("out0",)) if path else None
-            if saved is not None:
-                out = tuple(saved[f"out{k}"] for k in range(len(saved)))
-                out = out if len(out) > 1 else out[0]
-                self.done += 1
-                self.loaded += 1
-            else:
-                if self.deadline is not None and time.monotonic() > self.deadline:
-                    raise BudgetExhausted(self.done, self.total, self.folder or "(no cache)")
-                if self.stop is not None and self.stop():
-                    raise Interrupted(f"stopped on request after {self.done} of {self.total} "
-                                      f"batches; they are saved in {self.folder or '(no cache)'}")
+            def compute():
                 t0 = time.perf_counter()
                 out = fn(*(a[i:i + batch_size] for a in arrays))
-                if path:
-                    parts = out if isinstance(out, tuple) else (out,)
-                    save_batch(path, **{f"out{k}": v for k, v in enumerate(parts)})
-                self.done += 1
+                parts = out if isinstance(out, tuple) else (out,)
                 self.log(f"  {name}: batch {b + 1}/{count} in {time.perf_counter() - t0:.0f} "
-                         f"s ({self.done}/{self.total} batches of the probe done)")
-            outs.append(out)
+                         f"s ({self.done + 1}/{self.total} batches of the probe done)")
+                return {f"out{k}": v for k, v in enumerate(parts)}
+
+            try:
+                saved = self.batches.get(f"{name}_{b:04d}", compute, required=("out0",))
+            except OutOfTime:
+                raise BudgetExhausted(self.done, self.total,
+                                      self.folder or "(no cache)") from None
+            except Interrupted:
+                raise Interrupted(f"stopped on request after {self.done} of {self.total} "
+                                  f"batches; they are saved in {self.folder or '(no cache)'}"
+                                  ) from None
+            out = tuple(saved[f"out{k}"] for k in range(len(saved)))
+            outs.append(out if len(out) > 1 else out[0])
         return _concatenate(outs)
 
 

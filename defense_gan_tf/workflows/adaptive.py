@@ -30,7 +30,7 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
 from defense_gan_tf.defense.projection import attach_gradient
 from defense_gan_tf.records import report
-from defense_gan_tf.batch_cache import load_batch, save_batch
+from defense_gan_tf.batch_cache import OutOfTime, ResumableBatches, load_batch, save_batch
 from defense_gan_tf.records.loading import load_run_inputs
 from defense_gan_tf.records.runs import RunOutcome, flat_settings, write_run_record
 from defense_gan_tf.config import ADAPTIVE_ATTACKS
@@ -478,30 +478,32 @@ def _attack_batch(models: _Models, attack: str, budget: float, x_np, y_np, start
 
 def _measure_cell(models: _Models, attack: str, budget: float, key: str, x_all, y_all, *,
                   cache_dir: Optional[str], memo: Optional[SearchMemo],
-                  out_of_time: Callable[[], bool],
+                  deadline: Optional[float],
                   log: Callable[[str], None]) -> Optional[AttackCell]:
     """Every batch of one cell, each read from ``cache_dir/<key>/`` when an earlier
-    sitting finished it (else attacked, then saved there); None when ``out_of_time()``
-    says so before a batch to attack."""
+    sitting finished it (else attacked, then kept there); None when the ``deadline``
+    (``time.monotonic()``) passed before a batch to attack."""
     norm = ADAPTIVE_ATTACKS[attack].norm
     batch_size = models.run.spec.batch_size
+    cache = ResumableBatches(os.path.join(cache_dir, key) if cache_dir else None,
+                             deadline=deadline)
     batches, starts = [], range(0, len(x_all), batch_size)
     for number, start in enumerate(starts, 1):
-        path = os.path.join(cache_dir, key, f"batch_{start:06d}.npz") if cache_dir else None
-        batch = load_batch(path, required=_BATCH_FIELDS) if path else None
-        if batch is None:
-            if out_of_time():
-                log(f"{attack} {norm} {budget}: time budget spent at batch "
-                    f"{number}/{len(starts)}; run again to continue")
-                return None
+        def attack_batch():
             batch = _attack_batch(models, attack, budget, x_all[start:start + batch_size],
                                   y_all[start:start + batch_size], start, memo)
-            if path:
-                save_batch(path, **batch)
             if len(starts) > 1:
                 log(f"  {attack} {norm} {budget}: batch {number}/{len(starts)} in "
                     f"{float(batch['seconds']):.0f} s")
-        batches.append(batch)
+            return batch
+
+        try:
+            batches.append(cache.get(f"batch_{start:06d}", attack_batch,
+                                     required=_BATCH_FIELDS))
+        except OutOfTime:
+            log(f"{attack} {norm} {budget}: time budget spent at batch "
+                f"{number}/{len(starts)}; run again to continue")
+            return None
     n = len(x_all)
     ok = np.concatenate([b["ok"] for b in batches])
     found = [f for b in batches for f in np.asarray(b["found"]).tolist()]
@@ -551,10 +553,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
     # that attack: its memo's key leaves the budget out.
     memos = {a: search_memo(cache_dir, settings, a) for a in run.attacks if a in _BUDGET_FREE}
 
-    def out_of_time():
-        return (time_budget_seconds is not None
-                and time.monotonic() - started > time_budget_seconds)
-
+    deadline = None if time_budget_seconds is None else started + time_budget_seconds
     cells = []
     for attack, budget in ((a, b) for a in run.attacks for b in run.budgets(a)):
         norm = ADAPTIVE_ATTACKS[attack].norm
@@ -569,7 +568,7 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
             continue
         cell = _measure_cell(models, attack, budget, key, x_all, y_all,
                              cache_dir=cache_dir, memo=memos.get(attack),
-                             out_of_time=out_of_time, log=log)
+                             deadline=deadline, log=log)
         if cell is None:
             return _stopped(run, cells, settings, run_id, results_dir, command, log)
         cells.append(cell)
