@@ -61,7 +61,7 @@ absl_flags.DEFINE_integer("track_steps", 10, "Descent steps per attack step of t
 absl_flags.DEFINE_string("cache_dir", "runs/adaptive_cache", "Finished batches of every "
                         "cell are kept here, keyed by the cell's settings; a rerun continues "
                         "from them ('' keeps nothing).")
-shared.define_time_budget_flag("attack batch")
+shared.define_time_budget_flag("No attack batch starts after this many minutes")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
                           "range budget, twice the PGD steps, identity BPDA; tracking "
                           "BPDA-PGD unless bpda_pgd is in --attacks); 0 skips them.")

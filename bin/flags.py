@@ -10,6 +10,7 @@ Only this module and the binaries import ``absl.flags``.
 
 import contextlib
 import os
+import re
 import sys
 import time
 
@@ -61,16 +62,14 @@ FLAG_OF_FIELD = {
 EXIT_UNFINISHED = 3
 
 
-def define_time_budget_flag(what: str, *, zero_means_none: bool = False,
-                            rule: str = "") -> None:
-    """--time_budget_minutes, the same in every binary that has one: no new ``what``
-    starts after that many minutes (or ``rule`` says what stops), and the binary then
-    exits with status 3 (:data:`EXIT_UNFINISHED`); the same command continues. With
-    ``zero_means_none`` the default is 0, no budget."""
+def define_time_budget_flag(rule: str, *, zero_means_none: bool = False) -> None:
+    """--time_budget_minutes, the same in every binary that has one: ``rule`` says what
+    stops when the minutes are spent, and the binary then exits with status 3
+    (:data:`EXIT_UNFINISHED`); the same command continues. With ``zero_means_none`` the
+    default is 0, no budget."""
     absl_flags.DEFINE_float(
         "time_budget_minutes", 0.0 if zero_means_none else None,
-        (rule or f"No {what} starts after this many minutes")
-        + (" (0: no limit)" if zero_means_none else "")
+        rule + (" (0: no limit)" if zero_means_none else "")
         + f"; exit status {EXIT_UNFINISHED} then means: run the same command again, which "
         "continues from what was finished.")
 
@@ -246,21 +245,6 @@ def check_evaluation_flags() -> None:
                              "--defense_type=magnet")
     check_paths(files=("generator", "classifier"), folders=("data_dir", "magnet"),
                 outputs=("results_dir", "classifier_dir"))
-    check_split_sizes()
-
-
-def check_split_sizes() -> None:
-    """Refuses --num_train, and --num_tests (after --holdout where there is one), beyond
-    the dataset's split, before any data loads (the loaders check again)."""
-    holdout = FLAGS.holdout if "holdout" in FLAGS else 0
-    test, train = config_lib.SPLIT_SIZES["test"], config_lib.SPLIT_SIZES["train"]
-    if FLAGS.num_tests + holdout > test:
-        raise app.UsageError(
-            f"--num_tests={FLAGS.num_tests} asks for more images than the {test} test "
-            "images" + (f" after the first {holdout} (--holdout)" if holdout else ""))
-    if FLAGS.num_train > train:
-        raise app.UsageError(f"--num_train={FLAGS.num_train} asks for more images than the "
-                             f"{train} training images")
 
 
 def projection_config(dataset: str = "mnist", **extra) -> config_lib.ProjectionConfig:
@@ -303,22 +287,10 @@ def with_flags(error: Exception) -> str:
         if flag is None or flag not in FLAGS:
             continue
         label = f"--{flag} ({field})" if "." in field or field != flag else f"--{flag}"
-        message = _replace_word(message, field, label)
+        # the field where it stands alone, not inside a longer name (``attack.eps``) or path
+        message = re.sub(r"(?<![\w./-])" + re.escape(field) + r"(?![\w/])",
+                         lambda _, label=label: label, message, count=1)
     return message
-
-
-def _replace_word(text: str, word: str, label: str) -> str:
-    """``text`` with the first ``word`` that stands alone (not inside a longer name such as
-    ``attack.eps`` for ``eps``, or a path) replaced by ``label``."""
-    start = 0
-    while (i := text.find(word, start)) >= 0:
-        before = text[i - 1] if i else " "
-        after = text[i + len(word)] if i + len(word) < len(text) else " "
-        if not (before.isalnum() or before in "_./-") and not (after.isalnum()
-                                                                  or after in "_/"):
-            return text[:i] + label + text[i + len(word):]
-        start = i + 1
-    return text
 
 
 @contextlib.contextmanager

@@ -53,7 +53,8 @@ flags.DEFINE_string("generator_file", None, "The generator file of the package t
                     "the averaged one).")
 flags.DEFINE_bool("overwrite", False, "Measure again a file already measured with these "
                   "settings, and let figures that measured less replace the headline ones.")
-shared.define_time_budget_flag("batch", zero_means_none=True)
+shared.define_time_budget_flag("No batch starts after this many minutes",
+                               zero_means_none=True)
 flags.mark_flags_as_required(["package_dir", "classifier"])
 
 

@@ -80,7 +80,7 @@ absl_flags.DEFINE_list("defenses", None, "Only these defense columns, some of no
                        "defense_gan, defense_gan_rec, adv_tr, magnet (default: all).")
 absl_flags.DEFINE_list("attacks", None, "Only these attacks, some of fgsm, rand_fgsm, cw "
                        "(default: all).")
-shared.define_time_budget_flag("cell")
+shared.define_time_budget_flag("No cell starts after this many minutes")
 
 
 def _rec_cache_lookup():
@@ -185,14 +185,16 @@ def main(argv):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         changed = headline.rewrite_readme(root)
         print("README.md headline table " + ("rewritten" if changed else "unchanged"))
+        import glob
+
         from defense_gan_tf.generators.package_readme import write_package_readme
 
-        for dataset in ("mnist", "fashion_mnist"):
-            package = os.path.join(root, "pretrained", dataset)
-            if os.path.isfile(os.path.join(package, "manifest.json")):
-                changed = write_package_readme(package)
-                print(f"pretrained/{dataset}/README.md "
-                      + ("rewritten" if changed else "unchanged"))
+        for manifest in sorted(glob.glob(os.path.join(root, "pretrained", "*",
+                                                      "manifest.json"))):
+            package = os.path.dirname(manifest)
+            changed = write_package_readme(package)
+            print(f"{os.path.relpath(package, root)}/README.md "
+                  + ("rewritten" if changed else "unchanged"))
         return
     if FLAGS.table is None and not FLAGS.summary_only:
         raise app.UsageError("--table is required (or --summary_only to rebuild --summary)")

@@ -19,8 +19,8 @@ shared.define_data_flags(with_celeba=True)
 flags.DEFINE_string("output_dir", None, "Folder for checkpoints, samples, logs and "
                     "the generator; an existing run there is resumed.")
 flags.DEFINE_integer("train_iters", None, "Generator iterations (default: the preset's).")
-shared.define_time_budget_flag("", rule="Stop cleanly, with a checkpoint, before this "
-                               "much wall time has passed")
+shared.define_time_budget_flag("Stop cleanly, with a checkpoint, before this much wall "
+                               "time has passed")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into this many logical "

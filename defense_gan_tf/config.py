@@ -58,8 +58,9 @@ def canonical_dataset_name(name: str) -> str:
 
 # Images per split of the MNIST-shaped datasets (the standard IDX files and
 # tensorflow-datasets alike; validation is the last 10,000 training images), so that
-# binaries can refuse a count beyond a split before loading any data.
-SPLIT_SIZES = {"train": 50_000, "validation": 10_000, "test": 10_000}
+# a run's settings can refuse a count beyond a split before any data loads.
+SPLIT_SIZES = {name: {"train": 50_000, "validation": 10_000, "test": 10_000}
+               for name in ("mnist", "fashion_mnist")}
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 # Bounds of the projection's L and R (see ProjectionConfig).

@@ -29,7 +29,7 @@ from defense_gan_tf.errors import InputError
 
 DATA_DIR_ENV = "DEFENSE_GAN_DATA_DIR"
 SPLITS = ("train", "validation", "test")
-NUM_TRAIN = SPLIT_SIZES["train"]
+NUM_TRAIN = SPLIT_SIZES["mnist"]["train"]
 
 # Folder names inside data_dir, as in the authors' data/ folder.
 _IDX_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}

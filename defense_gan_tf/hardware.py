@@ -108,11 +108,9 @@ def tensorflow_version() -> str:
         return loaded.__version__
     from importlib import metadata
 
-    for name in ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly"):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    import tensorflow as tf
+    try:
+        return metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:  # installed under another name: ask it
+        import tensorflow as tf
 
-    return tf.__version__
+        return tf.__version__

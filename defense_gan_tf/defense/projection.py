@@ -187,9 +187,10 @@ def _descend_in_segments(generator, targets, z, velocity, config: ProjectionConf
                          start: int, end: int, segment: int, progress: int = 0):
     """The steps of :func:`_momentum_steps` in segments of ``segment`` steps, each one op
     with a custom gradient (:func:`_recomputed_segment`): the backward pass keeps only z
-    and the velocity at segment boundaries and runs each segment again when its gradient is needed (gradient
-    checkpointing, Chen et al. 2016), holding about two segments' activations at once.
-    The values and gradients are those of the plain loop. The saving needs the gradient taken in the same graph as the descent
+    and the velocity at segment boundaries and runs each segment again when its gradient
+    is needed (gradient checkpointing, Chen et al. 2016), holding about two segments'
+    activations at once. The values and gradients are those of the plain loop. The
+    saving needs the gradient taken in the same graph as the descent
     (:meth:`Projector.graph` inside one ``tf.function``); under an eager tape around the
     compiled projection the peak stays near the plain loop's
     (bench/results/projection_memory.json)."""
@@ -559,7 +560,8 @@ class Projector(tf.Module):
                     z_init.shape[0] != images.shape[0] * self.config.restarts:
                 raise ValueError(
                     f"z_init has {z_init.shape[0]} rows; {images.shape[0]} images x "
-                    f"{self.config.restarts} restarts need {images.shape[0] * self.config.restarts}")
+                    f"{self.config.restarts} restarts need "
+                    f"{images.shape[0] * self.config.restarts}")
         n, step = images.shape[0], self.max_batch
         if not tf.executing_eagerly() or n is None or n <= step:
             return self._compiled(images, z_init)

@@ -20,7 +20,8 @@ import numpy as np
 
 from defense_gan_tf import jsonio
 from defense_gan_tf.config import (CLASSIFIER_MODELS, DEFENSES, AttackConfig,
-                                   ProjectionConfig, canonical_dataset_name, preset)
+                                   SPLIT_SIZES, ProjectionConfig, canonical_dataset_name,
+                                   preset)
 from defense_gan_tf.errors import ConfigError
 from defense_gan_tf.records import report
 
@@ -82,12 +83,29 @@ class RunSpec:
         for name in ("num_tests", "num_train", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_split_sizes()
         lo, hi = self.pixel_range
         if not 0 <= self.attack.eps <= hi - lo:
             raise ConfigError(
                 "attack.eps",
                 f"attack.eps must be in [0, {hi - lo}] (the data range), got "
                 f"{self.attack.eps}")
+
+    def check_split_sizes(self, holdout: int = 0) -> None:
+        """Refuses ``num_train``, and ``num_tests`` after the first ``holdout`` test
+        images, beyond the dataset's splits (:data:`~defense_gan_tf.config.SPLIT_SIZES`;
+        the loaders check the data they load again)."""
+        sizes = SPLIT_SIZES.get(self.dataset)
+        if sizes is None:
+            return
+        if self.num_tests + holdout > sizes["test"]:
+            raise ConfigError(
+                ("num_tests", "holdout") if holdout else "num_tests",
+                f"num_tests={self.num_tests} asks for more images than the {sizes['test']} "
+                "test images" + (f" after the first {holdout} (holdout)" if holdout else ""))
+        if self.num_train > sizes["train"]:
+            raise ConfigError("num_train", f"num_train={self.num_train} asks for more images "
+                                           f"than the {sizes['train']} training images")
 
     @property
     def pixel_range(self) -> tuple[float, float]:

@@ -93,6 +93,7 @@ class BlackboxRun:
         for name in ("holdout", "data_aug", "flip_every", "epochs_substitute"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
+        self.spec.check_split_sizes(holdout=self.holdout)  # the seed set comes first
 
     def name(self) -> str:
         """A readable file-name stem (the settings digest is appended when writing)."""
