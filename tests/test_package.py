@@ -41,7 +41,7 @@ def test_package_generator_writes_manifest(tmp_path, tiny_config):
 def test_save_without_optimizer_drops_adam_state(tmp_path):
     import keras
 
-    from defense_gan_tf.training.classifier import save_without_optimizer
+    from defense_gan_tf.models.saving import save_without_optimizer
 
     rng = np.random.default_rng(0)
     clf = training.train_classifier(rng.uniform(size=(8, 28, 28, 1)), rng.integers(0, 10, 8),

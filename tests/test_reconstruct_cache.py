@@ -1,10 +1,14 @@
 """The Defense-GAN-Rec training-set reconstructions: cached, and resumed after an interruption."""
 import os
+import signal
 
 import numpy as np
 import pytest
 
-from defense_gan_tf.training.classifier import reconstruct_dataset
+from defense_gan_tf.batch_cache import save_batch
+from defense_gan_tf.defense.reconstruction import (batches_folder, kept_reconstructions,
+                                                   reconstruct_dataset,
+                                                   reconstruction_cache_path)
 
 
 class Projection:
@@ -29,24 +33,32 @@ def _files(folder):
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
+def _kept(cache, images, batch_size=3):
+    """The batch files an interrupted call left for ``images`` under key "k"."""
+    return _files(batches_folder(reconstruction_cache_path(cache, "k", images)))
+
+
 def test_interrupted_reconstruction_resumes_where_it_stopped(tmp_path):
     images, cache = _images(), str(tmp_path / "cache")
     expected = reconstruct_dataset(Projection(), images, cache_key="k", batch_size=3)
 
-    first = Projection(fail_at_call=2)
+    first, messages = Projection(fail_at_call=2), []
     with pytest.raises(KeyboardInterrupt):
         reconstruct_dataset(first, images, cache_key="k", cache_dir=cache, batch_size=3,
-                            log=lambda m: None)
-    assert [f for f in _files(cache) if f.endswith(".partial.npz")], _files(cache)
+                            log=messages.append)
+    assert len(_kept(cache, images)) == 2, _files(cache)
+    assert "interrupted: 6/10 reconstructions kept" in messages[-1], messages
 
     second = Projection()
     recs = reconstruct_dataset(second, images, cache_key="k", cache_dir=cache,
-                               batch_size=3, log=lambda m: None)
+                               batch_size=3, log=messages.append)
     # only images 6..9 were projected again, in the same batches as an uninterrupted run
     np.testing.assert_array_equal(np.concatenate(second.calls), images[6:])
     assert [len(b) for b in second.calls] == [3, 1]
     np.testing.assert_allclose(recs, expected, rtol=1e-6)
-    assert not [f for f in _files(cache) if "partial" in f or "tmp" in f], _files(cache)
+    assert any(m.startswith("resuming: 6/10") for m in messages), messages
+    # the batch folder is gone once the whole set is one file; no temporary file is left
+    assert _files(cache) == [os.path.basename(reconstruction_cache_path(cache, "k", images))]
 
     third = Projection()
     np.testing.assert_array_equal(
@@ -55,38 +67,51 @@ def test_interrupted_reconstruction_resumes_where_it_stopped(tmp_path):
     assert third.calls == []
 
 
-def test_progress_is_saved_while_running_not_only_on_interruption(tmp_path):
+def test_every_batch_is_kept_as_it_finishes(tmp_path):
     images, cache = _images(), str(tmp_path / "cache")
     seen = []
 
     def project(batch):
-        # a SIGKILL would skip the except clause: the periodic save must already be there
-        partial = [f for f in _files(cache) if f.endswith(".partial.npz")]
-        if partial:
-            with np.load(os.path.join(cache, partial[0])) as saved:
-                seen.append(len(saved["reconstructions"]))
-        else:
-            seen.append(0)
+        # a SIGKILL would skip any except clause: the batches before must be on disk
+        seen.append(len(_kept(cache, images)))
         return batch * 2.0
 
     reconstruct_dataset(project, images, cache_key="k", cache_dir=cache, batch_size=3,
-                        checkpoint_seconds=0.0, log=lambda m: None)
-    assert seen == [0, 3, 6, 9]
+                        log=lambda m: None)
+    assert seen == [0, 1, 2, 3]
 
 
-def test_partial_file_of_another_batch_size_is_not_resumed(tmp_path):
+def test_batches_of_another_batch_size_are_not_resumed(tmp_path):
     images, cache = _images(), str(tmp_path / "cache")
     with pytest.raises(KeyboardInterrupt):
         reconstruct_dataset(Projection(fail_at_call=1), images, cache_key="k",
                             cache_dir=cache, batch_size=4, log=lambda m: None)
-    again, messages = Projection(), []
+    path = reconstruction_cache_path(cache, "k", images)
+    assert kept_reconstructions(path, 10, 4) == 4 and kept_reconstructions(path, 10, 3) == 0
+    again = Projection()
     recs = reconstruct_dataset(again, images, cache_key="k", cache_dir=cache, batch_size=3,
-                               log=messages.append)
+                               log=lambda m: None)
     np.testing.assert_array_equal(np.concatenate(again.calls), images)
-    assert any("ignoring partial" in m for m in messages), messages
     np.testing.assert_allclose(
         recs, reconstruct_dataset(Projection(), images, cache_key="k", batch_size=3),
         rtol=1e-6)
+    assert not os.path.exists(batches_folder(path))
+
+
+def test_unusable_kept_batches_are_projected_again(tmp_path):
+    images, cache = _images(), str(tmp_path / "cache")
+    expected = reconstruct_dataset(Projection(), images, cache_key="k", batch_size=3)
+    folder = batches_folder(reconstruction_cache_path(cache, "k", images))
+    os.makedirs(folder)
+    with open(os.path.join(folder, "b3_0000000.npz"), "wb") as f:
+        f.write(b"PK\x03\x04 truncated")  # a zip header and nothing after it
+    save_batch(os.path.join(folder, "b3_0000003.npz"), reconstructions=images[:2])
+    proj, messages = Projection(), []
+    recs = reconstruct_dataset(proj, images, cache_key="k", cache_dir=cache, batch_size=3,
+                               log=messages.append)
+    assert len(proj.calls) == 4  # both unusable batches, and the two never done
+    np.testing.assert_allclose(recs, expected, rtol=1e-6)
+    assert any("ignoring kept batch b3_0000003" in m for m in messages), messages
 
 
 def test_other_images_or_key_do_not_share_a_cache(tmp_path):
@@ -101,9 +126,7 @@ def test_other_images_or_key_do_not_share_a_cache(tmp_path):
         reconstruct_dataset(Projection(), images, cache_key="k", batch_size=0)
 
 
-def test_sigterm_becomes_an_interruption_that_keeps_the_partial_result(tmp_path):
-    import signal
-
+def test_sigterm_becomes_an_interruption_that_keeps_the_finished_batches(tmp_path):
     from defense_gan_tf.console import interrupt_on_sigterm
 
     images, cache = _images(), str(tmp_path / "cache")
@@ -123,6 +146,7 @@ def test_sigterm_becomes_an_interruption_that_keeps_the_partial_result(tmp_path)
                                 batch_size=3, log=lambda m: None)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    partial = [f for f in _files(cache) if f.endswith(".partial.npz")]
-    with np.load(os.path.join(cache, partial[0])) as saved:
-        assert len(saved["reconstructions"]) == 3  # the batch before the signal
+    assert _kept(cache, images) == ["b3_0000000.npz"]  # the batch before the signal
+    recs = reconstruct_dataset(lambda b: b * 2.0, images, cache_key="k", cache_dir=cache,
+                               batch_size=3, log=lambda m: None)
+    np.testing.assert_allclose(recs, images * 2.0)

@@ -8,13 +8,13 @@ import pytest
 
 from defense_gan_tf.batch_cache import save_batch
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
+from defense_gan_tf.defense.reconstruction import batches_folder
 from defense_gan_tf.records import report
 from defense_gan_tf.metrics.detection import roc_curve
 from defense_gan_tf.records.loading import rec_cache_status
 from defense_gan_tf.records.runs import RunSpec
 from defense_gan_tf.workflows.whitebox_run import WhiteboxRun, run_whitebox
 from defense_gan_tf.plots import save_image_grid
-from defense_gan_tf.training.classifier import partial_reconstruction_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,10 +112,11 @@ def test_whitebox_runs_fill_the_paper_table(setup, monkeypatch):
     # An interrupted run's batches count as reconstructions kept, not as the cache.
     whole = next(p for p in root.glob("classifiers/recs_*.npz"))
     recs = np.load(whole)["reconstructions"]
-    save_batch(partial_reconstruction_path(str(whole)), reconstructions=recs[:20],
-               batch_size=10)
+    for start in (0, 64, 192):  # 192..199: the last batch holds 8
+        save_batch(os.path.join(batches_folder(str(whole)), f"b64_{start:07d}.npz"),
+                   reconstructions=recs[start:start + 64])
     os.remove(whole)
-    assert status() == (False, False, 20)
+    assert status() == (False, False, 136)
 
 
 def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):

@@ -91,7 +91,7 @@ def quality_classifier(path: str, dataset: str, *, data_dir: Optional[str] = Non
     from defense_gan_tf import data
     from defense_gan_tf.config import ClassifierConfig
     from defense_gan_tf.training import train_classifier
-    from defense_gan_tf.training.classifier import save_without_optimizer
+    from defense_gan_tf.models.saving import save_without_optimizer
 
     description_path = path + ".json"
     if os.path.isfile(path):

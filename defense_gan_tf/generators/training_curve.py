@@ -49,6 +49,7 @@ from defense_gan_tf.batch_cache import OutOfTime, ResumableBatches
 from defense_gan_tf.metrics.quality import (classifier_score, frechet_distance,
                                             sample, statistics)
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
+from defense_gan_tf.models.saving import weights_digest
 
 # Seeds of the random starts: the evaluation projections and the attacker's own
 # projection (paper-style FGSM) draw different starts, as a real attacker would.
@@ -124,17 +125,6 @@ class BudgetExhausted(Interrupted):
         super().__init__(f"time budget used up after {done} of {total} batches; they are "
                          f"cached in {cache_dir}, so the same call continues from there")
         self.done, self.total, self.cache_dir = done, total, cache_dir
-
-
-def weights_digest(*models: keras.Model) -> str:
-    """A SHA-256 hex digest of the models' weights (shapes and values)."""
-    h = hashlib.sha256()
-    for model in models:
-        for w in model.get_weights():
-            w = np.ascontiguousarray(w)
-            h.update(str((w.shape, w.dtype.str)).encode())
-            h.update(w.tobytes())
-    return h.hexdigest()
 
 
 class _Batches:

@@ -1,4 +1,5 @@
-"""Generator, critic and classifiers A-F (paper appendix)."""
+"""Generator, critic and classifiers A-F (paper appendix), the encoder; checks of loaded
+models, weight digests and saving without optimizer state."""
 
 from defense_gan_tf.models.classifiers import CLASSIFIERS, build_classifier
 from defense_gan_tf.models.critic import build_critic

@@ -17,16 +17,17 @@ import keras
 import numpy as np
 
 from defense_gan_tf import data as data_lib
-from defense_gan_tf.batch_cache import load_batch
 from defense_gan_tf.config import ClassifierConfig, canonical_dataset_name
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import Projector
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models.checks import check_classifier, check_generator
-from defense_gan_tf.training.classifier import (partial_reconstruction_path,
-                                                reconstruct_dataset, reconstruction_cache_key,
-                                                reconstruction_cache_path,
-                                                save_without_optimizer, train_classifier)
+from defense_gan_tf.defense.reconstruction import (kept_reconstructions,
+                                                   reconstruct_dataset,
+                                                   reconstruction_cache_key,
+                                                   reconstruction_cache_path)
+from defense_gan_tf.models.saving import save_without_optimizer, weights_digest
+from defense_gan_tf.training.classifier import train_classifier
 
 
 def load_model_file(path: str, name: str) -> keras.Model:
@@ -187,7 +188,6 @@ class RunInputs(NamedTuple):
     def record_fields(self, spec) -> dict:
         """Settings the run record adds to the spec's: what was loaded, by digest."""
         from defense_gan_tf.records.report import file_digest
-        from defense_gan_tf.training.classifier import weights_digest
 
         return {"generator_iterations": self.generator_iterations,
                 "generator_sha": weights_digest(self.generator)[:16] if self.generator
@@ -254,9 +254,7 @@ def rec_cache_status(spec, *, classifier_dir: str, data_dir: Optional[str] = Non
     path = reconstruction_cache_path(classifier_dir, key, train_x)
     if os.path.isfile(path):
         return False, True, 0
-    kept = load_batch(partial_reconstruction_path(path), keys=("reconstructions",),
-                      required=("reconstructions",))
-    return False, False, 0 if kept is None else len(kept["reconstructions"])
+    return False, False, kept_reconstructions(path, len(train_x))
 
 
 def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_dir: str,

@@ -30,7 +30,7 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier, Projector
 from defense_gan_tf.defense.projection import attach_gradient
 from defense_gan_tf.records import report
-from defense_gan_tf.batch_cache import OutOfTime, ResumableBatches, load_batch, save_batch
+from defense_gan_tf.batch_cache import OutOfTime, ResumableBatches
 from defense_gan_tf.records.loading import load_run_inputs
 from defense_gan_tf.records.runs import RunOutcome, flat_settings, write_run_record
 from defense_gan_tf.config import ADAPTIVE_ATTACKS
@@ -79,40 +79,33 @@ def _distortion(norm: str, x_adv: np.ndarray, x: np.ndarray) -> float:
 
 class SearchMemo:
     """Searches of one run that do not depend on the budget (the latent search, the
-    CW-L2 optimisation, FGSM's gradient), by batch, in memory and, with ``folder``, on
-    disk, so that the other budgets of a batch, and a rerun's, reuse them. ``wrap`` rebuilds a stored
-    result from its arrays (default: the dict of arrays itself)."""
+    CW-L2 optimisation, FGSM's gradient), by batch, in memory and, with ``folder``, kept
+    on disk as :class:`ResumableBatches`, so that the other budgets of a batch, and a
+    rerun's, reuse them. ``wrap`` rebuilds a stored result from its arrays (default: the
+    dict of arrays itself)."""
 
     def __init__(self, folder: Optional[str] = None, wrap: Optional[Callable] = None):
-        self.folder = folder
+        self.batches = ResumableBatches(folder)
         self.wrap = wrap
         self.searches: dict = {}
 
-    def _path(self, key) -> Optional[str]:
-        name = "_".join(str(int(k) if isinstance(k, bool) else k) for k in key)
-        return os.path.join(self.folder, f"search_{name}.npz") if self.folder else None
-
-    def get(self, key):
-        if key not in self.searches and self._path(key):
-            arrays = load_batch(self._path(key),
-                                required=getattr(self.wrap, "_fields", ()))
-            if arrays is not None:
-                self.searches[key] = self.wrap(**arrays) if self.wrap else arrays
-        return self.searches.get(key)
-
     def get_or_compute(self, key, compute: Callable):
         """The search stored under ``key``, or ``compute()``'s result, stored."""
-        out = self.get(key)
-        if out is None:
-            out = compute()
-            self[key] = out
-        return out
+        if key not in self.searches:
+            fresh = []
 
-    def __setitem__(self, key, out) -> None:
-        self.searches[key] = out
-        if self._path(key):
-            arrays = out._asdict() if hasattr(out, "_asdict") else out
-            save_batch(self._path(key), **{k: np.asarray(v) for k, v in arrays.items()})
+            def arrays():
+                fresh.append(compute())
+                out = fresh[0]
+                out = out._asdict() if hasattr(out, "_asdict") else out
+                return {k: np.asarray(v) for k, v in out.items()}
+
+            name = "search_" + "_".join(str(int(k) if isinstance(k, bool) else k)
+                                        for k in key)
+            kept = self.batches.get(name, arrays, required=getattr(self.wrap, "_fields", ()))
+            self.searches[key] = fresh[0] if fresh else (
+                self.wrap(**kept) if self.wrap else kept)
+        return self.searches[key]
 
 
 # The random stream of the input-gradient probe's projection starts.

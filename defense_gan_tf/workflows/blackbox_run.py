@@ -209,7 +209,7 @@ class SubstituteCache:
                  classifier_dir: Optional[str]):
         """``loaded``: the run record's digests of what was loaded
         (``RunInputs.record_fields``); ``classifier``: the black box itself."""
-        from defense_gan_tf.training.classifier import weights_digest
+        from defense_gan_tf.models.saving import weights_digest
 
         self.stem = None
         if not classifier_dir:
