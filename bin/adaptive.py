@@ -62,6 +62,8 @@ absl_flags.DEFINE_string("cache_dir", "runs/adaptive_cache", "Finished batches o
                         "cell are kept here, keyed by the cell's settings; a rerun continues "
                         "from them ('' keeps nothing).")
 shared.define_time_budget_flag("No attack batch starts after this many minutes")
+shared.define_shard_flags("the cells (all budgets of an attack whose one search serves "
+                          "every budget go together: fgsm, transfer_fgsm, cw_*, latent)")
 absl_flags.DEFINE_integer("sanity_images", 20, "Test images for the sanity checks (whole-"
                           "range budget, twice the PGD steps, identity BPDA; tracking "
                           "BPDA-PGD unless bpda_pgd is in --attacks); 0 skips them.")
@@ -72,6 +74,7 @@ def build_run():
     from defense_gan_tf.records.specs import AdaptiveRun
 
     shared.time_budget_seconds()  # refused here, before any work, if not > 0
+    shared.shard_settings()
     try:
         eps_linf = tuple(float(e) for e in FLAGS.eps_linf)
         eps_l2 = tuple(float(e) for e in FLAGS.eps_l2)
@@ -97,9 +100,15 @@ def _workflow():
     from defense_gan_tf.workflows.adaptive import run_adaptive
 
     def run(*args, **kwargs):
+        shard, claim_timeout = shared.shard_settings()
         outcome = run_adaptive(*args, cache_dir=FLAGS.cache_dir or None,
-                               time_budget_seconds=shared.time_budget_seconds(), **kwargs)
-        if not outcome.result.finished:
+                               time_budget_seconds=shared.time_budget_seconds(),
+                               shard=shard, claim_timeout=claim_timeout, **kwargs)
+        if outcome.result.held:
+            print(f"{outcome.result.held} cell(s) being measured by other workers: the last "
+                  "worker to finish writes the table (if one died, run this command again "
+                  "after --claim_timeout_minutes)")
+        elif not outcome.result.finished:
             shared.exit_unfinished(f"{len(outcome.result.cells)} cells complete, the rest "
                                    f"cached by batch under {FLAGS.cache_dir}")
         return outcome

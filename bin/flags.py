@@ -53,7 +53,7 @@ FLAG_OF_FIELD = {
     "gan.learning_rate": "learning_rate", "gan.train_iters": "train_iters",
     "gan.checkpoint_every": "checkpoint_every", "gan.sample_every": "sample_every",
     "gan.log_every": "log_every", "gan.seed": "seed", "gan.precision": "precision",
-    "gan.ema_decay": "ema_decay", "gan.jit_compile": "jit_compile",
+    "gan.ema_decay": "ema_decay", "gan.jit_compile": "jit_compile", "shard": "shard",
 }
 
 
@@ -72,6 +72,34 @@ def define_time_budget_flag(rule: str, *, zero_means_none: bool = False) -> None
         rule + (" (0: no limit)" if zero_means_none else "")
         + f"; exit status {EXIT_UNFINISHED} then means: run the same command again, which "
         "continues from what was finished.")
+
+
+def define_shard_flags(what: str) -> None:
+    """--shard and --claim_timeout_minutes: this worker's share of ``what`` when several
+    workers (machines, GPUs, processes) fill the same folders at once."""
+    absl_flags.DEFINE_string(
+        "shard", None, f"I/N: this worker is number I (from 0) of N filling the same "
+        f"folders; it runs its share of {what} first (every N-th, from the I-th), then "
+        "helps with the others', claiming each before it starts so that no two workers "
+        "compute the same. auto: the index of a SLURM job array. Unset: one worker "
+        "(claims still keep concurrent runs apart).")
+    absl_flags.DEFINE_float(
+        "claim_timeout_minutes", 10.0, "A claim whose worker stopped refreshing it (it "
+        "died, or lost the shared folder) for this long is taken over by another worker; "
+        "a worker on the same machine whose process is gone is taken over at once.")
+
+
+def shard_settings():
+    """(Shard, claim timeout in seconds) from --shard and --claim_timeout_minutes;
+    refuses bad values naming the flag, before TensorFlow loads."""
+    from defense_gan_tf.sharding import Shard
+
+    if not FLAGS.claim_timeout_minutes > 0:
+        raise app.UsageError(f"--claim_timeout_minutes must be > 0, got "
+                             f"{FLAGS.claim_timeout_minutes}")
+    with usage_errors():
+        shard = Shard() if FLAGS.shard is None else Shard.parse(FLAGS.shard)
+    return shard, 60.0 * FLAGS.claim_timeout_minutes
 
 
 def time_budget_seconds():

@@ -11,12 +11,19 @@ estimate and which are done.
 --models, --defenses and --attacks restrict a run to some cells (the cheap or the most
 informative ones first); the table is rebuilt from every record in the folder, and so is
 --summary (REPRODUCTION.md: every table beside the paper's figures, with what is left to
-run). --summary_only rebuilds that file and runs nothing.
+run). --summary_only rebuilds those files and runs nothing.
+
+Many workers can fill one table at once when they share <results_root> and
+--classifier_dir (one machine or many): --shard=I/N gives each its share of the cells
+(every N-th, from the I-th); a worker claims a cell before running it and leaves cells
+other workers hold, and one that finishes early helps with the others' shares. When all
+are done, --summary_only builds the tables from every worker's records.
 
 Example:
   python bin/reproduce.py --table=whitebox_mnist --dry_run --data_dir=../shared/data
   python bin/reproduce.py --table=whitebox_mnist --models=A --defenses=none,adv_tr \
       --data_dir=../shared/data
+  python bin/reproduce.py --table=whitebox_mnist --shard=0/4 ...   # and 1/4, 2/4, 3/4
   python bin/reproduce.py --summary_only
   python bin/reproduce.py --headline      # the README's headline table and the shipped
                                           # packages' READMEs, from the files behind them
@@ -45,8 +52,8 @@ absl_flags.DEFINE_string("summary", "REPRODUCTION.md", "Rebuilt after a (non-dry
                          "every table's records: the tables beside the paper's figures; "
                          "empty: leave it alone. With settings other than the paper's "
                          f"(see --results_root) the default is {CUSTOM_ROOT}/REPRODUCTION.md.")
-absl_flags.DEFINE_bool("summary_only", False, "Only rebuild --summary from the records; "
-                       "run nothing.")
+absl_flags.DEFINE_bool("summary_only", False, "Only rebuild --summary and each table "
+                       "folder's table from the records; run nothing.")
 absl_flags.DEFINE_bool("headline", False, "Only rewrite the README's table of headline "
                        "figures from the shipped manifests and the committed records, and "
                        "each shipped package's README from its manifest; run nothing.")
@@ -81,6 +88,7 @@ absl_flags.DEFINE_list("defenses", None, "Only these defense columns, some of no
 absl_flags.DEFINE_list("attacks", None, "Only these attacks, some of fgsm, rand_fgsm, cw "
                        "(default: all).")
 shared.define_time_budget_flag("No cell starts after this many minutes")
+shared.define_shard_flags("the selected cells")
 
 
 def _rec_cache_lookup():
@@ -201,6 +209,7 @@ def main(argv):
     if FLAGS.summary_only and not FLAGS.summary:
         raise app.UsageError("--summary_only needs a --summary path")
     budget = shared.time_budget_seconds()
+    shard, claim_timeout = shared.shard_settings()
     shared.check_paths(files=("generator",), folders=("data_dir", "magnet"),
                        outputs=("results_root", "classifier_dir"))
     from defense_gan_tf.console import command_line
@@ -208,6 +217,7 @@ def main(argv):
 
     if FLAGS.summary_only:
         with shared.usage_errors():
+            reproduce.rebuild_folder_tables(FLAGS.results_root)
             print("wrote", reproduce.write_summary(FLAGS.summary, FLAGS.results_root,
                                                    _settings_of))
         return
@@ -222,13 +232,19 @@ def main(argv):
                                   classifier_dir=FLAGS.classifier_dir,
                                   data_dir=FLAGS.data_dir, command=command_line(sys.argv),
                                   dry_run=FLAGS.dry_run, cell_list=chosen,
-                                  time_budget_seconds=budget)
+                                  time_budget_seconds=budget, shard=shard,
+                                  claim_timeout=claim_timeout)
         if FLAGS.table == "detection_mnist" and not FLAGS.dry_run:
             reproduce.detection_figure(results_dir, os.path.join(results_dir, "roc.png"))
         if FLAGS.summary and not FLAGS.dry_run:
             reproduce.write_summary(FLAGS.summary, FLAGS.results_root, _settings_of)
     if len(ran) < len(chosen):  # stopped by the time budget
         shared.exit_unfinished(f"{len(chosen) - len(ran)} cell(s) left")
+    held = [o for o in ran if o.done_before is None]
+    if held:
+        print(f"{len(held)} cell(s) being run by other workers; when all workers are "
+              f"done, `python bin/reproduce.py --summary_only` rebuilds the tables from "
+              "every worker's records")
 
 
 if __name__ == "__main__":

@@ -693,3 +693,53 @@ def test_coinciding_series_of_the_robustness_curve_stay_visible(tmp_path, monkey
     assert list(dotted[0].get_ydata()) == list(dotted[1].get_ydata()) == [0.0, 0.0]
     styles = {(l.get_marker(), l.get_markersize()) for l in dotted}
     assert len(styles) == 2 and all(m not in ("None", "", None) for m, _ in styles)
+
+
+def test_workers_share_the_cells_and_leave_held_units_to_their_holder(tiny_world, tmp_path,
+                                                                       monkeypatch):
+    """Units (a budget-free attack's budgets together, else one cell) go by shard; a unit
+    another live worker holds is left to it, and once it is released the next run
+    measures only that unit and writes the table."""
+    import os
+
+    from defense_gan_tf.records import report
+    from defense_gan_tf.records.runs import RunSpec, flat_settings
+    from defense_gan_tf.sharding import Claims, Shard
+    from defense_gan_tf.workflows import adaptive
+
+    root, gen_path, train, test = tiny_world
+    spec = RunSpec(model="E", defense_type="defense_gan", generator=gen_path, num_tests=6,
+                   num_train=200, epochs=2, batch_size=3,
+                   projection=config_lib.ProjectionConfig(iterations=3, restarts=2))
+    run = adaptive.AdaptiveRun(spec=spec, attacks=("bpda_pgd", "fgsm"), eps_linf=(0.1, 0.2),
+                               pgd_steps=3, sanity_images=0)
+    assert adaptive.cell_units(run) == [("bpda_pgd", [0.1]), ("bpda_pgd", [0.2]),
+                                        ("fgsm", [0.1, 0.2])]
+    res = str(tmp_path / "res")
+    kw = dict(results_dir=res, classifier_dir=str(root / "classifiers"), train_data=train,
+              test_data=test, log=lambda m: None)
+    crafted = []
+    real_craft = adaptive.craft
+    monkeypatch.setattr(adaptive, "craft", lambda attack, *a, **k: (
+        crafted.append(attack), real_craft(attack, *a, **k))[1])
+    # the run id, as run_adaptive derives it (the record fields of what it loads)
+    inputs = adaptive.load_run_inputs(spec, results_dir=res, classifier_dir=kw[
+        "classifier_dir"], train_data=train, test_data=test, log=lambda m: None)
+    run_id = report.settings_id({**flat_settings(run), **inputs.record_fields(spec)})
+    other = Claims(os.path.join(res, ".claims"))  # another worker, alive (this process)
+    held = other.claim(adaptive.unit_claim_name(run_id, "bpda_pgd", [0.1]))
+    crafted.clear()
+    out = adaptive.run_adaptive(run, shard=Shard(1, 2), **kw)
+    assert out.result.held == 1 and not out.result.finished
+    assert [(c.attack, c.budget) for c in out.result.cells] == [
+        ("bpda_pgd", 0.2), ("fgsm", 0.1), ("fgsm", 0.2)]
+    # 2 batches x (defended, undefended), and for fgsm x its 2 budgets
+    assert crafted.count("bpda_pgd") == 4 and crafted.count("fgsm") == 8
+    assert not any(n.startswith("adaptive_table_") and not n.endswith(".partial.md")
+                   for n in os.listdir(res))
+    held.release()
+    done = adaptive.run_adaptive(run, shard=Shard(0, 2), **kw)
+    assert done.result.finished and done.result.held == 0 and len(done.result.cells) == 4
+    assert crafted.count("bpda_pgd") == 8 and crafted.count("fgsm") == 8
+    assert "| bpda_pgd | linf | 0.1 |" in done.table
+    assert not os.path.exists(os.path.join(res, ".claims"))

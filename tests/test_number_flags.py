@@ -36,7 +36,7 @@ BINARIES = sorted(f for f in os.listdir(os.path.join(ROOT, "bin"))
 # Flags where zero and negative values mean nothing (a step, a constant, a budget).
 _POSITIVE = ("rec_lr", "cw_lr", "cw_const", "pgd_step_size", "time_budget_minutes",
              "learning_rate", "cw_learning_rate", "latent_learning_rate",
-             "memory_budget_gb")
+             "memory_budget_gb", "claim_timeout_minutes")
 # ... except where the binary documents 0 as "none".
 _ZERO_MEANS_NONE = {("measure_generator.py", "time_budget_minutes")}
 
@@ -144,3 +144,16 @@ def test_help_lists_the_shared_flags_a_binary_takes(name):
                               "reproduce.py"), name
     if "--data_dir" in shown:
         assert "DEFENSE_GAN_DATA_DIR" in shown, name
+
+
+def test_shard_flag_shows_each_shares_hours_and_refuses_bad_values():
+    r = _run("reproduce.py", "--shard=1/3")  # a dry run (see _REQUIRED)
+    assert r.returncode == 0, r.stderr[-800:]
+    shares = [line for line in r.stdout.splitlines() if line.strip().startswith("shard ")]
+    assert [line.split(":")[0].strip() for line in shares] == [
+        "shard 0/3", "shard 1/3", "shard 2/3"], r.stdout[:2000]
+    assert shares[1].endswith("(this worker)") and all(" h" in s for s in shares)
+    for bad in ("--shard=3/3", "--shard=1", "--shard=a/b", "--shard=auto"):
+        r = _run("reproduce.py", bad)
+        assert r.returncode != 0 and "--shard" in r.stderr.strip().splitlines()[-2], (
+            bad, r.stderr[-600:])

@@ -415,3 +415,48 @@ def test_a_long_batch_reports_its_steps_from_inside_the_compiled_loop(gen, capfd
     err = capfd.readouterr().err
     assert "projection: step 7 of 7" in err
     assert "projection: gradient through steps 0-2 of 7 done" in err, err
+
+
+def test_replicas_split_a_batch_and_give_one_devices_results(gen):
+    """Two logical CPU devices (tests/conftest.py) each project a share of the images:
+    every image keeps its own starts and gets what one device gives it, with the same
+    restarts and generator passes; an odd batch, one image, and chunks per replica too."""
+    from defense_gan_tf.training import make_strategy
+
+    strategy = make_strategy("mirrored")
+    if strategy.num_replicas_in_sync < 2:
+        pytest.skip("needs two logical CPU devices")
+    c = cfg(iterations=6, restarts=3)
+    one = Projector(gen, c)
+    replicated = Projector(gen, c, strategy=strategy)
+    devices = []
+    real = replicated._compiled
+
+    def where(images, z_init):  # runs on each replica, under its device
+        out = real(images, z_init)
+        devices.append((out.reconstruction.device, int(images.shape[0])))
+        return out
+
+    replicated._compiled = where
+    for n in (7, 1):
+        x, _ = targets(gen, n=n)
+        devices.clear()
+        a, b = one(x, seed=5), replicated(x, seed=5)
+        assert sorted(k for _, k in devices) == sorted([n // 2, n - n // 2])
+        assert len({d for d, _ in devices}) == 2  # on both devices
+        for u, v in zip(a[:3], b[:3]):
+            np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
+        assert int(a.row_steps) == int(b.row_steps) and int(a.steps) == int(b.steps)
+    replicated.max_batch = 2  # 2 per replica: chunks of 4 and 3, each split in two
+    x, _ = targets(gen, n=7)
+    devices.clear()
+    b = replicated(x, seed=5)
+    assert sorted(k for _, k in devices) == [1, 2, 2, 2]
+    np.testing.assert_allclose(b.reconstruction.numpy(),
+                               one(x, seed=5).reconstruction.numpy(), rtol=1e-5, atol=1e-6)
+    # DefendedClassifier passes its strategy on: same logits as on one device.
+    clf = keras.Sequential([keras.Input(gen.output_shape[1:]), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+    np.testing.assert_allclose(
+        DefendedClassifier(clf, gen, c, seed=5, strategy=strategy)(x).numpy(),
+        DefendedClassifier(clf, gen, c, seed=5)(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -381,3 +381,102 @@ def test_bin_reproduce_summary_only(tmp_path):
     missing = subprocess.run(base, capture_output=True, text=True, env=env, timeout=300,
                              cwd=ROOT)
     assert missing.returncode != 0 and "--table is required" in missing.stderr
+
+
+# A worker of test_shards_fill_a_table_like_one_worker: the tiny cells of _shard_cells,
+# run with --shard-like arguments; the cell whose eps is in $HANG_EPS hangs once claimed.
+_WORKER = r"""
+import os, sys, time
+import numpy as np
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from test_reproduce import _shard_cells
+from defense_gan_tf.sharding import Shard
+from defense_gan_tf.workflows import reproduce
+
+data = np.load(sys.argv[2])
+real = reproduce._workflow
+
+def workflow(kind):
+    def run(cell_run, **kw):
+        if str(cell_run.spec.attack.eps) == os.environ.get("HANG_EPS"):
+            print("hanging", flush=True)
+            time.sleep(600)
+        return real(kind)(cell_run, **kw)
+    return run
+
+reproduce._workflow = workflow
+out = reproduce.run_table("whitebox_mnist", reproduce.TableSettings(), results_dir=sys.argv[3],
+                          classifier_dir=sys.argv[4], cell_list=_shard_cells(),
+                          train_data=(data["tx"], data["ty"]), test_data=(data["vx"], data["vy"]),
+                          shard=Shard.parse(sys.argv[5]), log=print)
+print("outcomes", [o.done_before for o in out], flush=True)
+"""
+
+
+def _shard_cells():
+    cells = []
+    for attack, eps in (("fgsm", 0.1), ("fgsm", 0.2), ("fgsm", 0.3), ("rand_fgsm", 0.25)):
+        spec = RunSpec(model="E", num_tests=10, num_train=200, epochs=1, batch_size=10,
+                       attack=AttackConfig(attack_type=attack, eps=eps))
+        cells.append(reproduce.Cell("whitebox", WhiteboxRun(spec=spec), f"{attack} {eps}", 1.0))
+    return cells
+
+
+def test_shards_fill_a_table_like_one_worker_and_a_killed_ones_cell_is_rerun(tiny_world,
+                                                                          tmp_path):
+    import numpy as np
+
+    root, _, train, test = tiny_world
+    clf = str(root / "shard_clf")
+    one = str(tmp_path / "alone" / "table")  # not beside the shards' folder: not copied
+    ran = reproduce.run_table("whitebox_mnist", reproduce.TableSettings(), results_dir=one,
+                              classifier_dir=clf, cell_list=_shard_cells(), train_data=train,
+                              test_data=test, log=lambda m: None)
+    assert [o.done_before for o in ran] == [False] * 4
+    np.savez(tmp_path / "data.npz", tx=train[0], ty=train[1], vx=test[0], vy=test[1])
+    two = str(tmp_path / "shards" / "table")
+
+    def worker(shard, **env):
+        return subprocess.Popen(
+            [sys.executable, "-c", _WORKER, ROOT, str(tmp_path / "data.npz"), two, clf, shard],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **env))
+
+    # Worker 0 hangs in its first cell (fgsm 0.1); worker 1 runs its own share (fgsm 0.2,
+    # rand_fgsm 0.25), then worker 0's other cell, and leaves the hanging one to it.
+    stuck = worker("0/2", HANG_EPS="0.1")
+    try:
+        assert "hanging" in _read_until(stuck, "hanging")
+        helper = worker("1/2")
+        out, _ = helper.communicate(timeout=600)
+        assert helper.returncode == 0, out[-3000:]
+        assert "outcomes [False, False, None, False]" in out, out[-3000:]
+        assert "being run by another worker" in out
+    finally:
+        stuck.kill()
+        stuck.wait()
+    # Its rerun takes over the dead worker's claim at once and runs the last cell.
+    rerun = worker("0/2")
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0 and "outcomes [False, True, True, True]" in out, out[-3000:]
+    assert not os.path.exists(reproduce.claims_folder(two))
+
+    def records(folder):
+        timing = ("seconds", "images_per_second")
+        return {r["run_id"]: ({k: v for k, v in r["result"].items() if k not in timing},
+                              r["settings"]) for r in reproduce.report.load_runs(folder)}
+
+    assert records(one) == records(two) and len(records(one)) == 4
+    tables = [open(os.path.join(f, "whitebox_table.md")).read().partition("Runs (latest")[0]
+              for f in (one, two)]
+    assert tables[0] == tables[1] and tables[0].count(" | E | ") == 4
+
+
+def _read_until(proc, text: str) -> str:
+    """Lines of ``proc``'s output up to the first holding ``text`` (or the end)."""
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if text in line:
+            break
+    return seen

@@ -60,13 +60,17 @@ class DefendedClassifier(keras.Model):
       checkpoint_segment: steps per recomputed segment of the full gradient's backward
         pass (:class:`~defense_gan_tf.defense.projection.Projector`; None: about sqrt(L),
         0: none).
+      strategy: a ``tf.distribute`` strategy whose replicas each project a share of an
+        eager call's images (same starts and results as one device; the full gradient
+        runs on one device).
     """
 
     def __init__(self, classifier: keras.Model, generator: keras.Model,
                  projection_config: Optional[ProjectionConfig] = None,
                  gradient: str = "none", seed: Optional[int] = None,
                  encoder: Optional[keras.Model] = None, draw_seed: Optional[int] = None,
-                 checkpoint_segment: Optional[int] = None, **kwargs):
+                 checkpoint_segment: Optional[int] = None,
+                 strategy: Optional[tf.distribute.Strategy] = None, **kwargs):
         super().__init__(**kwargs)
         check_generator(generator, "DefendedClassifier's generator (second argument)")
         check_classifier(classifier, "DefendedClassifier's classifier (first argument)",
@@ -76,7 +80,8 @@ class DefendedClassifier(keras.Model):
         # Converted before Keras tracks the attribute (a dict would become a TrackedDict).
         self.projection_config = as_projection_config(projection_config)
         self.projector = Projector(generator, self.projection_config, gradient,
-                                   encoder=encoder, checkpoint_segment=checkpoint_segment)
+                                   encoder=encoder, checkpoint_segment=checkpoint_segment,
+                                   strategy=strategy)
         self.gradient = gradient
         self.seed = seed
         self.draw_seed = draw_seed

@@ -342,8 +342,10 @@ def _project_graph(generator, images, z_init, config: ProjectionConfig, *,
     out = _project_nonempty(generator, images, z_init, config,
                             descent_generator=descent_generator or generator, encoder=encoder,
                             segment=segment, progress=progress)
+    # the blank image's generator passes are not the caller's
     return Projection(reconstruction=out.reconstruction[:n], z=out.z[:n],
-                      error=out.error[:n], steps=out.steps, row_steps=out.row_steps)
+                      error=out.error[:n], steps=out.steps,
+                      row_steps=tf.where(n > 0, out.row_steps, 0))
 
 
 def _project_nonempty(generator, images, z_init, config: ProjectionConfig, *,
@@ -479,6 +481,13 @@ class Projector(tf.Module):
     with early stopping the stop step is decided per chunk), so that memory stays
     bounded whatever the input size.
 
+    With a ``strategy`` of several replicas (``tf.distribute.MirroredStrategy`` over
+    GPUs, or over logical CPU devices) an eager call splits its images into one
+    contiguous share per replica (``max_batch`` per replica at a time); the starts are
+    drawn for the whole batch first, so every image gets the starts and the result one
+    device gives it. Calls inside a caller's graph (:meth:`graph`, the full gradient)
+    run on one device.
+
     ``progress_every`` (a class attribute, 0 by default; set it before the first call)
     makes the compiled loop print ``projection: step t of L`` to standard error every
     that many steps, and the full gradient's backward pass a line per segment: a batch
@@ -491,8 +500,12 @@ class Projector(tf.Module):
     def __init__(self, generator: keras.Model, config: Optional[ProjectionConfig] = None,
                  gradient: str = "none", name: Optional[str] = None,
                  encoder: Optional[keras.Model] = None,
-                 checkpoint_segment: Optional[int] = None):
+                 checkpoint_segment: Optional[int] = None,
+                 strategy: Optional[tf.distribute.Strategy] = None):
         super().__init__(name=name)
+        # Several replicas split an eager call's images (see __call__); one is no split.
+        self.strategy = (strategy if strategy is not None
+                         and strategy.num_replicas_in_sync > 1 else None)
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
         check_generator(generator, "the projection's generator")
@@ -563,19 +576,53 @@ class Projector(tf.Module):
                     f"{self.config.restarts} restarts need "
                     f"{images.shape[0] * self.config.restarts}")
         n, step = images.shape[0], self.max_batch
-        if not tf.executing_eagerly() or n is None or n <= step:
+        if not tf.executing_eagerly() or n is None:
             return self._compiled(images, z_init)
+        run = self._compiled if self.strategy is None else self._replicated
+        if self.strategy is not None:
+            step *= self.strategy.num_replicas_in_sync
+        if n <= step:
+            return run(images, z_init)
         r = self.config.restarts
-        parts = [self._compiled(images[i:i + step], z_init[i * r:(i + step) * r])
-                 for i in range(0, n, step)]
-        return Projection(*(tf.concat([getattr(p, k) for p in parts], 0)
-                            for k in ("reconstruction", "z", "error")),
-                          steps=tf.reduce_max([p.steps for p in parts]),
-                          row_steps=tf.add_n([p.row_steps for p in parts]))
+        return _joined([run(images[i:i + step], z_init[i * r:(i + step) * r])
+                        for i in range(0, n, step)])
+
+    def _replicated(self, images, z_init) -> Projection:
+        """One eager batch split over the strategy's replicas, each projecting a
+        contiguous share of the images with those images' own starts, run side by side;
+        the results in image order, as one device gives them (up to float rounding in
+        kernels whose blocking depends on the batch size)."""
+        k, r = self.strategy.num_replicas_in_sync, self.config.restarts
+        n = int(images.shape[0])
+        bounds = [n * i // k for i in range(k + 1)]
+
+        def share(tensor, rows_per_image):
+            def value(context):
+                i = context.replica_id_in_sync_group
+                return tensor[bounds[i] * rows_per_image:bounds[i + 1] * rows_per_image]
+            return self.strategy.experimental_distribute_values_from_function(value)
+
+        # A plain function, each replica's thread calling the compiled one: handed a
+        # tf.function, the strategy would re-bind its signature to the per-replica values.
+        out = self.strategy.run(lambda x, z: self._compiled(x, z),
+                                args=(share(images, 1), share(z_init, r)))
+        return _joined(list(self.strategy.experimental_local_results(out)))
+
+
+def _joined(parts: list) -> Projection:
+    """Projections of consecutive chunks of a batch as one: images in order, the longest
+    descent's ``steps`` and the sum of ``row_steps``."""
+    if len(parts) == 1:
+        return parts[0]
+    return Projection(*(tf.concat([getattr(p, k) for p in parts], 0)
+                        for k in ("reconstruction", "z", "error")),
+                      steps=tf.reduce_max([p.steps for p in parts]),
+                      row_steps=tf.add_n([p.row_steps for p in parts]))
 
 
 def project(generator: keras.Model, images, config: Optional[ProjectionConfig] = None, *,
-            z_init=None, seed=None, gradient: str = "none") -> Projection:
+            z_init=None, seed=None, gradient: str = "none",
+            strategy: Optional[tf.distribute.Strategy] = None) -> Projection:
     """Projects images onto the range of ``generator`` (paper section 3.3, Algorithm 1).
 
     A one-off call: it compiles the projection for this call. To project many
@@ -590,6 +637,8 @@ def project(generator: keras.Model, images, config: Optional[ProjectionConfig] =
       z_init: optional starts [B*R, latent]; rows i*R..i*R+R-1 belong to image i.
       seed: seeds z_init when it is not given (stateless, reproducible).
       gradient: ``full``, ``bpda`` or ``none`` (see the module docstring).
+      strategy: a ``tf.distribute`` strategy whose replicas (GPUs, or logical CPU
+        devices) each project a share of the images (see :class:`Projector`).
 
     Returns:
       A :class:`Projection` (reconstruction, z, error).
@@ -598,4 +647,5 @@ def project(generator: keras.Model, images, config: Optional[ProjectionConfig] =
       ValueError: bad images (rank, shape, channels, dtype, range, NaN / Inf),
         bad z_init or gradient mode.
     """
-    return Projector(generator, config, gradient)(images, z_init=z_init, seed=seed)
+    return Projector(generator, config, gradient, strategy=strategy)(images, z_init=z_init,
+                                                                     seed=seed)

@@ -36,6 +36,7 @@ from defense_gan_tf.records.runs import RunOutcome, flat_settings, write_run_rec
 from defense_gan_tf.config import ADAPTIVE_ATTACKS
 from defense_gan_tf.records.specs import AdaptiveRun
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
+from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Claims, Shard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,8 +369,8 @@ def finished_cell(results_dir: str, dataset: str, attack: str, norm: str, budget
 class AdaptiveResult:
     """What :func:`run_adaptive` measured: the finished cells (of this sitting or read
     back from earlier records), whether every cell is done, the worst case per budget
-    and the sanity checks (both once every cell is done), and the partial table and plot
-    a stopped run leaves."""
+    and the sanity checks (both once every cell is done), the partial table and plot
+    a stopped run leaves, and how many cells it left to other workers."""
 
     run_id: str
     cells: list
@@ -378,6 +379,7 @@ class AdaptiveResult:
     sanity: list = dataclasses.field(default_factory=list)
     partial_table: Optional[str] = None
     partial_plot: Optional[str] = None
+    held: int = 0  # cells left to the other workers that hold their claims
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "finished": self.finished,
@@ -517,6 +519,8 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
                  cache_dir: Optional[str] = None,
                  time_budget_seconds: Optional[float] = None,
+                 shard: Optional[Shard] = None,
+                 claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
                  log: Callable[[str], None] = echo) -> RunOutcome:
     """Runs every attack at every budget; writes one record per attack and budget
     (through :func:`~defense_gan_tf.records.runs.write_run_record`), the run's table
@@ -532,6 +536,13 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
     the cells so far). A resumed batch's defended model draws its random starts afresh,
     so a resumed cell is a valid sample of the same attack but not bit-identical to an
     uninterrupted one.
+
+    Several workers may share ``results_dir`` (and ``cache_dir``): the cells go in units
+    (all budgets of an attack whose search serves every budget, else one cell), each
+    worker takes its ``shard``'s units first, then the others', claiming a unit before it
+    measures it (:mod:`defense_gan_tf.sharding`). Units other workers hold are left to
+    them (``AdaptiveResult.held``); the worker that finds every cell recorded writes the
+    table.
     """
     started = time.monotonic()
     spec = run.spec
@@ -546,32 +557,92 @@ def run_adaptive(run: AdaptiveRun, *, results_dir: str, classifier_dir: str,
     # that attack: its memo's key leaves the budget out.
     memos = {a: search_memo(cache_dir, settings, a) for a in run.attacks if a in _BUDGET_FREE}
 
-    deadline = None if time_budget_seconds is None else started + time_budget_seconds
-    cells = []
-    for attack, budget in ((a, b) for a in run.attacks for b in run.budgets(a)):
-        norm = ADAPTIVE_ATTACKS[attack].norm
-        key = cell_key(settings, attack, budget)
-        done = finished_cell(results_dir, spec.dataset, attack, norm, budget, key,
-                             len(x_all))
-        if done is not None:
-            cells.append(done[0])
-            log(f"{attack} {norm} {budget}: measured before with these settings "
-                f"({os.path.basename(done[1])}): Defense-GAN "
-                f"{done[0].defended['accuracy']:.3f}")
-            continue
+    def recorded(attack: str, budget: float) -> Optional[tuple]:
+        return finished_cell(results_dir, spec.dataset, attack, ADAPTIVE_ATTACKS[attack].norm,
+                             budget, cell_key(settings, attack, budget), len(x_all))
+
+    def measure(attack: str, budget: float) -> Optional[AttackCell]:
+        norm, key = ADAPTIVE_ATTACKS[attack].norm, cell_key(settings, attack, budget)
         cell = _measure_cell(models, attack, budget, key, x_all, y_all,
-                             cache_dir=cache_dir, memo=memos.get(attack),
-                             deadline=deadline, log=log)
-        if cell is None:
-            return _stopped(run, cells, settings, run_id, results_dir, command, log)
-        cells.append(cell)
-        log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
-            f"no defense {cell.undefended['accuracy']:.3f} "
-            f"({cell.seconds_per_image:.1f} s/image)")
-        write_run_record(results_dir, "adaptive", f"{spec.dataset}_{attack}_{norm}{budget}",
-                         settings, cell, command, extra={"cell_key": key}, table=False)
+                             cache_dir=cache_dir, memo=memos.get(attack), deadline=deadline,
+                             log=log)
+        if cell is not None:
+            log(f"{attack} {norm} {budget}: Defense-GAN {cell.defended['accuracy']:.3f}, "
+                f"no defense {cell.undefended['accuracy']:.3f} "
+                f"({cell.seconds_per_image:.1f} s/image)")
+            write_run_record(results_dir, "adaptive", f"{spec.dataset}_{attack}_{norm}{budget}",
+                             settings, cell, command, extra={"cell_key": key}, table=False)
+        return cell
+
+    deadline = None if time_budget_seconds is None else started + time_budget_seconds
+    claims = Claims(os.path.join(results_dir, ".claims"), timeout=claim_timeout)
+    found, stopped, held = _measure_units(run, shard or Shard(), claims, run_id, recorded,
+                                          measure, log)
+    order = [(a, b) for a in run.attacks for b in run.budgets(a)]
+    cells = [found[ab] for ab in order if ab in found]
+    if stopped or held:  # stopped by the deadline, or the last cells are others' work
+        return _stopped(run, cells, settings, run_id, results_dir, command, log,
+                        held=0 if stopped else held)
     return _finished(models, cells, settings, run_id, x_all, y_all, results_dir, command,
                      log)
+
+
+def cell_units(run: AdaptiveRun) -> list:
+    """The run's cells in the units workers claim: [(attack, [budgets])], all budgets of
+    an attack whose search serves every budget (:data:`_BUDGET_FREE`) in one unit."""
+    units = []
+    for attack in run.attacks:
+        budgets = list(run.budgets(attack))
+        units += ([(attack, budgets)] if attack in _BUDGET_FREE
+                  else [(attack, [b]) for b in budgets])
+    return units
+
+
+def unit_claim_name(run_id: str, attack: str, budgets) -> str:
+    """The name of a unit's claim (:func:`cell_units`)."""
+    return f"{run_id}_{attack}_" + "_".join(f"{b:g}" for b in budgets)
+
+
+def _measure_units(run: AdaptiveRun, shard: Shard, claims: Claims, run_id: str,
+                   recorded: Callable, measure: Callable, log) -> tuple:
+    """Measures the cells not recorded yet, by unit in ``shard``'s order, each under its
+    claim: ({(attack, budget): AttackCell}, stopped by the deadline, cells left to other
+    workers)."""
+    units, found, held = cell_units(run), {}, 0
+    for u in shard.order(len(units)):
+        attack, budgets = units[u]
+        todo = []
+        for budget in budgets:
+            done = recorded(attack, budget)
+            if done is not None:
+                found[(attack, budget)] = done[0]
+                log(f"{attack} {ADAPTIVE_ATTACKS[attack].norm} {budget}: measured before "
+                    f"with these settings ({os.path.basename(done[1])}): Defense-GAN "
+                    f"{done[0].defended['accuracy']:.3f}")
+            else:
+                todo.append(budget)
+        if not todo:
+            continue
+        claim = claims.claim(unit_claim_name(run_id, attack, budgets))
+        if claim is None:
+            log(f"{attack} {todo}: being measured by another worker; left to it")
+            held += len(todo)
+            continue
+        with claim:
+            for budget in todo:
+                done = recorded(attack, budget)  # another worker may have measured it
+                cell = done[0] if done is not None else measure(attack, budget)
+                if cell is None:
+                    return found, True, held
+                found[(attack, budget)] = cell
+    if held:  # measured by the others meanwhile?
+        for attack, budgets in units:
+            for budget in budgets:
+                done = None if (attack, budget) in found else recorded(attack, budget)
+                if done is not None:
+                    found[(attack, budget)] = done[0]
+                    held -= 1
+    return found, False, held
 
 
 def _partial_paths(results_dir: str, run_id: str) -> tuple:
@@ -580,13 +651,14 @@ def _partial_paths(results_dir: str, run_id: str) -> tuple:
 
 
 def _stopped(run: AdaptiveRun, cells: list, settings: dict, run_id: str, results_dir: str,
-             command: str, log: Callable[[str], None]) -> RunOutcome:
-    """A run the time budget stopped: a partial table and plot of its cells so far (so a
-    stopped run still shows its numbers), no run table."""
+             command: str, log: Callable[[str], None], held: int = 0) -> RunOutcome:
+    """A run the time budget stopped, or whose last cells other workers measure
+    (``held``): a partial table and plot of its cells so far (so a stopped run still
+    shows its numbers), no run table."""
     partial_table, partial_plot = _partial_paths(results_dir, run_id)
     if not cells:
-        return RunOutcome(json_path=None, table=None,
-                          result=AdaptiveResult(run_id=run_id, cells=[], finished=False))
+        return RunOutcome(json_path=None, table=None, result=AdaptiveResult(
+            run_id=run_id, cells=[], finished=False, held=held))
     total = sum(len(run.budgets(a)) for a in run.attacks)
     worst = worst_case(cells)
     write_text(partial_table, adaptive_table(cells, worst, settings, command,
@@ -596,7 +668,7 @@ def _stopped(run: AdaptiveRun, cells: list, settings: dict, run_id: str, results
     log(f"partial table ({len(cells)} of {total} cells): {partial_table}")
     return RunOutcome(json_path=partial_table, table=None, result=AdaptiveResult(
         run_id=run_id, cells=cells, finished=False, partial_table=partial_table,
-        partial_plot=partial_plot))
+        partial_plot=partial_plot, held=held))
 
 
 def _finished(models: _Models, cells: list, settings: dict, run_id: str, x_all, y_all,

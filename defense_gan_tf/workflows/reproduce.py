@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -35,6 +37,7 @@ from defense_gan_tf.records import report
 from defense_gan_tf.records.runs import RunSpec, flat_settings
 from defense_gan_tf.records.specs import BlackboxRun, WhiteboxRun
 from defense_gan_tf.measured import measured_cost
+from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Claims, Shard, share_summary
 
 TABLES = ("whitebox_mnist", "blackbox_mnist", "blackbox_eps_mnist", "detection_mnist",
           "whitebox_fmnist", "blackbox_fmnist")
@@ -382,18 +385,43 @@ def copy_record(path: str, results_dir: str, kind: str) -> list:
     return copied
 
 
+class CellOutcome(NamedTuple):
+    """What :func:`run_table` did with a cell: ``done_before`` True (recorded already, or
+    copied from another table), False (run now, in ``seconds``), or None (left to the
+    worker that holds its claim)."""
+
+    cell: Cell
+    done_before: Optional[bool]
+    seconds: float
+
+
+def claim_name(cell: Cell) -> str:
+    """The name of a cell's claim: its kind and a digest of its settings."""
+    settings = json.dumps(_settings_of(cell), sort_keys=True, default=str)
+    return f"{cell.kind}_{hashlib.sha256(settings.encode()).hexdigest()[:20]}"
+
+
+def claims_folder(results_dir: str) -> str:
+    """Where the workers filling one table claim its cells."""
+    return os.path.join(results_dir, ".claims")
+
+
 def run_table(table: str, settings: TableSettings, *, results_dir: str, classifier_dir: str,
               data_dir: Optional[str] = None, command: str = "", dry_run: bool = False,
               log: Callable[[str], None] = echo, cell_list: Optional[list] = None,
               train_data=None, test_data=None,
-              time_budget_seconds: Optional[float] = None) -> list:
+              time_budget_seconds: Optional[float] = None, shard: Optional[Shard] = None,
+              claim_timeout: float = CLAIM_TIMEOUT_SECONDS) -> list:
     """Runs the cells of ``table`` not yet done, with progress and an estimate of the time
-    left; returns [(cell, done before, seconds)] (with ``dry_run`` nothing runs). A cell
-    recorded in another table's folder beside ``results_dir`` is copied from there
+    left; returns a :class:`CellOutcome` per cell handled (with ``dry_run`` nothing runs).
+    A cell recorded in another table's folder beside ``results_dir`` is copied from there
     (:func:`sources_elsewhere`) and counts as done before.
 
-    ``cell_list`` replaces the table's cells (a :func:`select` of them); ``train_data``
-    and ``test_data`` replace the loaded splits (test seam). With
+    Several workers may fill one table at once (``shard``; one machine or many sharing
+    ``results_dir``): each takes its share of the cells first, then the others' (see
+    :mod:`defense_gan_tf.sharding`), and claims a cell before running it; a cell another
+    worker holds is left to it. ``cell_list`` replaces the table's cells (a :func:`select`
+    of them); ``train_data`` and ``test_data`` replace the loaded splits (test seam). With
     ``time_budget_seconds`` no cell starts after that long: the cells not reached are
     left out of the returned list (a rerun picks them up, since done cells are skipped).
     """
@@ -402,47 +430,88 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     # A cell another table has run already is copied from there, not run again.
     elsewhere = [None if d else source
                  for d, source in zip(done, sources_elsewhere(todo, results_dir))]
-    remaining = sum(c.estimate_seconds for c, d, e in zip(todo, done, elsewhere)
-                    if not (d or e))
-    log(f"{table}: {len(todo)} cells, {sum(done)} done, about {remaining / 3600:.1f} h left "
-        f"(estimate)")
-    out, t0, spent_estimates = [], time.monotonic(), 0.0
-    for i, (cell, finished, source) in enumerate(zip(todo, done, elsewhere)):
-        status = "done" if finished else "to run"
-        if source:
-            status = (f"recorded in {os.path.basename(os.path.dirname(source))}/, "
-                      + ("copied when run" if dry_run else "copied"))
-        log(f"  [{i + 1}/{len(todo)}] {cell.label}: {status}, estimate "
-            f"{cell.estimate_seconds / 60:.0f} min")
-        if finished or dry_run:
-            out.append((cell, finished, 0.0))
+    pending = [None if (d or e) else c.estimate_seconds
+               for c, d, e in zip(todo, done, elsewhere)]
+    log(f"{table}: {len(todo)} cells, {sum(done)} done, about "
+        f"{sum(filter(None, pending)) / 3600:.1f} h left (estimate)")
+    shard = shard or Shard()
+    if shard.count > 1:
+        for other, n, seconds in share_summary(shard.count, pending):
+            log(f"  shard {other}: {n} cell(s) to run, about {seconds / 3600:.1f} h"
+                + (" (this worker)" if other == shard else ""))
+    claims = Claims(claims_folder(results_dir), timeout=claim_timeout)
+    clock = _Clock(time.monotonic(), time_budget_seconds)
+    out, order = [], shard.order(len(todo))
+    for k, i in enumerate(order):
+        cell, source = todo[i], elsewhere[i]
+        later = [p for p in order[k + 1:] if pending[p] is not None]
+        _say_cell(log, i, todo, done[i], source, dry_run)
+        if done[i] or dry_run or source:
+            if source and not dry_run:
+                copy_record(source, results_dir, cell.kind)
+            out.append(CellOutcome(cell, done[i] or bool(source and not dry_run), 0.0))
             continue
-        if source:
-            copy_record(source, results_dir, cell.kind)
-            out.append((cell, True, 0.0))
-            continue
-        if time_budget_seconds is not None and time.monotonic() - t0 > time_budget_seconds:
-            left = sum(1 for d in done[i:] if not d)
-            log(f"  time budget spent: {left} cell(s) not started; run the same command "
-                "again to continue")
+        if clock.spent():
+            log(f"  time budget spent: {len(later) + 1} cell(s) not started; run the same "
+                "command again to continue")
             break
-        t_cell = time.monotonic()
-        workflow = _workflow(cell.kind)
-        workflow(cell.run, results_dir=results_dir, classifier_dir=classifier_dir,
-                 data_dir=data_dir, command=command, log=log, train_data=train_data,
-                 test_data=test_data)
-        seconds = time.monotonic() - t_cell
-        spent_estimates += cell.estimate_seconds
-        # actual / estimated, once the estimates behind it are worth a minute (cells of a
-        # cached undefended classifier are estimated at nearly nothing)
-        rate = ((time.monotonic() - t0) / spent_estimates if spent_estimates >= 60.0
-                else 1.0)
-        left = rate * sum(c.estimate_seconds for c, d, e in
-                          zip(todo[i + 1:], done[i + 1:], elsewhere[i + 1:]) if not (d or e))
-        log(f"  finished {cell.label} in {seconds / 60:.1f} min; about {left / 3600:.1f} h "
-            "left")
-        out.append((cell, False, seconds))
+        out.append(_run_claimed(cell, claims, results_dir, log, dict(
+            results_dir=results_dir, classifier_dir=classifier_dir, data_dir=data_dir,
+            command=command, log=log, train_data=train_data, test_data=test_data)))
+        if out[-1].done_before is False:
+            clock.count(cell.estimate_seconds)
+            left = clock.rate() * sum(pending[p] for p in later)
+            log(f"  finished {cell.label} in {out[-1].seconds / 60:.1f} min; about "
+                f"{left / 3600:.1f} h left")
     return out
+
+
+class _Clock:
+    """A table run's time: the budget, and actual over estimated seconds of the cells
+    run (1 until the estimates behind it are worth a minute: cells of a cached
+    undefended classifier are estimated at nearly nothing)."""
+
+    def __init__(self, start: float, budget: Optional[float]):
+        self.start, self.budget, self.estimates = start, budget, 0.0
+
+    def spent(self) -> bool:
+        return self.budget is not None and time.monotonic() - self.start > self.budget
+
+    def count(self, estimate: float) -> None:
+        self.estimates += estimate
+
+    def rate(self) -> float:
+        return ((time.monotonic() - self.start) / self.estimates
+                if self.estimates >= 60.0 else 1.0)
+
+
+def _say_cell(log, i: int, todo: list, finished: bool, source: Optional[str],
+              dry_run: bool) -> None:
+    status = "done" if finished else "to run"
+    if source:
+        status = (f"recorded in {os.path.basename(os.path.dirname(source))}/, "
+                  + ("copied when run" if dry_run else "copied"))
+    log(f"  [{i + 1}/{len(todo)}] {todo[i].label}: {status}, estimate "
+        f"{todo[i].estimate_seconds / 60:.0f} min")
+
+
+def _run_claimed(cell: Cell, claims: Claims, results_dir: str, log, kwargs: dict
+                 ) -> CellOutcome:
+    """Runs ``cell`` under its claim; a cell another worker holds, or has finished since
+    this run listed the records, is not run."""
+    claim = claims.claim(claim_name(cell))
+    if claim is None:
+        holder = claims.holder(claim_name(cell)) or {}
+        log(f"  {cell.label}: being run by another worker ({holder.get('host', '?')}, "
+            f"pid {holder.get('pid', '?')}); left to it")
+        return CellOutcome(cell, None, 0.0)
+    with claim:
+        if is_done(cell, results_dir):
+            log(f"  {cell.label}: recorded by another worker meanwhile")
+            return CellOutcome(cell, True, 0.0)
+        t_cell = time.monotonic()
+        _workflow(cell.kind)(cell.run, **kwargs)
+        return CellOutcome(cell, False, time.monotonic() - t_cell)
 
 
 def _workflow(kind: str):
@@ -593,6 +662,20 @@ def write_summary(path: str, results_root: str, settings_of: Callable[[str], Tab
     head.append("")
     body = [table_section(t, results_root, progress[t]) for t in TABLES]
     return write_text(path, "\n".join(head + body))
+
+
+def rebuild_folder_tables(results_root: str) -> list:
+    """Rewrites each table folder's ``<kind>_table.md`` under ``results_root`` from every
+    record there (what a worker wrote while another was still writing records may lack
+    them); returns the paths rewritten."""
+    out = []
+    for table in TABLES:
+        folder = table_results_dir(results_root, table)
+        for kind in ("whitebox", "blackbox"):
+            if report.load_run_files(folder, prefix=f"{kind}_") if os.path.isdir(folder) \
+                    else []:
+                out.append(report.update_table(folder, kind))
+    return out
 
 
 def _anchor(title: str) -> str:
