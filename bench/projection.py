@@ -38,7 +38,9 @@ flags.DEFINE_integer("repeats", 2, "Repeats per measurement (median).")
 flags.DEFINE_integer("restarts", 10, "R.")
 flags.DEFINE_integer("iterations", 200, "L to extrapolate to.")
 flags.DEFINE_integer("net_dim", 64, "Generator width (64 = the paper's).")
-flags.DEFINE_list("variants", ["compiled", "eager", "tf1"], "Variants to time.")
+flags.DEFINE_list("variants", ["compiled", "eager", "tf1"], "Variants to time: compiled "
+                  "(the package's Projector), xla (the same with jit_compile=True), eager "
+                  "(a Python loop over a tape), tf1 (a TF1-style graph and session).")
 flags.DEFINE_integer("matmul_size", 4096, "n of the n x n float32 matmul whose speed is "
                      "taken as the machine's peak (smaller only for smoke tests: a small "
                      "matmul understates the peak).")
@@ -75,13 +77,14 @@ def _median_time(fn, repeats):
     return statistics.median(times)
 
 
-def time_compiled(generator, images, z_init, steps, repeats):
+def time_compiled(generator, images, z_init, steps, repeats, jit_compile=False):
     from defense_gan_tf.config import ProjectionConfig
     from defense_gan_tf.defense import Projector
 
     out = {}
     for s in _step_counts(steps):
-        proj = Projector(generator, ProjectionConfig(iterations=s, restarts=FLAGS.restarts))
+        proj = Projector(generator, ProjectionConfig(iterations=s, restarts=FLAGS.restarts),
+                         jit_compile=jit_compile)
         run = lambda: proj(images, z_init=z_init).error.numpy()
         run()  # trace
         out[s] = _median_time(run, repeats)
@@ -181,7 +184,7 @@ def main(argv):
     sizes = [int(b) for b in FLAGS.batch_sizes]
     if min(sizes) < 1 or FLAGS.steps < 1 or FLAGS.matmul_size < 1:
         raise app.UsageError("--batch_sizes, --steps and --matmul_size must be >= 1")
-    unknown = set(FLAGS.variants) - {"compiled", "eager", "tf1"}
+    unknown = set(FLAGS.variants) - {"compiled", "xla", "eager", "tf1"}
     if unknown:
         raise app.UsageError(f"unknown --variants {sorted(unknown)}")
     import tensorflow as tf
@@ -197,7 +200,8 @@ def main(argv):
     peak = matmul_peak_gflops(FLAGS.matmul_size)
     print(f"matmul peak {peak:.1f} GFLOP/s; generator forward {macs / 1e6:.1f} MMAC/sample",
           flush=True)
-    timers = {"compiled": time_compiled, "eager": time_eager, "tf1": time_tf1}
+    timers = {"compiled": time_compiled, "eager": time_eager, "tf1": time_tf1,
+              "xla": lambda *a: time_compiled(*a, jit_compile=True)}
     rows = []
     for b in sizes:
         images = generator(tf.random.stateless_normal([b, 128], seed=[1, b]) * 0.1).numpy()

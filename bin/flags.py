@@ -21,6 +21,7 @@ from defense_gan_tf import config as config_lib
 from defense_gan_tf import hardware
 
 hardware.enable_onednn()  # before any binary imports TensorFlow
+hardware.enable_gpu_memory_growth()  # several workers may share a GPU
 
 FLAGS = absl_flags.FLAGS
 
@@ -187,6 +188,35 @@ def define_projection_flags() -> None:
                            "or accelerators). The chosen restart is scored in float32.")
 
 
+def define_execution_flags() -> None:
+    """--replicas and --rec_jit: how the projection runs (not what it computes)."""
+    absl_flags.DEFINE_enum("replicas", "one", ["one", "mirrored"], "one: each batch is "
+                           "projected on one device; mirrored: split over all GPUs (or, "
+                           "without GPUs, all logical CPU devices), with the same results.")
+    absl_flags.DEFINE_bool("rec_jit", False, "Compile the projection with XLA: the same "
+                           "results within float32 rounding, faster or slower by device "
+                           "(bench/projection.py --variants=compiled,xla).")
+
+
+@contextlib.contextmanager
+def projection_execution():
+    """The block's projections run as --replicas and --rec_jit say (the defaults load
+    nothing: a dry run stays free of TensorFlow)."""
+    if FLAGS.replicas == "one" and not FLAGS.rec_jit:
+        yield
+        return
+    from defense_gan_tf.defense.projection import execution
+
+    strategy = None
+    if FLAGS.replicas == "mirrored":
+        from defense_gan_tf.training import make_strategy
+
+        strategy = make_strategy("mirrored")
+        print(f"projection split over {strategy.num_replicas_in_sync} replica(s)")
+    with execution(strategy=strategy, jit_compile=FLAGS.rec_jit):
+        yield
+
+
 def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default: str,
                             model_help: str, num_tests: int,
                             choose_defense: bool = True) -> None:
@@ -197,6 +227,7 @@ def define_evaluation_flags(*, results_dir: str, model_flag: str, model_default:
     """
     define_data_flags()
     define_projection_flags()
+    define_execution_flags()
     absl_flags.DEFINE_enum(model_flag, model_default, list(config_lib.CLASSIFIER_MODELS),
                            model_help)
     if choose_defense:
@@ -364,7 +395,7 @@ def evaluation_main(build_run, workflow):
 
         t0 = time.monotonic()
         with resumable("cached classifiers, and reconstructions and substitute labels so "
-                       "far, are"), usage_errors():
+                       "far, are"), usage_errors(), projection_execution():
             outcome = workflow()(run, results_dir=FLAGS.results_dir,
                                  classifier_dir=FLAGS.classifier_dir,
                                  data_dir=FLAGS.data_dir, command=command_line(sys.argv))

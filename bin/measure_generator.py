@@ -16,7 +16,8 @@ measured fewer images or a weaker projection than the figures there
 500 images at L=200, R=10 take hours on 2 CPU cores. Each finished batch is cached
 under --cache_dir, so a run stopped by --time_budget_minutes (exit status 3), a
 signal or a crash continues where it was when the same command runs again; the
-manifest changes only when all batches are done.
+manifest changes only when all batches are done. Several workers sharing --cache_dir
+(--shard=I/N each) split every stage's batches and end with the same figures.
 
 Example (MNIST, classifier A, 500 images, 100 minutes per part):
   python bin/measure_generator.py --package_dir=pretrained/mnist \
@@ -53,6 +54,9 @@ flags.DEFINE_string("generator_file", None, "The generator file of the package t
                     "the averaged one).")
 flags.DEFINE_bool("overwrite", False, "Measure again a file already measured with these "
                   "settings, and let figures that measured less replace the headline ones.")
+shared.define_execution_flags()
+shared.define_shard_flags("every stage's batches (it waits for the batches other workers "
+                          "hold, so that all finish together)")
 shared.define_time_budget_flag("No batch starts after this many minutes",
                                zero_means_none=True)
 flags.mark_flags_as_required(["package_dir", "classifier"])
@@ -66,6 +70,7 @@ def main(argv):
         raise app.UsageError(f"--package_dir {FLAGS.package_dir} has no manifest.json")
     shared.check_paths(files=("classifier",), folders=("data_dir",), outputs=("cache_dir",))
     budget = shared.time_budget_seconds()
+    shard, claim_timeout = shared.shard_settings()
     import dataclasses
     import json
 
@@ -102,9 +107,13 @@ def main(argv):
          f"{settings.projection.iterations}, R={settings.projection.restarts}; cache "
          f"{FLAGS.cache_dir}")
     try:
-        figures = add_defense_figures(FLAGS.package_dir, probe, command=command_line(sys.argv),
-                                      cache_dir=FLAGS.cache_dir, deadline=deadline, log=echo,
-                                      file=FLAGS.generator_file, overwrite=FLAGS.overwrite)
+        with shared.projection_execution():
+            figures = add_defense_figures(
+                FLAGS.package_dir, probe, command=command_line(sys.argv),
+                cache_dir=FLAGS.cache_dir, deadline=deadline, log=echo,
+                file=FLAGS.generator_file, overwrite=FLAGS.overwrite,
+                **({} if FLAGS.shard is None else dict(shard=shard,
+                                                       claim_timeout=claim_timeout)))
     except training_curve.BudgetExhausted as stop:
         shared.exit_unfinished(f"{stop}; the manifest is unchanged")
     except InputError as e:

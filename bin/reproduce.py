@@ -89,6 +89,7 @@ absl_flags.DEFINE_list("attacks", None, "Only these attacks, some of fgsm, rand_
                        "(default: all).")
 shared.define_time_budget_flag("No cell starts after this many minutes")
 shared.define_shard_flags("the selected cells")
+shared.define_execution_flags()
 
 
 def _rec_cache_lookup():
@@ -227,7 +228,7 @@ def main(argv):
     chosen = _chosen_cells(settings, results_dir)
     with shared.resumable("finished cells, and a Defense-GAN-Rec classifier's "
                           "reconstructions and a substitute's oracle labels so far, are"), \
-            shared.usage_errors():
+            shared.usage_errors(), shared.projection_execution():
         ran = reproduce.run_table(FLAGS.table, settings, results_dir=results_dir,
                                   classifier_dir=FLAGS.classifier_dir,
                                   data_dir=FLAGS.data_dir, command=command_line(sys.argv),

@@ -67,28 +67,53 @@ class ResumableBatches:
     once computed and read back by a later call (none kept without a folder); a batch
     still to compute starts only before ``deadline`` (a ``time.monotonic()`` value:
     :class:`OutOfTime` otherwise) and while ``stop()`` is false (:class:`Interrupted`
-    otherwise). Counts what it computed and what it read back."""
+    otherwise). Counts what it computed and what it read back.
+
+    With ``claims`` (a :class:`~defense_gan_tf.sharding.Claims`; several workers sharing
+    ``folder``) a batch is claimed before it is computed; one another worker holds is
+    waited for (``folder`` polled every ``poll_seconds``) or, with ``wait=False``, left:
+    :meth:`get` returns None and the caller comes back to it."""
 
     def __init__(self, folder: Optional[str], *, deadline: Optional[float] = None,
-                 stop: Optional[Callable[[], bool]] = None):
+                 stop: Optional[Callable[[], bool]] = None, claims=None,
+                 poll_seconds: float = 5.0):
         self.folder, self.deadline, self.stop = folder, deadline, stop
+        self.claims = claims if folder else None
+        self.poll_seconds = poll_seconds
         self.computed = self.loaded = 0
 
     def get(self, name: str, compute: Callable[[], dict], *,
-            required: Iterable[str] = ()) -> dict:
-        """Batch ``name``'s arrays: read back when an earlier call kept them (and they
-        hold ``required``), else ``compute()`` (a dict of arrays), kept, returned."""
+            required: Iterable[str] = (), wait: bool = True) -> Optional[dict]:
+        """Batch ``name``'s arrays: read back when an earlier call (or another worker)
+        kept them (and they hold ``required``), else ``compute()`` (a dict of arrays),
+        kept, returned; None when another worker holds it and not ``wait``."""
         path = os.path.join(self.folder, f"{name}.npz") if self.folder else None
-        saved = load_batch(path, required=required) if path else None
-        if saved is not None:
-            self.loaded += 1
-            return saved
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise OutOfTime(f"time budget spent before batch {name}")
-        if self.stop is not None and self.stop():
-            raise Interrupted(f"stopped on request before batch {name}")
-        arrays = compute()
-        if path:
-            save_batch(path, **arrays)
-        self.computed += 1
-        return arrays
+        required = tuple(required)
+        while True:
+            saved = load_batch(path, required=required) if path else None
+            if saved is not None:
+                self.loaded += 1
+                return saved
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise OutOfTime(f"time budget spent before batch {name}")
+            if self.stop is not None and self.stop():
+                raise Interrupted(f"stopped on request before batch {name}")
+            claim = self.claims.claim(name) if self.claims is not None else None
+            if claim is not None or self.claims is None:
+                break
+            if not wait:
+                return None
+            time.sleep(self.poll_seconds)
+        try:
+            saved = load_batch(path, required=required) if claim is not None else None
+            if saved is not None:  # kept by another worker just before the claim
+                self.loaded += 1
+                return saved
+            arrays = compute()
+            if path:
+                save_batch(path, **arrays)
+            self.computed += 1
+            return arrays
+        finally:
+            if claim is not None:
+                claim.release()

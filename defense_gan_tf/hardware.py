@@ -1,4 +1,5 @@
-"""What the CPU can do: the bfloat16 warning, the oneDNN switch, the machine record.
+"""What the hardware can do: the bfloat16 warning, the oneDNN switch, GPU memory growth,
+the machine record.
 
 ``mixed_bfloat16`` pays off only where the hardware computes in bfloat16: on
 x86 CPUs that is AVX512-BF16 or AMX-BF16. Elsewhere TensorFlow emulates the
@@ -52,26 +53,76 @@ def native_bfloat16(flags: Optional[frozenset] = None) -> Optional[bool]:
     return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
 
 
-def emulates_bfloat16(*, accelerators: Optional[int] = None,
-                      flags: Optional[frozenset] = None) -> bool:
-    """True if bfloat16 would run emulated: no GPU or TPU and a CPU known to lack it."""
+def gpu_compute_capabilities() -> list:
+    """(major, minor) of each GPU TensorFlow sees (none on a CPU-only machine)."""
+    import tensorflow as tf
+
+    out = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability:
+            out.append(tuple(capability))
+    return out
+
+
+def bfloat16_emulation(*, accelerators: Optional[int] = None,
+                       flags: Optional[frozenset] = None,
+                       gpu_capabilities: Optional[list] = None) -> Optional[str]:
+    """Why bfloat16 would run emulated on the device in use, as a phrase, or None when it
+    runs natively there (or the hardware is unknown). The device in use is the
+    accelerators when there are any (a TPU, or GPUs from compute capability 8.0, Ampere,
+    compute bfloat16; older GPUs do not), else the CPU (AVX512-BF16 or AMX-BF16)."""
     if accelerators is None:
         import tensorflow as tf
 
         accelerators = (len(tf.config.list_physical_devices("GPU"))
                         + len(tf.config.list_physical_devices("TPU")))
-    return not accelerators and native_bfloat16(flags) is False
+    if accelerators:
+        if gpu_capabilities is None:
+            gpu_capabilities = gpu_compute_capabilities()
+        old = sorted({c for c in gpu_capabilities if tuple(c) < (8, 0)})
+        return (f"on a GPU of compute capability {'.'.join(map(str, old[0]))} (before "
+                "8.0): it has no bfloat16 arithmetic") if old else None
+    return EMULATED_BFLOAT16 if native_bfloat16(flags) is False else None
+
+
+def emulates_bfloat16(*, accelerators: Optional[int] = None,
+                      flags: Optional[frozenset] = None,
+                      gpu_capabilities: Optional[list] = None) -> bool:
+    """True if bfloat16 would run emulated on the device in use (:func:`bfloat16_emulation`)."""
+    return bfloat16_emulation(accelerators=accelerators, flags=flags,
+                              gpu_capabilities=gpu_capabilities) is not None
 
 
 def bfloat16_warning(precision: str, *, accelerators: Optional[int] = None,
-                     flags: Optional[frozenset] = None) -> Optional[str]:
-    """A warning when training ``precision`` asks for bfloat16 on a CPU that would emulate it."""
-    if precision != "mixed_bfloat16" or not emulates_bfloat16(accelerators=accelerators,
-                                                               flags=flags):
+                     flags: Optional[frozenset] = None,
+                     gpu_capabilities: Optional[list] = None) -> Optional[str]:
+    """A warning when training ``precision`` asks for bfloat16 on a device that would
+    emulate it."""
+    reason = None if precision != "mixed_bfloat16" else bfloat16_emulation(
+        accelerators=accelerators, flags=flags, gpu_capabilities=gpu_capabilities)
+    if reason is None:
         return None
-    return (f"warning: precision mixed_bfloat16 {EMULATED_BFLOAT16}, which was measured "
-            "about 10x slower than float32 on such a machine; pass --precision=float32 (an "
-            "exact resume keeps the run's precision; a warm start may change it)")
+    measured = (", which was measured about 10x slower than float32 on such a machine"
+                if reason == EMULATED_BFLOAT16 else "")
+    return (f"warning: precision mixed_bfloat16 {reason}{measured}; pass "
+            "--precision=float32 (an exact resume keeps the run's precision; a warm start "
+            "may change it)")
+
+
+GPU_GROWTH_VARIABLE = "TF_FORCE_GPU_ALLOW_GROWTH"
+
+
+def enable_gpu_memory_growth() -> bool:
+    """Asks TensorFlow to take GPU memory as it needs it instead of all at start, so that
+    several workers (shards) can share a card, unless the user chose otherwise. Read
+    when TensorFlow first uses a GPU; the binaries call this before importing it.
+
+    Returns:
+      True if the setting can still take effect (TensorFlow not yet imported).
+    """
+    os.environ.setdefault(GPU_GROWTH_VARIABLE, "true")
+    return "tensorflow" not in sys.modules
 
 
 def enable_onednn() -> bool:

@@ -42,6 +42,13 @@ def test_bfloat16_warning_only_where_bfloat16_would_be_emulated():
     assert hardware.bfloat16_warning("float32", accelerators=0, flags=avx2) is None
     assert hardware.bfloat16_warning("mixed_bfloat16", accelerators=0,
                                      flags=frozenset()) is None
+    # On a GPU the GPU decides, whatever the CPU: Ampere (8.0) and later compute bfloat16.
+    assert hardware.bfloat16_warning("mixed_bfloat16", accelerators=1, flags=avx2,
+                                     gpu_capabilities=[(8, 0)]) is None
+    old = hardware.bfloat16_warning("mixed_bfloat16", accelerators=2, flags=bf16,
+                                    gpu_capabilities=[(8, 6), (7, 0)])
+    assert "compute capability 7.0" in old and "--precision=float32" in old
+    assert "10x" not in old  # that figure was measured on a CPU
 
 
 @pytest.mark.parametrize("flags,warned", [({"avx2"}, True), ({"avx512_bf16"}, False)])
@@ -73,12 +80,19 @@ def test_onednn_is_asked_for_unless_the_user_chose(monkeypatch):
 
 def test_binaries_ask_for_onednn_before_tensorflow_loads():
     # bin/flags.py is what every evaluation binary imports first.
+    # GPU memory growth too, so that several workers can share a card.
     code = ("import sys; sys.path.insert(0, 'bin'); import flags, os; "
-            "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])")
-    env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN_VARIABLE}
+            "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'], "
+            "os.environ['TF_FORCE_GPU_ALLOW_GROWTH'])")
+    env = {k: v for k, v in os.environ.items()
+           if k not in (hardware.ONEDNN_VARIABLE, hardware.GPU_GROWTH_VARIABLE)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout.split()
-    assert out == ["False", "1"]
+    assert out == ["False", "1", "true"]
+    env[hardware.GPU_GROWTH_VARIABLE] = "false"  # the user's choice stands
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out[-1] == "false"
 
 
 def test_the_machine_record_names_tensorflow_without_loading_it():

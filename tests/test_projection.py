@@ -460,3 +460,34 @@ def test_replicas_split_a_batch_and_give_one_devices_results(gen):
     np.testing.assert_allclose(
         DefendedClassifier(clf, gen, c, seed=5, strategy=strategy)(x).numpy(),
         DefendedClassifier(clf, gen, c, seed=5)(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_xla_compiled_projection_matches_the_plain_graph(gen):
+    """jit_compile=True (XLA) gives the plain compiled projection's results within
+    float32 rounding, an empty batch included, with the same starts and step counts."""
+    c = cfg(iterations=8, restarts=3)
+    x, _ = targets(gen, n=5)
+    plain = Projector(gen, c)(x, seed=4)
+    xla = Projector(gen, c, jit_compile=True)
+    fast = xla(x, seed=4)
+    for a, b in zip(plain[:3], fast[:3]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    assert int(plain.row_steps) == int(fast.row_steps) == 5 * 3 * 8
+    assert xla(x[:0], seed=4).reconstruction.shape[0] == 0
+    z0 = xla.initial_latents(5, seed=4)
+    hlo = xla._compiled.experimental_get_compiler_ir(tf.constant(x), z0)(stage="hlo")
+    assert "HloModule" in hlo and "while" in hlo  # the descent loop, compiled by XLA
+
+
+def test_an_execution_block_sets_how_projectors_run_not_what_they_compute(gen):
+    from defense_gan_tf.defense.projection import execution
+    from defense_gan_tf.training import make_strategy
+
+    strategy = make_strategy("mirrored")
+    with execution(strategy=strategy, jit_compile=True):
+        inside = Projector(gen, cfg(iterations=2, restarts=1))
+        own = Projector(gen, cfg(iterations=2, restarts=1), jit_compile=False)
+    outside = Projector(gen, cfg(iterations=2, restarts=1))
+    assert inside.jit_compile and not own.jit_compile and not outside.jit_compile
+    assert outside.strategy is None and own.strategy is inside.strategy
+    assert inside.strategy is (strategy if strategy.num_replicas_in_sync > 1 else None)

@@ -204,3 +204,41 @@ def test_curve_shows_the_averaged_generator_beside_the_raw_one(tmp_path):
     assert "averaged" not in curve_table([raw])  # older curves keep their columns
     path = plot_quality_curve(entries, str(tmp_path / "curve.png"))
     assert os.path.getsize(path) > 10_000
+
+
+def test_sharded_batches_take_their_share_and_wait_for_what_others_hold(tmp_path):
+    """Worker 0 of 2 computes its batches (0, 2), then the other share's free one (3),
+    and waits for batch 1, which another worker holds, taking that worker's result."""
+    import threading
+
+    import numpy as np
+
+    from defense_gan_tf.batch_cache import save_batch
+    from defense_gan_tf.generators.training_curve import _Batches
+    from defense_gan_tf.sharding import Claims, Shard
+
+    folder = str(tmp_path / "probe")
+    batches = _Batches(folder, 4, None, None, shard=Shard(0, 2))
+    batches.batches.poll_seconds = 0.05
+    other = Claims(f"{folder}/.claims").claim("double_0001")  # alive: this process
+    computed = []
+
+    def double(x):
+        computed.append(int(x[0]))
+        return x * 2
+
+    def finish_other():
+        save_batch(f"{folder}/double_0001.npz", out0=np.array([-1, -1]))
+        other.release()
+
+    timer = threading.Timer(0.5, finish_other)
+    timer.start()
+    out = batches.run("double", double, np.arange(8), batch_size=2)
+    timer.join()
+    assert computed == [0, 4, 6]  # batches 0 and 2 (its share), then 3
+    np.testing.assert_array_equal(out, [0, 2, -1, -1, 8, 10, 12, 14])
+    # Without shards nothing is claimed: every batch is read back or computed in order.
+    again = _Batches(folder, 4, None, None)
+    np.testing.assert_array_equal(again.run("double", double, np.arange(8), batch_size=2),
+                                  out)
+    assert again.loaded == 4

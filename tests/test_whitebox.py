@@ -126,11 +126,14 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
             f"--results_dir={tmp_path / 'res'}", f"--classifier_dir={tmp_path / 'clf'}",
             f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # The projection split over the process's devices (one here) and compiled by XLA.
     ok = subprocess.run(base + ["--defense_type=defense_gan", f"--generator={gen_path}",
-                                "--rec_iters=2", "--rec_rr=2", "--gradient=bpda"],
+                                "--rec_iters=2", "--rec_rr=2", "--gradient=bpda",
+                                "--replicas=mirrored", "--rec_jit"],
                         capture_output=True, text=True, env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "Defense-GAN-Orig" in ok.stdout and "img/s" in ok.stdout
+    assert "projection split over 1 replica(s)" in ok.stdout
     assert any(n.endswith(".json") for n in os.listdir(tmp_path / "res"))
     for flag, name in (("--fgsm_eps=-0.1", "--fgsm_eps"), ("--fgsm_eps=1.5", "--fgsm_eps"),
                        ("--generator=/nonexistent.keras", "--generator"),

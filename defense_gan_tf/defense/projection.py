@@ -22,6 +22,7 @@ Gradient modes (what a caller differentiating through the projection gets):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -465,6 +466,25 @@ def as_projection_config(config) -> ProjectionConfig:
                     f"fields, got {type(config).__name__}")
 
 
+_EXECUTION = {"strategy": None, "jit_compile": False}
+
+
+@contextlib.contextmanager
+def execution(*, strategy: Optional[tf.distribute.Strategy] = None,
+              jit_compile: bool = False):
+    """How the :class:`Projector` s built inside the block run, not what they compute:
+    eager batches split over ``strategy``'s replicas, the compiled projection through XLA
+    with ``jit_compile`` (a Projector's own arguments win). The evaluation binaries'
+    ``--replicas`` and ``--rec_jit``: the workflows build their projectors inside it, and
+    no run setting or record changes."""
+    previous = dict(_EXECUTION)
+    _EXECUTION.update(strategy=strategy, jit_compile=bool(jit_compile))
+    try:
+        yield
+    finally:
+        _EXECUTION.update(previous)
+
+
 class Projector(tf.Module):
     """A compiled projection for one generator and one :class:`ProjectionConfig`.
 
@@ -488,6 +508,10 @@ class Projector(tf.Module):
     device gives it. Calls inside a caller's graph (:meth:`graph`, the full gradient)
     run on one device.
 
+    ``jit_compile=True`` compiles an eager call's projection with XLA (one compilation
+    per batch size; no ``progress_every`` lines inside it): the same results within
+    float32 rounding, faster or slower by device (bench/projection.py ``--jit_compile``).
+
     ``progress_every`` (a class attribute, 0 by default; set it before the first call)
     makes the compiled loop print ``projection: step t of L`` to standard error every
     that many steps, and the full gradient's backward pass a line per segment: a batch
@@ -501,8 +525,11 @@ class Projector(tf.Module):
                  gradient: str = "none", name: Optional[str] = None,
                  encoder: Optional[keras.Model] = None,
                  checkpoint_segment: Optional[int] = None,
-                 strategy: Optional[tf.distribute.Strategy] = None):
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 jit_compile: Optional[bool] = None):
         super().__init__(name=name)
+        strategy = _EXECUTION["strategy"] if strategy is None else strategy
+        jit_compile = _EXECUTION["jit_compile"] if jit_compile is None else jit_compile
         # Several replicas split an eager call's images (see __call__); one is no split.
         self.strategy = (strategy if strategy is not None
                          and strategy.num_replicas_in_sync > 1 else None)
@@ -518,9 +545,10 @@ class Projector(tf.Module):
         self.descent_generator = generator
         if self.config.descent_precision == "bfloat16":
             self.descent_generator = bfloat16_twin(generator)
-            if hardware.emulates_bfloat16():
+            reason = hardware.bfloat16_emulation()
+            if reason:
                 warnings.warn(
-                    f"projection.descent_precision=bfloat16 {hardware.EMULATED_BFLOAT16}, "
+                    f"projection.descent_precision=bfloat16 {reason}, "
                     "so the descent is slower than in float32, not faster "
                     "(--projection=fast --rec_precision=float32 keeps the preset's restart "
                     "pruning)",
@@ -535,7 +563,9 @@ class Projector(tf.Module):
         self.pixel_range = generator_range(generator)
         image_spec = tf.TensorSpec([None, *self.image_shape], tf.float32)
         z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32)
-        self._compiled = tf.function(self.graph, input_signature=(image_spec, z_spec))
+        self.jit_compile = bool(jit_compile)
+        self._compiled = tf.function(self.graph, input_signature=(image_spec, z_spec),
+                                     jit_compile=self.jit_compile or None)
 
     def graph(self, images, z_init) -> Projection:
         """The projection's ops, for use inside a caller's ``tf.function`` (inputs already
@@ -544,7 +574,7 @@ class Projector(tf.Module):
         :meth:`DefendedClassifier.loss_and_input_gradient`)."""
         config, generator = self.config, self.generator
         options = dict(descent_generator=self.descent_generator, encoder=self.encoder,
-                       progress=int(self.progress_every))
+                       progress=0 if self.jit_compile else int(self.progress_every))
         if self.gradient == "full":  # Through what actually ran, options included.
             return _project_graph(generator, images, z_init, config, segment=self.segment,
                                   **options)

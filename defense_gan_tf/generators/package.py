@@ -324,7 +324,7 @@ def defense_measurements(manifest: dict) -> list:
 def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
                         cache_dir: Optional[str] = None, deadline: Optional[float] = None,
                         log=None, file: Optional[str] = None,
-                        overwrite: bool = False) -> dict:
+                        overwrite: bool = False, **sharing) -> dict:
     """Measures a generator of a package with ``defense_probe`` and records the figures in
     its manifest.
 
@@ -343,6 +343,8 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
     Args:
       file: the generator file in ``package_dir`` to measure (default: the manifest's
         ``file``; an averaged generator is ``average_file``).
+      sharing: ``shard`` and ``claim_timeout`` of the probe, when several workers share
+        ``cache_dir``; each ends by recording the same figures (the last write stands).
 
     Returns:
       The probe's figures.
@@ -377,7 +379,7 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
                                  f"({entry.get('command', 'no command recorded')}); pass "
                                  "--overwrite to measure it again")
     figures = defense_probe(keras.models.load_model(weights), cache_dir=cache_dir,
-                            deadline=deadline, log=log)
+                            deadline=deadline, log=log, **sharing)
     figures["command"] = command
     # Read again: the probe takes hours, and the package may have changed meanwhile
     # (an edited manifest is kept; a replaced generator gets no figures).

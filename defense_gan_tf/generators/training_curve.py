@@ -50,6 +50,7 @@ from defense_gan_tf.metrics.quality import (classifier_score, frechet_distance,
                                             sample, statistics)
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
 from defense_gan_tf.models.saving import weights_digest
+from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Claims, Shard
 
 # Seeds of the random starts: the evaluation projections and the attacker's own
 # projection (paper-style FGSM) draw different starts, as a real attacker would.
@@ -135,10 +136,16 @@ class _Batches:
 
     def __init__(self, folder: Optional[str], total: int, deadline: Optional[float],
                  log: Optional[Callable[[str], None]],
-                 stop: Optional[Callable[[], bool]] = None):
+                 stop: Optional[Callable[[], bool]] = None, shard: Optional[Shard] = None,
+                 claim_timeout: float = CLAIM_TIMEOUT_SECONDS):
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self.batches = ResumableBatches(folder, deadline=deadline, stop=stop)
+        # Several workers (shards) may share the folder: each claims a batch before it
+        # computes it, takes its share first, and waits for what the others hold.
+        claims = (Claims(os.path.join(folder, ".claims"), timeout=claim_timeout)
+                  if folder and shard is not None else None)
+        self.batches = ResumableBatches(folder, deadline=deadline, stop=stop, claims=claims)
+        self.shard = shard or Shard()
         self.folder, self.total = folder, total
         self.log = log or (lambda message: None)
 
@@ -153,28 +160,42 @@ class _Batches:
     def run(self, name: str, fn, *arrays, batch_size: int):
         n = len(arrays[0])
         count = math.ceil(n / batch_size)
-        outs = []
-        for b, i in enumerate(range(0, n, batch_size)):
-            def compute():
-                t0 = time.perf_counter()
-                out = fn(*(a[i:i + batch_size] for a in arrays))
-                parts = out if isinstance(out, tuple) else (out,)
-                self.log(f"  {name}: batch {b + 1}/{count} in {time.perf_counter() - t0:.0f} "
-                         f"s ({self.done + 1}/{self.total} batches of the probe done)")
-                return {f"out{k}": v for k, v in enumerate(parts)}
-
-            try:
-                saved = self.batches.get(f"{name}_{b:04d}", compute, required=("out0",))
-            except OutOfTime:
-                raise BudgetExhausted(self.done, self.total,
-                                      self.folder or "(no cache)") from None
-            except Interrupted:
-                raise Interrupted(f"stopped on request after {self.done} of {self.total} "
-                                  f"batches; they are saved in {self.folder or '(no cache)'}"
-                                  ) from None
-            out = tuple(saved[f"out{k}"] for k in range(len(saved)))
-            outs.append(out if len(out) > 1 else out[0])
+        outs = [None] * count
+        # This worker's share first, then the others'; then what other workers held.
+        for wait in (False, True):
+            for b in self.shard.order(count):
+                if outs[b] is None:
+                    outs[b] = self._batch(name, fn, arrays, b, count, batch_size, wait)
         return _concatenate(outs)
+
+    def _batch(self, name: str, fn, arrays, b: int, count: int, batch_size: int,
+               wait: bool):
+        """Batch ``b`` of a run: its outputs, or None when another worker holds it and
+        not ``wait``."""
+        i = b * batch_size
+
+        def compute():
+            t0 = time.perf_counter()
+            out = fn(*(a[i:i + batch_size] for a in arrays))
+            parts = out if isinstance(out, tuple) else (out,)
+            self.log(f"  {name}: batch {b + 1}/{count} in {time.perf_counter() - t0:.0f} "
+                     f"s ({self.done + 1}/{self.total} batches of the probe done)")
+            return {f"out{k}": v for k, v in enumerate(parts)}
+
+        try:
+            saved = self.batches.get(f"{name}_{b:04d}", compute, required=("out0",),
+                                     wait=wait)
+        except OutOfTime:
+            raise BudgetExhausted(self.done, self.total,
+                                  self.folder or "(no cache)") from None
+        except Interrupted:
+            raise Interrupted(f"stopped on request after {self.done} of {self.total} "
+                              f"batches; they are saved in {self.folder or '(no cache)'}"
+                              ) from None
+        if saved is None:  # another worker holds it: come back to it
+            return None
+        out = tuple(saved[f"out{k}"] for k in range(len(saved)))
+        return out if len(out) > 1 else out[0]
 
 
 def classify_failures(clean_reconstruction: np.ndarray, found_error: np.ndarray,
@@ -298,7 +319,8 @@ class DefenseQualityProbe:
     def __call__(self, generator: keras.Model, *, cache_dir: Optional[str] = None,
                  deadline: Optional[float] = None,
                  log: Optional[Callable[[str], None]] = None,
-                 stop: Optional[Callable[[], bool]] = None) -> dict:
+                 stop: Optional[Callable[[], bool]] = None, shard: Optional[Shard] = None,
+                 claim_timeout: float = CLAIM_TIMEOUT_SECONDS) -> dict:
         """Scores ``generator``; returns a JSON-ready dict (accuracies with 95% intervals).
 
         Args:
@@ -310,6 +332,11 @@ class DefenseQualityProbe:
           deadline: a ``time.monotonic()`` value; no new batch starts after it.
           log: progress output per batch.
           stop: asked before each batch; when it returns true no new batch starts.
+          shard: this worker's share when several share ``cache_dir``: each claims a
+            batch before computing it, takes its share of every stage's batches first
+            and waits for the batches others hold (:mod:`defense_gan_tf.sharding`); all
+            give the same figures.
+          claim_timeout: seconds after which a claim whose worker stopped is taken over.
 
         Raises:
           BudgetExhausted: the deadline passed first (finished batches stay cached).
@@ -318,7 +345,8 @@ class DefenseQualityProbe:
         s = self.settings
         timings = {}
         folder = os.path.join(cache_dir, self.cache_key(generator)) if cache_dir else None
-        batches = _Batches(folder, self.planned_batches(), deadline, log, stop)
+        batches = _Batches(folder, self.planned_batches(), deadline, log, stop, shard=shard,
+                           claim_timeout=claim_timeout)
         t0 = time.perf_counter()
         fake = sample(generator, s.num_samples, seed=_SAMPLE_SEED)
         mu, sigma, probs = statistics(self.classifier, fake)
