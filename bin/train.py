@@ -36,9 +36,12 @@ flags.DEFINE_float("learning_rate", None, "Override gan.learning_rate.")
 flags.DEFINE_integer("checkpoint_every", None, "Override gan.checkpoint_every.")
 flags.DEFINE_integer("sample_every", None, "Override gan.sample_every.")
 flags.DEFINE_integer("log_every", None, "Override gan.log_every.")
-flags.DEFINE_enum("precision", None, list(PRECISIONS), "Override gan.precision: "
+flags.DEFINE_enum("precision", None, list(PRECISIONS) + ["auto"], "Override gan.precision: "
                   "mixed_bfloat16 computes the networks in bfloat16 with float32 "
-                  "weights, losses and gradient penalty (default: float32).")
+                  "weights, losses and gradient penalty (default: float32); auto: "
+                  "mixed_bfloat16 where the device in use computes bfloat16 natively (a "
+                  "CPU with AVX512-BF16 or AMX-BF16, a GPU from compute capability 8.0, a "
+                  "TPU), else float32.")
 flags.DEFINE_integer("quality_every", 0, "Every this many iterations, score the generator "
                      "(classifier score, Frechet distance, Defense-GAN-Orig accuracy on "
                      "clean, transferred-FGSM, random-sign and paper-style FGSM images) into "
@@ -77,6 +80,11 @@ def build_config():
 
     overrides = {key: FLAGS[name].value for name, key in _OVERRIDES.items()
                  if FLAGS[name].value is not None}
+    if overrides.get("gan.precision") == "auto":
+        from defense_gan_tf import hardware
+
+        overrides["gan.precision"] = hardware.auto_precision()
+        print(f"--precision=auto: {overrides['gan.precision']} on this device")
     for item in FLAGS.set:
         if "=" not in item:
             raise app.UsageError(f"--set expects key=value, got {item!r}")

@@ -86,6 +86,28 @@ def bfloat16_emulation(*, accelerators: Optional[int] = None,
     return EMULATED_BFLOAT16 if native_bfloat16(flags) is False else None
 
 
+def native_bfloat16_device(*, accelerators: Optional[int] = None,
+                           flags: Optional[frozenset] = None,
+                           gpu_capabilities: Optional[list] = None) -> bool:
+    """True only where the device in use is known to compute bfloat16 natively (a TPU,
+    GPUs from compute capability 8.0, or a CPU with AVX512-BF16 or AMX-BF16)."""
+    if accelerators is None:
+        import tensorflow as tf
+
+        accelerators = (len(tf.config.list_physical_devices("GPU"))
+                        + len(tf.config.list_physical_devices("TPU")))
+    if accelerators:
+        return bfloat16_emulation(accelerators=accelerators,
+                                  gpu_capabilities=gpu_capabilities) is None
+    return native_bfloat16(flags) is True
+
+
+def auto_precision(**device) -> str:
+    """The training precision for the device in use: ``mixed_bfloat16`` where it computes
+    bfloat16 natively, else ``float32`` (``device``: as :func:`native_bfloat16_device`)."""
+    return "mixed_bfloat16" if native_bfloat16_device(**device) else "float32"
+
+
 def emulates_bfloat16(*, accelerators: Optional[int] = None,
                       flags: Optional[frozenset] = None,
                       gpu_capabilities: Optional[list] = None) -> bool:

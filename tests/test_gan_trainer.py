@@ -198,12 +198,17 @@ def test_bin_train_smoke_run(tmp_path, mnist_dir):
            "--batch_size=4", "--critic_steps=2", "--log_every=1", "--sample_every=3",
            "--checkpoint_every=2", "--set=gan.seed=5"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DEFENSE_GAN_DATA_DIR=mnist_dir)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(cmd + ["--precision=auto"], capture_output=True, text=True,
+                          env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "iter 3/3" in proc.stdout and "it/s" in proc.stdout and "ETA" in proc.stdout
     with open(os.path.join(out, "config.json")) as f:
         saved = json.load(f)
     assert saved["model"]["net_dim"] == 4 and saved["gan"]["seed"] == 5
+    from defense_gan_tf import hardware  # auto: what this device computes natively
+
+    assert saved["gan"]["precision"] == hardware.auto_precision()
+    assert f"--precision=auto: {hardware.auto_precision()}" in proc.stdout
     assert os.path.exists(os.path.join(out, "generator.keras"))
     assert os.path.exists(os.path.join(out, "samples", "iter_0000003.png"))
     # Resuming with a different width is refused with a clear message, before TensorFlow

@@ -104,3 +104,14 @@ def test_the_machine_record_names_tensorflow_without_loading_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [tf.__version__, "False"]
+
+
+def test_auto_precision_picks_bfloat16_only_where_the_device_computes_it():
+    avx2, bf16 = frozenset({"avx2"}), frozenset({"amx_bf16"})
+    assert hardware.auto_precision(accelerators=0, flags=bf16) == "mixed_bfloat16"
+    assert hardware.auto_precision(accelerators=0, flags=avx2) == "float32"
+    assert hardware.auto_precision(accelerators=0, flags=frozenset()) == "float32"  # unknown
+    assert hardware.auto_precision(accelerators=1, flags=avx2,
+                                   gpu_capabilities=[(9, 0)]) == "mixed_bfloat16"
+    assert hardware.auto_precision(accelerators=1, flags=bf16,
+                                   gpu_capabilities=[(7, 5)]) == "float32"
