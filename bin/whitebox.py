@@ -3,13 +3,18 @@ r"""White-box attacks on undefended, adversarially trained and Defense-GAN model
 
 Flags mirror the authors' whitebox.py. Writes one JSON per run to --results_dir,
 rebuilds whitebox_table.md there (paper layout), and for Defense-GAN runs a
-detection ROC curve and a grid of clean / adversarial / reconstructed images.
+detection ROC curve and a grid of clean / adversarial / reconstructed images. Each
+finished batch is kept under --cache_dir, so an interrupted run (a CW-L2 run through
+the projection takes a day on a CPU) continues from its last finished batch when the
+same command runs again.
 
 Example (paper setting, model A, FGSM eps 0.3, Defense-GAN-Orig):
   python bin/whitebox.py --generator=pretrained/mnist/generator.keras \
       --classifier=pretrained/mnist/classifier_A.keras --defense_type=defense_gan \
       --attack_type=fgsm --fgsm_eps=0.3 --data_dir=../shared/data
 """
+
+import functools
 
 from absl import app
 from absl import flags as absl_flags
@@ -26,6 +31,10 @@ absl_flags.DEFINE_float("alpha", 0.05, "RAND+FGSM random step.")
 absl_flags.DEFINE_enum("gradient", "full", list(config_lib.GRADIENT_MODES), "What the "
                        "attacker's gradient through the projection is (full = the paper's "
                        "white box, bpda = identity).")
+absl_flags.DEFINE_string("cache_dir", "runs/whitebox_cache", "Finished batches of each "
+                         "run are kept here, keyed by its settings and classifier: an "
+                         "interrupted run continues after its last finished batch ('' keeps "
+                         "nothing).")
 absl_flags.DEFINE_bool("same_init", False, "White-box revisited: the attacker knows the "
                        "projection's initial z (the defense uses a fixed seed).")
 absl_flags.DEFINE_integer("batch_size", 20, "Test images per attack batch (with "
@@ -102,7 +111,7 @@ def _workflow():
         # A batch through the unrolled projection takes minutes at the paper's L: the
         # compiled loop reports every quarter of L (and the backward pass its segments).
         Projector.progress_every = iterations // 4
-    return run_whitebox
+    return functools.partial(run_whitebox, cache_dir=FLAGS.cache_dir or None)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
     base = [sys.executable, os.path.join(ROOT, "bin", "whitebox.py"), "--model=E",
             "--num_tests=10", "--num_train=300", "--nb_epochs=1", "--batch_size=10",
             f"--results_dir={tmp_path / 'res'}", f"--classifier_dir={tmp_path / 'clf'}",
+            f"--cache_dir={tmp_path / 'cache'}",
             f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     # The projection split over the process's devices (one here) and compiled by XLA.
@@ -134,6 +135,9 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "Defense-GAN-Orig" in ok.stdout and "img/s" in ok.stdout
     assert "projection split over 1 replica(s)" in ok.stdout
+    kept = os.listdir(tmp_path / "cache")  # the run's finished batch, by its settings
+    assert len(kept) == 1 and os.listdir(tmp_path / "cache" / kept[0]) == [
+        "batch_000000.npz"]
     assert any(n.endswith(".json") for n in os.listdir(tmp_path / "res"))
     for flag, name in (("--fgsm_eps=-0.1", "--fgsm_eps"), ("--fgsm_eps=1.5", "--fgsm_eps"),
                        ("--generator=/nonexistent.keras", "--generator"),
@@ -198,3 +202,55 @@ def test_runs_of_two_datasets_in_one_folder_get_a_row_each_naming_it():
     assert rows[1].startswith("| fgsm (eps 0.3) | A (mnist) |") and "0.500" in rows[1]
     # One dataset: rows as before, without it.
     assert "| fgsm (eps 0.3) | A |" in report.whitebox_table([mnist])
+
+
+def test_an_interrupted_whitebox_evaluation_resumes_with_the_same_results(setup, tmp_path):
+    """Finished batches are kept; a resumed evaluation reads them back, restores the
+    defense's random-draw positions, and gives the uninterrupted results exactly."""
+    import keras
+
+    from defense_gan_tf.batch_cache import ResumableBatches
+    from defense_gan_tf.defense import DefendedClassifier
+    from defense_gan_tf.errors import Interrupted
+    from defense_gan_tf.workflows.whitebox import evaluate_whitebox
+
+    _, gen_path, _, test = setup
+    gen = keras.models.load_model(gen_path)
+    clf = keras.Sequential([keras.Input(gen.output_shape[1:]), keras.layers.Flatten(),
+                            keras.layers.Dense(2, kernel_initializer="ones")])
+    x, y = test[0][:15], test[1][:15]
+
+    def evaluate(batches, restore=True):
+        c = ProjectionConfig(iterations=3, restarts=2)
+        model = DefendedClassifier(clf, gen, c, gradient="bpda", draw_seed=3)
+        scorer = DefendedClassifier(clf, gen, c, gradient="none", draw_seed=4)
+
+        def score(v):
+            logits, projection = scorer.call_with_details(v)
+            return logits, projection.error
+        return evaluate_whitebox(model, x, y, AttackConfig(attack_type="fgsm", eps=0.3),
+                                 batch_size=4, score_fn=score, batches=batches,
+                                 streams=(model, scorer) if restore else (),
+                                 log=lambda m: None)
+
+    whole = evaluate(None)
+    folder = str(tmp_path / "batches")
+    first = ResumableBatches(folder)
+    first.stop = lambda: first.computed >= 2
+    with pytest.raises(Interrupted):
+        evaluate(first)
+    resumed = ResumableBatches(folder)
+    again = evaluate(resumed)
+    assert (resumed.loaded, resumed.computed) == (2, 2)
+    for key in ("clean", "adversarial"):
+        assert getattr(again, key) == getattr(whole, key)
+    assert again.detection == whole.detection and again.linf_mean == whole.linf_mean
+    np.testing.assert_array_equal(again.adversarial_examples, whole.adversarial_examples)
+    # Without the draw positions restored, the later batches draw other starts.
+    other = str(tmp_path / "other")
+    cut = ResumableBatches(other)
+    cut.stop = lambda: cut.computed >= 2
+    with pytest.raises(Interrupted):
+        evaluate(cut)
+    careless = evaluate(ResumableBatches(other), restore=False)
+    assert careless.detection["clean_errors"][8:] != whole.detection["clean_errors"][8:]

@@ -455,9 +455,12 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
             log(f"  time budget spent: {len(later) + 1} cell(s) not started; run the same "
                 "command again to continue")
             break
-        out.append(_run_claimed(cell, claims, results_dir, log, dict(
-            results_dir=results_dir, classifier_dir=classifier_dir, data_dir=data_dir,
-            command=command, log=log, train_data=train_data, test_data=test_data)))
+        kwargs = dict(results_dir=results_dir, classifier_dir=classifier_dir,
+                      data_dir=data_dir, command=command, log=log, train_data=train_data,
+                      test_data=test_data)
+        if cell.kind == "whitebox":  # its finished batches, for a cell cut short
+            kwargs["cache_dir"] = os.path.join(classifier_dir, "whitebox_batches")
+        out.append(_run_claimed(cell, claims, results_dir, log, kwargs))
         if out[-1].done_before is False:
             clock.count(cell.estimate_seconds)
             left = clock.rate() * sum(pending[p] for p in later)

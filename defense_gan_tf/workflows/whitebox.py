@@ -10,12 +10,13 @@ norm of the loss gradient that reaches the input, so that gradient masking
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import attacks
+from defense_gan_tf.batch_cache import ResumableBatches
 from defense_gan_tf.config import WHITEBOX_ATTACKS, AttackConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.metrics.detection import roc_curve
@@ -46,7 +47,9 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
                       attack: AttackConfig, *, clip_min: float = 0.0, clip_max: float = 1.0,
                       batch_size: int = 20, seed: Optional[int] = None,
                       score_fn: Optional[Callable] = None, gradient_norm_images: int = 20,
-                      log: Optional[Callable[[str], None]] = None) -> AttackResult:
+                      log: Optional[Callable[[str], None]] = None,
+                      batches: Optional[ResumableBatches] = None,
+                      streams: Sequence = ()) -> AttackResult:
     """Attacks ``model_fn`` on (images, labels) and measures accuracy before and after.
 
     Args:
@@ -66,53 +69,91 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
       gradient_norm_images: the input-gradient norm is measured on the first
         this many images (it costs one more backward pass through the model).
       log: progress output.
+      batches: keeps every finished batch (a CW-L2 cell through the projection runs for
+        a day on a CPU), so that an interrupted evaluation continues after its last
+        finished batch; None keeps nothing.
+      streams: the models whose random draws (``DefendedClassifier.draws``) a batch
+        uses; their positions are kept with each batch and restored after a batch read
+        back, so a resumed evaluation draws what an uninterrupted one draws.
 
     Returns:
       An :class:`AttackResult`: ``clean`` and ``adversarial`` accuracy entries
       (accuracy, correct, n, ci95), ``gradient_norm_mean`` (L2 norm of the input
       gradient of the loss on clean images, over the finite norms, with their median
       and ``gradient_norm_nonfinite``, the count that overflowed), ``linf_mean`` / ``l2_mean``
-      distortions, ``seconds``, ``images_per_second``, ``detection`` (auc and the
-      raw errors) when ``score_fn`` gives errors, and ``adversarial_examples``
-      (first batch) for figures.
+      distortions, ``seconds`` (the batches' own, those of earlier sittings included),
+      ``images_per_second``, ``detection`` (auc and the raw errors) when ``score_fn`` gives
+      errors, and ``adversarial_examples`` (first batch) for figures.
     """
     log = log or echo
     score_fn = score_fn or (lambda x: (model_fn(x), None))
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels).astype(np.int64)
     run_attack = make_attack(attack, clip_min, clip_max, seed)
-    parts = {k: [] for k in ("clean_ok", "adv_ok", "grad_norms", "linf", "l2", "clean_err",
-                             "adv_err")}
-    first_adv = None
-    t0 = time.monotonic()
+    parts = {k: [] for k in _BATCH_KEYS}
+    batches = batches or ResumableBatches(None)
+    first_adv, t0 = None, time.monotonic()
     for start in range(0, len(images), batch_size):
-        x = tf.constant(images[start:start + batch_size])
-        y = tf.constant(labels[start:start + batch_size])
-        truth = labels[start:start + len(x)]
-        logits, errors = score_fn(x)
-        parts["clean_ok"].append(np.argmax(np.asarray(logits), axis=1) == truth)
-        if start < gradient_norm_images:
-            k = min(len(x), gradient_norm_images - start)
-            parts["grad_norms"].append(
-                attacks.input_gradient_norm(model_fn, x[:k], y[:k]).numpy())
-        x_adv = run_attack(model_fn, x, y)
-        adv_logits, adv_errors = score_fn(x_adv)
-        parts["adv_ok"].append(np.argmax(np.asarray(adv_logits), axis=1) == truth)
-        delta = (x_adv - x).numpy().reshape(len(x), -1)
-        parts["linf"].append(np.abs(delta).max(axis=1))
-        parts["l2"].append(np.sqrt((delta ** 2).sum(axis=1)))
-        if first_adv is None:
-            first_adv = x_adv.numpy()
-        if errors is not None:
-            parts["clean_err"].append(np.asarray(errors))
-            parts["adv_err"].append(np.asarray(adv_errors))
-        done = start + len(x)
-        rate = done / max(time.monotonic() - t0, 1e-9)
-        log(f"[{done}/{len(images)}] {rate:.2f} img/s  clean acc "
-            f"{np.concatenate(parts['clean_ok']).mean():.3f}  adversarial acc "
-            f"{np.concatenate(parts['adv_ok']).mean():.3f}  ETA "
-            f"{(len(images) - done) / rate:.0f} s")
-    return _attack_result(parts, first_adv, time.monotonic() - t0, len(images))
+        x, y = images[start:start + batch_size], labels[start:start + batch_size]
+
+        def compute():
+            t = time.monotonic()
+            out = _attack_batch(model_fn, score_fn, run_attack, x, y,
+                                max(0, min(len(x), gradient_norm_images - start)))
+            out["x_adv"] = out["x_adv"] if start == 0 else out["x_adv"][:0]
+            out["seconds"] = np.float64(time.monotonic() - t)
+            out["draws"] = np.array([m.draws for m in streams], np.int64)
+            return out
+
+        loaded = batches.loaded
+        out = batches.get(f"batch_{start:06d}", compute, required=_BATCH_KEYS)
+        if batches.loaded > loaded:  # read back: later batches continue its streams
+            for model, position in zip(streams, out["draws"]):
+                model.draws = int(position)
+        for k in _BATCH_KEYS:
+            parts[k].append(np.asarray(out[k]))
+        if start == 0:
+            first_adv = np.asarray(out["x_adv"])
+        _say_progress(log, parts, start + len(x), len(images), t0)
+    seconds = float(sum(np.sum(s) for s in parts.pop("seconds")))
+    if not all(len(e) for e in parts["clean_err"]):  # no detection score
+        parts["clean_err"], parts["adv_err"] = [], []
+    parts.pop("draws")
+    return _attack_result(parts, first_adv, seconds, len(images))
+
+
+def _say_progress(log, parts: dict, done: int, total: int, t0: float) -> None:
+    rate = done / max(time.monotonic() - t0, 1e-9)
+    log(f"[{done}/{total}] {rate:.2f} img/s  clean acc "
+        f"{np.concatenate(parts['clean_ok']).mean():.3f}  adversarial acc "
+        f"{np.concatenate(parts['adv_ok']).mean():.3f}  ETA {(total - done) / rate:.0f} s")
+
+
+# The arrays of one finished batch, as kept on disk.
+_BATCH_KEYS = ("clean_ok", "adv_ok", "grad_norms", "linf", "l2", "clean_err", "adv_err",
+               "seconds", "draws")
+
+
+def _attack_batch(model_fn, score_fn, run_attack, x: np.ndarray, y: np.ndarray,
+                  norm_images: int) -> dict:
+    """One batch: clean and adversarial correctness, the input-gradient norms of its
+    first ``norm_images``, distortions, detection scores (empty without), ``x_adv``."""
+    x, y = tf.constant(x), tf.constant(y)
+    truth = y.numpy()
+    logits, errors = score_fn(x)
+    grad_norms = (attacks.input_gradient_norm(model_fn, x[:norm_images], y[:norm_images])
+                  .numpy() if norm_images else np.zeros(0, np.float32))
+    x_adv = run_attack(model_fn, x, y)
+    adv_logits, adv_errors = score_fn(x_adv)
+    delta = (x_adv - x).numpy().reshape(len(x), -1)
+    empty = np.zeros(0, np.float32)
+    return {"clean_ok": np.argmax(np.asarray(logits), axis=1) == truth,
+            "adv_ok": np.argmax(np.asarray(adv_logits), axis=1) == truth,
+            "grad_norms": grad_norms, "linf": np.abs(delta).max(axis=1),
+            "l2": np.sqrt((delta ** 2).sum(axis=1)),
+            "clean_err": empty if errors is None else np.asarray(errors),
+            "adv_err": empty if adv_errors is None else np.asarray(adv_errors),
+            "x_adv": x_adv.numpy()}
 
 
 def _attack_result(parts: dict, first_adv, seconds: float, n: int) -> AttackResult:

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from defense_gan_tf.batch_cache import ResumableBatches
 from defense_gan_tf.console import echo
 from defense_gan_tf.defense import DefendedClassifier
 from defense_gan_tf.defense.magnet import MagNet, load_magnet
@@ -17,6 +18,7 @@ from defense_gan_tf.records.loading import load_run_inputs
 from defense_gan_tf.records.runs import (RunOutcome, RunSpec, flat_settings,
                                          write_run_record)
 from defense_gan_tf.metrics.stats import accuracy_entry
+from defense_gan_tf.models.saving import weights_digest
 from defense_gan_tf.records.specs import WhiteboxRun
 from defense_gan_tf.workflows.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
@@ -25,6 +27,7 @@ from defense_gan_tf.plots import save_image_grid
 def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
+                 cache_dir: Optional[str] = None,
                  log: Callable[[str], None] = echo) -> RunOutcome:
     """Runs one white-box evaluation and writes its JSON, table and figures.
 
@@ -35,6 +38,9 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
       data_dir: local IDX folder.
       command: the command line, recorded next to the numbers.
       train_data, test_data: (images, labels) to use instead of loading (test seam).
+      cache_dir: every finished batch is kept in ``cache_dir/<run>/`` (the run's name,
+        settings digest and classifier weights' digest), so an interrupted run continues after its last finished batch
+        with the results an uninterrupted one gives; None keeps nothing.
       log: progress output.
 
     Returns:
@@ -51,7 +57,7 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
                              log=log)
     generator, classifier = inputs.generator, inputs.classifier
     test_x, test_y = inputs.test_x, inputs.test_y
-    model_fn, score_fn, scorer = classifier, None, None
+    model_fn, score_fn, scorer, streams = classifier, None, None, ()
     if spec.defense_type == "defense_gan":
         # Fresh starts on every call (unless same_init), drawn from seeded streams.
         seed = spec.seed if run.same_init else None
@@ -61,19 +67,26 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         scorer = DefendedClassifier(classifier, generator, spec.projection, gradient="none",
                                     seed=seed, draw_seed=spec.seed * 2 + 2)
         score_fn = _scores_with_errors(scorer)
+        streams = (model_fn, scorer)
     elif spec.defense_type == "magnet":
         # White box through the reformer (the detectors are not differentiated);
         # adversarial images the detectors reject are reported apart.
         model_fn = load_magnet(spec.magnet, classifier)
         score_fn = _scores_with_rejections(model_fn)
     lo, hi = spec.pixel_range
+    settings = {**flat_settings(run), **inputs.record_fields(spec)}
+    name = f"whitebox_{run.name()}_{report.settings_id(settings)}"
+    # The classifier by its weights too: a cached one may be trained again.
+    batches = ResumableBatches(os.path.join(
+        cache_dir, f"{name}_{weights_digest(classifier)[:12]}") if cache_dir else None)
     result = evaluate_whitebox(model_fn, test_x, test_y, spec.attack, clip_min=lo,
                                clip_max=hi, batch_size=spec.batch_size, seed=spec.seed,
-                               score_fn=score_fn, log=log)
+                               score_fn=score_fn, log=log, batches=batches, streams=streams)
+    if batches.loaded:
+        log(f"{batches.loaded} batch(es) read back from {batches.folder}")
     if spec.defense_type == "magnet":
         result = dataclasses.replace(result, magnet=magnet_summary(result.detection))
-    settings = {**flat_settings(run), **inputs.record_fields(spec)}
-    stem = os.path.join(results_dir, f"whitebox_{run.name()}_{report.settings_id(settings)}")
+    stem = os.path.join(results_dir, name)
     _figures(stem, spec, test_x, test_y, result, model_fn, scorer, (lo, hi))
     return write_run_record(results_dir, "whitebox", run.name(), settings, result, command)
 
