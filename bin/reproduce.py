@@ -15,9 +15,9 @@ run). --summary_only rebuilds those files and runs nothing.
 
 Many workers can fill one table at once when they share <results_root> and
 --classifier_dir (one machine or many): --shard=I/N gives each its share of the cells
-(every N-th, from the I-th); a worker claims a cell before running it and leaves cells
-other workers hold, and one that finishes early helps with the others' shares. When all
-are done, --summary_only builds the tables from every worker's records.
+(every N-th, from the I-th) first, then the others'. A black-box cell is claimed whole
+and left to the worker that holds it; a white-box cell is shared by its batches. When
+all are done, --summary_only builds the tables from every worker's records.
 
 Example:
   python bin/reproduce.py --table=whitebox_mnist --dry_run --data_dir=../shared/data

@@ -93,13 +93,19 @@ class Shard:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (a zombie, dead but not yet
+    reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc here: alive as far as we can tell
+        return True
 
 
 class Claims:
@@ -267,3 +273,39 @@ def share_summary(shard_count: int, estimates: Iterable[Optional[float]]) -> lis
         mine = [e for p, e in enumerate(estimates) if p % shard_count == i and e is not None]
         out.append((Shard(i, shard_count), len(mine), float(sum(mine))))
     return out
+
+
+def claim_unless_ready(claims: Optional[Claims], name: str, ready, *,
+                       poll_seconds: float = 5.0) -> Optional[Claim]:
+    """For work one worker does and the others wait for (training a classifier they all
+    need): a held :class:`Claim` when this worker is to do it, None once ``ready()``
+    (another worker did it). Without ``claims``: a claim-less go-ahead unless ready."""
+    while not ready():
+        if claims is None:
+            return _NO_CLAIM
+        claim = claims.claim(name)
+        if claim is not None:
+            if ready():  # finished just before the claim
+                claim.release()
+                return None
+            return claim
+        time.sleep(poll_seconds)
+    return None
+
+
+class _Unclaimed:
+    """The go-ahead of :func:`claim_unless_ready` without claims."""
+
+    lost = False
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+_NO_CLAIM = _Unclaimed()

@@ -2,6 +2,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from binaries import loads_tensorflow
@@ -384,47 +385,52 @@ def test_bin_reproduce_summary_only(tmp_path):
     assert missing.returncode != 0 and "--table is required" in missing.stderr
 
 
-# A worker of test_shards_fill_a_table_like_one_worker: the tiny cells of _shard_cells,
-# run with --shard-like arguments; the cell whose eps is in $HANG_EPS hangs once claimed.
+# A worker of test_shards_fill_a_table_like_one_worker...: the tiny cells of
+# _shard_cells with --shard-like arguments; with $HANG it hangs in its second batch.
 _WORKER = r"""
 import os, sys, time
 import numpy as np
 sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 from test_reproduce import _shard_cells
 from defense_gan_tf.sharding import Shard
-from defense_gan_tf.workflows import reproduce
+from defense_gan_tf.workflows import reproduce, whitebox
 
 data = np.load(sys.argv[2])
-real = reproduce._workflow
+real, calls = whitebox._attack_batch, []
 
-def workflow(kind):
-    def run(cell_run, **kw):
-        if str(cell_run.spec.attack.eps) == os.environ.get("HANG_EPS"):
-            print("hanging", flush=True)
-            time.sleep(600)
-        return real(kind)(cell_run, **kw)
-    return run
+def attack_batch(*args):
+    calls.append(1)
+    if len(calls) == 2 and os.environ.get("HANG"):
+        print("hanging", flush=True)
+        time.sleep(600)
+    return real(*args)
 
-reproduce._workflow = workflow
-out = reproduce.run_table("whitebox_mnist", reproduce.TableSettings(), results_dir=sys.argv[3],
-                          classifier_dir=sys.argv[4], cell_list=_shard_cells(),
-                          train_data=(data["tx"], data["ty"]), test_data=(data["vx"], data["vy"]),
-                          shard=Shard.parse(sys.argv[5]), log=print)
-print("outcomes", [o.done_before for o in out], flush=True)
+whitebox._attack_batch = attack_batch
+reproduce.run_table("whitebox_mnist", reproduce.TableSettings(), results_dir=sys.argv[3],
+                    classifier_dir=sys.argv[4], cell_list=_shard_cells(),
+                    train_data=(data["tx"], data["ty"]), test_data=(data["vx"], data["vy"]),
+                    shard=Shard.parse(sys.argv[5]), log=print)
 """
 
 
 def _shard_cells():
     cells = []
     for attack, eps in (("fgsm", 0.1), ("fgsm", 0.2), ("fgsm", 0.3), ("rand_fgsm", 0.25)):
-        spec = RunSpec(model="E", num_tests=10, num_train=200, epochs=1, batch_size=10,
+        spec = RunSpec(model="E", num_tests=10, num_train=200, epochs=1, batch_size=5,
                        attack=AttackConfig(attack_type=attack, eps=eps))
         cells.append(reproduce.Cell("whitebox", WhiteboxRun(spec=spec), f"{attack} {eps}", 1.0))
     return cells
 
 
-def test_shards_fill_a_table_like_one_worker_and_a_killed_ones_cell_is_rerun(tiny_world,
-                                                                          tmp_path):
+def test_shards_fill_a_table_like_one_worker_and_take_over_a_killed_ones_batch(
+        tiny_world, tmp_path):
+    """Two workers share the white-box cells by batches. Worker 0 (another process) hangs
+    in the second batch of its first cell, holding its claim; worker 1 (this process)
+    runs its own cells, joins that cell, reads worker 0's first batch back and waits for
+    the held one; worker 0 is killed and worker 1 takes the batch over at once. The
+    records and the table are those of one worker."""
+    import threading
+
     import numpy as np
 
     root, _, train, test = tiny_world
@@ -434,37 +440,44 @@ def test_shards_fill_a_table_like_one_worker_and_a_killed_ones_cell_is_rerun(tin
                               classifier_dir=clf, cell_list=_shard_cells(), train_data=train,
                               test_data=test, log=lambda m: None)
     assert [o.done_before for o in ran] == [False] * 4
+    # its batches are kept for a rerun; the shards are to compute theirs (the classifier
+    # stays cached for both)
+    import shutil
+
+    shutil.rmtree(os.path.join(clf, "whitebox_batches"))
     np.savez(tmp_path / "data.npz", tx=train[0], ty=train[1], vx=test[0], vy=test[1])
     two = str(tmp_path / "shards" / "table")
+    stuck = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, ROOT, str(tmp_path / "data.npz"), two, clf, "0/2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", HANG="1"))
 
-    def worker(shard, **env):
-        return subprocess.Popen(
-            [sys.executable, "-c", _WORKER, ROOT, str(tmp_path / "data.npz"), two, clf, shard],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **env))
+    def kill_once_worker_1_waits():  # its own two cells recorded: it is at the held batch
+        while len([n for n in os.listdir(two) if n.endswith(".json")]) < 2:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        stuck.kill()  # and not reaped yet: a zombie counts as dead too
 
-    def shard(text, lines):
-        return reproduce.run_table(
-            "whitebox_mnist", reproduce.TableSettings(), results_dir=two, classifier_dir=clf,
-            cell_list=_shard_cells(), train_data=train, test_data=test,
-            shard=Shard.parse(text), log=lines.append)
-
-    # Worker 0, another process, hangs in its first cell (fgsm 0.1); worker 1 (this
-    # process) runs its own share (fgsm 0.2, rand_fgsm 0.25), then worker 0's other
-    # cell, and leaves the hanging one to it.
-    stuck, lines = worker("0/2", HANG_EPS="0.1"), []
+    lines = []
     try:
         assert "hanging" in _read_until(stuck, "hanging")
-        helper = shard("1/2", lines)
-        assert [o.done_before for o in helper] == [False, False, None, False], lines
-        assert any("being run by another worker" in line for line in lines)
+        killer = threading.Thread(target=kill_once_worker_1_waits, daemon=True)
+        killer.start()
+        helper = reproduce.run_table(
+            "whitebox_mnist", reproduce.TableSettings(), results_dir=two, classifier_dir=clf,
+            cell_list=_shard_cells(), train_data=train, test_data=test,
+            shard=Shard.parse("1/2"), log=lines.append)
+        killer.join(timeout=60)
     finally:
         stuck.kill()
         stuck.wait()
-    # Worker 0 killed, its rerun takes over the dead worker's claim at once and runs
-    # the last cell.
-    rerun = shard("0/2", lines)
-    assert [o.done_before for o in rerun] == [False, True, True, True], lines
+    assert [o.done_before for o in helper] == [False] * 4, lines
+    assert any("batch(es) read back" in line for line in lines), lines  # worker 0's
+    rerun = reproduce.run_table(
+        "whitebox_mnist", reproduce.TableSettings(), results_dir=two, classifier_dir=clf,
+        cell_list=_shard_cells(), train_data=train, test_data=test,
+        shard=Shard.parse("0/2"), log=lines.append)
+    assert [o.done_before for o in rerun] == [True] * 4
     assert not os.path.exists(reproduce.claims_folder(two))
 
     def records(folder):

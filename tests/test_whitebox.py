@@ -205,8 +205,10 @@ def test_runs_of_two_datasets_in_one_folder_get_a_row_each_naming_it():
 
 
 def test_an_interrupted_whitebox_evaluation_resumes_with_the_same_results(setup, tmp_path):
-    """Finished batches are kept; a resumed evaluation reads them back, restores the
-    defense's random-draw positions, and gives the uninterrupted results exactly."""
+    """Finished batches are kept; a resumed evaluation reads them back and gives the
+    uninterrupted results exactly, as does one that takes its batches in another order
+    (a shard's): batch b draws from its own stretch of each defense's random stream."""
+    from defense_gan_tf.sharding import Shard
     import keras
 
     from defense_gan_tf.batch_cache import ResumableBatches
@@ -220,7 +222,7 @@ def test_an_interrupted_whitebox_evaluation_resumes_with_the_same_results(setup,
                             keras.layers.Dense(2, kernel_initializer="ones")])
     x, y = test[0][:15], test[1][:15]
 
-    def evaluate(batches, restore=True):
+    def evaluate(batches, restore=True, shard=None):
         c = ProjectionConfig(iterations=3, restarts=2)
         model = DefendedClassifier(clf, gen, c, gradient="bpda", draw_seed=3)
         scorer = DefendedClassifier(clf, gen, c, gradient="none", draw_seed=4)
@@ -231,7 +233,7 @@ def test_an_interrupted_whitebox_evaluation_resumes_with_the_same_results(setup,
         return evaluate_whitebox(model, x, y, AttackConfig(attack_type="fgsm", eps=0.3),
                                  batch_size=4, score_fn=score, batches=batches,
                                  streams=(model, scorer) if restore else (),
-                                 log=lambda m: None)
+                                 shard=shard, log=lambda m: None)
 
     whole = evaluate(None)
     folder = str(tmp_path / "batches")
@@ -246,7 +248,10 @@ def test_an_interrupted_whitebox_evaluation_resumes_with_the_same_results(setup,
         assert getattr(again, key) == getattr(whole, key)
     assert again.detection == whole.detection and again.linf_mean == whole.linf_mean
     np.testing.assert_array_equal(again.adversarial_examples, whole.adversarial_examples)
-    # Without the draw positions restored, the later batches draw other starts.
+    reordered = evaluate(None, shard=Shard(1, 2))  # batches 1, 3, then 0, 2
+    assert reordered.detection == whole.detection
+    assert reordered.adversarial == whole.adversarial
+    # Without the defense's streams positioned per batch, later batches draw other starts.
     other = str(tmp_path / "other")
     cut = ResumableBatches(other)
     cut.stop = lambda: cut.computed >= 2

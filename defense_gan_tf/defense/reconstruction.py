@@ -25,6 +25,7 @@ from defense_gan_tf.batch_cache import ResumableBatches, load_batch, save_batch
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.models.saving import weights_digest
+from defense_gan_tf.sharding import Claims
 
 
 def reconstruction_cache_key(generator: keras.Model, config: ProjectionConfig,
@@ -73,7 +74,8 @@ def kept_reconstructions(path: str, num_images: int, batch_size: int = BATCH_SIZ
 
 def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: str,
                         cache_dir: Optional[str] = None, batch_size: int = BATCH_SIZE,
-                        log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+                        log: Optional[Callable[[str], None]] = None,
+                        claims: Optional[Claims] = None) -> np.ndarray:
     """G(z*) of every image, computed in batches and cached as ``.npz``.
 
     Every finished batch is kept on disk at once, so an interrupted call (an exception,
@@ -91,6 +93,8 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
       cache_dir: folder of the cache; None disables caching (and resuming).
       batch_size: images per projection call.
       log: progress output.
+      claims: workers sharing ``cache_dir`` (its timeout is used): each claims a batch
+        before projecting it and waits at the end for the batches others hold.
 
     Returns:
       float32 reconstructions [N, H, W, C].
@@ -108,22 +112,30 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
             return recs
         log(f"ignoring cache {path}: shape {recs.shape} != {images.shape}")
     folder = batches_folder(path) if path else None
-    batches = ResumableBatches(folder)
+    batches = ResumableBatches(folder, claims=None if claims is None else Claims(
+        os.path.join(folder, ".claims"), timeout=claims.timeout))
     kept = kept_reconstructions(path, len(images), batch_size) if path else 0
     if kept:
         log(f"resuming: {kept}/{len(images)} reconstructions kept in {folder}")
-    out, projected, t0 = [], 0, time.monotonic()
+    starts = range(0, len(images), batch_size)
+    out, projected, t0 = [None] * len(starts), 0, time.monotonic()
     try:
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size]
-            before = batches.computed
-            out.append(_batch(batches, project_fn, x, _batch_name(start, batch_size), log))
-            if batches.computed > before:
-                projected += len(x)
-                done = start + len(x)
-                rate = projected / max(time.monotonic() - t0, 1e-9)
-                log(f"reconstructing {done}/{len(images)}  {rate:.2f} img/s  "
-                    f"ETA {(len(images) - done) / max(rate, 1e-9):.0f} s")
+        # Other workers may hold batches: the free ones first, then wait for the rest.
+        for wait in (False, True):
+            for b, start in enumerate(starts):
+                if out[b] is not None:
+                    continue
+                x = images[start:start + batch_size]
+                before = batches.computed
+                out[b] = _batch(batches, project_fn, x, _batch_name(start, batch_size),
+                                log, wait)
+                if batches.computed > before:
+                    projected += len(x)
+                    rate = projected / max(time.monotonic() - t0, 1e-9)
+                    left = sum(len(images[s:s + batch_size])
+                               for s, o in zip(starts, out) if o is None)
+                    log(f"reconstructing {len(images) - left}/{len(images)}  {rate:.2f} "
+                        f"img/s  ETA {left / max(rate, 1e-9):.0f} s")
     except BaseException:
         if folder and batches.computed:
             n = kept_reconstructions(path, len(images), batch_size)
@@ -138,10 +150,14 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
 
 
 def _batch(batches: ResumableBatches, project_fn: Callable, x: np.ndarray, name: str,
-           log: Callable[[str], None]) -> np.ndarray:
-    """One batch's reconstructions, kept ones if they fit ``x``, else projected now."""
+           log: Callable[[str], None], wait: bool = True) -> Optional[np.ndarray]:
+    """One batch's reconstructions, kept ones if they fit ``x``, else projected now; None
+    when another worker holds it and not ``wait``."""
     compute = lambda: {"reconstructions": np.asarray(project_fn(x), np.float32)}
-    recs = batches.get(name, compute, required=("reconstructions",))["reconstructions"]
+    saved = batches.get(name, compute, required=("reconstructions",), wait=wait)
+    if saved is None:
+        return None
+    recs = saved["reconstructions"]
     if recs.shape != x.shape:
         log(f"ignoring kept batch {name}: shape {recs.shape} != {x.shape}; projecting "
             "it again")

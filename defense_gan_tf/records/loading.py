@@ -27,6 +27,7 @@ from defense_gan_tf.defense.reconstruction import (kept_reconstructions,
                                                    reconstruction_cache_key,
                                                    reconstruction_cache_path)
 from defense_gan_tf.models.saving import save_without_optimizer, weights_digest
+from defense_gan_tf.sharding import Claims, claim_unless_ready
 from defense_gan_tf.training.classifier import train_classifier
 
 
@@ -200,9 +201,13 @@ class RunInputs(NamedTuple):
 def load_run_inputs(spec, *, results_dir: str, classifier_dir: str,
                     data_dir: Optional[str] = None, train_data=None, test_data=None,
                     test_start: int = 0, test_start_name: str = "",
-                    log: Callable[[str], None] = echo) -> RunInputs:
+                    log: Callable[[str], None] = echo,
+                    claim_timeout: Optional[float] = None) -> RunInputs:
     """Checks the output folders, loads the generator, the splits and the classifier of a
     :class:`~defense_gan_tf.records.runs.RunSpec`; fails before any work.
+
+    ``claim_timeout`` (seconds): other workers share ``classifier_dir`` (see
+    :func:`get_classifier`).
 
     Raises:
       InputError: an output folder is a file or not writable, a model file is missing,
@@ -217,7 +222,7 @@ def load_run_inputs(spec, *, results_dir: str, classifier_dir: str,
     if not spec.classifier:
         prepare_output_dir(classifier_dir, "classifier_dir")
     classifier = get_classifier(spec, train_x, train_y, classifier_dir=classifier_dir,
-                                generator=generator, log=log)
+                                generator=generator, log=log, claim_timeout=claim_timeout)
     return RunInputs(generator, iterations, classifier, test_x, test_y, test_data)
 
 
@@ -259,7 +264,8 @@ def rec_cache_status(spec, *, classifier_dir: str, data_dir: Optional[str] = Non
 
 def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_dir: str,
                    generator: Optional[keras.Model] = None,
-                   log: Callable[[str], None] = echo) -> keras.Model:
+                   log: Callable[[str], None] = echo,
+                   claim_timeout: Optional[float] = None) -> keras.Model:
     """The run's classifier: the given file, else from the cache folder, else trained.
 
     Args:
@@ -269,6 +275,9 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
       classifier_dir: the cache folder.
       generator: the generator, for a classifier trained on reconstructions.
       log: progress output.
+      claim_timeout: other workers share ``classifier_dir`` (seconds after which a dead
+        worker's claim is taken over): they project the Defense-GAN-Rec reconstructions
+        together, batch by batch, and one trains the classifier while the others wait.
     """
     image_shape = train_x.shape[1:]
     if run.classifier:
@@ -279,14 +288,11 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
     if mode == "recs":
         extra = reconstruction_cache_key(generator, run.projection, run.seed)
     path = run.classifier_path(classifier_dir, extra)
-    if os.path.isfile(path):
-        try:
-            model = load_classifier(path, image_shape=image_shape, name="cached classifier",
-                                    dataset=run.dataset)
-            log(f"loaded classifier {path}")
-            return model
-        except InputError as e:  # a cache is rebuilt, never a reason to stop for good
-            log(f"warning: {e}; training it again")
+    claims = (None if claim_timeout is None else
+              Claims(os.path.join(classifier_dir, ".claims"), timeout=claim_timeout))
+    cached = _cached_classifier(path, image_shape, run.dataset, log)
+    if cached is not None:
+        return cached
     config = ClassifierConfig(model=run.model, epochs=run.epochs,
                               adversarial_eps=run.attack.eps)
     images = train_x
@@ -294,15 +300,36 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
         projector = Projector(generator, run.projection)
         images = reconstruct_dataset(
             lambda x: projector(x, seed=run.seed).reconstruction,
-            train_x, cache_key=extra, cache_dir=classifier_dir, log=log)
+            train_x, cache_key=extra, cache_dir=classifier_dir, log=log, claims=claims)
         mse = np.mean(np.square(images - train_x).reshape(len(images), -1), axis=1)
         log(f"reconstruction MSE of the training images: mean {mse.mean():.4f}, "
             f"median {np.median(mse):.4f}, 99th percentile {np.percentile(mse, 99):.4f}")
-    log(f"training classifier {run.model} on {len(images)} {mode} images "
-        f"for {run.epochs} epochs")
-    model = train_classifier(images, train_y, config, seed=run.seed,
-                             adversarial_eps=config.adversarial_eps if mode == "adv_tr" else None,
-                             log=log)
-    os.makedirs(classifier_dir, exist_ok=True)
-    save_without_optimizer(model, path)
+    claim = claim_unless_ready(claims, os.path.basename(path),
+                               lambda: os.path.isfile(path))
+    if claim is None:  # another worker trained it meanwhile
+        return _cached_classifier(path, image_shape, run.dataset, log)
+    with claim:
+        log(f"training classifier {run.model} on {len(images)} {mode} images "
+            f"for {run.epochs} epochs")
+        model = train_classifier(images, train_y, config, seed=run.seed,
+                                 adversarial_eps=config.adversarial_eps
+                                 if mode == "adv_tr" else None, log=log)
+        os.makedirs(classifier_dir, exist_ok=True)
+        save_without_optimizer(model, path)
     return model
+
+
+def _cached_classifier(path: str, image_shape, dataset: str,
+                       log: Callable[[str], None]) -> Optional[keras.Model]:
+    """The classifier cached at ``path``, or None (absent, or unusable: trained again)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        model = load_classifier(path, image_shape=image_shape, name="cached classifier",
+                                dataset=dataset)
+        log(f"loaded classifier {path}")
+        return model
+    except InputError as e:  # a cache is rebuilt, never a reason to stop for good
+        log(f"warning: {e}; training it again")
+        os.remove(path)  # so that waiting workers wait for the new one
+        return None

@@ -418,9 +418,10 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
     (:func:`sources_elsewhere`) and counts as done before.
 
     Several workers may fill one table at once (``shard``; one machine or many sharing
-    ``results_dir``): each takes its share of the cells first, then the others' (see
-    :mod:`defense_gan_tf.sharding`), and claims a cell before running it; a cell another
-    worker holds is left to it. ``cell_list`` replaces the table's cells (a :func:`select`
+    ``results_dir`` and ``classifier_dir``): each takes its share of the cells first,
+    then the others' (see :mod:`defense_gan_tf.sharding`). A black-box cell is claimed
+    whole and left to the worker that holds it; a white-box cell, which can run for a
+    day, is shared: the workers that reach it split its batches. ``cell_list`` replaces the table's cells (a :func:`select`
     of them); ``train_data`` and ``test_data`` replace the loaded splits (test seam). With
     ``time_budget_seconds`` no cell starts after that long: the cells not reached are
     left out of the returned list (a rerun picks them up, since done cells are skipped).
@@ -460,7 +461,11 @@ def run_table(table: str, settings: TableSettings, *, results_dir: str, classifi
                       test_data=test_data)
         if cell.kind == "whitebox":  # its finished batches, for a cell cut short
             kwargs["cache_dir"] = os.path.join(classifier_dir, "whitebox_batches")
-        out.append(_run_claimed(cell, claims, results_dir, log, kwargs))
+        if cell.kind == "whitebox" and shard.count > 1:  # workers share it by batches
+            out.append(_run_shared(cell, results_dir, log, dict(
+                kwargs, shard=shard, claim_timeout=claim_timeout)))
+        else:
+            out.append(_run_claimed(cell, claims, results_dir, log, kwargs))
         if out[-1].done_before is False:
             clock.count(cell.estimate_seconds)
             left = clock.rate() * sum(pending[p] for p in later)
@@ -496,6 +501,18 @@ def _say_cell(log, i: int, todo: list, finished: bool, source: Optional[str],
                   + ("copied when run" if dry_run else "copied"))
     log(f"  [{i + 1}/{len(todo)}] {todo[i].label}: {status}, estimate "
         f"{todo[i].estimate_seconds / 60:.0f} min")
+
+
+def _run_shared(cell: Cell, results_dir: str, log, kwargs: dict) -> CellOutcome:
+    """Runs a white-box ``cell`` together with whichever other workers run it: they
+    split its batches (and its classifier's training data reconstructions), train its
+    classifier once, and each writes the same record."""
+    if is_done(cell, results_dir):
+        log(f"  {cell.label}: recorded by another worker meanwhile")
+        return CellOutcome(cell, True, 0.0)
+    t_cell = time.monotonic()
+    _workflow(cell.kind)(cell.run, **kwargs)
+    return CellOutcome(cell, False, time.monotonic() - t_cell)
 
 
 def _run_claimed(cell: Cell, claims: Claims, results_dir: str, log, kwargs: dict

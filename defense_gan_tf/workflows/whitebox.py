@@ -22,6 +22,7 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.metrics.detection import roc_curve
 from defense_gan_tf.records.runs import AttackResult
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
+from defense_gan_tf.sharding import Shard
 
 
 def make_attack(config: AttackConfig, clip_min: float, clip_max: float,
@@ -49,7 +50,8 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
                       score_fn: Optional[Callable] = None, gradient_norm_images: int = 20,
                       log: Optional[Callable[[str], None]] = None,
                       batches: Optional[ResumableBatches] = None,
-                      streams: Sequence = ()) -> AttackResult:
+                      streams: Sequence = (),
+                      shard: Optional[Shard] = None) -> AttackResult:
     """Attacks ``model_fn`` on (images, labels) and measures accuracy before and after.
 
     Args:
@@ -59,79 +61,97 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
       clip_min, clip_max: the data range.
       batch_size: images per attack call.
       seed: seeds random parts of the attacks.
-      score_fn: images -> (logits, per-image detection score or None; for Defense-GAN
-        the reconstruction error, for MagNet 1.0 where its detectors reject):
-        the model the clean and adversarial images are scored on (default:
-        ``model_fn``, no errors). A defended model with fresh random starts
-        differs from the one the attacker saw unless the starts are shared
-        (``same_init``). With errors, the detection ROC of clean vs
-        adversarial errors is computed from the same projections.
+      score_fn: images -> (logits, per-image detection score or None: Defense-GAN's
+        reconstruction error, 1.0 where MagNet's detectors reject): the model the
+        clean and adversarial images are scored on (default: ``model_fn``, no score).
+        With scores, the detection ROC of clean vs adversarial ones is computed.
       gradient_norm_images: the input-gradient norm is measured on the first
-        this many images (it costs one more backward pass through the model).
+        this many images (one more backward pass).
       log: progress output.
       batches: keeps every finished batch (a CW-L2 cell through the projection runs for
-        a day on a CPU), so that an interrupted evaluation continues after its last
-        finished batch; None keeps nothing.
+        a day on a CPU): an interrupted evaluation continues from them; None keeps none.
       streams: the models whose random draws (``DefendedClassifier.draws``) a batch
-        uses; their positions are kept with each batch and restored after a batch read
-        back, so a resumed evaluation draws what an uninterrupted one draws.
+        uses: batch b draws from position ``b * DRAW_STRIDE`` of each, so a resumed or
+        shared evaluation draws what an uninterrupted one draws.
+      shard: this worker's share when several share ``batches``' folder (with claims):
+        its batches first, then the others', then it waits for those others hold.
 
     Returns:
-      An :class:`AttackResult`: ``clean`` and ``adversarial`` accuracy entries
-      (accuracy, correct, n, ci95), ``gradient_norm_mean`` (L2 norm of the input
-      gradient of the loss on clean images, over the finite norms, with their median
-      and ``gradient_norm_nonfinite``, the count that overflowed), ``linf_mean`` / ``l2_mean``
-      distortions, ``seconds`` (the batches' own, those of earlier sittings included),
-      ``images_per_second``, ``detection`` (auc and the raw errors) when ``score_fn`` gives
-      errors, and ``adversarial_examples`` (first batch) for figures.
+      An :class:`AttackResult`: clean and adversarial accuracy entries, the input
+      gradient's L2 norm on clean images (mean over the finite norms, median, the count
+      that overflowed), distortions, ``seconds`` (the batches' own, earlier sittings'
+      included), ``detection`` (AUC, raw errors) when ``score_fn`` gives errors, and the
+      first batch's ``adversarial_examples`` for figures.
     """
     log = log or echo
     score_fn = score_fn or (lambda x: (model_fn(x), None))
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels).astype(np.int64)
     run_attack = make_attack(attack, clip_min, clip_max, seed)
-    parts = {k: [] for k in _BATCH_KEYS}
     batches = batches or ResumableBatches(None)
-    first_adv, t0 = None, time.monotonic()
-    for start in range(0, len(images), batch_size):
+    starts = list(range(0, len(images), batch_size))
+    outs, t0 = [None] * len(starts), time.monotonic()
+
+    def batch(b: int, wait: bool):
+        start = starts[b]
         x, y = images[start:start + batch_size], labels[start:start + batch_size]
 
         def compute():
+            for model in streams:  # batch b's own stretch of each random stream
+                model.draws = b * DRAW_STRIDE
             t = time.monotonic()
             out = _attack_batch(model_fn, score_fn, run_attack, x, y,
                                 max(0, min(len(x), gradient_norm_images - start)))
+            _check_stride(streams, b)
             out["x_adv"] = out["x_adv"] if start == 0 else out["x_adv"][:0]
             out["seconds"] = np.float64(time.monotonic() - t)
-            out["draws"] = np.array([m.draws for m in streams], np.int64)
             return out
+        return batches.get(f"batch_{start:06d}", compute, required=_BATCH_KEYS, wait=wait)
 
-        loaded = batches.loaded
-        out = batches.get(f"batch_{start:06d}", compute, required=_BATCH_KEYS)
-        if batches.loaded > loaded:  # read back: later batches continue its streams
-            for model, position in zip(streams, out["draws"]):
-                model.draws = int(position)
-        for k in _BATCH_KEYS:
-            parts[k].append(np.asarray(out[k]))
-        if start == 0:
-            first_adv = np.asarray(out["x_adv"])
-        _say_progress(log, parts, start + len(x), len(images), t0)
+    for wait in (False, True):  # this worker's share, the others'; then what others held
+        for b in (shard or Shard()).order(len(starts)):
+            if outs[b] is None:
+                outs[b] = batch(b, wait)
+                if outs[b] is not None:
+                    _say_progress(log, [o for o in outs if o is not None], len(images), t0)
+    for model in streams:  # past every batch's stretch, whichever worker ran which
+        model.draws = len(starts) * DRAW_STRIDE
+    parts = {k: [np.asarray(o[k]) for o in outs] for k in _BATCH_KEYS}
     seconds = float(sum(np.sum(s) for s in parts.pop("seconds")))
     if not all(len(e) for e in parts["clean_err"]):  # no detection score
         parts["clean_err"], parts["adv_err"] = [], []
-    parts.pop("draws")
+    first_adv = np.asarray(outs[0]["x_adv"]) if outs else None
     return _attack_result(parts, first_adv, seconds, len(images))
 
 
-def _say_progress(log, parts: dict, done: int, total: int, t0: float) -> None:
+# Batch b of an evaluation draws its projections' random starts from positions
+# b * DRAW_STRIDE on of each defense's stream (DefendedClassifier.draws), so that its
+# results do not depend on which batches ran before it, or where: a resumed or shared
+# evaluation gives what one uninterrupted run gives. A batch makes one draw per call of
+# the defense (CW-L2: binary steps x iterations, some thousands).
+DRAW_STRIDE = 100_000
+
+
+def _check_stride(streams, b: int) -> None:
+    for model in streams:
+        if model.draws > (b + 1) * DRAW_STRIDE:
+            raise RuntimeError(f"batch {b} made {model.draws - b * DRAW_STRIDE} draws of "
+                               f"the defense's random starts, more than DRAW_STRIDE "
+                               f"({DRAW_STRIDE}); use smaller batches")
+
+
+def _say_progress(log, done_batches: list, total: int, t0: float) -> None:
+    clean = np.concatenate([o["clean_ok"] for o in done_batches])
+    adversarial = np.concatenate([o["adv_ok"] for o in done_batches])
+    done = len(clean)
     rate = done / max(time.monotonic() - t0, 1e-9)
-    log(f"[{done}/{total}] {rate:.2f} img/s  clean acc "
-        f"{np.concatenate(parts['clean_ok']).mean():.3f}  adversarial acc "
-        f"{np.concatenate(parts['adv_ok']).mean():.3f}  ETA {(total - done) / rate:.0f} s")
+    log(f"[{done}/{total}] {rate:.2f} img/s  clean acc {clean.mean():.3f}  adversarial acc "
+        f"{adversarial.mean():.3f}  ETA {(total - done) / rate:.0f} s")
 
 
 # The arrays of one finished batch, as kept on disk.
 _BATCH_KEYS = ("clean_ok", "adv_ok", "grad_norms", "linf", "l2", "clean_err", "adv_err",
-               "seconds", "draws")
+               "seconds")
 
 
 def _attack_batch(model_fn, score_fn, run_attack, x: np.ndarray, y: np.ndarray,

@@ -20,6 +20,7 @@ from defense_gan_tf.records.runs import (RunOutcome, RunSpec, flat_settings,
 from defense_gan_tf.metrics.stats import accuracy_entry
 from defense_gan_tf.models.saving import weights_digest
 from defense_gan_tf.records.specs import WhiteboxRun
+from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Claims, Shard
 from defense_gan_tf.workflows.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
 
@@ -27,7 +28,8 @@ from defense_gan_tf.plots import save_image_grid
 def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
                  data_dir: Optional[str] = None, command: str = "",
                  train_data: Optional[tuple] = None, test_data: Optional[tuple] = None,
-                 cache_dir: Optional[str] = None,
+                 cache_dir: Optional[str] = None, shard: Optional[Shard] = None,
+                 claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
                  log: Callable[[str], None] = echo) -> RunOutcome:
     """Runs one white-box evaluation and writes its JSON, table and figures.
 
@@ -41,6 +43,11 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
       cache_dir: every finished batch is kept in ``cache_dir/<run>/`` (the run's name,
         settings digest and classifier weights' digest), so an interrupted run continues after its last finished batch
         with the results an uninterrupted one gives; None keeps nothing.
+      shard: this worker's share when several run this same evaluation into one
+        ``cache_dir`` (and ``classifier_dir``): they split its batches (each claimed,
+        this worker's share first, then the others', then it waits for those held),
+        train the classifier once, and each ends by writing the same record.
+      claim_timeout: seconds after which a claim whose worker stopped is taken over.
       log: progress output.
 
     Returns:
@@ -52,9 +59,10 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
         the splits hold; all before any attack runs.
     """
     spec = run.spec
+    shared = shard is not None and shard.count > 1
     inputs = load_run_inputs(spec, results_dir=results_dir, classifier_dir=classifier_dir,
                              data_dir=data_dir, train_data=train_data, test_data=test_data,
-                             log=log)
+                             log=log, claim_timeout=claim_timeout if shared else None)
     generator, classifier = inputs.generator, inputs.classifier
     test_x, test_y = inputs.test_x, inputs.test_y
     model_fn, score_fn, scorer, streams = classifier, None, None, ()
@@ -77,11 +85,15 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
     settings = {**flat_settings(run), **inputs.record_fields(spec)}
     name = f"whitebox_{run.name()}_{report.settings_id(settings)}"
     # The classifier by its weights too: a cached one may be trained again.
-    batches = ResumableBatches(os.path.join(
-        cache_dir, f"{name}_{weights_digest(classifier)[:12]}") if cache_dir else None)
+    folder = (os.path.join(cache_dir, f"{name}_{weights_digest(classifier)[:12]}")
+              if cache_dir else None)
+    claims = (Claims(os.path.join(folder, ".claims"), timeout=claim_timeout)
+              if folder and shared else None)
+    batches = ResumableBatches(folder, claims=claims)
     result = evaluate_whitebox(model_fn, test_x, test_y, spec.attack, clip_min=lo,
                                clip_max=hi, batch_size=spec.batch_size, seed=spec.seed,
-                               score_fn=score_fn, log=log, batches=batches, streams=streams)
+                               score_fn=score_fn, log=log, batches=batches, streams=streams,
+                               shard=shard)
     if batches.loaded:
         log(f"{batches.loaded} batch(es) read back from {batches.folder}")
     if spec.defense_type == "magnet":
