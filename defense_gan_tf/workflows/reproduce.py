@@ -504,7 +504,8 @@ def _say_cell(log, i: int, todo: list, finished: bool, source: Optional[str],
 
 
 def _run_shared(cell: Cell, results_dir: str, log, kwargs: dict) -> CellOutcome:
-    """Runs a white-box ``cell`` together with whichever other workers run it: they
+    """Runs ``cell`` unless another worker has recorded it since this run listed the
+    records. Unclaimed (a white-box cell of several workers), the workers that run it
     split its batches (and its classifier's training data reconstructions), train its
     classifier once, and each writes the same record."""
     if is_done(cell, results_dir):
@@ -526,12 +527,7 @@ def _run_claimed(cell: Cell, claims: Claims, results_dir: str, log, kwargs: dict
             f"pid {holder.get('pid', '?')}); left to it")
         return CellOutcome(cell, None, 0.0)
     with claim:
-        if is_done(cell, results_dir):
-            log(f"  {cell.label}: recorded by another worker meanwhile")
-            return CellOutcome(cell, True, 0.0)
-        t_cell = time.monotonic()
-        _workflow(cell.kind)(cell.run, **kwargs)
-        return CellOutcome(cell, False, time.monotonic() - t_cell)
+        return _run_shared(cell, results_dir, log, kwargs)
 
 
 def _workflow(kind: str):
