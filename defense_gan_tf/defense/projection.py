@@ -510,7 +510,7 @@ class Projector(tf.Module):
 
     ``jit_compile=True`` compiles an eager call's projection with XLA (one compilation
     per batch size; no ``progress_every`` lines inside it): the same results within
-    float32 rounding, faster or slower by device (bench/projection.py ``--jit_compile``).
+    float32 rounding, faster or slower by device (bench/README.md, ``--variants=xla``).
 
     ``progress_every`` (a class attribute, 0 by default; set it before the first call)
     makes the compiled loop print ``projection: step t of L`` to standard error every
