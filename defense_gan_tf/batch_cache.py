@@ -58,6 +58,10 @@ def load_batch(path: str, keys: Optional[tuple] = None,
         return None
 
 
+# How often a worker waiting for a batch another worker holds looks for it.
+POLL_SECONDS = 5.0
+
+
 class OutOfTime(Interrupted):
     """A :class:`ResumableBatches` deadline passed before a batch still to compute."""
 
@@ -76,7 +80,7 @@ class ResumableBatches:
 
     def __init__(self, folder: Optional[str], *, deadline: Optional[float] = None,
                  stop: Optional[Callable[[], bool]] = None, claims=None,
-                 poll_seconds: float = 5.0):
+                 poll_seconds: Optional[float] = None):
         self.folder, self.deadline, self.stop = folder, deadline, stop
         self.claims = claims if folder else None
         self.poll_seconds = poll_seconds
@@ -103,7 +107,7 @@ class ResumableBatches:
                 break
             if not wait:
                 return None
-            time.sleep(self.poll_seconds)
+            time.sleep(POLL_SECONDS if self.poll_seconds is None else self.poll_seconds)
         try:
             saved = load_batch(path, required=required) if claim is not None else None
             if saved is not None:  # kept by another worker just before the claim

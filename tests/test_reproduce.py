@@ -423,7 +423,7 @@ def _shard_cells():
 
 
 def test_shards_fill_a_table_like_one_worker_and_take_over_a_killed_ones_batch(
-        tiny_world, tmp_path):
+        tiny_world, tmp_path, monkeypatch):
     """Two workers share the white-box cells by batches. Worker 0 (another process) hangs
     in the second batch of its first cell, holding its claim; worker 1 (this process)
     runs its own cells, joins that cell, reads worker 0's first batch back and waits for
@@ -433,6 +433,9 @@ def test_shards_fill_a_table_like_one_worker_and_take_over_a_killed_ones_batch(
 
     import numpy as np
 
+    from defense_gan_tf import batch_cache
+
+    monkeypatch.setattr(batch_cache, "POLL_SECONDS", 0.2)  # worker 1's look for the batch
     root, _, train, test = tiny_world
     clf = str(root / "shard_clf")
     one = str(tmp_path / "alone" / "table")  # not beside the shards' folder: not copied
