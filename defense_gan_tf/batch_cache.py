@@ -1,8 +1,9 @@
 """One finished batch of a long evaluation on disk, so an interrupted run resumes;
 :class:`ResumableBatches`, the loop over such batches with a deadline and a stop request.
 
-Shared by the generator probe (``training_curve``), the adaptive attacks, the black-box
-substitute cache and the Defense-GAN-Rec reconstructions: a batch is a set of named
+Shared by the generator probe (``training_curve``), the white-box and adaptive attacks
+(the adaptive search memo too), the black-box substitute cache and the Defense-GAN-Rec
+reconstructions, and, with claims, by workers sharing a folder: a batch is a set of named
 arrays in one ``.npz`` file, written whole or not at all (``atomic.replacing``: a
 temporary file of its own per writer, then a rename), so a kill never leaves a
 truncated batch and two processes saving the same batch cannot corrupt it. A file that
