@@ -111,9 +111,8 @@ def main(argv):
             figures = add_defense_figures(
                 FLAGS.package_dir, probe, command=command_line(sys.argv),
                 cache_dir=FLAGS.cache_dir, deadline=deadline, log=echo,
-                file=FLAGS.generator_file, overwrite=FLAGS.overwrite,
-                **({} if FLAGS.shard is None else dict(shard=shard,
-                                                       claim_timeout=claim_timeout)))
+                file=FLAGS.generator_file, overwrite=FLAGS.overwrite, shard=shard,
+                claim_timeout=claim_timeout)
     except training_curve.BudgetExhausted as stop:
         shared.exit_unfinished(f"{stop}; the manifest is unchanged")
     except InputError as e:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
 from defense_gan_tf.atomic import replacing
 from defense_gan_tf.console import echo
 from defense_gan_tf.errors import Interrupted
+from defense_gan_tf.sharding import Claims
 
 
 def save_batch(path: str, **arrays) -> None:
@@ -74,16 +75,19 @@ class ResumableBatches:
     :class:`OutOfTime` otherwise) and while ``stop()`` is false (:class:`Interrupted`
     otherwise). Counts what it computed and what it read back.
 
-    With ``claims`` (a :class:`~defense_gan_tf.sharding.Claims`; several workers sharing
-    ``folder``) a batch is claimed before it is computed; one another worker holds is
-    waited for (``folder`` polled every ``poll_seconds``) or, with ``wait=False``, left:
-    :meth:`get` returns None and the caller comes back to it."""
+    With ``claim_timeout`` (seconds; several workers sharing ``folder``) a batch is
+    claimed (:class:`~defense_gan_tf.sharding.Claims` in ``folder/.claims``) before it is
+    computed; one another worker holds is waited for (``folder`` polled every
+    ``poll_seconds``) or, with ``wait=False``, left: :meth:`get` returns None and the
+    caller comes back to it (:func:`in_turn`)."""
 
     def __init__(self, folder: Optional[str], *, deadline: Optional[float] = None,
-                 stop: Optional[Callable[[], bool]] = None, claims=None,
+                 stop: Optional[Callable[[], bool]] = None,
+                 claim_timeout: Optional[float] = None,
                  poll_seconds: Optional[float] = None):
         self.folder, self.deadline, self.stop = folder, deadline, stop
-        self.claims = claims if folder else None
+        self.claims = (Claims(os.path.join(folder, ".claims"), timeout=claim_timeout)
+                       if folder and claim_timeout is not None else None)
         self.poll_seconds = poll_seconds
         self.computed = self.loaded = 0
 
@@ -122,3 +126,14 @@ class ResumableBatches:
         finally:
             if claim is not None:
                 claim.release()
+
+
+def in_turn(order: Sequence[int], fetch: Callable[[int, bool], Optional[object]]) -> list:
+    """``fetch(i, wait)`` of every item, listed by index: first in ``order`` without
+    waiting (None: another worker holds it), then waiting for those left."""
+    out = [None] * len(order)
+    for wait in (False, True):
+        for i in order:
+            if out[i] is None:
+                out[i] = fetch(i, wait)
+    return out

@@ -59,10 +59,19 @@ def gpu_compute_capabilities() -> list:
 
     out = []
     for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
         if capability:
             out.append(tuple(capability))
     return out
+
+
+def _accelerator_count() -> int:
+    """GPUs and TPUs TensorFlow sees."""
+    import tensorflow as tf
+
+    return (len(tf.config.list_physical_devices("GPU"))
+            + len(tf.config.list_physical_devices("TPU")))
 
 
 def bfloat16_emulation(*, accelerators: Optional[int] = None,
@@ -73,10 +82,7 @@ def bfloat16_emulation(*, accelerators: Optional[int] = None,
     accelerators when there are any (a TPU, or GPUs from compute capability 8.0, Ampere,
     compute bfloat16; older GPUs do not), else the CPU (AVX512-BF16 or AMX-BF16)."""
     if accelerators is None:
-        import tensorflow as tf
-
-        accelerators = (len(tf.config.list_physical_devices("GPU"))
-                        + len(tf.config.list_physical_devices("TPU")))
+        accelerators = _accelerator_count()
     if accelerators:
         if gpu_capabilities is None:
             gpu_capabilities = gpu_compute_capabilities()
@@ -92,10 +98,7 @@ def native_bfloat16_device(*, accelerators: Optional[int] = None,
     """True only where the device in use is known to compute bfloat16 natively (a TPU,
     GPUs from compute capability 8.0, or a CPU with AVX512-BF16 or AMX-BF16)."""
     if accelerators is None:
-        import tensorflow as tf
-
-        accelerators = (len(tf.config.list_physical_devices("GPU"))
-                        + len(tf.config.list_physical_devices("TPU")))
+        accelerators = _accelerator_count()
     if accelerators:
         return bfloat16_emulation(accelerators=accelerators,
                                   gpu_capabilities=gpu_capabilities) is None
@@ -111,7 +114,8 @@ def auto_precision(**device) -> str:
 def emulates_bfloat16(*, accelerators: Optional[int] = None,
                       flags: Optional[frozenset] = None,
                       gpu_capabilities: Optional[list] = None) -> bool:
-    """True if bfloat16 would run emulated on the device in use (:func:`bfloat16_emulation`)."""
+    """True if bfloat16 would run emulated on the device in use
+    (:func:`bfloat16_emulation`)."""
     return bfloat16_emulation(accelerators=accelerators, flags=flags,
                               gpu_capabilities=gpu_capabilities) is not None
 

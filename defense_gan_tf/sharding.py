@@ -20,6 +20,7 @@ This module imports nothing that loads TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -69,11 +70,12 @@ class Shard:
         names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
         missing = [n for n in names if n not in env]
         if missing:
-            raise ConfigError("shard", f"shard=auto needs a SLURM job array ({', '.join(missing)} "
-                                       "not set); give I/N instead")
+            raise ConfigError("shard", "shard=auto needs a SLURM job array "
+                                       f"({', '.join(missing)} not set); give I/N instead")
         try:
-            index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-            return cls(index, int(env["SLURM_ARRAY_TASK_COUNT"]))
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            return cls(int(env["SLURM_ARRAY_TASK_ID"]) - first,
+                       int(env["SLURM_ARRAY_TASK_COUNT"]))
         except ValueError:
             raise ConfigError("shard", "shard=auto: SLURM_ARRAY_TASK_* are not integers") \
                 from None
@@ -270,19 +272,21 @@ def share_summary(shard_count: int, estimates: Iterable[Optional[float]]) -> lis
     estimates = list(estimates)
     out = []
     for i in range(shard_count):
-        mine = [e for p, e in enumerate(estimates) if p % shard_count == i and e is not None]
-        out.append((Shard(i, shard_count), len(mine), float(sum(mine))))
+        shard = Shard(i, shard_count)
+        mine = [e for p, e in enumerate(estimates) if shard.owns(p) and e is not None]
+        out.append((shard, len(mine), float(sum(mine))))
     return out
 
 
 def claim_unless_ready(claims: Optional[Claims], name: str, ready, *,
-                       poll_seconds: float = 5.0) -> Optional[Claim]:
+                       poll_seconds: float = 5.0):
     """For work one worker does and the others wait for (training a classifier they all
     need): a held :class:`Claim` when this worker is to do it, None once ``ready()``
-    (another worker did it). Without ``claims``: a claim-less go-ahead unless ready."""
+    (another worker did it). Without ``claims``: a claim-less go-ahead (a context that
+    does nothing) unless ready."""
     while not ready():
         if claims is None:
-            return _NO_CLAIM
+            return contextlib.nullcontext()
         claim = claims.claim(name)
         if claim is not None:
             if ready():  # finished just before the claim
@@ -292,20 +296,3 @@ def claim_unless_ready(claims: Optional[Claims], name: str, ready, *,
         time.sleep(poll_seconds)
     return None
 
-
-class _Unclaimed:
-    """The go-ahead of :func:`claim_unless_ready` without claims."""
-
-    lost = False
-
-    def release(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-_NO_CLAIM = _Unclaimed()

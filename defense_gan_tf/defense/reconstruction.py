@@ -21,11 +21,10 @@ from typing import Callable, Optional
 import keras
 import numpy as np
 
-from defense_gan_tf.batch_cache import ResumableBatches, load_batch, save_batch
+from defense_gan_tf.batch_cache import ResumableBatches, in_turn, load_batch, save_batch
 from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.models.saving import weights_digest
-from defense_gan_tf.sharding import Claims
 
 
 def reconstruction_cache_key(generator: keras.Model, config: ProjectionConfig,
@@ -75,7 +74,7 @@ def kept_reconstructions(path: str, num_images: int, batch_size: int = BATCH_SIZ
 def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: str,
                         cache_dir: Optional[str] = None, batch_size: int = BATCH_SIZE,
                         log: Optional[Callable[[str], None]] = None,
-                        claims: Optional[Claims] = None) -> np.ndarray:
+                        claim_timeout: Optional[float] = None) -> np.ndarray:
     """G(z*) of every image, computed in batches and cached as ``.npz``.
 
     Every finished batch is kept on disk at once, so an interrupted call (an exception,
@@ -93,8 +92,9 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
       cache_dir: folder of the cache; None disables caching (and resuming).
       batch_size: images per projection call.
       log: progress output.
-      claims: workers sharing ``cache_dir`` (its timeout is used): each claims a batch
-        before projecting it and waits at the end for the batches others hold.
+      claim_timeout: workers share ``cache_dir`` (seconds after which a dead worker's
+        claim is taken over): each claims a batch before projecting it and waits at the
+        end for the batches others hold.
 
     Returns:
       float32 reconstructions [N, H, W, C].
@@ -112,30 +112,31 @@ def reconstruct_dataset(project_fn: Callable, images: np.ndarray, *, cache_key: 
             return recs
         log(f"ignoring cache {path}: shape {recs.shape} != {images.shape}")
     folder = batches_folder(path) if path else None
-    batches = ResumableBatches(folder, claims=None if claims is None else Claims(
-        os.path.join(folder, ".claims"), timeout=claims.timeout))
+    batches = ResumableBatches(folder, claim_timeout=claim_timeout)
     kept = kept_reconstructions(path, len(images), batch_size) if path else 0
     if kept:
         log(f"resuming: {kept}/{len(images)} reconstructions kept in {folder}")
     starts = range(0, len(images), batch_size)
-    out, projected, t0 = [None] * len(starts), 0, time.monotonic()
+    count = {"done": 0, "projected": 0}
+    t0 = time.monotonic()
+
+    def fetch(b: int, wait: bool) -> Optional[np.ndarray]:
+        x = images[starts[b]:starts[b] + batch_size]
+        before = batches.computed
+        recs = _batch(batches, project_fn, x, _batch_name(starts[b], batch_size), log, wait)
+        if recs is not None:
+            count["done"] += len(x)
+        if batches.computed > before:
+            count["projected"] += len(x)
+            rate = count["projected"] / max(time.monotonic() - t0, 1e-9)
+            left = len(images) - count["done"]
+            log(f"reconstructing {count['done']}/{len(images)}  {rate:.2f} img/s  "
+                f"ETA {left / max(rate, 1e-9):.0f} s")
+        return recs
+
     try:
         # Other workers may hold batches: the free ones first, then wait for the rest.
-        for wait in (False, True):
-            for b, start in enumerate(starts):
-                if out[b] is not None:
-                    continue
-                x = images[start:start + batch_size]
-                before = batches.computed
-                out[b] = _batch(batches, project_fn, x, _batch_name(start, batch_size),
-                                log, wait)
-                if batches.computed > before:
-                    projected += len(x)
-                    rate = projected / max(time.monotonic() - t0, 1e-9)
-                    left = sum(len(images[s:s + batch_size])
-                               for s, o in zip(starts, out) if o is None)
-                    log(f"reconstructing {len(images) - left}/{len(images)}  {rate:.2f} "
-                        f"img/s  ETA {left / max(rate, 1e-9):.0f} s")
+        out = in_turn(range(len(starts)), fetch)
     except BaseException:
         if folder and batches.computed:
             n = kept_reconstructions(path, len(images), batch_size)

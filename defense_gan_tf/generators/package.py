@@ -343,8 +343,7 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
     Args:
       file: the generator file in ``package_dir`` to measure (default: the manifest's
         ``file``; an averaged generator is ``average_file``).
-      sharing: ``shard`` and ``claim_timeout`` of the probe, when several workers share
-        ``cache_dir``; each ends by recording the same figures (the last write stands).
+      sharing: the probe's ``shard`` and ``claim_timeout`` (workers sharing ``cache_dir``).
 
     Returns:
       The probe's figures.

@@ -45,12 +45,12 @@ from defense_gan_tf.config import ProjectionConfig
 from defense_gan_tf.defense.defended import DefendedClassifier
 from defense_gan_tf.errors import ConfigError, Interrupted
 from defense_gan_tf.defense.projection import Projector
-from defense_gan_tf.batch_cache import OutOfTime, ResumableBatches
+from defense_gan_tf.batch_cache import OutOfTime, ResumableBatches, in_turn
 from defense_gan_tf.metrics.quality import (classifier_score, frechet_distance,
                                             sample, statistics)
 from defense_gan_tf.metrics.stats import accuracy_entry, gradient_norm_summary
 from defense_gan_tf.models.saving import weights_digest
-from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Claims, Shard
+from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Shard
 
 # Seeds of the random starts: the evaluation projections and the attacker's own
 # projection (paper-style FGSM) draw different starts, as a real attacker would.
@@ -142,10 +142,10 @@ class _Batches:
             os.makedirs(folder, exist_ok=True)
         # Several workers (shards) may share the folder: each claims a batch before it
         # computes it, takes its share first, and waits for what the others hold.
-        claims = (Claims(os.path.join(folder, ".claims"), timeout=claim_timeout)
-                  if folder and shard is not None else None)
-        self.batches = ResumableBatches(folder, deadline=deadline, stop=stop, claims=claims)
         self.shard = shard or Shard()
+        self.batches = ResumableBatches(
+            folder, deadline=deadline, stop=stop,
+            claim_timeout=claim_timeout if self.shard.count > 1 else None)
         self.folder, self.total = folder, total
         self.log = log or (lambda message: None)
 
@@ -160,13 +160,9 @@ class _Batches:
     def run(self, name: str, fn, *arrays, batch_size: int):
         n = len(arrays[0])
         count = math.ceil(n / batch_size)
-        outs = [None] * count
         # This worker's share first, then the others'; then what other workers held.
-        for wait in (False, True):
-            for b in self.shard.order(count):
-                if outs[b] is None:
-                    outs[b] = self._batch(name, fn, arrays, b, count, batch_size, wait)
-        return _concatenate(outs)
+        return _concatenate(in_turn(self.shard.order(count), lambda b, wait: self._batch(
+            name, fn, arrays, b, count, batch_size, wait)))
 
     def _batch(self, name: str, fn, arrays, b: int, count: int, batch_size: int,
                wait: bool):
@@ -325,18 +321,12 @@ class DefenseQualityProbe:
 
         Args:
           generator: the generator to score.
-          cache_dir: when given, every finished batch of projections or attacks is saved
-            under ``cache_dir/<key>/`` (the key digests generator, classifier and
-            settings), and batches found there are loaded instead of recomputed: an
-            interrupted call resumes. Results equal an uncached call's.
-          deadline: a ``time.monotonic()`` value; no new batch starts after it.
+          cache_dir: every finished batch is kept in ``cache_dir/<key>/`` (generator,
+            classifier, settings) and read back by a later call, which so resumes.
+          deadline, stop: no new batch starts after this ``time.monotonic()`` value, or
+            once ``stop()`` returns true.
           log: progress output per batch.
-          stop: asked before each batch; when it returns true no new batch starts.
-          shard: this worker's share when several share ``cache_dir``: each claims a
-            batch before computing it, takes its share of every stage's batches first
-            and waits for the batches others hold (:mod:`defense_gan_tf.sharding`); all
-            give the same figures.
-          claim_timeout: seconds after which a claim whose worker stopped is taken over.
+          shard, claim_timeout: workers sharing ``cache_dir`` split the batches (_Batches).
 
         Raises:
           BudgetExhausted: the deadline passed first (finished batches stay cached).

@@ -300,7 +300,8 @@ def get_classifier(run, train_x: np.ndarray, train_y: np.ndarray, *, classifier_
         projector = Projector(generator, run.projection)
         images = reconstruct_dataset(
             lambda x: projector(x, seed=run.seed).reconstruction,
-            train_x, cache_key=extra, cache_dir=classifier_dir, log=log, claims=claims)
+            train_x, cache_key=extra, cache_dir=classifier_dir, log=log,
+            claim_timeout=claim_timeout)
         mse = np.mean(np.square(images - train_x).reshape(len(images), -1), axis=1)
         log(f"reconstruction MSE of the training images: mean {mse.mean():.4f}, "
             f"median {np.median(mse):.4f}, 99th percentile {np.percentile(mse, 99):.4f}")

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense_gan_tf import attacks
-from defense_gan_tf.batch_cache import ResumableBatches
+from defense_gan_tf.batch_cache import ResumableBatches, in_turn
 from defense_gan_tf.config import WHITEBOX_ATTACKS, AttackConfig
 from defense_gan_tf.console import echo
 from defense_gan_tf.metrics.detection import roc_curve
@@ -90,7 +90,7 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
     run_attack = make_attack(attack, clip_min, clip_max, seed)
     batches = batches or ResumableBatches(None)
     starts = list(range(0, len(images), batch_size))
-    outs, t0 = [None] * len(starts), time.monotonic()
+    done, t0 = [], time.monotonic()
 
     def batch(b: int, wait: bool):
         start = starts[b]
@@ -106,14 +106,14 @@ def evaluate_whitebox(model_fn: Callable, images: np.ndarray, labels: np.ndarray
             out["x_adv"] = out["x_adv"] if start == 0 else out["x_adv"][:0]
             out["seconds"] = np.float64(time.monotonic() - t)
             return out
-        return batches.get(f"batch_{start:06d}", compute, required=_BATCH_KEYS, wait=wait)
+        out = batches.get(f"batch_{start:06d}", compute, required=_BATCH_KEYS, wait=wait)
+        if out is not None:
+            done.append(out)
+            _say_progress(log, done, len(images), t0)
+        return out
 
-    for wait in (False, True):  # this worker's share, the others'; then what others held
-        for b in (shard or Shard()).order(len(starts)):
-            if outs[b] is None:
-                outs[b] = batch(b, wait)
-                if outs[b] is not None:
-                    _say_progress(log, [o for o in outs if o is not None], len(images), t0)
+    # this worker's share, the others'; then what other workers held
+    outs = in_turn((shard or Shard()).order(len(starts)), batch)
     for model in streams:  # past every batch's stretch, whichever worker ran which
         model.draws = len(starts) * DRAW_STRIDE
     parts = {k: [np.asarray(o[k]) for o in outs] for k in _BATCH_KEYS}

@@ -20,7 +20,7 @@ from defense_gan_tf.records.runs import (RunOutcome, RunSpec, flat_settings,
 from defense_gan_tf.metrics.stats import accuracy_entry
 from defense_gan_tf.models.saving import weights_digest
 from defense_gan_tf.records.specs import WhiteboxRun
-from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Claims, Shard
+from defense_gan_tf.sharding import CLAIM_TIMEOUT_SECONDS, Shard
 from defense_gan_tf.workflows.whitebox import evaluate_whitebox
 from defense_gan_tf.plots import save_image_grid
 
@@ -41,8 +41,9 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
       command: the command line, recorded next to the numbers.
       train_data, test_data: (images, labels) to use instead of loading (test seam).
       cache_dir: every finished batch is kept in ``cache_dir/<run>/`` (the run's name,
-        settings digest and classifier weights' digest), so an interrupted run continues after its last finished batch
-        with the results an uninterrupted one gives; None keeps nothing.
+        settings digest and classifier weights' digest), so an interrupted run continues
+        after its last finished batch with the results an uninterrupted one gives; None
+        keeps nothing.
       shard: this worker's share when several run this same evaluation into one
         ``cache_dir`` (and ``classifier_dir``): they split its batches (each claimed,
         this worker's share first, then the others', then it waits for those held),
@@ -87,9 +88,7 @@ def run_whitebox(run: WhiteboxRun, *, results_dir: str, classifier_dir: str,
     # The classifier by its weights too: a cached one may be trained again.
     folder = (os.path.join(cache_dir, f"{name}_{weights_digest(classifier)[:12]}")
               if cache_dir else None)
-    claims = (Claims(os.path.join(folder, ".claims"), timeout=claim_timeout)
-              if folder and shared else None)
-    batches = ResumableBatches(folder, claims=claims)
+    batches = ResumableBatches(folder, claim_timeout=claim_timeout if shared else None)
     result = evaluate_whitebox(model_fn, test_x, test_y, spec.attack, clip_min=lo,
                                clip_max=hi, batch_size=spec.batch_size, seed=spec.seed,
                                score_fn=score_fn, log=log, batches=batches, streams=streams,
