@@ -1,15 +1,24 @@
-"""Running the binaries of bin/ from tests.
+"""Running the binaries of bin/ (and the scripts of bench/) from tests.
 
-``Refusals(name)`` runs one binary many times cheaply, for tests that feed it hundreds of
-bad flag values: one helper process imports what every binary imports before its flag
-checks (absl, bin/flags.py, the package's config; not TensorFlow), then runs each command
-line in a forked child as ``python bin/<name> ...`` would (``__main__``, its own flags
-defined afresh, its exit code, standard output and error). A child still running after
-``timeout`` seconds (a job that started instead of a refusal) is killed, and ``run``
-fails the test.
+Importing TensorFlow takes a new Python process several seconds of CPU, more than most
+smoke runs of a binary on tiny inputs. So one helper process imports what the runs need
+first, then runs each command line in a forked child as ``python <script> ...`` would:
+``__main__``, its own flags defined afresh, the working directory and environment it was
+given, its exit code, standard output and error. Forking is safe there: the helper has
+run no TensorFlow op (no thread pools, no devices), only imported it.
 
-Run as a script, this file is that helper: command lines in, results out, one JSON object
-per line.
+- ``run_script(path, *args)``: one helper per test process that has imported TensorFlow
+  and Keras, for runs that do real work. Tests of what happens *before* TensorFlow loads
+  (``-X importtime``), of TensorFlow's own start-up lines, of signals sent to a running
+  binary or of a fresh interpreter keep using ``subprocess``.
+- ``Refusals(name)``: for tests that feed a binary hundreds of bad flag values, a helper
+  that imports only what every binary imports before its flag checks (absl,
+  bin/flags.py, the package's config; not TensorFlow). A child still running after
+  ``timeout`` seconds (a job that started instead of a refusal) is killed, and ``run``
+  fails the test.
+
+Run as a script, this file is a helper: requests in, results out, one JSON object per
+line.
 """
 
 import json
@@ -38,44 +47,101 @@ class Result:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-class Refusals:
-    """``run(*args)`` -> Result of ``python bin/<name> *args`` (cwd ROOT)."""
+class _Helper:
+    """A helper process (``python binaries.py MODE``) and its request pipe."""
 
-    def __init__(self, name: str, env=None, timeout: float = 60.0):
-        self.name, self.timeout = name, timeout
+    def __init__(self, mode: str, env=None):
         self._proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), name], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+            [sys.executable, os.path.abspath(__file__), mode],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, cwd=ROOT, env=env)
 
-    def run(self, *args) -> Result:
-        self._proc.stdin.write(json.dumps({"args": list(args), "timeout": self.timeout})
-                               + "\n")
+    def request(self, script, args, timeout, cwd=None, env=None) -> dict:
+        self._proc.stdin.write(json.dumps({
+            "script": script, "args": [str(a) for a in args], "timeout": timeout,
+            "cwd": None if cwd is None else str(cwd),
+            "env": None if env is None else dict(env)}) + "\n")
         self._proc.stdin.flush()
         line = self._proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the helper running bin/{self.name} died")
-        out = json.loads(line)
-        if out["returncode"] is None:
-            raise AssertionError(f"bin/{self.name} {' '.join(args)} was still running after "
-                                 f"{self.timeout:g} s (not refused): {out['stderr'][-600:]}")
-        return Result(out["returncode"], out["stdout"], out["stderr"])
+            raise RuntimeError(f"the helper running {script} died "
+                               f"(exit status {self._proc.poll()})")
+        return json.loads(line)
 
     def close(self):
         self._proc.stdin.close()
         self._proc.wait(timeout=30)
 
 
-def _run_child(path, args, out_path, err_path):
-    """In the forked child: bin/<name> as __main__, then exit with its code."""
+class Refusals:
+    """``run(*args)`` -> Result of ``python bin/<name> *args`` (cwd ROOT)."""
+
+    def __init__(self, name: str, env=None, timeout: float = 60.0):
+        self.name, self.timeout = name, timeout
+        self._helper = _Helper("refusals", env=env)
+
+    def run(self, *args) -> Result:
+        out = self._helper.request(os.path.join(BIN, self.name), args, self.timeout)
+        if out["returncode"] is None:
+            raise AssertionError(f"bin/{self.name} {' '.join(args)} was still running after "
+                                 f"{self.timeout:g} s (not refused): {out['stderr'][-600:]}")
+        return Result(out["returncode"], out["stdout"], out["stderr"])
+
+    def close(self):
+        self._helper.close()
+
+
+_WARM = []  # this test process's helper with TensorFlow imported, started on first use
+
+
+def run_script(script: str, *args, cwd=None, env=None, timeout: float = 300) -> Result:
+    """``python <script> *args`` (``script`` a path, or relative to the repository), in a
+    child of a helper that has TensorFlow imported; the child's working directory is
+    ``cwd`` (default the repository) and its environment ``env`` (default this
+    process's). Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds, as
+    ``subprocess.run`` would."""
+    path = script if os.path.isabs(script) else os.path.join(ROOT, script)
+    if not _WARM:
+        import atexit
+
+        _WARM.append(_Helper("tensorflow", env=dict(os.environ)))
+        atexit.register(_WARM[0].close)
+    out = _WARM[0].request(path, args, timeout, cwd=cwd,
+                           env=os.environ if env is None else env)
+    if out["returncode"] is None:
+        raise subprocess.TimeoutExpired([script, *args], timeout, out["stdout"],
+                                        out["stderr"])
+    return Result(out["returncode"], out["stdout"], out["stderr"])
+
+
+def run_warm(argv, *, env=None, cwd=None, timeout: float = 300) -> Result:
+    """``subprocess.run(argv, capture_output=True, text=True, ...)`` for ``argv`` =
+    ``[sys.executable, script, *args]``, run by :func:`run_script`."""
+    if argv[0] != sys.executable or argv[1].startswith("-"):
+        raise ValueError(f"not a script run by this interpreter: {argv[:2]}")
+    return run_script(argv[1], *argv[2:], env=env, cwd=cwd, timeout=timeout)
+
+
+def _run_child(request, out_path, err_path):
+    """In the forked child: the script as __main__, then exit with its code."""
     import runpy
 
-    with open(out_path, "w") as out, open(err_path, "w") as err:
+    if request["env"] is not None:
+        os.environ.clear()
+        os.environ.update(request["env"])
+    if request["cwd"] is not None:
+        os.chdir(request["cwd"])
+    path = request["script"]
+    sys.path.insert(0, os.path.dirname(path))  # as for ``python <path>``
+    with open(out_path, "w") as out, open(err_path, "w") as err, \
+            open(os.devnull) as nothing:
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
+        os.dup2(nothing.fileno(), 0)  # the requests stay the helper's
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # on fds 1 and 2 again
     code = 0
     try:
-        sys.argv = [path, *args]
+        sys.argv = [path, *request["args"]]
         runpy.run_path(path, run_name="__main__")
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):
@@ -96,13 +162,27 @@ def _run_child(path, args, out_path, err_path):
     os._exit(code)
 
 
-def _serve(name: str) -> None:
-    path = os.path.join(BIN, name)
-    sys.path.insert(0, BIN)
-    import absl.app  # noqa: F401 - what each binary imports before checking its flags
-    import flags  # noqa: F401 - bin/flags.py
-    from defense_gan_tf import config  # noqa: F401
+def _preload(mode: str) -> None:
+    """What the helper imports once, before serving: "refusals" or "tensorflow"."""
+    sys.path.insert(0, ROOT)
+    if mode == "refusals":
+        sys.path.insert(0, BIN)
+        import absl.app  # noqa: F401 - what each binary imports before checking its flags
+        import flags  # noqa: F401 - bin/flags.py
+        from defense_gan_tf import config  # noqa: F401
+    elif mode == "tensorflow":
+        from defense_gan_tf import hardware
 
+        hardware.enable_onednn()  # as bin/flags.py does before TensorFlow loads
+        hardware.enable_gpu_memory_growth()
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    else:
+        raise SystemExit(f"unknown helper mode {mode!r}")
+
+
+def _serve(mode: str) -> None:
+    _preload(mode)
     answers = sys.stdout
     sys.stdout = sys.stderr  # nothing but answers on the pipe
     # mkdtemp, not TemporaryDirectory: a child runs the exit handlers it inherits.
@@ -114,7 +194,7 @@ def _serve(name: str) -> None:
             answers.flush()
             pid = os.fork()
             if pid == 0:
-                _run_child(path, request["args"], out_path, err_path)
+                _run_child(request, out_path, err_path)
             deadline = time.monotonic() + request["timeout"]
             returncode = None
             while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from binaries import run_warm
 
 from defense_gan_tf import attacks, config as config_lib
 from defense_gan_tf.attacks.common import expected_loss_and_gradient
@@ -491,7 +492,6 @@ def test_attacker_projection_defaults_to_the_defense_and_keeps_a_valid_schedule(
 
 def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
     import os
-    import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -504,7 +504,7 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
             f"--cache_dir={tmp_path / 'cache'}",
             f"--classifier_dir={tmp_path / 'clf'}", f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    ok = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
+    ok = run_warm(base, env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "Worst case" in ok.stdout
     for flag, name in (("--attacks=bogus", "--attacks"), ("--eps_linf=2", "--eps_linf"),
@@ -512,8 +512,7 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
                        ("--eps_l2=x", "--eps_l2"), ("--latent_budget=0.01,x",
                                                       "--latent_budget"),
                        ("--time_budget_minutes=-1", "--time_budget_minutes")):
-        bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
-                             timeout=120)
+        bad = run_warm(base + [flag], env=env, timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])
 
 

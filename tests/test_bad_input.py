@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from binaries import loads_tensorflow
+from binaries import loads_tensorflow, run_script
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import models, training
@@ -25,8 +25,13 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def _bin(name, *args, timeout=300):
+    return run_script(os.path.join("bin", name), *args, env=ENV, timeout=timeout)
+
+
+def _fresh_bin(name, *args, env=ENV, timeout=300):
+    """In a fresh interpreter: for what TensorFlow prints as it loads."""
     return subprocess.run([sys.executable, os.path.join(ROOT, "bin", name), *args],
-                          capture_output=True, text=True, env=ENV, timeout=timeout)
+                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +174,7 @@ def test_binaries_name_the_flag_of_a_wrong_model_without_a_traceback(files, tmp_
     whitebox = ["whitebox.py", f"--generator={files['classifier']}",
                 "--defense_type=defense_gan", f"--results_dir={tmp_path / 'r'}",
                 "--num_tests=1", "--rec_iters=100", "--rec_rr=2", "--memory_budget_gb=2.2"]
-    r = _bin(*whitebox)
+    r = _fresh_bin(*whitebox)
     assert r.returncode != 0 and "--generator" in r.stderr, r.stderr[-800:]
     # The full gradient's batch was cut to the budget first: FGSM's fused gradient holds
     # one segment (10 of L=100 steps) x 2 restarts x 0.54 MB per image; 0.1 GB over the
@@ -184,12 +189,10 @@ def test_binaries_name_the_flag_of_a_wrong_model_without_a_traceback(files, tmp_
     assert not _noise(r.stderr), r.stderr[-2000:]
     # With DEFENSE_GAN_TF_LOGS=1 the lines filtered above are there (else this test could
     # not fail), and the one-line error still comes.
-    verbose = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "export.py"),
-                              f"--generator={files['generator']}",
-                              f"--classifier={files['truncated']}",
-                              f"--output_dir={tmp_path / 'e2'}"],
-                             capture_output=True, text=True, timeout=300,
-                             env=dict(ENV, DEFENSE_GAN_TF_LOGS="1"))
+    verbose = _fresh_bin("export.py", f"--generator={files['generator']}",
+                         f"--classifier={files['truncated']}",
+                         f"--output_dir={tmp_path / 'e2'}",
+                         env=dict(ENV, DEFENSE_GAN_TF_LOGS="1"))
     assert verbose.returncode != 0 and "--classifier" in verbose.stderr
     assert "valid .keras" in verbose.stderr
     if not _noise(verbose.stderr):
@@ -295,18 +298,14 @@ def test_committed_records_carry_no_absolute_paths():
      "adversarially"),
 ])
 def test_flags_that_would_mislabel_a_run_are_refused(args, needle):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "whitebox.py"), *args],
-                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    r = _bin("whitebox.py", *args, timeout=120)
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and lines[-1] == "Try --help." and needle in lines[-2], lines
 
 
 def test_a_missing_data_folder_and_a_broken_progress_file_are_one_line(tmp_path, tiny_config):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "whitebox.py"),
-                        "--classifier=pretrained/mnist/classifier_A.keras",
-                        f"--data_dir={tmp_path}", "--num_tests=5",
-                        f"--results_dir={tmp_path / 'r'}"],
-                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    r = _bin("whitebox.py", "--classifier=pretrained/mnist/classifier_A.keras",
+             f"--data_dir={tmp_path}", "--num_tests=5", f"--results_dir={tmp_path / 'r'}")
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-800:]
     assert "no mnist/ subfolder" in lines[-2] and lines[-1] == "Try --help."

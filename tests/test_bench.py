@@ -6,19 +6,17 @@ import subprocess
 import sys
 
 import pytest
-from binaries import loads_tensorflow
+from binaries import loads_tensorflow, run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_projection_benchmark_runs_and_writes_its_figures(tmp_path):
     out = str(tmp_path / "projection")
-    r = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "projection.py"), "--batch_sizes=1,2",
-         "--steps=2", "--repeats=1", "--restarts=2", "--iterations=10", "--net_dim=8",
-         "--variants=compiled,tf1", "--matmul_size=256", f"--output={out}"],
-        capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    r = run_script("bench/projection.py", "--batch_sizes=1,2", "--steps=2", "--repeats=1",
+                   "--restarts=2", "--iterations=10", "--net_dim=8",
+                   "--variants=compiled,tf1", "--matmul_size=256", f"--output={out}",
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert r.returncode == 0, r.stderr[-3000:]
 
     def refuse(constant):
@@ -47,13 +45,12 @@ def test_projection_tradeoff_resumes_retimes_and_counts_what_ran(tiny_world, tmp
     clf_path = str(tmp_path / "clf.keras")
     clf.save(clf_path)
     out = str(tmp_path / "tradeoff")
-    base = [sys.executable, os.path.join(ROOT, "bench", "projection_tradeoff.py"),
+    base = [os.path.join(ROOT, "bench", "projection_tradeoff.py"),
             f"--generator={gen_path}", f"--classifier={clf_path}", f"--data_dir={mnist_dir}",
             "--num_images=6", "--batch_size=3", "--iterations=50", "--restarts=4",
             "--timing_images=3", f"--output={out}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    r = subprocess.run(base + ["--configs=pruning 10/20/40,paper"], capture_output=True,
-                       text=True, timeout=300, env=env)
+    r = run_script(*base, "--configs=pruning 10/20/40,paper", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     with open(out + ".json") as f:
         result = json.load(f)
@@ -70,8 +67,8 @@ def test_projection_tradeoff_resumes_retimes_and_counts_what_ran(tiny_world, tmp
     with open(out + ".md") as f:
         assert "img/s (same run)" in f.read()
 
-    again = subprocess.run(base + ["--configs=paper,L=12 R=4", "--time_budget_minutes=0"],
-                           capture_output=True, text=True, timeout=300, env=env)
+    again = run_script(*base, "--configs=paper,L=12 R=4", "--time_budget_minutes=0",
+                       env=env)
     assert again.returncode == 3, again.stderr[-3000:]
     assert "paper: kept from the earlier run" in again.stdout
     assert "L=12 R=4: not started" in again.stdout
@@ -79,7 +76,7 @@ def test_projection_tradeoff_resumes_retimes_and_counts_what_ran(tiny_world, tmp
         kept = {row["name"]: row for row in json.load(f)["rows"]}
     assert kept["paper"]["measured_at"] == rows["paper"]["measured_at"]
 
-    bad = subprocess.run([base[0], "-X", "importtime", *base[1:], "--configs=bogus"],
+    bad = subprocess.run([sys.executable, "-X", "importtime", *base, "--configs=bogus"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode != 0 and "--configs" in bad.stderr
     assert not loads_tensorflow(bad.stderr)  # refused before TensorFlow loads
@@ -91,13 +88,10 @@ def test_projection_memory_benchmark_runs_and_writes_per_image_figures(tmp_path)
     beside it. (That the segmented gradient is the plain one is tests/test_projection.py's
     business.)"""
     out = str(tmp_path / "memory.json")
-    r = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "projection_memory.py"),
-         "--iterations=4", "--restarts=1", "--batches=1,2", "--modes=fused_segmented",
-         "--nopaper_command",
-         f"--output={out}"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    r = run_script("bench/projection_memory.py", "--iterations=4", "--restarts=1",
+                   "--batches=1,2", "--modes=fused_segmented", "--nopaper_command",
+                   f"--output={out}", timeout=600,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert r.returncode == 0, r.stderr[-3000:]
     with open(out) as f:
         result = json.load(f)

@@ -1,10 +1,10 @@
 import dataclasses
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from binaries import run_warm
 
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.records import report
@@ -79,13 +79,12 @@ def test_bin_blackbox_smoke_and_bad_flags(tmp_path, mnist_dir):
             f"--results_dir={tmp_path / 'res'}", f"--classifier_dir={tmp_path / 'clf'}",
             f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    ok = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
+    ok = run_warm(base, env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "black box / substitute" in ok.stdout and "oracle queries 40" in ok.stdout
     for flag, name in (("--fgsm_eps=2", "--fgsm_eps"), ("--holdout=0", "--holdout"),
                        ("--num_tests=9990", "--num_tests")):
-        bad = subprocess.run(base + [flag], capture_output=True, text=True, env=env,
-                             timeout=120)
+        bad = run_warm(base + [flag], env=env, timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-400:])
 
 

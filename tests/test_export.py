@@ -6,6 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from binaries import run_warm
 import tensorflow as tf
 
 from defense_gan_tf import config as config_lib
@@ -145,14 +146,13 @@ def test_bin_export(tmp_path, dense_generator):
            f"--generator={tmp_path / 'g.keras'}", f"--classifier={tmp_path / 'c.keras'}",
            f"--output_dir={out}", "--rec_iters=3", "--rec_rr=2"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = run_warm(cmd, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "is_adversarial" not in tf.saved_model.load(out).signatures[
         "serving_default"].structured_outputs
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    again = run_warm(cmd, env=env, timeout=300)
     assert again.returncode != 0 and "--output_dir" in again.stderr
-    missing = subprocess.run(cmd[:2] + ["--generator=/nonexistent.keras"] + cmd[3:],
-                             capture_output=True, text=True, env=env, timeout=300)
+    missing = run_warm(cmd[:2] + ["--generator=/nonexistent.keras"] + cmd[3:], env=env)
     assert missing.returncode != 0 and "--generator" in missing.stderr
 
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from binaries import loads_tensorflow
+from binaries import loads_tensorflow, run_script
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import training
@@ -193,13 +193,12 @@ def test_second_process_is_locked_out(tmp_path, tiny_config):
 
 def test_bin_train_smoke_run(tmp_path, mnist_dir):
     out = str(tmp_path / "run")
-    cmd = [sys.executable, os.path.join(ROOT, "bin", "train.py"), "--dataset=mnist",
+    cmd = [os.path.join(ROOT, "bin", "train.py"), "--dataset=mnist",
            f"--output_dir={out}", "--train_iters=3", "--net_dim=4", "--latent_dim=8",
            "--batch_size=4", "--critic_steps=2", "--log_every=1", "--sample_every=3",
            "--checkpoint_every=2", "--set=gan.seed=5"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DEFENSE_GAN_DATA_DIR=mnist_dir)
-    proc = subprocess.run(cmd + ["--precision=auto"], capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = run_script(*cmd, "--precision=auto", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "iter 3/3" in proc.stdout and "it/s" in proc.stdout and "ETA" in proc.stdout
     with open(os.path.join(out, "config.json")) as f:
@@ -212,19 +211,17 @@ def test_bin_train_smoke_run(tmp_path, mnist_dir):
     assert os.path.exists(os.path.join(out, "generator.keras"))
     assert os.path.exists(os.path.join(out, "samples", "iter_0000003.png"))
     # Resuming with a different width is refused with a clear message, before TensorFlow
-    # loads.
-    bad = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:-1], "--net_dim=8"],
+    # loads (a fresh interpreter, to see what it imports).
+    bad = subprocess.run([sys.executable, "-X", "importtime", *cmd[:-1], "--net_dim=8"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "model.net_dim" in bad.stderr
     assert not loads_tensorflow(bad.stderr)
     # Unknown override keys fail before any work.
-    bad = subprocess.run(cmd + ["--set=gan.bogus=1"], capture_output=True, text=True,
-                         env=env, timeout=300)
+    bad = run_script(*cmd, "--set=gan.bogus=1", env=env)
     assert bad.returncode != 0 and "gan.bogus" in bad.stderr
     # A time budget that stops the run before --train_iters: a checkpoint, exit status 3.
     cmd[cmd.index("--train_iters=3")] = "--train_iters=1000"
-    stopped = subprocess.run(cmd + ["--time_budget_minutes=1e-6"], capture_output=True,
-                             text=True, env=env, timeout=300)
+    stopped = run_script(*cmd, "--time_budget_minutes=1e-6", env=env)
     assert stopped.returncode == 3, stopped.stderr[-3000:]
     assert "not finished: iteration " in stopped.stdout, stopped.stdout[-1000:]
     assert " of 1000; run the same command again" in stopped.stdout, stopped.stdout[-1000:]

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from binaries import run_warm
 from conftest import make_tiny_package
 
 from defense_gan_tf import config as config_lib
@@ -256,7 +257,6 @@ def test_recorded_commands_carry_no_absolute_paths():
 
 def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
         tmp_path, tiny_config, images_and_classifier, mnist_dir):
-    import subprocess
     import sys
 
     from defense_gan_tf import models
@@ -273,13 +273,12 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     with open(os.path.join(dest, "manifest.json")) as f:
         before = f.read()
-    stopped = subprocess.run(cmd + ["--time_budget_minutes=1e-9"], capture_output=True,
-                             text=True, env=env, timeout=300)
+    stopped = run_warm(cmd + ["--time_budget_minutes=1e-9"], env=env, timeout=300)
     assert stopped.returncode == 3, stopped.stderr[-2000:]
     assert "not finished" in stopped.stdout and "0 of 8 batches" in stopped.stdout
     with open(os.path.join(dest, "manifest.json")) as f:
         assert f.read() == before
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    done = run_warm(cmd, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     with open(os.path.join(dest, "manifest.json")) as f:
         defense = json.load(f)["defense"]
@@ -289,6 +288,6 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
     assert "measure_generator.py" in defense["command"] and "=/" not in defense["command"]
     with open(os.path.join(dest, "defense_figures.md")) as f:
         assert "| clean |" in f.read()
-    missing = subprocess.run(cmd[:2] + [f"--package_dir={tmp_path}", f"--classifier={classifier}"],
-                             capture_output=True, text=True, env=env, timeout=120)
+    missing = run_warm(cmd[:2] + [f"--package_dir={tmp_path}", f"--classifier={classifier}"],
+                       env=env, timeout=120)
     assert missing.returncode != 0 and "--package_dir" in missing.stderr

@@ -7,9 +7,9 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
+from binaries import run_script
 from conftest import make_tiny_package
 
 from defense_gan_tf import config as config_lib
@@ -23,8 +23,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def _bin(name, *args, cwd=ROOT, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", name), *args],
-                          capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout)
+    return run_script(os.path.join("bin", name), *args, env=ENV, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +139,10 @@ def readme_quick_blocks(path=os.path.join(ROOT, "README.md")):
 
 def test_the_quick_readme_commands_run_as_written_and_leave_git_clean(tmp_path, mnist_dir):
     """Each README block marked quick runs as written in a fresh clone with the offline
-    data in ../shared/data beside it (the interpreter is this one, the code this work
-    tree's), writing only under the ignored runs/: the white-box, black-box and adaptive
-    binaries with their default outputs among them."""
+    data in ../shared/data beside it (the interpreter is this one with TensorFlow loaded
+    already, tests/binaries.py; the code this work tree's), writing only under the
+    ignored runs/: the white-box, black-box and adaptive binaries with their default
+    outputs among them."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", "--shared", ROOT, str(clone)], check=True)
     (tmp_path / "shared").mkdir()
@@ -156,9 +156,7 @@ def test_the_quick_readme_commands_run_as_written_and_leave_git_clean(tmp_path, 
     for command in commands:
         words = shlex.split(command)
         assert words[0] == ".venv/bin/python", command
-        words = [sys.executable, os.path.join(ROOT, words[1]), *words[2:]]
-        r = subprocess.run(words, capture_output=True, text=True, cwd=str(clone), env=env,
-                           timeout=600)
+        r = run_script(words[1], *words[2:], cwd=clone, env=env, timeout=600)
         assert r.returncode == 0, (command, r.stderr[-1500:])
     for name in ("whitebox", "blackbox", "adaptive"):
         assert os.listdir(clone / "runs" / name), name
@@ -166,8 +164,7 @@ def test_the_quick_readme_commands_run_as_written_and_leave_git_clean(tmp_path, 
         if lang == "python":  # from a file outside the clone: the installed package runs
             script = tmp_path / f"readme_{k}.py"
             script.write_text(code)
-            r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                               cwd=str(clone), env=env, timeout=600)
+            r = run_script(str(script), cwd=clone, env=env, timeout=600)
             assert r.returncode == 0, (code, r.stderr[-1500:])
     assert any(lang == "python" for lang, _ in blocks)
     status = subprocess.run(["git", "status", "--porcelain"], cwd=str(clone),

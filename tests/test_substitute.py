@@ -78,13 +78,24 @@ def _train(oracle, seed, path):
         oracle_position=oracle.hooks(), log=lambda m: None)
 
 
-@pytest.mark.parametrize("stop_at", [1, 3, 5])  # calls: 2 seed, 2 round-2, 3 round-3
-def test_an_interrupted_substitute_training_resumes_to_the_same_substitute(tmp_path, stop_at):
-    seed = np.random.default_rng(2).uniform(size=(12, 28, 28, 1)).astype(np.float32)
-    whole_oracle = _Oracle()
-    whole = _train(whole_oracle, seed, str(tmp_path / "whole.npz"))
-    assert whole.set_sizes == [12, 24, 48] and whole.queries == whole_oracle.images == 48
+def _resume_seed():
+    return np.random.default_rng(2).uniform(size=(12, 28, 28, 1)).astype(np.float32)
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(result, oracle) of the training that the interrupted ones below must give."""
+    oracle = _Oracle()
+    whole = _train(oracle, _resume_seed(), str(tmp_path_factory.mktemp("whole") / "p.npz"))
+    assert whole.set_sizes == [12, 24, 48] and whole.queries == oracle.images == 48
+    return whole, oracle
+
+
+@pytest.mark.parametrize("stop_at", [1, 3, 5])  # calls: 2 seed, 2 round-2, 3 round-3
+def test_an_interrupted_substitute_training_resumes_to_the_same_substitute(
+        tmp_path, stop_at, uninterrupted):
+    seed = _resume_seed()
+    whole, whole_oracle = uninterrupted
     path = str(tmp_path / "progress.npz")
     first = _Oracle(stop_at=stop_at)
     with pytest.raises(KeyboardInterrupt):

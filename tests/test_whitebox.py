@@ -1,10 +1,10 @@
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from binaries import run_warm
 
 from defense_gan_tf.batch_cache import save_batch
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
@@ -128,10 +128,9 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
             f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     # The projection split over the process's devices (one here) and compiled by XLA.
-    ok = subprocess.run(base + ["--defense_type=defense_gan", f"--generator={gen_path}",
-                                "--rec_iters=2", "--rec_rr=2", "--gradient=bpda",
-                                "--replicas=mirrored", "--rec_jit"],
-                        capture_output=True, text=True, env=env, timeout=600)
+    ok = run_warm(base + ["--defense_type=defense_gan", f"--generator={gen_path}",
+                          "--rec_iters=2", "--rec_rr=2", "--gradient=bpda",
+                          "--replicas=mirrored", "--rec_jit"], env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "Defense-GAN-Orig" in ok.stdout and "img/s" in ok.stdout
     assert "projection split over 1 replica(s)" in ok.stdout
@@ -143,11 +142,9 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
                        ("--generator=/nonexistent.keras", "--generator"),
                        ("--num_tests=0", "--num_tests")):
         extra = [flag] + (["--defense_type=defense_gan"] if name == "--generator" else [])
-        bad = subprocess.run(base + extra, capture_output=True, text=True, env=env,
-                             timeout=120)
+        bad = run_warm(base + extra, env=env, timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])
-    bad = subprocess.run(base + ["--defense_type=defense_gan"], capture_output=True,
-                         text=True, env=env, timeout=120)
+    bad = run_warm(base + ["--defense_type=defense_gan"], env=env, timeout=120)
     assert bad.returncode != 0 and "--generator is required" in bad.stderr
 
 
