@@ -68,9 +68,13 @@ class _Helper:
                                f"(exit status {self._proc.poll()})")
         return json.loads(line)
 
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
     def close(self):
-        self._proc.stdin.close()
-        self._proc.wait(timeout=30)
+        if self.alive():
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
 
 
 class Refusals:
@@ -101,10 +105,10 @@ def run_script(script: str, *args, cwd=None, env=None, timeout: float = 300) -> 
     process's). Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds, as
     ``subprocess.run`` would."""
     path = script if os.path.isabs(script) else os.path.join(ROOT, script)
-    if not _WARM:
+    if not _WARM or not _WARM[0].alive():  # the first run, or the helper was killed
         import atexit
 
-        _WARM.append(_Helper("tensorflow", env=dict(os.environ)))
+        _WARM[:] = [_Helper("tensorflow", env=dict(os.environ))]
         atexit.register(_WARM[0].close)
     out = _WARM[0].request(path, args, timeout, cwd=cwd,
                            env=os.environ if env is None else env)

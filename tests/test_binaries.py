@@ -52,3 +52,14 @@ def test_a_run_past_its_timeout_is_killed_and_raises(tmp_path):
         run_script(str(path), timeout=1)
     with pytest.raises(ValueError, match="not a script"):
         run_warm([sys.executable, "-c", "pass"])
+
+
+def test_a_killed_helper_is_replaced_by_a_new_one(script):
+    import binaries
+
+    assert run_script(script).returncode == 0
+    helper = binaries._WARM[0]
+    helper._proc.kill()
+    helper._proc.wait()
+    assert run_script(script).returncode == 0  # a new helper ran it
+    assert binaries._WARM[0] is not helper and binaries._WARM[0].alive()
