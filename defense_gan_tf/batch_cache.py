@@ -23,7 +23,7 @@ import numpy as np
 from defense_gan_tf.atomic import replacing
 from defense_gan_tf.console import echo
 from defense_gan_tf.errors import Interrupted
-from defense_gan_tf.sharding import Claims
+from defense_gan_tf.sharding import POLL_SECONDS, Claims
 
 
 def save_batch(path: str, **arrays) -> None:
@@ -58,10 +58,6 @@ def load_batch(path: str, keys: Optional[tuple] = None,
         echo(f"warning: ignoring unreadable cache file {path} ({type(e).__name__}: "
              f"{str(e)[:120]}); computing it again")
         return None
-
-
-# How often a worker waiting for a batch another worker holds looks for it.
-POLL_SECONDS = 5.0
 
 
 class OutOfTime(Interrupted):

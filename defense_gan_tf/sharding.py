@@ -37,6 +37,8 @@ from defense_gan_tf.errors import ConfigError, InputError
 # heartbeat touches it four times per timeout, so only a worker stalled (or cut off
 # from the filesystem) for the whole timeout loses a claim it still wants.
 CLAIM_TIMEOUT_SECONDS = 600.0
+# How often a worker waiting for an item another worker holds looks for it again.
+POLL_SECONDS = 5.0
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -279,7 +281,7 @@ def share_summary(shard_count: int, estimates: Iterable[Optional[float]]) -> lis
 
 
 def claim_unless_ready(claims: Optional[Claims], name: str, ready, *,
-                       poll_seconds: float = 5.0):
+                       poll_seconds: float = POLL_SECONDS):
     """For work one worker does and the others wait for (training a classifier they all
     need): a held :class:`Claim` when this worker is to do it, None once ``ready()``
     (another worker did it). Without ``claims``: a claim-less go-ahead (a context that

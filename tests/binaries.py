@@ -8,9 +8,9 @@ given, its exit code, standard output and error. Forking is safe there: the help
 run no TensorFlow op (no thread pools, no devices), only imported it.
 
 - ``run_script(path, *args)``: one helper per test process that has imported TensorFlow
-  and Keras, for runs that do real work. Tests of what happens *before* TensorFlow loads
-  (``-X importtime``), of TensorFlow's own start-up lines, of signals sent to a running
-  binary or of a fresh interpreter keep using ``subprocess``.
+  and Keras too, for runs that do real work. Tests of what happens *before* TensorFlow
+  loads (``-X importtime``), of TensorFlow's own start-up lines, of signals sent to a
+  running binary or of a fresh interpreter keep using ``subprocess``.
 - ``Refusals(name)``: for tests that feed a binary hundreds of bad flag values, a helper
   that imports only what every binary imports before its flag checks (absl,
   bin/flags.py, the package's config; not TensorFlow). A child still running after
@@ -118,14 +118,6 @@ def run_script(script: str, *args, cwd=None, env=None, timeout: float = 300) -> 
     return Result(out["returncode"], out["stdout"], out["stderr"])
 
 
-def run_warm(argv, *, env=None, cwd=None, timeout: float = 300) -> Result:
-    """``subprocess.run(argv, capture_output=True, text=True, ...)`` for ``argv`` =
-    ``[sys.executable, script, *args]``, run by :func:`run_script`."""
-    if argv[0] != sys.executable or argv[1].startswith("-"):
-        raise ValueError(f"not a script run by this interpreter: {argv[:2]}")
-    return run_script(argv[1], *argv[2:], env=env, cwd=cwd, timeout=timeout)
-
-
 def _run_child(request, out_path, err_path):
     """In the forked child: the script as __main__, then exit with its code."""
     import runpy
@@ -167,21 +159,20 @@ def _run_child(request, out_path, err_path):
 
 
 def _preload(mode: str) -> None:
-    """What the helper imports once, before serving: "refusals" or "tensorflow"."""
+    """What the helper imports once, before serving: what every binary imports before
+    its flag checks (absl, bin/flags.py, which asks for oneDNN and GPU memory growth
+    before TensorFlow loads, the package's config), then for "tensorflow" TensorFlow and
+    Keras too."""
     sys.path.insert(0, ROOT)
-    if mode == "refusals":
-        sys.path.insert(0, BIN)
-        import absl.app  # noqa: F401 - what each binary imports before checking its flags
-        import flags  # noqa: F401 - bin/flags.py
-        from defense_gan_tf import config  # noqa: F401
-    elif mode == "tensorflow":
-        from defense_gan_tf import hardware
+    sys.path.insert(0, BIN)
+    import absl.app  # noqa: F401
+    import flags  # noqa: F401 - bin/flags.py
+    from defense_gan_tf import config  # noqa: F401
 
-        hardware.enable_onednn()  # as bin/flags.py does before TensorFlow loads
-        hardware.enable_gpu_memory_growth()
+    if mode == "tensorflow":
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
-    else:
+    elif mode != "refusals":
         raise SystemExit(f"unknown helper mode {mode!r}")
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from binaries import run_warm
+from binaries import run_script
 
 from defense_gan_tf import attacks, config as config_lib
 from defense_gan_tf.attacks.common import expected_loss_and_gradient
@@ -492,11 +492,10 @@ def test_attacker_projection_defaults_to_the_defense_and_keeps_a_valid_schedule(
 
 def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
     import os
-    import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     gen_path = tiny_world[1]
-    base = [sys.executable, os.path.join(root, "bin", "adaptive.py"), f"--generator={gen_path}",
+    base = [os.path.join(root, "bin", "adaptive.py"), f"--generator={gen_path}",
             "--model=E", "--num_tests=4", "--num_train=300", "--nb_epochs=1",
             "--batch_size=4", "--rec_iters=2", "--rec_rr=2", "--pgd_steps=2",
             "--eot_samples=2", "--attacks=bpda_pgd,latent", "--eps_linf=0.3",
@@ -504,7 +503,7 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
             f"--cache_dir={tmp_path / 'cache'}",
             f"--classifier_dir={tmp_path / 'clf'}", f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    ok = run_warm(base, env=env, timeout=600)
+    ok = run_script(*base, env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "Worst case" in ok.stdout
     for flag, name in (("--attacks=bogus", "--attacks"), ("--eps_linf=2", "--eps_linf"),
@@ -512,7 +511,7 @@ def test_bin_adaptive_smoke_and_bad_flags(tiny_world, tmp_path, mnist_dir):
                        ("--eps_l2=x", "--eps_l2"), ("--latent_budget=0.01,x",
                                                       "--latent_budget"),
                        ("--time_budget_minutes=-1", "--time_budget_minutes")):
-        bad = run_warm(base + [flag], env=env, timeout=120)
+        bad = run_script(*base, flag, env=env, timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])
 
 

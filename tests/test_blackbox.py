@@ -1,10 +1,9 @@
 import dataclasses
 import os
-import sys
 
 import numpy as np
 import pytest
-from binaries import run_warm
+from binaries import run_script
 
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
 from defense_gan_tf.records import report
@@ -73,18 +72,18 @@ def test_holdout_plus_tests_must_fit(setup):
 
 
 def test_bin_blackbox_smoke_and_bad_flags(tmp_path, mnist_dir):
-    base = [sys.executable, os.path.join(ROOT, "bin", "blackbox.py"), "--bb_model=E",
+    base = [os.path.join(ROOT, "bin", "blackbox.py"), "--bb_model=E",
             "--sub_model=E", "--holdout=20", "--data_aug=2", "--nb_epochs=1",
             "--nb_epochs_s=2", "--num_tests=30", "--num_train=300",
             f"--results_dir={tmp_path / 'res'}", f"--classifier_dir={tmp_path / 'clf'}",
             f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    ok = run_warm(base, env=env, timeout=600)
+    ok = run_script(*base, env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "black box / substitute" in ok.stdout and "oracle queries 40" in ok.stdout
     for flag, name in (("--fgsm_eps=2", "--fgsm_eps"), ("--holdout=0", "--holdout"),
                        ("--num_tests=9990", "--num_tests")):
-        bad = run_warm(base + [flag], env=env, timeout=120)
+        bad = run_script(*base, flag, env=env, timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-400:])
 
 

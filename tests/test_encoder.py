@@ -1,6 +1,6 @@
 import numpy as np
 import tensorflow as tf
-from binaries import run_warm
+from binaries import run_script
 
 from defense_gan_tf import config as config_lib
 from defense_gan_tf import models, training
@@ -35,21 +35,20 @@ def test_encoder_inverts_the_generator_and_starts_the_projection_better(dense_ge
 def test_bin_train_encoder(tmp_path, mnist_dir, dense_generator):
     import json
     import os
-    import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     gen_path = str(tmp_path / "generator.keras")
     dense_generator().save(gen_path)
-    cmd = [sys.executable, os.path.join(root, "bin", "train_encoder.py"),
+    cmd = [os.path.join(root, "bin", "train_encoder.py"),
            f"--generator={gen_path}", f"--data_dir={mnist_dir}", "--steps=3",
            "--batch_size=8"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    ok = run_warm(cmd, env=env, timeout=300)
+    ok = run_script(*cmd, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
     with open(tmp_path / "encoder.json") as f:
         record = json.load(f)
     assert record["steps"] == 3 and record["command"].startswith("python ")
     encoder = __import__("keras").models.load_model(str(tmp_path / "encoder.keras"))
     assert encoder.output_shape == (None, 8)
-    again = run_warm(cmd, env=env, timeout=300)
+    again = run_script(*cmd, env=env, timeout=300)
     assert again.returncode != 0 and "--output" in again.stderr

@@ -6,7 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from binaries import run_warm
+from binaries import run_script
 import tensorflow as tf
 
 from defense_gan_tf import config as config_lib
@@ -142,17 +142,17 @@ def test_bin_export(tmp_path, dense_generator):
     g.save(str(tmp_path / "g.keras"))
     clf.save(str(tmp_path / "c.keras"))
     out = str(tmp_path / "saved")
-    cmd = [sys.executable, os.path.join(ROOT, "bin", "export.py"),
+    cmd = [os.path.join(ROOT, "bin", "export.py"),
            f"--generator={tmp_path / 'g.keras'}", f"--classifier={tmp_path / 'c.keras'}",
            f"--output_dir={out}", "--rec_iters=3", "--rec_rr=2"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = run_warm(cmd, env=env, timeout=300)
+    proc = run_script(*cmd, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "is_adversarial" not in tf.saved_model.load(out).signatures[
         "serving_default"].structured_outputs
-    again = run_warm(cmd, env=env, timeout=300)
+    again = run_script(*cmd, env=env, timeout=300)
     assert again.returncode != 0 and "--output_dir" in again.stderr
-    missing = run_warm(cmd[:2] + ["--generator=/nonexistent.keras"] + cmd[3:], env=env)
+    missing = run_script(cmd[0], "--generator=/nonexistent.keras", *cmd[2:], env=env)
     assert missing.returncode != 0 and "--generator" in missing.stderr
 
 

@@ -1,12 +1,11 @@
 import dataclasses
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from binaries import run_warm
+from binaries import run_script
 
 from defense_gan_tf import models
 from defense_gan_tf.defense import magnet
@@ -82,16 +81,16 @@ def test_magnet_round_trip_and_gradient(trained, tmp_path):
 
 def test_bin_train_magnet(tmp_path, mnist_dir):
     out = str(tmp_path / "magnet")
-    cmd = [sys.executable, os.path.join(ROOT, "bin", "train_magnet.py"),
+    cmd = [os.path.join(ROOT, "bin", "train_magnet.py"),
            f"--data_dir={mnist_dir}", f"--output_dir={out}", "--epochs=1",
            "--num_train=500", "--false_positive_rate=0.05"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    ok = run_warm(cmd, env=env, timeout=600)
+    ok = run_script(*cmd, env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-2000:]
     with open(os.path.join(out, "magnet.json")) as f:
         record = json.load(f)
     assert 0.0 < record["clean_test_rejection_rate"] < 0.2
-    again = run_warm(cmd, env=env, timeout=300)
+    again = run_script(*cmd, env=env, timeout=300)
     assert again.returncode != 0 and "--output_dir" in again.stderr
 
 

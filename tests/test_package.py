@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from binaries import run_warm
+from binaries import run_script
 from conftest import make_tiny_package
 
 from defense_gan_tf import config as config_lib
@@ -257,8 +257,6 @@ def test_recorded_commands_carry_no_absolute_paths():
 
 def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
         tmp_path, tiny_config, images_and_classifier, mnist_dir):
-    import sys
-
     from defense_gan_tf import models
 
     dest = make_tiny_package(tmp_path, tiny_config, images_and_classifier, iterations=1,
@@ -266,19 +264,19 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
     classifier = str(tmp_path / "classifier_A.keras")
     models.build_classifier("E", input_shape=(28, 28, 1)).save(classifier)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, os.path.join(root, "bin", "measure_generator.py"),
+    cmd = [os.path.join(root, "bin", "measure_generator.py"),
            f"--package_dir={dest}", f"--classifier={classifier}", f"--data_dir={mnist_dir}",
            "--num_images=4", "--paper_fgsm_images=2", "--rec_iters=2", "--rec_rr=2",
            "--batch_size=2", "--attack_batch_size=2", f"--cache_dir={tmp_path / 'cache'}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     with open(os.path.join(dest, "manifest.json")) as f:
         before = f.read()
-    stopped = run_warm(cmd + ["--time_budget_minutes=1e-9"], env=env, timeout=300)
+    stopped = run_script(*cmd, "--time_budget_minutes=1e-9", env=env, timeout=300)
     assert stopped.returncode == 3, stopped.stderr[-2000:]
     assert "not finished" in stopped.stdout and "0 of 8 batches" in stopped.stdout
     with open(os.path.join(dest, "manifest.json")) as f:
         assert f.read() == before
-    done = run_warm(cmd, env=env, timeout=300)
+    done = run_script(*cmd, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     with open(os.path.join(dest, "manifest.json")) as f:
         defense = json.load(f)["defense"]
@@ -288,6 +286,6 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
     assert "measure_generator.py" in defense["command"] and "=/" not in defense["command"]
     with open(os.path.join(dest, "defense_figures.md")) as f:
         assert "| clean |" in f.read()
-    missing = run_warm(cmd[:2] + [f"--package_dir={tmp_path}", f"--classifier={classifier}"],
-                       env=env, timeout=120)
+    missing = run_script(cmd[0], f"--package_dir={tmp_path}", f"--classifier={classifier}",
+                         env=env, timeout=120)
     assert missing.returncode != 0 and "--package_dir" in missing.stderr

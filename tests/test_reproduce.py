@@ -5,7 +5,7 @@ import sys
 import time
 
 import pytest
-from binaries import loads_tensorflow, run_warm
+from binaries import loads_tensorflow, run_script
 
 from defense_gan_tf import jsonio
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
@@ -261,7 +261,7 @@ def test_bin_reproduce_dry_run(tmp_path):
     # Its black-box cells' substitute caches are looked up, which loads TensorFlow: the
     # probe that tests of refusals "before TensorFlow loads" rely on sees it.
     assert loads_tensorflow(out.stderr)
-    bad = run_warm([sys.executable, *cmd[3:], "--num_tests=0"], env=env)
+    bad = run_script(*cmd[3:], "--num_tests=0", env=env)
     assert bad.returncode != 0 and "--num_tests" in bad.stderr
 
 
@@ -372,13 +372,13 @@ def test_summary_counts_done_cells_and_shows_paper_figures(tmp_path):
 
 
 def test_bin_reproduce_summary_only(tmp_path):
-    base = [sys.executable, os.path.join(ROOT, "bin", "reproduce.py"),
+    base = [os.path.join(ROOT, "bin", "reproduce.py"),
             f"--results_root={tmp_path}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    out = run_warm(base + ["--summary_only", f"--summary={tmp_path / 'R.md'}"], env=env)
+    out = run_script(*base, "--summary_only", f"--summary={tmp_path / 'R.md'}", env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "# Reproduction of the paper's tables" in (tmp_path / "R.md").read_text()
-    missing = run_warm(base, env=env)
+    missing = run_script(*base, env=env)
     assert missing.returncode != 0 and "--table is required" in missing.stderr
 
 

@@ -1,10 +1,9 @@
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
-from binaries import run_warm
+from binaries import run_script
 
 from defense_gan_tf.batch_cache import save_batch
 from defense_gan_tf.config import AttackConfig, ProjectionConfig
@@ -121,16 +120,16 @@ def test_whitebox_runs_fill_the_paper_table(setup, monkeypatch):
 
 def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
     gen_path = setup[1]
-    base = [sys.executable, os.path.join(ROOT, "bin", "whitebox.py"), "--model=E",
+    base = [os.path.join(ROOT, "bin", "whitebox.py"), "--model=E",
             "--num_tests=10", "--num_train=300", "--nb_epochs=1", "--batch_size=10",
             f"--results_dir={tmp_path / 'res'}", f"--classifier_dir={tmp_path / 'clf'}",
             f"--cache_dir={tmp_path / 'cache'}",
             f"--data_dir={mnist_dir}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     # The projection split over the process's devices (one here) and compiled by XLA.
-    ok = run_warm(base + ["--defense_type=defense_gan", f"--generator={gen_path}",
-                          "--rec_iters=2", "--rec_rr=2", "--gradient=bpda",
-                          "--replicas=mirrored", "--rec_jit"], env=env, timeout=600)
+    ok = run_script(*base, "--defense_type=defense_gan", f"--generator={gen_path}",
+                    "--rec_iters=2", "--rec_rr=2", "--gradient=bpda", "--replicas=mirrored",
+                    "--rec_jit", env=env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "Defense-GAN-Orig" in ok.stdout and "img/s" in ok.stdout
     assert "projection split over 1 replica(s)" in ok.stdout
@@ -142,9 +141,9 @@ def test_bin_whitebox_smoke_and_bad_flags(setup, mnist_dir, tmp_path):
                        ("--generator=/nonexistent.keras", "--generator"),
                        ("--num_tests=0", "--num_tests")):
         extra = [flag] + (["--defense_type=defense_gan"] if name == "--generator" else [])
-        bad = run_warm(base + extra, env=env, timeout=120)
+        bad = run_script(*base, *extra, env=env, timeout=120)
         assert bad.returncode != 0 and name in bad.stderr, (flag, bad.stderr[-500:])
-    bad = run_warm(base + ["--defense_type=defense_gan"], env=env, timeout=120)
+    bad = run_script(*base, "--defense_type=defense_gan", env=env, timeout=120)
     assert bad.returncode != 0 and "--generator is required" in bad.stderr
 
 
