@@ -58,6 +58,9 @@ flags.DEFINE_string("warm_start", None, "A packaged generator folder (e.g. "
                     "manifest.json) to continue from when --output_dir holds no checkpoint: "
                     "weights and iteration count carry over, optimizer state starts afresh. "
                     "Ignored when the run can resume exactly.")
+flags.DEFINE_bool("warm_start_fresh_critic", False, "With --warm_start: start the critic "
+                  "from fresh initial weights instead of the package's critic.keras (for a "
+                  "package shipped without its critic); recorded in the warm start entry.")
 flags.DEFINE_float("ema_decay", None, "Override gan.ema_decay: decay of the averaged "
                    "generator kept beside the trained one and saved as generator_ema.keras "
                    "(default 0.999; 0 keeps no average).")
@@ -111,6 +114,9 @@ def main(argv):
         raise app.UsageError("--quality_every needs --quality_classifier")
     if FLAGS.quality_classifier and not os.path.isfile(FLAGS.quality_classifier):
         raise app.UsageError(f"--quality_classifier {FLAGS.quality_classifier} is not a file")
+    if FLAGS.warm_start_fresh_critic and not FLAGS.warm_start:
+        raise app.UsageError("--warm_start_fresh_critic needs --warm_start (the package "
+                             "whose generator the new critic trains against)")
     config = build_config()
     if not FLAGS.overwrite:  # a folder of another config is refused before TensorFlow loads
         from defense_gan_tf.training.run_folder import ConfigMismatchError, check_resumable
@@ -151,7 +157,8 @@ def main(argv):
     warm_start = None
     if FLAGS.warm_start:
         try:
-            warm_start = training.load_warm_start(FLAGS.warm_start)
+            warm_start = training.load_warm_start(
+                FLAGS.warm_start, fresh_critic=FLAGS.warm_start_fresh_critic)
         except (OSError, ValueError) as e:
             raise app.UsageError(f"--warm_start: {e}") from None
     try:

@@ -123,6 +123,8 @@ def test_projection_needs_steps_and_restarts():
     ("reproduce.py", ["--table=whitebox_mnist", "--num_tests=0"], "--num_tests"),
     ("reproduce.py", ["--table=whitebox_mnist", "--defenses=none,madry"], "--defenses"),
     ("reproduce.py", ["--table=whitebox_mnist", "--models=F"], "--models"),
+    ("train.py", ["--output_dir=never_made", "--warm_start_fresh_critic"],
+     "--warm_start_fresh_critic needs --warm_start"),
 ])
 def test_bad_flags_fail_before_tensorflow_loads(files, name, args, flag):
     """A flag error costs well under a second: the settings dataclasses (records.specs,

@@ -65,12 +65,21 @@ def test_the_table_follows_its_sources(tmp_path):
     manifest["defense"]["defense_gan_orig"]["transferred_fgsm"]["accuracy"] = 0.75
     path.write_text(json.dumps(manifest))
     os.makedirs(tmp_path / "results/adaptive")
-    for name, correct in (("a", [True, True, False, True]), ("b", [True, False, True, True])):
+    shipped = manifest["iterations"]
+
+    def adaptive(name, correct, iterations):
         (tmp_path / f"results/adaptive/{name}.json").write_text(json.dumps({
-            "kind": "adaptive", "result": {"norm": "linf", "budget": 0.3, "correct": correct}}))
+            "kind": "adaptive", "result": {"norm": "linf", "budget": 0.3, "correct": correct},
+            "settings": {"defense_type": "defense_gan", "generator_iterations": iterations}}))
+
+    adaptive("a", [True, True, False, True], shipped)
+    table = headline.headline_table(str(tmp_path))
+    assert f"worst case at L-inf 0.3 ({shipped:,}-iteration generator) | - | 0.750 |" in table
+    adaptive("b", [True, False, True, True], 1_000)  # made with an older generator
     table = headline.headline_table(str(tmp_path))
     assert "| 0.750 |" in table
-    assert "worst case at L-inf 0.3 | - | 0.500 |" in table
+    assert (f"worst case at L-inf 0.3 (1,000 / {shipped:,}-iteration generator, older than "
+            "the shipped one) | - | 0.500 |") in table
     assert headline.rewrite_readme(str(tmp_path)) is True
     assert headline.rewrite_readme(str(tmp_path)) is False
     assert table in (tmp_path / "README.md").read_text()

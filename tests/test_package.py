@@ -240,8 +240,25 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
     assert not os.path.exists(os.path.join(dest, "critic.keras"))
     assert final["critic_file"] is None and "not shipped" in final["critic_note"]
     assert os.path.exists(os.path.join(dest, "generator.keras"))
-    with pytest.raises(FileNotFoundError, match="critic.keras.*run folder"):
+    with pytest.raises(FileNotFoundError,
+                       match="critic.keras.*run folder.*--warm_start_fresh_critic"):
         training.load_warm_start(dest)
+    # It continues with a new critic when asked to: the generator carries over, the
+    # critic starts from initial weights (not the run's), and the record says so.
+    fresh = training.load_warm_start(dest, fresh_critic=True)
+    assert fresh.critic_path is None and fresh.iteration == 5
+    again, messages = str(tmp_path / "again"), []
+    r = training.train_gan(config_lib.override(cfg32, {"gan.train_iters": 5}), again,
+                           images=images, log=messages.append, warm_start=fresh)
+    assert (r.start_iteration, r.iteration) == (5, 5)
+    assert any("a new critic" in m for m in messages)
+    for name, same in (("generator.keras", True), ("critic.keras", False)):
+        trained = keras.models.load_model(os.path.join(new, name)).get_weights()
+        restarted = keras.models.load_model(os.path.join(again, name)).get_weights()
+        kernels = [(a, b) for a, b in zip(trained, restarted) if a.ndim > 1]
+        assert kernels and all(np.array_equal(a, b) == same for a, b in kernels), name
+    with open(os.path.join(again, "progress.json")) as f:
+        assert "critic started from fresh" in json.load(f)["warm_starts"][-1]["note"]
 
 
 def test_recorded_commands_carry_no_absolute_paths():

@@ -52,13 +52,32 @@ def _blackbox(root: str, *, defense: str) -> Optional[dict]:
     return None
 
 
+def _generator(records: list, shipped: int, *notes: str) -> str:
+    """' (n=200, 30,000-iteration generator)': the notes, then the generator of the
+    Defense-GAN records a row is made of, so that a figure made with an older generator
+    than the shipped one says so."""
+    counts = sorted({r.get("settings", {}).get("generator_iterations") for r in records
+                     if r and r.get("settings", {}).get("defense_type") == "defense_gan"}
+                    - {None})
+    notes = [n for n in notes if n]
+    if counts:
+        older = ", older than the shipped one" if any(c != shipped for c in counts) else ""
+        notes.append(" / ".join(f"{c:,}" for c in counts) + f"-iteration generator{older}")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+def _adaptive_records(root: str) -> list[dict]:
+    return [r for r in _records(os.path.join(root, "results", "adaptive"))
+            if r.get("kind") == "adaptive"]
+
+
 def adaptive_worst_case(root: str, norm: str = "linf") -> dict:
     """{budget: accuracy} of the committed adaptive cells: an image counts as robust at a
     budget only if every attack at that budget failed on it."""
     robust: dict = {}
-    for r in _records(os.path.join(root, "results", "adaptive")):
+    for r in _adaptive_records(root):
         cell = r.get("result", {})
-        if r.get("kind") != "adaptive" or cell.get("norm") != norm or "correct" not in cell:
+        if cell.get("norm") != norm or "correct" not in cell:
             continue
         ok = np.asarray(cell["correct"], bool)
         key = cell["budget"]
@@ -69,10 +88,12 @@ def adaptive_worst_case(root: str, norm: str = "linf") -> dict:
 def headline_table(root: str) -> str:
     """The markdown table (rows: measurement, no defense, Defense-GAN, where)."""
     rows = []
+    shipped = {}
     for dataset, name in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
         manifest = _load(os.path.join(root, "pretrained", dataset, "manifest.json"))
         orig = manifest.get("defense", {}).get("defense_gan_orig", {})
         clean, moved = orig.get("clean"), orig.get("transferred_fgsm")
+        shipped[dataset] = manifest["iterations"]
         where = f"[pretrained/README.md](pretrained/README.md) (`{dataset}/manifest.json`)"
         rows.append((f"{name}, {manifest['iterations']:,}-iteration generator: clean "
                      f"({clean['n'] if clean else 0} test images)", "-", _fmt(clean), where))
@@ -83,27 +104,32 @@ def headline_table(root: str) -> str:
     none = _whitebox(root, "whitebox_mnist", defense="none")
     gan = _whitebox(root, "whitebox_mnist", defense="defense_gan")
     rows.append(("MNIST: paper-style white-box FGSM, the gradient through the unrolled "
-                 "projection" + (f" (n={gan['result']['adversarial']['n']})" if gan else ""),
+                 "projection" + _generator([gan], shipped["mnist"], gan and
+                                           f"n={gan['result']['adversarial']['n']}"),
                  _fmt(none and none["result"]["adversarial"]),
                  _fmt(gan and gan["result"]["adversarial"]), reproduction))
     worst = adaptive_worst_case(root)
     if worst:
         rows.append(("MNIST: adaptive attacks, worst case at L-inf "
-                     + " / ".join(f"{b:g}" for b in worst), "-",
+                     + " / ".join(f"{b:g}" for b in worst)
+                     + _generator(_adaptive_records(root), shipped["mnist"]), "-",
                      " / ".join(f"{a:.3f}" for a in worst.values()),
                      "[results/adaptive/README.md](results/adaptive/README.md)"))
     bb_none, bb_gan = _blackbox(root, defense="none"), _blackbox(root, defense="defense_gan")
-    rows.append(("MNIST: black box F, substitute E, FGSM eps 0.3",
+    rows.append(("MNIST: black box F, substitute E, FGSM eps 0.3"
+                 + _generator([bb_gan], shipped["mnist"]),
                  _fmt(bb_none and bb_none["result"]["adversarial"]),
                  _fmt(bb_gan and bb_gan["result"]["adversarial"]), reproduction))
-    aucs = []
+    aucs, used = [], []
     for eps in (0.1, 0.2, 0.3):
         r = _whitebox(root, "detection_mnist", defense="defense_gan", eps=eps)
         if r and r["result"].get("detection"):
             aucs.append((eps, r["result"]["detection"]["auc"]))
+            used.append(r)
     if aucs:
         rows.append(("MNIST: detection AUC of the reconstruction error, FGSM eps "
-                     + " / ".join(f"{e:g}" for e, _ in aucs), "-",
+                     + " / ".join(f"{e:g}" for e, _ in aucs)
+                     + _generator(used, shipped["mnist"]), "-",
                      " / ".join(f"{a:.3f}" for _, a in aucs), reproduction))
     lines = ["| measurement | no defense | Defense-GAN-Orig | where |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]

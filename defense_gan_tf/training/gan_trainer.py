@@ -408,11 +408,14 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
             {"iteration": warm_start.iteration, "source": warm_start.source,
              "precision": config.gan.precision,
              "previous_precision": warm_start.precision,
-             "note": "weights only; optimizer state started afresh"}]
+             "note": "weights only; optimizer state started afresh"
+                     + ("" if warm_start.critic_path else
+                        "; critic started from fresh initial weights")}]
         if chief and warm_start.quality_path:
             shutil.copyfile(warm_start.quality_path, os.path.join(output_dir, QUALITY_FILE))
         log(f"warm start from {warm_start.source} at iteration {warm_start.iteration} "
-            "(weights only; Adam moments start afresh)")
+            "(weights only; Adam moments start afresh"
+            + ("" if warm_start.critic_path else "; a new critic") + ")")
     elif average is not None:
         average.reset()  # a fresh run: the average starts at the initial weights
     return RunState(config=config, output_dir=output_dir, chief=chief, model=model,

@@ -28,7 +28,9 @@ class WarmStart:
     warm start is recorded in ``progress.json`` and so in the package manifest.
 
     Attributes:
-      generator_path, critic_path: float32 ``.keras`` models of the run's architecture.
+      generator_path, critic_path: float32 ``.keras`` models of the run's architecture;
+        ``critic_path`` None starts the critic from fresh initial weights (a package
+        shipped without its critic).
       iteration: generator iterations the weights were trained for.
       train_seconds, eval_seconds: training and evaluation time spent before.
       warm_starts: earlier warm starts of the same lineage.
@@ -40,7 +42,7 @@ class WarmStart:
     """
 
     generator_path: str
-    critic_path: str
+    critic_path: Optional[str]
     iteration: int
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -51,11 +53,18 @@ class WarmStart:
     average_path: Optional[str] = None
 
 
-def load_warm_start(package_dir: str) -> WarmStart:
+def load_warm_start(package_dir: str, fresh_critic: bool = False) -> WarmStart:
     """A :class:`WarmStart` from a packaged generator folder (``pretrained/<dataset>``).
 
+    Args:
+      package_dir: the package folder.
+      fresh_critic: start the critic from fresh initial weights instead of the
+        package's ``critic.keras`` (which then need not exist): the way to continue a
+        package that was shipped without its critic.
+
     Raises:
-      FileNotFoundError: the folder lacks manifest.json, generator.keras or critic.keras.
+      FileNotFoundError: the folder lacks manifest.json, generator.keras or (without
+        ``fresh_critic``) critic.keras.
       ValueError: the manifest cannot be read.
     """
     paths = {name: os.path.join(package_dir, name)
@@ -68,17 +77,19 @@ def load_warm_start(package_dir: str) -> WarmStart:
         iteration = int(manifest["iterations"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{paths['manifest.json']} cannot be read: {e}") from None
-    for name in (GENERATOR_FILE, CRITIC_FILE):
+    for name in (GENERATOR_FILE,) + (() if fresh_critic else (CRITIC_FILE,)):
         if not os.path.isfile(paths[name]):
             # A package made without its critic says why (package_generator's critic_note).
             why = manifest.get("critic_note") if name == CRITIC_FILE else None
             raise FileNotFoundError(
                 f"warm start folder {package_dir} has no {name}"
-                + (f" ({why}); continue from the run folder instead" if why else ""))
+                + (f" ({why}); continue from the run folder instead, or start a new "
+                   "critic with --warm_start_fresh_critic" if why else ""))
     quality = os.path.join(package_dir, QUALITY_FILE)
     average = os.path.join(package_dir, AVERAGE_FILE)
     return WarmStart(
-        generator_path=paths[GENERATOR_FILE], critic_path=paths[CRITIC_FILE],
+        generator_path=paths[GENERATOR_FILE],
+        critic_path=None if fresh_critic else paths[CRITIC_FILE],
         iteration=iteration,
         train_seconds=float(manifest.get("train_wall_seconds", 0.0)),
         eval_seconds=float(manifest.get("eval_wall_seconds", 0.0)),
@@ -92,7 +103,9 @@ def apply_warm_start(warm: WarmStart, model: WGANGP, config: Config,
                       average: Optional[WeightAverage]) -> None:
     import keras as keras_lib
 
-    pairs = [(model.generator, warm.generator_path), (model.critic, warm.critic_path)]
+    pairs = [(model.generator, warm.generator_path)]
+    if warm.critic_path is not None:  # otherwise the critic keeps its initial weights
+        pairs.append((model.critic, warm.critic_path))
     if average is not None and warm.average_path:
         pairs.append((average.target, warm.average_path))
     for target, path in pairs:
