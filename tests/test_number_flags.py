@@ -22,6 +22,7 @@ _REQUIRED = {
     "adaptive.py": [f"--generator={G}", f"--classifier={C}"],
     "blackbox.py": [f"--classifier={C}"],
     "export.py": [f"--generator={G}", f"--classifier={C}", "--output_dir=runs/never"],
+    "choose_generator.py": ["--package_dir=pretrained/mnist"],
     "measure_generator.py": ["--package_dir=pretrained/mnist", f"--classifier={C}"],
     "package_generator.py": ["--run_dir=r", "--dest_dir=d", f"--classifier={C}"],
     "reproduce.py": ["--table=whitebox_mnist", "--dry_run"],
@@ -140,8 +141,8 @@ def test_help_lists_the_shared_flags_a_binary_takes(name):
     shown = _run(name, "--help").stdout
     missing = sorted(f for f in shared if f"--{f}:" not in shown and f"--[no]{f}:" not in shown)
     assert not missing, (name, missing)
-    assert shared or name in ("measure_generator.py", "package_generator.py",
-                              "reproduce.py"), name
+    assert shared or name in ("choose_generator.py", "measure_generator.py",
+                              "package_generator.py", "reproduce.py"), name
     if "--data_dir" in shown:
         assert "DEFENSE_GAN_DATA_DIR" in shown, name
 

@@ -27,12 +27,14 @@ from defense_gan_tf import __version__, hardware, jsonio
 from defense_gan_tf.config import Config, canonical_dataset_name
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.metrics.quality import generator_quality, sample
+from defense_gan_tf.generators.choice import RAW_FILE
 from defense_gan_tf.generators.training_curve import (curve_table, defense_table,
                                                       plot_quality_curve)
 from defense_gan_tf.training.run_files import AVERAGE_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
 
-PACKAGE_FILES = ("generator.keras", "generator_ema.keras", "critic.keras", "manifest.json",
+PACKAGE_FILES = ("generator.keras", "generator_ema.keras", RAW_FILE,
+                 "critic.keras", "manifest.json",
                  "samples.png",
                  "quality.jsonl", "quality_curve.png", "quality_curve.md",
                  "defense_figures.md", "README.md")
@@ -408,6 +410,8 @@ def _recorded_sha(manifest: dict, file: str) -> Optional[str]:
         return manifest.get("sha256")
     if file == manifest.get("average_file"):
         return manifest.get("average_sha256")
+    if file == manifest.get("raw_file"):
+        return manifest.get("raw_sha256")
     return None
 
 

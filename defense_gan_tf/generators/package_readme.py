@@ -35,8 +35,13 @@ def _file_row(manifest: dict, package_dir: str, what: str, key: str) -> Optional
 
 def _summary(manifest: dict, package_dir: str) -> list:
     rows = ["| | |", "|---|---|"]
-    for what, key in (("generator", "file"), ("averaged generator", "average_file"),
-                      ("critic", "critic_file")):
+    if manifest.get("shipped_generator") == "average":  # generators/choice.py
+        files = (("generator: the averaged one", "file"),
+                 ("trained generator (not averaged)", "raw_file"), ("critic", "critic_file"))
+    else:
+        files = (("generator", "file"), ("averaged generator", "average_file"),
+                 ("critic", "critic_file"))
+    for what, key in files:
         row = _file_row(manifest, package_dir, what, key)
         if row:
             rows.append(row)
@@ -72,6 +77,24 @@ def _quality(manifest: dict) -> list:
             f"{q.get('real_frechet_distance', float('nan')):.2f})."]
 
 
+def _choice(manifest: dict) -> list:
+    """Why generator.keras is the raw or the averaged generator (generators/choice.py)."""
+    choice = manifest.get("shipped_choice")
+    if not choice:
+        return []
+    rows = ["| generator | images | clean | transferred FGSM |", "|---|---|---|---|"]
+    for which in ("raw", "average"):
+        f = choice[which]
+        mark = " (shipped)" if which == choice["shipped"] else ""
+        rows.append(f"| {'trained' if which == 'raw' else 'averaged'}{mark} | "
+                    f"{f['num_images']:,} | {f['clean']:.3f} | {f['transferred_fgsm']:.3f} |")
+    shipped = "averaged" if choice["shipped"] == "average" else "trained"
+    return ["", "### Which generator is shipped", "",
+            f"`generator.keras` is the {shipped} generator: {choice['rule']} (min_clean "
+            f"{choice['min_clean']:g}).", "", *rows, "",
+            f"Chosen with `{choice.get('command', '')}`."]
+
+
 def package_readme(package_dir: str) -> str:
     """The README text of the package in ``package_dir``."""
     from defense_gan_tf.generators.training_curve import curve_table, defense_table
@@ -92,6 +115,7 @@ def package_readme(package_dir: str) -> str:
                   f"Command: `{headline.get('command', '')}`"]
     else:
         lines += ["Not measured (`bin/measure_generator.py`)."]
+    lines += _choice(manifest)
     curve = read_quality(os.path.join(package_dir, "quality.jsonl"))
     if curve:
         lines += ["", "## Quality during training", "",

@@ -63,12 +63,12 @@ def load_warm_start(package_dir: str, fresh_critic: bool = False) -> WarmStart:
         package that was shipped without its critic.
 
     Raises:
-      FileNotFoundError: the folder lacks manifest.json, generator.keras or (without
-        ``fresh_critic``) critic.keras.
+      FileNotFoundError: the folder lacks manifest.json, the trained generator
+        (generator.keras, or the manifest's ``raw_file``) or (without ``fresh_critic``)
+        critic.keras.
       ValueError: the manifest cannot be read.
     """
-    paths = {name: os.path.join(package_dir, name)
-             for name in ("manifest.json", GENERATOR_FILE, CRITIC_FILE)}
+    paths = {name: os.path.join(package_dir, name) for name in ("manifest.json", CRITIC_FILE)}
     if not os.path.isfile(paths["manifest.json"]):
         raise FileNotFoundError(f"warm start folder {package_dir} has no manifest.json")
     try:
@@ -77,7 +77,11 @@ def load_warm_start(package_dir: str, fresh_critic: bool = False) -> WarmStart:
         iteration = int(manifest["iterations"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{paths['manifest.json']} cannot be read: {e}") from None
-    for name in (GENERATOR_FILE,) + (() if fresh_critic else (CRITIC_FILE,)):
+    # The trained (raw) generator: generator.keras, unless the averaged one is shipped
+    # there and the raw one beside it (generators/choice.py).
+    raw = manifest.get("raw_file") or manifest.get("file") or GENERATOR_FILE
+    paths[raw] = os.path.join(package_dir, raw)
+    for name in (raw,) + (() if fresh_critic else (CRITIC_FILE,)):
         if not os.path.isfile(paths[name]):
             # A package made without its critic says why (package_generator's critic_note).
             why = manifest.get("critic_note") if name == CRITIC_FILE else None
@@ -86,9 +90,9 @@ def load_warm_start(package_dir: str, fresh_critic: bool = False) -> WarmStart:
                 + (f" ({why}); continue from the run folder instead, or start a new "
                    "critic with --warm_start_fresh_critic" if why else ""))
     quality = os.path.join(package_dir, QUALITY_FILE)
-    average = os.path.join(package_dir, AVERAGE_FILE)
+    average = os.path.join(package_dir, manifest.get("average_file") or AVERAGE_FILE)
     return WarmStart(
-        generator_path=paths[GENERATOR_FILE],
+        generator_path=paths[raw],
         critic_path=None if fresh_critic else paths[CRITIC_FILE],
         iteration=iteration,
         train_seconds=float(manifest.get("train_wall_seconds", 0.0)),
