@@ -4,7 +4,7 @@ r"""Measures what a shipped generator gives Defense-GAN, in parts if need be.
 Projects the first --num_images test images of the package's dataset (clean, FGSM
 eps 0.3 made on the undefended classifier, random-sign noise of the same size) and
 attacks the first --paper_fgsm_images through the unrolled projection (paper-style
-FGSM), at the package's L and R (or --rec_iters / --rec_rr), and classifies the
+FGSM) and the first --bpda_fgsm_images through BPDA, at the package's L and R (or --rec_iters / --rec_rr), and classifies the
 reconstructions with --classifier (Defense-GAN-Orig; paper sections 3.3 and 4).
 The figures, with 95% intervals, go into the package's manifest.json under
 "defense_measurements" (one entry per file and settings; a measurement that exists is
@@ -43,6 +43,9 @@ flags.DEFINE_integer("num_images", 500, "First test images: clean, transferred F
                      "random-sign figures.")
 flags.DEFINE_integer("paper_fgsm_images", None, "First test images attacked by paper-style "
                      "FGSM (default: --num_images; 0 skips it).")
+flags.DEFINE_integer("bpda_fgsm_images", 0, "First test images attacked by FGSM through "
+                     "BPDA (the projection's gradient taken as the identity; two "
+                     "projections per image); 0 skips it.")
 flags.DEFINE_float("eps", 0.3, "L-infinity size of FGSM and of the random-sign noise.")
 flags.DEFINE_integer("rec_iters", None, "Projection steps L (default: the package's).")
 flags.DEFINE_integer("rec_rr", None, "Projection restarts R (default: the package's).")
@@ -88,6 +91,7 @@ def main(argv):
     with shared.usage_errors():
         settings = training_curve.CurveSettings(
             num_samples=2000, num_images=FLAGS.num_images, paper_fgsm_images=paper_images,
+            bpda_fgsm_images=FLAGS.bpda_fgsm_images,
             eps=FLAGS.eps, projection=dataclasses.replace(cfg.projection, **given),
             batch_size=FLAGS.batch_size, paper_fgsm_batch_size=FLAGS.attack_batch_size)
 

@@ -283,14 +283,15 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = [os.path.join(root, "bin", "measure_generator.py"),
            f"--package_dir={dest}", f"--classifier={classifier}", f"--data_dir={mnist_dir}",
-           "--num_images=4", "--paper_fgsm_images=2", "--rec_iters=2", "--rec_rr=2",
+           "--num_images=4", "--paper_fgsm_images=2", "--bpda_fgsm_images=2",
+           "--rec_iters=2", "--rec_rr=2",
            "--batch_size=2", "--attack_batch_size=2", f"--cache_dir={tmp_path / 'cache'}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     with open(os.path.join(dest, "manifest.json")) as f:
         before = f.read()
     stopped = run_script(*cmd, "--time_budget_minutes=1e-9", env=env, timeout=300)
     assert stopped.returncode == 3, stopped.stderr[-2000:]
-    assert "not finished" in stopped.stdout and "0 of 8 batches" in stopped.stdout
+    assert "not finished" in stopped.stdout and "0 of 10 batches" in stopped.stdout
     with open(os.path.join(dest, "manifest.json")) as f:
         assert f.read() == before
     done = run_script(*cmd, env=env, timeout=300)
@@ -299,6 +300,7 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
         defense = json.load(f)["defense"]
     assert defense["defense_gan_orig"]["clean"]["n"] == 4
     assert defense["defense_gan_orig"]["paper_fgsm"]["n"] == 2
+    assert defense["defense_gan_orig"]["bpda_fgsm"]["gradient_mode"] == "bpda"
     assert defense["settings"]["projection"]["iterations"] == 2
     assert "measure_generator.py" in defense["command"] and "=/" not in defense["command"]
     with open(os.path.join(dest, "defense_figures.md")) as f:

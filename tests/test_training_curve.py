@@ -242,3 +242,43 @@ def test_sharded_batches_take_their_share_and_wait_for_what_others_hold(tmp_path
     np.testing.assert_array_equal(again.run("double", double, np.arange(8), batch_size=2),
                                   out)
     assert again.loaded == 4
+
+
+def test_bpda_fgsm_steps_along_the_classifier_gradient_at_the_attackers_reconstruction(
+        probe_setup):
+    """FGSM through BPDA (Athalye et al. 2018): the projection's backward pass is the
+    identity, so the step is eps times the sign of the classifier's loss gradient taken
+    at G(z*) of the attacker's own projection (seed 12); its figure is that image's
+    re-projection (seed 11), as for the other attacks."""
+    import dataclasses
+
+    generator, classifier, _, labels, settings, probe = probe_setup
+    bpda = training_curve.DefenseQualityProbe(
+        classifier, probe.x, probe.y, dataclasses.replace(settings, bpda_fgsm_images=5))
+    assert bpda.cache_key(generator) != probe.cache_key(generator)
+    assert probe.brief().cache_key(generator) == bpda.brief().cache_key(generator)
+    assert bpda.planned_batches() == probe.planned_batches() + 2 * 2  # 5 images in 4s
+    out = bpda(generator)
+    entry = out["defense_gan_orig"]["bpda_fgsm"]
+    assert entry["n"] == 5 and entry["gradient_mode"] == "bpda"
+    assert out["settings"]["bpda_fgsm_images"] == 5
+    assert "bpda_fgsm_images" not in probe(generator)["settings"]  # keys of older runs
+    # The same attack, computed directly.
+    x, y = probe.x[:5], labels[:5]
+    rec = project(generator, x, settings.projection, seed=[12, 0]).reconstruction
+    with tf.GradientTape() as tape:
+        tape.watch(rec)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            y, classifier(rec)))
+    x_adv = np.clip(x + 0.3 * np.sign(tape.gradient(loss, rec).numpy()), 0.0, 1.0)
+    made, _, _ = bpda._attack_fgsm(generator, training_curve._Batches(None, 1, None, None),
+                                   "bpda", 5)
+    assert np.mean(made == x_adv) > 0.99  # (a sign may differ where the gradient is ~0)
+    assert entry["mean_linf_distortion"] == pytest.approx(0.3, abs=1e-5)
+    defended = project(generator, x_adv, settings.projection, seed=[11, 0]).reconstruction
+    correct = np.argmax(classifier(defended).numpy(), -1) == y
+    assert entry["correct"] == int(correct.sum())
+    assert entry["zero_gradient_pixel_share"] < 0.5  # BPDA's gradient does not vanish
+    assert "BPDA FGSM input-gradient" in training_curve.defense_table(out)
+    with pytest.raises(ValueError, match="bpda_fgsm_images"):
+        training_curve.CurveSettings(num_images=10, paper_fgsm_images=0, bpda_fgsm_images=11)

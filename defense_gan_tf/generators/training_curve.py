@@ -11,7 +11,10 @@ DESIGN.md section 5b):
   test images: clean; FGSM made on the undefended classifier (the transferred
   attack); random-sign noise of the same size; and, on the first
   ``paper_fgsm_images`` of them, paper-style FGSM whose gradient runs through
-  all L unrolled projection steps, then re-projected from fresh starts;
+  all L unrolled projection steps, then re-projected from fresh starts, and on
+  the first ``bpda_fgsm_images`` FGSM through BPDA (Athalye et al. 2018: the
+  projection's backward pass taken as the identity, the gradient of the classifier
+  at the attacker's own reconstruction);
 - for each transferred-FGSM failure, whether it is an *optimisation* failure
   (the clean image's own reconstruction fits the adversarial image better
   than what the projection found, so more steps or restarts would help) or a
@@ -68,6 +71,8 @@ class CurveSettings:
       num_images: first test images for the clean, transferred-FGSM and noise figures.
       paper_fgsm_images: first test images for paper-style FGSM (full gradient through
         the projection; about four projections' cost per image). 0 skips it.
+      bpda_fgsm_images: first test images for FGSM through BPDA (two projections per
+        image). 0 skips it.
       random_sign: whether to measure the random-sign noise figure.
       eps: L-infinity size of FGSM and of the random-sign noise.
       projection: the defense's projection (the paper's L = 200, R = 10 by default).
@@ -83,6 +88,7 @@ class CurveSettings:
     projection: ProjectionConfig = dataclasses.field(default_factory=ProjectionConfig)
     batch_size: int = 100
     paper_fgsm_batch_size: int = 5
+    bpda_fgsm_images: int = 0
 
     def __post_init__(self):
         for name in ("num_samples", "num_images", "batch_size", "paper_fgsm_batch_size"):
@@ -90,11 +96,10 @@ class CurveSettings:
                 raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_samples < 2:
             raise ConfigError("num_samples", f"num_samples must be >= 2, got {self.num_samples}")
-        if not 0 <= self.paper_fgsm_images <= self.num_images:
-            raise ConfigError(
-                "paper_fgsm_images",
-                f"paper_fgsm_images must be in [0, num_images="
-                f"{self.num_images}], got {self.paper_fgsm_images}")
+        for name in ("paper_fgsm_images", "bpda_fgsm_images"):
+            if not 0 <= getattr(self, name) <= self.num_images:
+                raise ConfigError(name, f"{name} must be in [0, num_images="
+                                        f"{self.num_images}], got {getattr(self, name)}")
         if not self.eps > 0:
             raise ConfigError("eps", f"eps must be > 0, got {self.eps}")
 
@@ -273,31 +278,36 @@ class DefenseQualityProbe:
         fgsm_batches = (math.ceil(s.paper_fgsm_images / s.paper_fgsm_batch_size)
                         + math.ceil(s.paper_fgsm_images / s.batch_size)
                         if s.paper_fgsm_images else 0)
-        return (3 if s.random_sign else 2) * per + fgsm_batches
+        bpda_batches = 2 * math.ceil(s.bpda_fgsm_images / s.batch_size)
+        return (3 if s.random_sign else 2) * per + fgsm_batches + bpda_batches
 
     def brief(self) -> "DefenseQualityProbe":
-        """This probe without the random-sign and paper-style FGSM figures (about half
-        the cost): what the training curve measures of the averaged generator."""
+        """This probe without the random-sign, paper-style and BPDA FGSM figures (about
+        half the cost): what the training curve measures of the averaged generator."""
         twin = copy.copy(self)
         twin.settings = dataclasses.replace(self.settings, random_sign=False,
-                                            paper_fgsm_images=0)
+                                            paper_fgsm_images=0, bpda_fgsm_images=0)
         return twin
 
     def cache_key(self, generator: keras.Model) -> str:
         """What a cached batch depends on: generator, classifier, settings, data range."""
-        settings = json.dumps([dataclasses.asdict(self.settings), self.pixel_range],
-                              sort_keys=True, default=str)
+        fields = dataclasses.asdict(self.settings)
+        if not fields["bpda_fgsm_images"]:  # the keys of caches made before it existed
+            del fields["bpda_fgsm_images"]
+        settings = json.dumps([fields, self.pixel_range], sort_keys=True, default=str)
         h = hashlib.sha256(weights_digest(generator, self.classifier).encode())
         h.update(settings.encode())
         h.update(self.x.tobytes())
         return h.hexdigest()[:16]
 
-    def _paper_fgsm(self, generator: keras.Model, batches):
-        """FGSM through the unrolled projection; returns (x_adv, gradient L2 norms)."""
+    def _attack_fgsm(self, generator: keras.Model, batches, gradient: str, n: int):
+        """FGSM on the defended classifier, its input gradient taken through the unrolled
+        projection (``full``, paper-style) or BPDA (``bpda``); returns (x_adv, gradient
+        L2 norms, share of zero gradient pixels)."""
         s = self.settings
         lo, hi = self.pixel_range
         attacker = DefendedClassifier(self.classifier, generator, s.projection,
-                                      gradient="full")
+                                      gradient=gradient)
 
         def attack(x, y):
             x = tf.convert_to_tensor(x)
@@ -308,9 +318,9 @@ class DefenseQualityProbe:
             zero = tf.reduce_mean(tf.cast(tf.equal(grad, 0.0), tf.float32), axis=[1, 2, 3])
             return x_adv.numpy(), norms.numpy(), zero.numpy()
 
-        n = s.paper_fgsm_images
-        return batches.run("paper_fgsm_attack", attack, self.x[:n], self.y[:n],
-                           batch_size=s.paper_fgsm_batch_size)
+        name, size = (("paper_fgsm_attack", s.paper_fgsm_batch_size) if gradient == "full"
+                      else (f"{gradient}_fgsm_attack", s.batch_size))
+        return batches.run(name, attack, self.x[:n], self.y[:n], batch_size=size)
 
     def __call__(self, generator: keras.Model, *, cache_dir: Optional[str] = None,
                  deadline: Optional[float] = None,
@@ -362,16 +372,18 @@ class DefenseQualityProbe:
         out["transferred_fgsm_failures"] = classify_failures(
             recs["clean"], errors["transferred_fgsm"], self.x_fgsm, failed)
 
-        if s.paper_fgsm_images:
+        for key, gradient, n in (("paper_fgsm", "full", s.paper_fgsm_images),
+                                 ("bpda_fgsm", "bpda", s.bpda_fgsm_images)):
+            if not n:
+                continue
             t0 = time.perf_counter()
-            x_adv, norms, zero = self._paper_fgsm(generator, batches)
-            n = s.paper_fgsm_images
-            rec, err = self._project(projector, x_adv, _EVAL_SEED, batches, "paper_fgsm")
+            x_adv, norms, zero = self._attack_fgsm(generator, batches, gradient, n)
+            rec, err = self._project(projector, x_adv, _EVAL_SEED, batches, key)
             norm_summary = gradient_norm_summary(norms)
-            defended["paper_fgsm"] = accuracy_entry(self._predict(rec) == self.y[:n])
-            defended["paper_fgsm"].update({
+            defended[key] = accuracy_entry(self._predict(rec) == self.y[:n])
+            defended[key].update({
                 "mean_reconstruction_error": float(err.mean()),
-                "gradient_mode": "full",
+                "gradient_mode": gradient,
                 "input_gradient_norm_mean": norm_summary["mean"],  # of the finite ones
                 "input_gradient_norm_median": norm_summary["median"],
                 "input_gradient_norm_nonfinite": norm_summary["nonfinite"],
@@ -379,7 +391,7 @@ class DefenseQualityProbe:
                 "mean_linf_distortion": float(np.abs(x_adv - self.x[:n]).max(
                     axis=(1, 2, 3)).mean()),
             })
-            timings["paper_fgsm"] = time.perf_counter() - t0
+            timings[key] = time.perf_counter() - t0
         out["defense_gan_orig"] = defended
         out["undefended"] = self.undefended
         out["settings"] = {
@@ -388,6 +400,8 @@ class DefenseQualityProbe:
             "eps": s.eps, "projection": dataclasses.asdict(s.projection),
             "classifier": "the dataset's classifier A (logits), trained on real images",
         }
+        if s.bpda_fgsm_images:
+            out["settings"]["bpda_fgsm_images"] = s.bpda_fgsm_images
         out["seconds"] = {k: round(v, 1) for k, v in timings.items()}
         if batches.loaded:  # the seconds above cover only the batches run by this call
             out["batches_from_cache"] = batches.loaded
@@ -597,7 +611,9 @@ def _average_text(entry: Optional[dict]) -> str:
 _CONDITIONS = (("clean", "clean"), ("transferred_fgsm", "FGSM transferred from the "
                                     "undefended classifier"),
                ("random_sign", "random-sign noise"),
-               ("paper_fgsm", "paper-style FGSM (full gradient through the projection)"))
+               ("paper_fgsm", "paper-style FGSM (full gradient through the projection)"),
+               ("bpda_fgsm", "FGSM through BPDA (the projection's gradient taken as the "
+                             "identity)"))
 
 
 def defense_table(figures: dict) -> str:
@@ -619,9 +635,10 @@ def defense_table(figures: dict) -> str:
         lines.append(f"\nTransferred-FGSM failures: {f['failures']}, of which "
                      f"{f['optimisation_failures']} optimisation and {f['range_failures']} "
                      "range failures (DESIGN.md 5b).")
-    paper = defended.get("paper_fgsm")
-    if paper and "input_gradient_norm_median" in paper:
-        lines.append(f"Paper-style FGSM input-gradient L2 norm, median / mean: "
-                     f"{_norms_text(paper, '.2e')}; share of exactly zero "
-                     f"gradient pixels {paper['zero_gradient_pixel_share']:.3f}.")
+    for key, name in (("paper_fgsm", "Paper-style FGSM"), ("bpda_fgsm", "BPDA FGSM")):
+        attack = defended.get(key)
+        if attack and "input_gradient_norm_median" in attack:
+            lines.append(f"{name} input-gradient L2 norm, median / mean: "
+                         f"{_norms_text(attack, '.2e')}; share of exactly zero "
+                         f"gradient pixels {attack['zero_gradient_pixel_share']:.3f}.")
     return "\n".join(lines) + "\n"
