@@ -7,8 +7,8 @@
 # DATASET is mnist or fashion_mnist. The leg resumes runs/DATASET exactly (weights,
 # averaged generator, Adam state, data order), restored first from $CHAIN_BACKUP/DATASET
 # when the work tree lost it; with neither, it warm-starts from pretrained/DATASET (with a
-# new critic when the package was shipped without one). It evaluates every 5,000
-# iterations (both generators, in full) and stops with a checkpoint after MINUTES
+# new critic when the package was shipped without one). It evaluates both generators in
+# full every $QUALITY_EVERY iterations (default 10,000) and stops with a checkpoint after MINUTES
 # (exit status 3): run the same command again to continue. The code runs from a frozen
 # copy (runs/.train_code), so that editing the work tree cannot change a running leg.
 # With CHAIN_BACKUP set, the run folder is copied there after the leg.
@@ -39,7 +39,7 @@ TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH="$CODE" \
   "$PYTHON" "$CODE/bin/train.py" --dataset="$DATASET" --output_dir="$RUN" \
   --data_dir="${DEFENSE_GAN_DATA_DIR:-../shared/data}" --precision="$PRECISION" \
   --train_iters="$ITERS" --time_budget_minutes="$MINUTES" --log_every=100 \
-  --quality_every=5000 --quality_average_full \
+  --quality_every="${QUALITY_EVERY:-10000}" --quality_average_full \
   --quality_classifier="$PACKAGE/classifier_A.keras" --warm_start="$PACKAGE" "${EXTRA[@]}"
 STATUS=$?
 if [ -n "$BACKUP" ] && [ -d "$RUN" ]; then

@@ -48,15 +48,16 @@ def test_a_leg_resumes_or_warm_starts_with_a_new_critic_only_when_needed(tmp_pat
     assert "--warm_start=pretrained/fashion_mnist" in args
     assert "--warm_start_fresh_critic" in args  # the package has no critic
     assert "--quality_classifier=pretrained/fashion_mnist/classifier_A.keras" in args
-    assert "--train_iters=200000" in args
+    assert "--train_iters=200000" in args and "--quality_every=10000" in args
     # The frozen copy of the code, not the work tree, is what runs.
     assert (root / "pythonpath.txt").read_text().strip() == "runs/.train_code"
     assert (root / "runs/.train_code/defense_gan_tf/marker.py").exists()
 
     root, python = _world(tmp_path / "b", "mnist", critic=True)
-    assert _leg(root, python, "mnist", "30", "100000").returncode == 3
+    assert _leg(root, python, "mnist", "30", "100000", QUALITY_EVERY="2500").returncode == 3
     args = (root / "args.txt").read_text().split("\n")
     assert "--warm_start_fresh_critic" not in args and "--train_iters=100000" in args
+    assert "--quality_every=2500" in args
 
 
 def test_the_run_folder_is_backed_up_and_restored(tmp_path):
