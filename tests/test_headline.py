@@ -49,6 +49,14 @@ def test_a_package_readme_follows_its_manifest(tmp_path):
     assert "| 0.12 [" in text  # the paper-style FGSM row's new accuracy
     assert "2,500 | 6.77" in text  # the curve, from quality.jsonl
     assert not write_package_readme(str(package))  # unchanged the second time
+    # A new package not measured yet shows its training run's last evaluation.
+    manifest["defense"] = None
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    text = package_readme(str(package))
+    last = manifest["quality_curve_last"]
+    assert f"evaluation at {last['iteration']:,} iterations, on the first 100" in text
+    clean = last["defense_gan_orig"]["clean"]
+    assert f"| clean | 1.00 | {clean['accuracy']:.2f} [" in text
     (package / "quality.jsonl").unlink()
     assert "## Quality during training" not in package_readme(str(package))
 
@@ -78,6 +86,16 @@ def test_the_table_follows_its_sources(tmp_path):
     adaptive("b", [True, False, True, True], 1_000)  # made with an older generator
     table = headline.headline_table(str(tmp_path))
     assert "| 0.750 |" in table
+    # A package not measured on its own yet shows its training run's last evaluation.
+    path = tmp_path / "pretrained/fashion_mnist/manifest.json"
+    manifest = json.loads(path.read_text())
+    last = manifest["quality_curve_last"]
+    manifest["defense"] = None
+    path.write_text(json.dumps(manifest))
+    moved = last["defense_gan_orig"]["transferred_fgsm"]
+    table = headline.headline_table(str(tmp_path))
+    assert (f"passed through the projection ({moved['n']} test images, the training run's "
+            f"evaluation at {last['iteration']:,}) | - | {moved['accuracy']:.3f} |") in table
     assert (f"worst case at L-inf 0.3 (1,000 / {shipped:,}-iteration generator, older than "
             "the shipped one) | - | 0.500 |") in table
     assert headline.rewrite_readme(str(tmp_path)) is True

@@ -113,6 +113,12 @@ def package_readme(package_dir: str) -> str:
                   "package's generators: [defense_figures.md](defense_figures.md)):", "",
                   defense_table(headline).strip(), "",
                   f"Command: `{headline.get('command', '')}`"]
+    elif isinstance((manifest.get("quality_curve_last") or {}).get("defense_gan_orig"), dict):
+        last = manifest["quality_curve_last"]
+        lines += [f"Not measured on its own yet (`bin/measure_generator.py`). The training "
+                  f"run's evaluation at {last['iteration']:,} iterations, on the first "
+                  f"{last['defense_gan_orig']['clean']['n']} test images:", "",
+                  defense_table(last).strip()]
     else:
         lines += ["Not measured (`bin/measure_generator.py`)."]
     lines += _choice(manifest)

@@ -91,14 +91,19 @@ def headline_table(root: str) -> str:
     shipped = {}
     for dataset, name in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
         manifest = _load(os.path.join(root, "pretrained", dataset, "manifest.json"))
-        orig = manifest.get("defense", {}).get("defense_gan_orig", {})
+        figures, source = manifest.get("defense"), "test images"
+        if not figures and manifest.get("quality_curve_last"):
+            # Not measured on its own yet: the training run's last in-run evaluation.
+            figures = manifest["quality_curve_last"]
+            source = f"test images, the training run's evaluation at {figures['iteration']:,}"
+        orig = (figures or {}).get("defense_gan_orig", {})
         clean, moved = orig.get("clean"), orig.get("transferred_fgsm")
         shipped[dataset] = manifest["iterations"]
         where = f"[pretrained/README.md](pretrained/README.md) (`{dataset}/manifest.json`)"
         rows.append((f"{name}, {manifest['iterations']:,}-iteration generator: clean "
-                     f"({clean['n'] if clean else 0} test images)", "-", _fmt(clean), where))
+                     f"({clean['n'] if clean else 0} {source})", "-", _fmt(clean), where))
         rows.append((f"{name}: FGSM made on the undefended classifier, passed through the "
-                     f"projection ({moved['n'] if moved else 0} images)", "-", _fmt(moved),
+                     f"projection ({moved['n'] if moved else 0} {source})", "-", _fmt(moved),
                      where))
     reproduction = "[REPRODUCTION.md](REPRODUCTION.md)"
     none = _whitebox(root, "whitebox_mnist", defense="none")
