@@ -61,6 +61,9 @@ flags.DEFINE_string("warm_start", None, "A packaged generator folder (e.g. "
 flags.DEFINE_bool("warm_start_fresh_critic", False, "With --warm_start: start the critic "
                   "from fresh initial weights instead of the package's critic.keras (for a "
                   "package shipped without its critic); recorded in the warm start entry.")
+flags.DEFINE_integer("critic_warmup", 200, "With --warm_start_fresh_critic: rounds of "
+                     "critic-only updates (critic_steps each, generator frozen) that train "
+                     "the new critic before the generator trains against it.")
 flags.DEFINE_float("ema_decay", None, "Override gan.ema_decay: decay of the averaged "
                    "generator kept beside the trained one and saved as generator_ema.keras "
                    "(default 0.999; 0 keeps no average).")
@@ -117,6 +120,8 @@ def main(argv):
     if FLAGS.warm_start_fresh_critic and not FLAGS.warm_start:
         raise app.UsageError("--warm_start_fresh_critic needs --warm_start (the package "
                              "whose generator the new critic trains against)")
+    if FLAGS.critic_warmup < 0:
+        raise app.UsageError(f"--critic_warmup must be >= 0, got {FLAGS.critic_warmup}")
     config = build_config()
     if not FLAGS.overwrite:  # a folder of another config is refused before TensorFlow loads
         from defense_gan_tf.training.run_folder import ConfigMismatchError, check_resumable
@@ -158,7 +163,8 @@ def main(argv):
     if FLAGS.warm_start:
         try:
             warm_start = training.load_warm_start(
-                FLAGS.warm_start, fresh_critic=FLAGS.warm_start_fresh_critic)
+                FLAGS.warm_start, fresh_critic=FLAGS.warm_start_fresh_critic,
+                critic_warmup=FLAGS.critic_warmup)
         except (OSError, ValueError) as e:
             raise app.UsageError(f"--warm_start: {e}") from None
     try:

@@ -125,6 +125,7 @@ def test_projection_needs_steps_and_restarts():
     ("reproduce.py", ["--table=whitebox_mnist", "--models=F"], "--models"),
     ("train.py", ["--output_dir=never_made", "--warm_start_fresh_critic"],
      "--warm_start_fresh_critic needs --warm_start"),
+    ("train.py", ["--output_dir=never_made", "--critic_warmup=-1"], "--critic_warmup"),
 ])
 def test_bad_flags_fail_before_tensorflow_loads(files, name, args, flag):
     """A flag error costs well under a second: the settings dataclasses (records.specs,

@@ -259,6 +259,41 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
         assert kernels and all(np.array_equal(a, b) == same for a, b in kernels), name
     with open(os.path.join(again, "progress.json")) as f:
         assert "critic started from fresh" in json.load(f)["warm_starts"][-1]["note"]
+    # With a warm-up, the new critic first trains alone: the generator is untouched, the
+    # critic tells real from generated images better than the fresh one, and a rerun
+    # (a warm-up interrupted before the first checkpoint is redone) gives the same critic.
+    warmed = []
+    for name in ("warmed", "warmed_again"):
+        folder = str(tmp_path / name)
+        r = training.train_gan(
+            config_lib.override(cfg32, {"gan.train_iters": 5}), folder, images=images,
+            log=messages.append,
+            warm_start=training.load_warm_start(dest, fresh_critic=True, critic_warmup=50))
+        assert (r.start_iteration, r.iteration) == (5, 5)
+        warmed.append(folder)
+    assert any(m.startswith("critic warm-up 50/50") for m in messages)
+    models_of = {name: {f: keras.models.load_model(os.path.join(folder, f)) for f in
+                        ("generator.keras", "critic.keras")}
+                 for name, folder in (("fresh", again), ("warmed", warmed[0]),
+                                      ("rerun", warmed[1]))}
+    for a, b in zip(models_of["fresh"]["generator.keras"].get_weights(),
+                    models_of["warmed"]["generator.keras"].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(models_of["warmed"]["critic.keras"].get_weights(),
+                    models_of["rerun"]["critic.keras"].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    z = np.random.default_rng(5).standard_normal((64, cfg32.model.latent_dim))
+    fake = models_of["fresh"]["generator.keras"](z.astype(np.float32))
+
+    def wasserstein(critic):
+        return float(np.mean(critic(images[:64])) - np.mean(critic(fake)))
+
+    assert wasserstein(models_of["warmed"]["critic.keras"]) > \
+        wasserstein(models_of["fresh"]["critic.keras"]) + 0.01
+    with open(os.path.join(warmed[0], "progress.json")) as f:
+        assert "trained alone for 50 rounds" in json.load(f)["warm_starts"][-1]["note"]
+    with pytest.raises(ValueError, match="critic_warmup"):
+        training.load_warm_start(dest, fresh_critic=True, critic_warmup=-1)
 
 
 def test_recorded_commands_carry_no_absolute_paths():

@@ -298,6 +298,12 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
             average.update(model.iteration)
         return logs
 
+    if warm_start is not None and not state.restored and warm_start.critic_warmup:
+        # Before the first checkpoint: an interrupted warm-up is redone on the rerun.
+        state.previous_seconds += _warm_up_critic(
+            model, strategy, real_batches(config, images, dataset, 0),
+            warm_start.critic_warmup, log)
+
     budget = None if budget_minutes is None else budget_minutes * 60.0
     with StopFlag(log) as stop_flag:
         progress = ProgressLog()
@@ -320,6 +326,30 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
                        generator_path=generator_path, last_logs=state.logs,
                        average_path=(os.path.join(output_dir, AVERAGE_FILE)
                                      if average is not None else None))
+
+
+def _warm_up_critic(model: WGANGP, strategy, batches, rounds: int, log) -> float:
+    """Trains a new critic alone against the warm-started generator for ``rounds``
+    rounds of critic_steps updates, so that the generator's first updates follow a
+    critic that tells real from generated images rather than a random one; returns the
+    seconds it took."""
+    t0 = time.monotonic()
+
+    @tf.function
+    def critic_step(batch, round_):
+        per_replica = strategy.run(model.critic_step, args=(batch, round_))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    iterator = iter(strategy.experimental_distribute_dataset(batches))
+    every = max(1, rounds // 10)
+    for r in range(rounds):
+        logs = critic_step(next(iterator), tf.constant(r, tf.int64))
+        if (r + 1) % every == 0 or r + 1 == rounds:
+            log(f"critic warm-up {r + 1}/{rounds}: critic {float(logs['critic_loss']):.4f}"
+                f"  W {float(logs['wasserstein']):.4f}  gp "
+                f"{float(logs['gradient_penalty']):.4f}")
+    return time.monotonic() - t0
 
 
 def _loop(state: RunState, step, iterator, monitors) -> str:
@@ -410,7 +440,10 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
              "previous_precision": warm_start.precision,
              "note": "weights only; optimizer state started afresh"
                      + ("" if warm_start.critic_path else
-                        "; critic started from fresh initial weights")}]
+                        "; critic started from fresh initial weights"
+                        + (f" and trained alone for {warm_start.critic_warmup} rounds of "
+                           f"{config.gan.critic_steps} updates"
+                           if warm_start.critic_warmup else ""))}]
         if chief and warm_start.quality_path:
             shutil.copyfile(warm_start.quality_path, os.path.join(output_dir, QUALITY_FILE))
         log(f"warm start from {warm_start.source} at iteration {warm_start.iteration} "

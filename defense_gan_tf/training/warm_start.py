@@ -39,6 +39,8 @@ class WarmStart:
       precision: the training precision of the package's last run, if recorded.
       average_path: the package's averaged generator, if it has one (otherwise the
         average starts from the generator's weights).
+      critic_warmup: with a new critic (``critic_path`` None), rounds of critic-only
+        updates against the package's generator before training goes on.
     """
 
     generator_path: str
@@ -51,9 +53,11 @@ class WarmStart:
     source: str = ""
     precision: Optional[str] = None
     average_path: Optional[str] = None
+    critic_warmup: int = 0
 
 
-def load_warm_start(package_dir: str, fresh_critic: bool = False) -> WarmStart:
+def load_warm_start(package_dir: str, fresh_critic: bool = False,
+                    critic_warmup: int = 0) -> WarmStart:
     """A :class:`WarmStart` from a packaged generator folder (``pretrained/<dataset>``).
 
     Args:
@@ -61,13 +65,18 @@ def load_warm_start(package_dir: str, fresh_critic: bool = False) -> WarmStart:
       fresh_critic: start the critic from fresh initial weights instead of the
         package's ``critic.keras`` (which then need not exist): the way to continue a
         package that was shipped without its critic.
+      critic_warmup: with ``fresh_critic``, rounds of critic-only updates (critic_steps
+        each) against the package's generator before training goes on.
 
     Raises:
+      ValueError: ``critic_warmup`` is negative.
       FileNotFoundError: the folder lacks manifest.json, the trained generator
         (generator.keras, or the manifest's ``raw_file``) or (without ``fresh_critic``)
         critic.keras.
       ValueError: the manifest cannot be read.
     """
+    if critic_warmup < 0:
+        raise ValueError(f"critic_warmup must be >= 0, got {critic_warmup}")
     paths = {name: os.path.join(package_dir, name) for name in ("manifest.json", CRITIC_FILE)}
     if not os.path.isfile(paths["manifest.json"]):
         raise FileNotFoundError(f"warm start folder {package_dir} has no manifest.json")
@@ -100,7 +109,8 @@ def load_warm_start(package_dir: str, fresh_critic: bool = False) -> WarmStart:
         warm_starts=tuple(manifest.get("warm_starts", ())),
         quality_path=quality if os.path.isfile(quality) else None,
         source=package_dir, precision=manifest.get("precision"),
-        average_path=average if os.path.isfile(average) else None)
+        average_path=average if os.path.isfile(average) else None,
+        critic_warmup=critic_warmup if fresh_critic else 0)
 
 
 def apply_warm_start(warm: WarmStart, model: WGANGP, config: Config,

@@ -127,7 +127,8 @@ class WGANGP(keras.Model):
                                        seed=self._seed(iteration, stream))
         return _replica_slice(z, local_batch)
 
-    def train_step(self, data):
+    def _batch(self, data):
+        """(real [batch, critic_steps, H, W, C], local batch, global batch, 1 / global)."""
         real = data[0] if isinstance(data, (tuple, list)) else data
         real = tf.convert_to_tensor(real)
         if len(real.shape) != 5 or real.shape[1] != self.gan_config.critic_steps:
@@ -138,10 +139,12 @@ class WGANGP(keras.Model):
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         global_batch = local_batch * replicas
-        scale = 1.0 / tf.cast(global_batch, real.dtype)
-        iteration = tf.identity(self.iteration)
-        gp_weight = self.gan_config.gradient_penalty_weight
+        return real, local_batch, global_batch, 1.0 / tf.cast(global_batch, real.dtype)
 
+    def _critic_updates(self, real, iteration, local_batch, global_batch, scale):
+        """The critic_steps critic updates of one iteration (Gulrajani et al. 2017,
+        Algorithm 1, lines 2-9); returns the last update's loss terms."""
+        gp_weight = self.gan_config.gradient_penalty_weight
         for k in range(self.gan_config.critic_steps):
             real_k = real[:, k]
             z = self._latent(iteration, 2 * k, local_batch, global_batch)
@@ -157,6 +160,26 @@ class WGANGP(keras.Model):
                 critic_loss = tf.reduce_sum(d_fake - d_real + gp_weight * penalty) * scale
             grads = tape.gradient(critic_loss, self.critic.trainable_variables)
             self.d_optimizer.apply_gradients(zip(grads, self.critic.trainable_variables))
+        return critic_loss, penalty, d_real, d_fake
+
+    def critic_step(self, data, round_):
+        """The critic updates of one iteration without the generator's: how a new critic
+        is trained against a trained generator before training goes on (a warm start
+        from a package shipped without its critic). Round ``round_`` draws z and the
+        penalty's mixing weights from counters the training never uses (negative)."""
+        real, local_batch, global_batch, scale = self._batch(data)
+        iteration = -1 - tf.cast(round_, tf.int64)
+        critic_loss, penalty, d_real, d_fake = self._critic_updates(
+            real, iteration, local_batch, global_batch, scale)
+        return {"critic_loss": critic_loss,
+                "gradient_penalty": tf.reduce_sum(penalty) * scale,
+                "wasserstein": tf.reduce_sum(d_real - d_fake) * scale}
+
+    def train_step(self, data):
+        real, local_batch, global_batch, scale = self._batch(data)
+        iteration = tf.identity(self.iteration)
+        critic_loss, penalty, d_real, d_fake = self._critic_updates(
+            real, iteration, local_batch, global_batch, scale)
 
         z = self._latent(iteration, 2 * self.gan_config.critic_steps, local_batch,
                          global_batch)
