@@ -91,11 +91,13 @@ def test_the_table_follows_its_sources(tmp_path):
     manifest = json.loads(path.read_text())
     last = manifest["quality_curve_last"]
     manifest["defense"] = None
+    manifest["shipped_generator"] = "average"  # generators/choice.py chose the average
     path.write_text(json.dumps(manifest))
     moved = last["defense_gan_orig"]["transferred_fgsm"]
     table = headline.headline_table(str(tmp_path))
     assert (f"passed through the projection ({moved['n']} test images, the training run's "
             f"evaluation at {last['iteration']:,}) | - | {moved['accuracy']:.3f} |") in table
+    assert f"Fashion-MNIST, {manifest['iterations']:,}-iteration averaged generator:" in table
     assert (f"worst case at L-inf 0.3 (1,000 / {shipped:,}-iteration generator, older than "
             "the shipped one) | - | 0.500 |") in table
     assert headline.rewrite_readme(str(tmp_path)) is True

@@ -100,7 +100,9 @@ def headline_table(root: str) -> str:
         clean, moved = orig.get("clean"), orig.get("transferred_fgsm")
         shipped[dataset] = manifest["iterations"]
         where = f"[pretrained/README.md](pretrained/README.md) (`{dataset}/manifest.json`)"
-        rows.append((f"{name}, {manifest['iterations']:,}-iteration generator: clean "
+        kind = "averaged generator" if manifest.get("shipped_generator") == "average" \
+            else "generator"
+        rows.append((f"{name}, {manifest['iterations']:,}-iteration {kind}: clean "
                      f"({clean['n'] if clean else 0} {source})", "-", _fmt(clean), where))
         rows.append((f"{name}: FGSM made on the undefended classifier, passed through the "
                      f"projection ({moved['n'] if moved else 0} {source})", "-", _fmt(moved),
