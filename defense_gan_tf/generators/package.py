@@ -295,9 +295,11 @@ def _write_manifest(dest_dir: str, manifest: dict) -> None:
 
 def _measurement_key(settings: dict, file: str) -> str:
     """What makes two measurements of a package the same one: the file and the settings."""
-    keep = ("num_images", "paper_fgsm_images", "bpda_fgsm_images", "eps", "projection",
-            "random_sign")
-    return json.dumps({"file": file, **{k: settings.get(k) for k in keep}}, sort_keys=True)
+    keep = ("num_images", "paper_fgsm_images", "eps", "projection", "random_sign")
+    # BPDA images: absent (0) from the figures of probes without them and of older ones.
+    return json.dumps({"file": file, **{k: settings.get(k) for k in keep},
+                       "bpda_fgsm_images": settings.get("bpda_fgsm_images") or 0},
+                      sort_keys=True)
 
 
 def _strength(settings: dict) -> tuple:
