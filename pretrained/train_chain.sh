@@ -31,13 +31,11 @@ if [ ! -d "$RUN" ] && [ -n "$BACKUP" ] && [ -d "$BACKUP/$DATASET" ]; then
 fi
 CODE=runs/.train_code
 rm -rf "$CODE" && mkdir -p "$CODE" && cp -r defense_gan_tf bin "$CODE/" || exit 1
-PRECISION=float32  # bfloat16 only where the CPU computes it natively (bench/README.md)
-if grep -q -w -e avx512_bf16 -e amx_bf16 /proc/cpuinfo; then PRECISION=mixed_bfloat16; fi
 EXTRA=()
 if [ ! -f "$PACKAGE/critic.keras" ]; then EXTRA+=(--warm_start_fresh_critic); fi
-TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH="$CODE" \
-  "$PYTHON" "$CODE/bin/train.py" --dataset="$DATASET" --output_dir="$RUN" \
-  --data_dir="${DEFENSE_GAN_DATA_DIR:-../shared/data}" --precision="$PRECISION" \
+# --precision=auto: bfloat16 only where the device computes it natively (bench/README.md).
+PYTHONPATH="$CODE" "$PYTHON" "$CODE/bin/train.py" --dataset="$DATASET" --output_dir="$RUN" \
+  --data_dir="${DEFENSE_GAN_DATA_DIR:-../shared/data}" --precision=auto \
   --train_iters="$ITERS" --time_budget_minutes="$MINUTES" --log_every=100 \
   --quality_every="${QUALITY_EVERY:-10000}" --quality_average_full \
   --quality_classifier="$PACKAGE/classifier_A.keras" --warm_start="$PACKAGE" "${EXTRA[@]}"

@@ -24,9 +24,10 @@ import os
 from typing import Optional
 
 from defense_gan_tf.errors import InputError
-from defense_gan_tf.training.run_files import AVERAGE_FILE, GENERATOR_FILE
+from defense_gan_tf.generators.package import (_write_manifest, defense_measurements,
+                                               sha256_of)
+from defense_gan_tf.training.run_files import AVERAGE_FILE, GENERATOR_FILE, RAW_FILE
 
-RAW_FILE = "generator_raw.keras"
 MIN_CLEAN = {"mnist": 0.98, "fashion_mnist": 0.85}
 
 
@@ -44,8 +45,6 @@ def _best_measurement(manifest: dict, sha: str, num_images: int, eps: float) -> 
         Optional[dict]:
     """The measurement of the weights with ``sha`` with the most images, of at least
     ``num_images`` at the package's L and R and at ``eps``."""
-    from defense_gan_tf.generators.package import defense_measurements
-
     projection = (manifest.get("config") or {}).get("projection") or {}
     found = []
     for entry in defense_measurements(manifest):
@@ -94,15 +93,11 @@ def choose_shipped_generator(package_dir: str, *, min_clean: Optional[float] = N
       InputError: no manifest, no averaged generator, a generator not measured, or a file
         that does not match its sha256.
     """
-    from defense_gan_tf.generators.package import _write_manifest, sha256_of
-
     path = os.path.join(package_dir, "manifest.json")
     if not os.path.isfile(path):
         raise InputError(f"{package_dir} has no manifest.json")
     with open(path) as f:
         manifest = json.load(f)
-    from defense_gan_tf.generators.package import defense_measurements
-
     manifest["defense_measurements"] = defense_measurements(manifest)  # older manifests
     files = files_of(manifest)
     if files["average"] is None:

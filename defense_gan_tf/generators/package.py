@@ -27,10 +27,9 @@ from defense_gan_tf import __version__, hardware, jsonio
 from defense_gan_tf.config import Config, canonical_dataset_name
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.metrics.quality import generator_quality, sample
-from defense_gan_tf.generators.choice import RAW_FILE
 from defense_gan_tf.generators.training_curve import (curve_table, defense_table,
                                                       plot_quality_curve)
-from defense_gan_tf.training.run_files import AVERAGE_FILE, read_quality
+from defense_gan_tf.training.run_files import AVERAGE_FILE, RAW_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
 
 PACKAGE_FILES = ("generator.keras", "generator_ema.keras", RAW_FILE,

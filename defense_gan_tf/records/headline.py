@@ -71,11 +71,13 @@ def _adaptive_records(root: str) -> list[dict]:
             if r.get("kind") == "adaptive"]
 
 
-def adaptive_worst_case(root: str, norm: str = "linf") -> dict:
-    """{budget: accuracy} of the committed adaptive cells: an image counts as robust at a
-    budget only if every attack at that budget failed on it."""
+def adaptive_worst_case(root: str, norm: str = "linf",
+                        records: Optional[list] = None) -> dict:
+    """{budget: accuracy} of the committed adaptive cells (``records``, read from ``root``
+    when not given): an image counts as robust at a budget only if every attack at that
+    budget failed on it."""
     robust: dict = {}
-    for r in _adaptive_records(root):
+    for r in _adaptive_records(root) if records is None else records:
         cell = r.get("result", {})
         if cell.get("norm") != norm or "correct" not in cell:
             continue
@@ -115,11 +117,12 @@ def headline_table(root: str) -> str:
                                            f"n={gan['result']['adversarial']['n']}"),
                  _fmt(none and none["result"]["adversarial"]),
                  _fmt(gan and gan["result"]["adversarial"]), reproduction))
-    worst = adaptive_worst_case(root)
+    adaptive = _adaptive_records(root)
+    worst = adaptive_worst_case(root, records=adaptive)
     if worst:
         rows.append(("MNIST: adaptive attacks, worst case at L-inf "
                      + " / ".join(f"{b:g}" for b in worst)
-                     + _generator(_adaptive_records(root), shipped["mnist"]), "-",
+                     + _generator(adaptive, shipped["mnist"]), "-",
                      " / ".join(f"{a:.3f}" for a in worst.values()),
                      "[results/adaptive/README.md](results/adaptive/README.md)"))
     bb_none, bb_gan = _blackbox(root, defense="none"), _blackbox(root, defense="defense_gan")

@@ -291,9 +291,7 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
 
     @tf.function
     def step(batch):
-        per_replica = strategy.run(train_step, args=(batch,))
-        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in per_replica.items()}
+        logs = _summed(strategy, train_step, batch)
         if average is not None:  # after the generator update (automatic control deps)
             average.update(model.iteration)
         return logs
@@ -328,6 +326,13 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
                                      if average is not None else None))
 
 
+def _summed(strategy, fn, *args) -> dict:
+    """``fn`` run on every replica; its logs summed over the replicas."""
+    per_replica = strategy.run(fn, args=args)
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+
+
 def _warm_up_critic(model: WGANGP, strategy, batches, rounds: int, log) -> float:
     """Trains a new critic alone against the warm-started generator for ``rounds``
     rounds of critic_steps updates, so that the generator's first updates follow a
@@ -337,9 +342,7 @@ def _warm_up_critic(model: WGANGP, strategy, batches, rounds: int, log) -> float
 
     @tf.function
     def critic_step(batch, round_):
-        per_replica = strategy.run(model.critic_step, args=(batch, round_))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in per_replica.items()}
+        return _summed(strategy, model.critic_step, batch, round_)
 
     iterator = iter(strategy.experimental_distribute_dataset(batches))
     every = max(1, rounds // 10)

@@ -11,6 +11,7 @@ from defense_gan_tf.atomic import save_model
 
 GENERATOR_FILE = "generator.keras"
 AVERAGE_FILE = "generator_ema.keras"
+RAW_FILE = "generator_raw.keras"  # the trained generator when the average is shipped
 CRITIC_FILE = "critic.keras"
 QUALITY_FILE = "quality.jsonl"
 
