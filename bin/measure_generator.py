@@ -57,6 +57,9 @@ flags.DEFINE_string("generator_file", None, "The generator file of the package t
                     "the averaged one).")
 flags.DEFINE_bool("overwrite", False, "Measure again a file already measured with these "
                   "settings, and let figures that measured less replace the headline ones.")
+flags.DEFINE_bool("skip_measured", False, "Exit 0 without measuring when the file was "
+                  "measured with these settings already (for a script that repeats a "
+                  "sequence of measurements until every one is done).")
 shared.define_execution_flags()
 shared.define_shard_flags("every stage's batches (it waits for the batches other workers "
                           "hold, so that all finish together)")
@@ -97,7 +100,7 @@ def main(argv):
 
     from defense_gan_tf.errors import InputError
     from defense_gan_tf.atomic import write_text
-    from defense_gan_tf.generators.package import (add_defense_figures,
+    from defense_gan_tf.generators.package import (AlreadyMeasured, add_defense_figures,
                                                    defense_figures_markdown)
 
     try:
@@ -119,6 +122,11 @@ def main(argv):
                 claim_timeout=claim_timeout)
     except training_curve.BudgetExhausted as stop:
         shared.exit_unfinished(f"{stop}; the manifest is unchanged")
+    except AlreadyMeasured as e:
+        if not FLAGS.skip_measured:
+            raise app.UsageError(f"--package_dir: {e}") from None
+        echo(f"nothing to do (--skip_measured): {e}")
+        return
     except InputError as e:
         raise app.UsageError(f"--package_dir: {e}") from None
     with open(manifest) as f:

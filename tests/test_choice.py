@@ -55,11 +55,20 @@ def package(tmp_path):
     (folder / "generator.keras").write_bytes(raw)
     (folder / "generator_ema.keras").write_bytes(average)
     (folder / "critic.keras").write_bytes(b"critic")
-    template = shipped["defense"]
+    (folder / "samples.png").write_bytes(b"raw samples")
+    (folder / "samples_ema.png").write_bytes(b"averaged samples")
+    # Any measurement's fields will do: the package's own, or (not measured yet) the last
+    # in-run evaluation of its curve, which has the same ones.
+    template = shipped["defense"] or {
+        k: v for k, v in shipped["quality_curve_last"].items()
+        if k not in ("iteration", "train_seconds", "eval_seconds", "average")}
     manifest = {
         "dataset": "mnist", "config": shipped["config"], "iterations": 1000,
         "file": "generator.keras", "sha256": _sha(raw), "average_file": "generator_ema.keras",
         "average_sha256": _sha(average), "critic_file": "critic.keras",
+        "samples": "samples.png", "average_samples": "samples_ema.png",
+        "quality": {"classifier_score": 9.0, "frechet_distance": 3.0},
+        "average_quality": {"classifier_score": 9.1, "frechet_distance": 2.5},
         "defense_measurements": [
             _entry(template, _sha(raw), "generator.keras", 0.99, 0.60),
             _entry(template, _sha(average), "generator_ema.keras", 0.99, 0.70),
@@ -96,6 +105,13 @@ def test_the_average_is_shipped_and_training_continues_from_the_trained_one(pack
         assert entry["file"] == expected
     assert m["defense"]["sha256"] == _sha(average)
     assert m["defense"]["settings"]["num_images"] == 500
+    # So do the quality figures and the sample grids.
+    assert m["quality"]["frechet_distance"] == 2.5 == m["average_quality"]["frechet_distance"]
+    assert m["raw_quality"]["frechet_distance"] == 3.0
+    assert (folder / m["samples"]).read_bytes() == b"averaged samples"
+    assert (folder / m["raw_samples"]).read_bytes() == b"raw samples"
+    assert m["average_samples"] == m["samples"] == "samples.png"
+    assert not (folder / "samples_ema.png").exists()
     # A warm start continues the trained generator, with the average beside it.
     warm = training.load_warm_start(str(folder))
     assert warm.generator_path.endswith("generator_raw.keras")
@@ -103,6 +119,10 @@ def test_the_average_is_shipped_and_training_continues_from_the_trained_one(pack
     text = (folder / "README.md").read_text()
     assert "generator: the averaged one | `generator.keras`" in text
     assert "| averaged (shipped) | 500 | 0.990 | 0.700 |" in text
+    assert "classifier score **9.10**" in text  # the shipped (averaged) generator's
+    assert ("The trained generator (not averaged), `generator_raw.keras`, from the same z: "
+            "classifier score 9.00, Frechet distance 3.00.") in text
+    assert "![samples](samples.png)" in text and "(samples_raw.png)" in text
     # Choosing again changes nothing.
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     choice.choose_shipped_generator(str(folder), command="choose")
@@ -123,6 +143,10 @@ def test_new_figures_can_turn_the_choice_back(package):
     assert not (folder / "generator_raw.keras").exists()
     m = _manifest(folder)
     assert m["shipped_generator"] == "raw" and m["defense"]["sha256"] == _sha(raw)
+    assert m["quality"]["frechet_distance"] == 3.0
+    assert (folder / "samples.png").read_bytes() == b"raw samples"
+    assert (folder / "samples_ema.png").read_bytes() == b"averaged samples"
+    assert not (folder / "samples_raw.png").exists()
 
 
 def test_unmeasured_or_changed_generators_are_refused(package):

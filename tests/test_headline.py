@@ -32,6 +32,18 @@ def test_the_committed_package_readme_is_what_its_files_say(dataset):
         f"pretrained/{dataset}/README.md is stale: run python bin/reproduce.py --headline")
 
 
+def _measured(manifest: dict) -> dict:
+    """``manifest`` with headline figures: its own, or, for a package not measured yet, its
+    run's last in-run evaluation made into a measurement (the same fields)."""
+    if not manifest.get("defense"):
+        last = manifest["quality_curve_last"]
+        manifest["defense"] = dict(
+            {k: v for k, v in last.items()
+             if k not in ("iteration", "train_seconds", "eval_seconds", "average")},
+            command="python bin/measure_generator.py (stand-in)")
+    return manifest
+
+
 def test_a_package_readme_follows_its_manifest(tmp_path):
     from defense_gan_tf.generators.package_readme import package_readme, write_package_readme
 
@@ -39,7 +51,7 @@ def test_a_package_readme_follows_its_manifest(tmp_path):
     package.mkdir()
     for name in ("manifest.json", "quality.jsonl"):
         shutil.copy(os.path.join(ROOT, "pretrained/mnist", name), package)
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = _measured(json.loads((package / "manifest.json").read_text()))
     manifest["iterations"] = 123_456
     manifest["defense"]["defense_gan_orig"]["paper_fgsm"]["accuracy"] = 0.123
     (package / "manifest.json").write_text(json.dumps(manifest))
@@ -51,12 +63,27 @@ def test_a_package_readme_follows_its_manifest(tmp_path):
     assert not write_package_readme(str(package))  # unchanged the second time
     # A new package not measured yet shows its training run's last evaluation.
     manifest["defense"] = None
+    last = {k: v for k, v in manifest["quality_curve_last"].items() if k != "average"}
+    manifest.update(quality_curve_last=last, average_file="generator_ema.keras")
     (package / "manifest.json").write_text(json.dumps(manifest))
     text = package_readme(str(package))
-    last = manifest["quality_curve_last"]
     assert f"evaluation at {last['iteration']:,} iterations, on the first 100" in text
     clean = last["defense_gan_orig"]["clean"]
-    assert f"| clean | 1.00 | {clean['accuracy']:.2f} [" in text
+    assert "The averaged generator" not in text  # not in that evaluation
+    # An evaluation of the averaged generator too shows its figures after the others.
+    average = json.loads(json.dumps(last))
+    average.pop("undefended")
+    average["defense_gan_orig"]["transferred_fgsm"]["accuracy"] = 0.777
+    manifest["quality_curve_last"] = dict(last, average=average)
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    with_average = package_readme(str(package))
+    section = text[:text.index("## Quality during training")].rstrip()
+    assert with_average.startswith(section)
+    added = with_average[len(section):with_average.index("## Quality during training")]
+    assert "The averaged generator (`generator_ema.keras`) at the same evaluation:" in added
+    assert "| 0.78 [" in added and "| clean | " in added
+    undefended = last["undefended"]["clean"]["accuracy"]
+    assert f"| clean | {undefended:.2f} | {clean['accuracy']:.2f} [" in text
     (package / "quality.jsonl").unlink()
     assert "## Quality during training" not in package_readme(str(package))
 
@@ -69,7 +96,7 @@ def test_the_table_follows_its_sources(tmp_path):
         shutil.copy(os.path.join(ROOT, folder, "manifest.json"), tmp_path / folder)
     shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
     path = tmp_path / "pretrained/mnist/manifest.json"
-    manifest = json.loads(path.read_text())
+    manifest = _measured(json.loads(path.read_text()))
     manifest["defense"]["defense_gan_orig"]["transferred_fgsm"]["accuracy"] = 0.75
     path.write_text(json.dumps(manifest))
     os.makedirs(tmp_path / "results/adaptive")

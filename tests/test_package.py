@@ -80,6 +80,17 @@ def test_package_refuses_to_replace_or_to_ship_an_untrained_run(tmp_path, tiny_c
                        evaluate_every=1)
     first = package_generator(run, dest, **kwargs)
     assert first["critic_file"] == "critic.keras" and first["critic_note"] is None
+    # The averaged generator gets its own quality figures and sample grid.
+    import keras
+
+    from defense_gan_tf.metrics.quality import generator_quality
+
+    assert first["average_sha256"] != first["sha256"]
+    average = keras.models.load_model(os.path.join(dest, first["average_file"]))
+    assert first["average_quality"] == generator_quality(
+        average, clf, images[:8], num_samples=10)
+    assert os.path.getsize(os.path.join(dest, first["average_samples"])) > 0
+    assert first["average_samples"] != first["samples"]
     assert first["quality_curve_last"]["iteration"] == 2
     # Strict JSON on disk (an overflowed figure is null, never Infinity), in the run
     # folder and in the package.
@@ -340,6 +351,14 @@ def test_bin_measure_generator_runs_in_parts_and_fills_the_manifest(
     assert "measure_generator.py" in defense["command"] and "=/" not in defense["command"]
     with open(os.path.join(dest, "defense_figures.md")) as f:
         assert "| clean |" in f.read()
+    with open(os.path.join(dest, "manifest.json")) as f:
+        measured = f.read()
+    again = run_script(*cmd, env=env, timeout=300)  # the same measurement: refused
+    assert again.returncode == 1 and "--overwrite" in again.stderr, again.stderr[-2000:]
+    skipped = run_script(*cmd, "--skip_measured", env=env, timeout=300)
+    assert skipped.returncode == 0 and "nothing to do" in skipped.stdout, skipped.stderr
+    with open(os.path.join(dest, "manifest.json")) as f:
+        assert f.read() == measured
     missing = run_script(cmd[0], f"--package_dir={tmp_path}", f"--classifier={classifier}",
                          env=env, timeout=120)
     assert missing.returncode != 0 and "--package_dir" in missing.stderr

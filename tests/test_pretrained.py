@@ -58,3 +58,26 @@ def test_shipped_critic_and_curve_let_training_continue(name):
         entries = training.gan_trainer.read_quality(warm.quality_path)
         assert entries and entries[-1]["iteration"] <= manifest["iterations"]
         assert os.path.exists(os.path.join(folder, "quality_curve.png"))
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_shipped_encoder_was_trained_for_the_shipped_generator(name):
+    """Repackaging or swapping generator.keras leaves encoder.keras behind; its record
+    names the generator it was fitted to, which must be the one shipped beside it."""
+    folder = os.path.join(ROOT, "pretrained", name)
+    record = os.path.join(folder, "encoder.json")
+    if not os.path.exists(record):
+        assert not os.path.exists(os.path.join(folder, "encoder.keras")), (
+            f"{name}: encoder.keras without encoder.json")
+        pytest.skip(f"{name}: no encoder shipped")
+    with open(record) as f:
+        encoder = json.load(f)
+    with open(os.path.join(folder, "manifest.json")) as f:
+        manifest = json.load(f)
+    with open(os.path.join(folder, "generator.keras"), "rb") as f:
+        shipped = hashlib.sha256(f.read()).hexdigest()
+    assert encoder["generator_sha256"] == shipped, (
+        f"pretrained/{name}/encoder.keras was trained for another generator; rerun "
+        f"{encoder['command']}")
+    assert manifest["sha256"] == shipped
+    assert os.path.exists(os.path.join(folder, encoder["file"]))

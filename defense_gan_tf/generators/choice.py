@@ -14,7 +14,8 @@ When the averaged generator wins, ``generator.keras`` becomes the average and th
 generator moves to ``generator_raw.keras`` (training continues from it: warm starts read
 the manifest's ``raw_file``); the manifest's ``shipped_generator`` says which it is and
 ``shipped_choice`` holds the figures the choice was made on. Every measurement follows its
-weights (by sha256) to the new file name.
+weights (by sha256) to the new file name, and so do each generator's quality figures
+(``quality`` is the shipped one's) and sample grid (``samples.png`` is the shipped one's).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import os
 from typing import Optional
 
 from defense_gan_tf.errors import InputError
-from defense_gan_tf.generators.package import (_write_manifest, defense_measurements,
-                                               sha256_of)
+from defense_gan_tf.generators.package import (SAMPLES_OF, _write_manifest,
+                                               defense_measurements, sha256_of)
 from defense_gan_tf.training.run_files import AVERAGE_FILE, GENERATOR_FILE, RAW_FILE
 
 MIN_CLEAN = {"mnist": 0.98, "fashion_mnist": 0.85}
@@ -130,30 +131,50 @@ def choose_shipped_generator(package_dir: str, *, min_clean: Optional[float] = N
     return choice
 
 
+def _rename(package_dir: str, moves: dict) -> None:
+    """Renames files {old name: new name} of ``package_dir``, through temporary names
+    because two files may swap; a name that is not there is left out."""
+    moves = {old: new for old, new in moves.items()
+             if old != new and os.path.isfile(os.path.join(package_dir, old))}
+    for old in moves:
+        os.replace(os.path.join(package_dir, old), os.path.join(package_dir, old + ".choosing"))
+    for old, new in moves.items():
+        os.replace(os.path.join(package_dir, old + ".choosing"), os.path.join(package_dir, new))
+
+
 def _place(package_dir: str, manifest: dict, files: dict, which: str, eps: float) -> None:
-    """Renames the files so that ``which`` is generator.keras, and points the manifest's
-    file names, hashes and measurements at the new names."""
+    """Renames the files so that ``which`` is generator.keras, moves each generator's
+    sample grid and quality figures with it, and points the manifest's file names, hashes
+    and measurements at the new names."""
     (raw, raw_sha), (average, average_sha) = files["raw"], files["average"]
     if which == "average":
         names = {raw_sha: RAW_FILE, average_sha: GENERATOR_FILE}
     else:
         names = {raw_sha: GENERATOR_FILE, average_sha: AVERAGE_FILE}
-    current = {raw_sha: raw, average_sha: average}
-    # Through temporary names: the two files may swap.
-    for sha, name in current.items():
-        if name != names[sha]:
-            os.replace(os.path.join(package_dir, name),
-                       os.path.join(package_dir, name + ".choosing"))
-    for sha, name in current.items():
-        if name != names[sha]:
-            os.replace(os.path.join(package_dir, name + ".choosing"),
-                       os.path.join(package_dir, names[sha]))
+    # Before the first choice, generator.keras is the raw generator with "quality" and
+    # "samples"; the averaged one has "average_quality" and "average_samples".
+    raw_quality = manifest.get("raw_quality") or manifest.get("quality")
+    raw_samples = manifest.get("raw_samples") or manifest.get("samples")
+    average_quality, average_samples = (manifest.get("average_quality"),
+                                        manifest.get("average_samples"))
+    _rename(package_dir, {raw: names[raw_sha], average: names[average_sha]})
+    samples = {raw_sha: SAMPLES_OF[names[raw_sha]], average_sha: SAMPLES_OF[names[average_sha]]}
+    _rename(package_dir, {old: samples[sha] for sha, old in ((raw_sha, raw_samples),
+                                                             (average_sha, average_samples))
+                          if old})
     shipped_sha = average_sha if which == "average" else raw_sha
     manifest.update({
         "file": GENERATOR_FILE, "sha256": shipped_sha,
         "bytes": os.path.getsize(os.path.join(package_dir, GENERATOR_FILE)),
         "raw_file": names[raw_sha], "raw_sha256": raw_sha,
-        "average_file": names[average_sha], "average_sha256": average_sha})
+        "average_file": names[average_sha], "average_sha256": average_sha,
+        # None when the package never measured the averaged generator's quality.
+        "quality": raw_quality if which == "raw" else average_quality,
+        "raw_quality": raw_quality, "average_quality": average_quality,
+        "samples": SAMPLES_OF[GENERATOR_FILE] if (
+            raw_samples if which == "raw" else average_samples) else None,
+        "raw_samples": samples[raw_sha] if raw_samples else None,
+        "average_samples": samples[average_sha] if average_samples else None})
     for entry in manifest["defense_measurements"]:
         if entry.get("sha256") in names:
             entry["file"] = names[entry["sha256"]]

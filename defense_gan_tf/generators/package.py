@@ -32,15 +32,22 @@ from defense_gan_tf.generators.training_curve import (curve_table, defense_table
 from defense_gan_tf.training.run_files import AVERAGE_FILE, RAW_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
 
+# Each generator file's sample grid (generators/choice.py moves them with the weights).
+SAMPLES_OF = {"generator.keras": "samples.png", AVERAGE_FILE: "samples_ema.png",
+              RAW_FILE: "samples_raw.png"}
 PACKAGE_FILES = ("generator.keras", "generator_ema.keras", RAW_FILE,
-                 "critic.keras", "manifest.json",
-                 "samples.png",
+                 "critic.keras", "manifest.json", *SAMPLES_OF.values(),
                  "quality.jsonl", "quality_curve.png", "quality_curve.md",
                  "defense_figures.md", "README.md")
 
 
 class PackageExistsError(FileExistsError):
     """The destination already holds a package (pass overwrite=True to replace it)."""
+
+
+class AlreadyMeasured(InputError):
+    """The generator file was measured with these settings already (pass overwrite=True
+    to measure it again)."""
 
 
 def sha256_of(path: str) -> str:
@@ -127,7 +134,8 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       run_dir: a ``bin/train.py`` output folder (config.json, progress.json,
         generator.keras).
       dest_dir: where to write ``generator.keras``, ``samples.png`` and
-        ``manifest.json``.
+        ``manifest.json`` (and, with the run's averaged generator, its file, its quality
+        figures and ``samples_ema.png``).
       classifier: the logits classifier the quality figures use.
       test_images: real images compared with generated ones.
       reference_images: other real images, for the real-data ceiling.
@@ -168,13 +176,18 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                                 cache_dir=defense_cache, deadline=deadline, log=log)
     weights, average, critic = _copy_files(run_dir, dest_dir, include_critic)
     curve = _copy_curve(run_dir, dest_dir, config.dataset)
-    generator = keras.models.load_model(weights)
-    save_image_grid(sample(generator, 100, seed=1), os.path.join(dest_dir, "samples.png"),
-                    columns=10, pixel_range=config.model.pixel_range)
-    quality = generator_quality(generator, classifier, test_images,
-                                num_samples=num_samples, reference_images=reference_images)
+    qualities = {}  # the same figures and sample grid (same z) for each generator
+    for name in ("generator.keras",) + ((AVERAGE_FILE,) if average else ()):
+        generator = keras.models.load_model(os.path.join(dest_dir, name))
+        save_image_grid(sample(generator, 100, seed=1),
+                        os.path.join(dest_dir, SAMPLES_OF[name]),
+                        columns=10, pixel_range=config.model.pixel_range)
+        qualities[name] = generator_quality(generator, classifier, test_images,
+                                            num_samples=num_samples,
+                                            reference_images=reference_images)
     manifest = _manifest(config, progress, weights=weights, average=average, critic=critic,
-                         include_critic=include_critic, quality=quality, defense=defense,
+                         include_critic=include_critic, quality=qualities["generator.keras"],
+                         average_quality=qualities.get(AVERAGE_FILE), defense=defense,
                          curve=curve, classifier_description=classifier_description,
                          command=command, train_commands=train_commands)
     _write_manifest(dest_dir, manifest)
@@ -239,6 +252,7 @@ def _copy_curve(run_dir: str, dest_dir: str, dataset: str) -> list:
 
 def _manifest(config: Config, progress: dict, *, weights: str, average: Optional[str],
               critic: Optional[str], include_critic: bool, quality: dict,
+              average_quality: Optional[dict],
               defense: Optional[dict], curve: list, classifier_description: str,
               command: str, train_commands: Sequence[str]) -> dict:
     """The package's manifest.json (see :func:`package_generator`)."""
@@ -265,6 +279,8 @@ def _manifest(config: Config, progress: dict, *, weights: str, average: Optional
         "average_file": AVERAGE_FILE if average else None,
         "average_sha256": sha256_of(average) if average else None,
         "average_decay": config.gan.ema_decay if average else None,
+        "average_quality": average_quality,
+        "average_samples": SAMPLES_OF[AVERAGE_FILE] if average else None,
         "critic_file": "critic.keras" if critic else None,
         "critic_sha256": sha256_of(critic) if critic else None,
         "critic_note": _critic_note(critic is not None, include_critic),
@@ -353,8 +369,9 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
       The probe's figures.
 
     Raises:
-      InputError: ``package_dir`` has no manifest.json or generator, the generator file
-        does not match the manifest's sha256, or the measurement exists already.
+      InputError: ``package_dir`` has no manifest.json or generator, or the generator file
+        does not match the manifest's sha256.
+      AlreadyMeasured: the measurement exists already (an InputError).
       BudgetExhausted: the deadline passed first (the manifest is unchanged).
     """
     manifest_path = os.path.join(package_dir, "manifest.json")
@@ -378,7 +395,7 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
         for entry in defense_measurements(manifest):
             if _measurement_key(entry.get("settings", {}), entry.get("file")) == key \
                     and entry.get("sha256") == measured:
-                raise InputError(f"{weights} was measured with these settings already "
+                raise AlreadyMeasured(f"{weights} was measured with these settings already "
                                  f"({entry.get('command', 'no command recorded')}); pass "
                                  "--overwrite to measure it again")
     figures = defense_probe(keras.models.load_model(weights), cache_dir=cache_dir,

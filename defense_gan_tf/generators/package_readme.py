@@ -65,16 +65,32 @@ def _summary(manifest: dict, package_dir: str) -> list:
     return rows
 
 
+def _other_generator(manifest: dict) -> tuple:
+    """(what, file, quality figures, sample grid) of the generator not shipped as
+    generator.keras: the averaged one, or the trained one when the average is shipped."""
+    if manifest.get("shipped_generator") == "average":  # generators/choice.py
+        return ("trained generator (not averaged)", manifest.get("raw_file"),
+                manifest.get("raw_quality"), manifest.get("raw_samples"))
+    return ("averaged generator", manifest.get("average_file"),
+            manifest.get("average_quality"), manifest.get("average_samples"))
+
+
 def _quality(manifest: dict) -> list:
     q = manifest.get("quality") or {}
     if not q:
         return ["Not measured."]
-    return [f"On {q.get('num_samples', 0):,} samples against {q.get('num_real', 0):,} test "
-            f"images, with {manifest.get('quality_classifier') or 'classifier A'}: "
-            f"classifier score **{q['classifier_score']:.2f}** (real images "
-            f"{q.get('real_classifier_score', float('nan')):.2f}), Frechet distance "
-            f"**{q['frechet_distance']:.2f}** (real images "
-            f"{q.get('real_frechet_distance', float('nan')):.2f})."]
+    lines = [f"On {q.get('num_samples', 0):,} samples against {q.get('num_real', 0):,} test "
+             f"images, with {manifest.get('quality_classifier') or 'classifier A'}: "
+             f"classifier score **{q['classifier_score']:.2f}** (real images "
+             f"{q.get('real_classifier_score', float('nan')):.2f}), Frechet distance "
+             f"**{q['frechet_distance']:.2f}** (real images "
+             f"{q.get('real_frechet_distance', float('nan')):.2f})."]
+    what, name, other, _ = _other_generator(manifest)
+    if name and other:
+        lines += ["", f"The {what}, `{name}`, from the same z: classifier score "
+                  f"{other['classifier_score']:.2f}, Frechet distance "
+                  f"{other['frechet_distance']:.2f}."]
+    return lines
 
 
 def _choice(manifest: dict) -> list:
@@ -119,6 +135,12 @@ def package_readme(package_dir: str) -> str:
                   f"run's evaluation at {last['iteration']:,} iterations, on the first "
                   f"{last['defense_gan_orig']['clean']['n']} test images:", "",
                   defense_table(last).strip()]
+        average = last.get("average")
+        if manifest.get("average_file") and isinstance(
+                (average or {}).get("defense_gan_orig"), dict):
+            lines += ["", f"The averaged generator (`{manifest['average_file']}`) at the "
+                      "same evaluation:", "",
+                      defense_table(dict(average, undefended=last.get("undefended"))).strip()]
     else:
         lines += ["Not measured (`bin/measure_generator.py`)."]
     lines += _choice(manifest)
@@ -126,8 +148,12 @@ def package_readme(package_dir: str) -> str:
     if curve:
         lines += ["", "## Quality during training", "",
                   "![quality curve](quality_curve.png)", "", curve_table(curve).strip()]
-    lines += ["", "## Samples", "", "![samples](samples.png)", "",
-              "## How it was made", ""]
+    lines += ["", "## Samples", "", f"![samples]({manifest.get('samples') or 'samples.png'})"]
+    what, name, _, grid = _other_generator(manifest)
+    if name and grid:
+        lines += ["", f"The {what} (`{name}`), from the same z:", "",
+                  f"![samples of the {what}]({grid})"]
+    lines += ["", "## How it was made", ""]
     lines += [f"{k + 1}. `{c}`" for k, c in enumerate(manifest.get("train_commands") or [])]
     if manifest.get("command"):
         lines += ["", f"Packaged with `{manifest['command']}`."]

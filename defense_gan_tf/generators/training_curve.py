@@ -466,8 +466,6 @@ def _accuracy_panel(ax, entries: list, averaged: list) -> None:
                    label="FGSM, no defense")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Defense-GAN-Orig accuracy (95% intervals)")
-    if ax.get_legend_handles_labels()[0]:  # below the panel, clear of the lines
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 
 
 def _failures_panel(ax, entries: list, its: list) -> None:
@@ -525,10 +523,18 @@ def plot_quality_curve(entries, path: str, *, title: str = "",
     _failures_panel(axes[3], entries, its)
     for ax in axes:
         ax.set_xlabel("generator iteration")
+        ax.set_xlim(left=0)  # the curve from the start of training
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # The raw generator's lines (matplotlib lists the error bars last) before the others.
+    handles, labels = axes[2].get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: ("averaged" in labels[i]
+                                                      or "no defense" in labels[i]))
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    if handles:  # the accuracy panel's key, under the whole figure, clear of every line
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
     return path
