@@ -69,7 +69,7 @@ def test_a_package_readme_follows_its_manifest(tmp_path):
     text = package_readme(str(package))
     assert f"evaluation at {last['iteration']:,} iterations, on the first 100" in text
     clean = last["defense_gan_orig"]["clean"]
-    assert "The averaged generator" not in text  # not in that evaluation
+    assert "at the same evaluation" not in text  # no averaged generator in it
     # An evaluation of the averaged generator too shows its figures after the others.
     average = json.loads(json.dumps(last))
     average.pop("undefended")
