@@ -101,8 +101,19 @@ def main(argv):
     from defense_gan_tf.errors import InputError
     from defense_gan_tf.atomic import write_text
     from defense_gan_tf.generators.package import (AlreadyMeasured, add_defense_figures,
+                                                   check_measurable,
                                                    defense_figures_markdown)
 
+    try:  # before the probe, whose test images and FGSM take a while to make
+        check_measurable(FLAGS.package_dir, settings, file=FLAGS.generator_file,
+                         overwrite=FLAGS.overwrite)
+    except AlreadyMeasured as e:
+        if not FLAGS.skip_measured:
+            raise app.UsageError(f"--package_dir: {e}") from None
+        echo(f"nothing to do (--skip_measured): {e}")
+        return
+    except InputError as e:
+        raise app.UsageError(f"--package_dir: {e}") from None
     try:
         probe = training_curve.probe_for_dataset(cfg.dataset, FLAGS.classifier,
                                                  data_dir=FLAGS.data_dir, settings=settings,
@@ -122,11 +133,6 @@ def main(argv):
                 claim_timeout=claim_timeout)
     except training_curve.BudgetExhausted as stop:
         shared.exit_unfinished(f"{stop}; the manifest is unchanged")
-    except AlreadyMeasured as e:
-        if not FLAGS.skip_measured:
-            raise app.UsageError(f"--package_dir: {e}") from None
-        echo(f"nothing to do (--skip_measured): {e}")
-        return
     except InputError as e:
         raise app.UsageError(f"--package_dir: {e}") from None
     with open(manifest) as f:

@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+from conftest import shipped_measurement
 
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.generators import choice
@@ -57,11 +58,7 @@ def package(tmp_path):
     (folder / "critic.keras").write_bytes(b"critic")
     (folder / "samples.png").write_bytes(b"raw samples")
     (folder / "samples_ema.png").write_bytes(b"averaged samples")
-    # Any measurement's fields will do: the package's own, or (not measured yet) the last
-    # in-run evaluation of its curve, which has the same ones.
-    template = shipped["defense"] or {
-        k: v for k, v in shipped["quality_curve_last"].items()
-        if k not in ("iteration", "train_seconds", "eval_seconds", "average")}
+    template = shipped_measurement(shipped)  # any measurement's fields will do
     manifest = {
         "dataset": "mnist", "config": shipped["config"], "iterations": 1000,
         "file": "generator.keras", "sha256": _sha(raw), "average_file": "generator_ema.keras",

@@ -33,7 +33,8 @@ def _world(tmp_path, dataset="mnist", encoder_for=b"generator", **manifest):
     shutil.copy(os.path.join(ROOT, "pretrained", "measure_chain.sh"), root / "pretrained")
     (package / "generator.keras").write_bytes(b"generator")
     (package / "manifest.json").write_text(json.dumps(dict(
-        {"file": "generator.keras", "average_file": "generator_ema.keras"}, **manifest)))
+        {"file": "generator.keras", "sha256": hashlib.sha256(b"generator").hexdigest(),
+         "average_file": "generator_ema.keras"}, **manifest)))
     if encoder_for is not None:
         (package / "encoder.json").write_text(json.dumps(
             {"generator_sha256": hashlib.sha256(encoder_for).hexdigest()}))

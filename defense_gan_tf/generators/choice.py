@@ -152,29 +152,25 @@ def _place(package_dir: str, manifest: dict, files: dict, which: str, eps: float
     else:
         names = {raw_sha: GENERATOR_FILE, average_sha: AVERAGE_FILE}
     # Before the first choice, generator.keras is the raw generator with "quality" and
-    # "samples"; the averaged one has "average_quality" and "average_samples".
-    raw_quality = manifest.get("raw_quality") or manifest.get("quality")
-    raw_samples = manifest.get("raw_samples") or manifest.get("samples")
-    average_quality, average_samples = (manifest.get("average_quality"),
-                                        manifest.get("average_samples"))
+    # "samples"; the averaged one has "average_quality" and "average_samples". Either may
+    # be None (a package that never measured the averaged generator's quality).
+    quality = {raw_sha: manifest.get("raw_quality") or manifest.get("quality"),
+               average_sha: manifest.get("average_quality")}
+    grids = {raw_sha: manifest.get("raw_samples") or manifest.get("samples"),
+             average_sha: manifest.get("average_samples")}
     _rename(package_dir, {raw: names[raw_sha], average: names[average_sha]})
-    samples = {raw_sha: SAMPLES_OF[names[raw_sha]], average_sha: SAMPLES_OF[names[average_sha]]}
-    _rename(package_dir, {old: samples[sha] for sha, old in ((raw_sha, raw_samples),
-                                                             (average_sha, average_samples))
-                          if old})
+    _rename(package_dir, {grid: SAMPLES_OF[names[sha]] for sha, grid in grids.items() if grid})
+    grids = {sha: SAMPLES_OF[names[sha]] if grid else None for sha, grid in grids.items()}
     shipped_sha = average_sha if which == "average" else raw_sha
     manifest.update({
         "file": GENERATOR_FILE, "sha256": shipped_sha,
         "bytes": os.path.getsize(os.path.join(package_dir, GENERATOR_FILE)),
         "raw_file": names[raw_sha], "raw_sha256": raw_sha,
         "average_file": names[average_sha], "average_sha256": average_sha,
-        # None when the package never measured the averaged generator's quality.
-        "quality": raw_quality if which == "raw" else average_quality,
-        "raw_quality": raw_quality, "average_quality": average_quality,
-        "samples": SAMPLES_OF[GENERATOR_FILE] if (
-            raw_samples if which == "raw" else average_samples) else None,
-        "raw_samples": samples[raw_sha] if raw_samples else None,
-        "average_samples": samples[average_sha] if average_samples else None})
+        "quality": quality[shipped_sha], "raw_quality": quality[raw_sha],
+        "average_quality": quality[average_sha],
+        "samples": grids[shipped_sha], "raw_samples": grids[raw_sha],
+        "average_samples": grids[average_sha]})
     for entry in manifest["defense_measurements"]:
         if entry.get("sha256") in names:
             entry["file"] = names[entry["sha256"]]

@@ -375,29 +375,8 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
       BudgetExhausted: the deadline passed first (the manifest is unchanged).
     """
     manifest_path = os.path.join(package_dir, "manifest.json")
-    if not os.path.isfile(manifest_path):
-        raise InputError(f"{package_dir} has no manifest.json; is it a package of "
-                         "bin/package_generator.py?")
-    with open(manifest_path) as f:
-        manifest = json.load(f)
-    file = file or manifest.get("file", "generator.keras")
-    weights = os.path.join(package_dir, file)
-    if not os.path.isfile(weights):
-        raise InputError(f"{package_dir} has no {file}")
-    recorded = _recorded_sha(manifest, file)
-    measured = sha256_of(weights)
-    if measured != recorded:
-        raise InputError(f"{weights} does not match the sha256 in {manifest_path}; "
-                         "repackage it with bin/package_generator.py")
-    settings = getattr(defense_probe, "settings", None)
-    if settings is not None and not overwrite:
-        key = _measurement_key(jsonio.strict(dataclasses.asdict(settings)), file)
-        for entry in defense_measurements(manifest):
-            if _measurement_key(entry.get("settings", {}), entry.get("file")) == key \
-                    and entry.get("sha256") == measured:
-                raise AlreadyMeasured(f"{weights} was measured with these settings already "
-                                 f"({entry.get('command', 'no command recorded')}); pass "
-                                 "--overwrite to measure it again")
+    file, weights, measured = check_measurable(
+        package_dir, getattr(defense_probe, "settings", None), file=file, overwrite=overwrite)
     figures = defense_probe(keras.models.load_model(weights), cache_dir=cache_dir,
                             deadline=deadline, log=log, **sharing)
     figures["command"] = command
@@ -422,6 +401,42 @@ def add_defense_figures(package_dir: str, defense_probe, *, command: str = "",
                 "'defense_measurements'")
     _write_manifest(package_dir, manifest)
     return figures
+
+
+def check_measurable(package_dir: str, settings=None, *, file: Optional[str] = None,
+                     overwrite: bool = False) -> tuple:
+    """What :func:`add_defense_figures` checks before it measures, callable before the
+    (slow to build) probe exists: the package, the generator file and its sha256, and,
+    given the probe's ``settings`` and not ``overwrite``, that the file was not measured
+    with them already. Returns (file, its path, its sha256).
+
+    Raises:
+      InputError: no manifest.json or generator, or a file that does not match its sha256.
+      AlreadyMeasured: the measurement exists already (an InputError).
+    """
+    manifest_path = os.path.join(package_dir, "manifest.json")
+    if not os.path.isfile(manifest_path):
+        raise InputError(f"{package_dir} has no manifest.json; is it a package of "
+                         "bin/package_generator.py?")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    file = file or manifest.get("file", "generator.keras")
+    weights = os.path.join(package_dir, file)
+    if not os.path.isfile(weights):
+        raise InputError(f"{package_dir} has no {file}")
+    measured = sha256_of(weights)
+    if measured != _recorded_sha(manifest, file):
+        raise InputError(f"{weights} does not match the sha256 in {manifest_path}; "
+                         "repackage it with bin/package_generator.py")
+    if settings is not None and not overwrite:
+        key = _measurement_key(jsonio.strict(dataclasses.asdict(settings)), file)
+        for entry in defense_measurements(manifest):
+            if _measurement_key(entry.get("settings", {}), entry.get("file")) == key \
+                    and entry.get("sha256") == measured:
+                raise AlreadyMeasured(f"{weights} was measured with these settings already "
+                                      f"({entry.get('command', 'no command recorded')}); "
+                                      "pass --overwrite to measure it again")
+    return file, weights, measured
 
 
 def _recorded_sha(manifest: dict, file: str) -> Optional[str]:
