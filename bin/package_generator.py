@@ -6,7 +6,8 @@ package with bin/train.py --warm_start; --noship_critic leaves it out of a
 final package), samples.png, the run's quality.jsonl
 with quality_curve.png, and manifest.json (config, precision, iterations, wall
 time, warm restarts, machine, sha256, classifier score and Frechet distance
-next to the real-data ceiling). The quality classifier is loaded from
+next to the real-data ceiling, and the training commands the run recorded in its
+progress.json). The quality classifier is loaded from
 --classifier, or trained on the real training set and saved there when the
 file is missing. An existing package is replaced only with --overwrite.
 
@@ -33,8 +34,10 @@ flags.DEFINE_enum("classifier_model", "A", list("ABCDEF"), "Architecture of a ne
                   "trained quality classifier.")
 flags.DEFINE_integer("classifier_epochs", 3, "Epochs of a newly trained quality classifier.")
 flags.DEFINE_integer("num_samples", 10_000, "Generated images for the quality figures.")
-flags.DEFINE_multi_string("train_command", [], "The bin/train.py command(s) that trained "
-                          "the generator, recorded in the manifest.")
+flags.DEFINE_multi_string("train_command", [], "Training command(s) the run did not "
+                          "record itself (bin/train.py records each call in "
+                          "progress.json); the manifest's train_commands are these, then "
+                          "the run's own.")
 flags.DEFINE_integer("defense_images", 0, "Also measure Defense-GAN-Orig (the run's L, R) "
                      "on this many first test images: clean, transferred FGSM, random-sign "
                      "and paper-style FGSM accuracy, into the manifest (0: skip; 500 at "

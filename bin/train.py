@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 r"""Trains a Defense-GAN WGAN-GP generator; rerun with the same --output_dir to resume.
 
+Every call records its command line, its iterations, its in-run evaluations and why it
+stopped in --output_dir/progress.json ("runs"); bin/package_generator.py writes them
+into the package manifest's train_commands.
+
 Example:
   python bin/train.py --dataset=mnist --output_dir=runs/mnist \
       --data_dir=../shared/data --time_budget_minutes=60
@@ -140,6 +144,7 @@ def main(argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.num_cpu_devices)
 
     from defense_gan_tf import training
+    from defense_gan_tf.console import command_line
     from defense_gan_tf.data import DatasetUnavailableError
     from defense_gan_tf.errors import InputError
 
@@ -174,7 +179,9 @@ def main(argv):
                                     overwrite=FLAGS.overwrite, evaluator=evaluator,
                                     evaluate_every=FLAGS.quality_every,
                                     warm_start=warm_start,
-                                    average_evaluator=average_evaluator)
+                                    average_evaluator=average_evaluator,
+                                    command=command_line(["bin/train.py"] + sys.argv[1:]),
+                                    launcher=os.environ.get("DEFENSE_GAN_LAUNCHER"))
     except (training.ConfigMismatchError, training.CheckpointError,
             training.OutputDirBusyError, training.WarmStartError, InputError,
             FileNotFoundError, DatasetUnavailableError) as e:

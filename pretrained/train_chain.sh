@@ -33,8 +33,12 @@ CODE=runs/.train_code
 rm -rf "$CODE" && mkdir -p "$CODE" && cp -r defense_gan_tf bin "$CODE/" || exit 1
 EXTRA=()
 if [ ! -f "$PACKAGE/critic.keras" ]; then EXTRA+=(--warm_start_fresh_critic); fi
+# Recorded with the leg's train.py command in the run's progress.json (and so in the
+# package manifest's train_commands).
+LAUNCHER="bash pretrained/train_chain.sh $*"
+if [ -n "${QUALITY_EVERY:-}" ]; then LAUNCHER="QUALITY_EVERY=$QUALITY_EVERY $LAUNCHER"; fi
 # --precision=auto: bfloat16 only where the device computes it natively (bench/README.md).
-PYTHONPATH="$CODE" "$PYTHON" "$CODE/bin/train.py" --dataset="$DATASET" --output_dir="$RUN" \
+DEFENSE_GAN_LAUNCHER="$LAUNCHER" PYTHONPATH="$CODE" "$PYTHON" "$CODE/bin/train.py" --dataset="$DATASET" --output_dir="$RUN" \
   --data_dir="${DEFENSE_GAN_DATA_DIR:-../shared/data}" --precision=auto \
   --train_iters="$ITERS" --time_budget_minutes="$MINUTES" --log_every=100 \
   --quality_every="${QUALITY_EVERY:-10000}" --quality_average_full \

@@ -164,9 +164,16 @@ def test_signal_stops_cleanly_with_a_checkpoint(tmp_path, tiny_config):
     result = training.train_gan(cfg, out, images=_images(), log=log)
     assert result.stop_reason == "signal"
     assert result.iteration == 2
+    with open(os.path.join(out, "progress.json")) as f:
+        (stopped,) = json.load(f)["runs"]
+    assert (stopped["end_iteration"], stopped["stop_reason"]) == (2, "signal")
     resumed = training.train_gan(_with(cfg, gan__train_iters=3), out, images=_images(),
                                  log=lambda m: None)
     assert resumed.start_iteration == 2
+    with open(os.path.join(out, "progress.json")) as f:
+        runs = json.load(f)["runs"]
+    assert [(r["start"], r["start_iteration"], r["end_iteration"], r["stop_reason"])
+            for r in runs] == [("fresh", 0, 2, "signal"), ("resumed", 2, 3, "completed")]
 
 
 def test_time_budget_stops_before_the_end(tmp_path, tiny_config):
@@ -198,7 +205,8 @@ def test_bin_train_smoke_run(tmp_path, mnist_dir):
            "--batch_size=4", "--critic_steps=2", "--log_every=1", "--sample_every=3",
            "--checkpoint_every=2", "--set=gan.seed=5"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DEFENSE_GAN_DATA_DIR=mnist_dir)
-    proc = run_script(*cmd, "--precision=auto", env=env)
+    proc = run_script(*cmd, "--precision=auto",
+                      env=dict(env, DEFENSE_GAN_LAUNCHER="bash leg.sh 1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "iter 3/3" in proc.stdout and "it/s" in proc.stdout and "ETA" in proc.stdout
     with open(os.path.join(out, "config.json")) as f:
@@ -210,6 +218,12 @@ def test_bin_train_smoke_run(tmp_path, mnist_dir):
     assert f"--precision=auto: {hardware.auto_precision()}" in proc.stdout
     assert os.path.exists(os.path.join(out, "generator.keras"))
     assert os.path.exists(os.path.join(out, "samples", "iter_0000003.png"))
+    with open(os.path.join(out, "progress.json")) as f:  # the call records itself
+        (run,) = json.load(f)["runs"]
+    assert run["command"].startswith("python bin/train.py --dataset=mnist --output_dir=")
+    assert "--precision=auto" in run["command"] and run["launcher"] == "bash leg.sh 1"
+    assert (run["start_iteration"], run["end_iteration"], run["stop_reason"]) == (
+        0, 3, "completed")
     # Resuming with a different width is refused with a clear message, before TensorFlow
     # loads (a fresh interpreter, to see what it imports).
     bad = subprocess.run([sys.executable, "-X", "importtime", *cmd[:-1], "--net_dim=8"],
@@ -370,6 +384,48 @@ def test_an_evaluation_of_the_last_iteration_is_counted_in_progress(tmp_path, ti
                        evaluate_every=2)
     with open(os.path.join(out, "progress.json")) as f:
         assert json.load(f)["total_eval_seconds"] >= progress["total_eval_seconds"]
+
+
+def test_each_call_is_recorded_in_progress_even_when_killed(tmp_path, tiny_config):
+    """progress.json's runs: the entry of a call is rewritten with each checkpoint, so a
+    process killed during the evaluation (after the checkpoint before it) leaves the
+    iterations it saved and no stop reason; the clean stop adds its reason."""
+    from defense_gan_tf.errors import InputError
+    from defense_gan_tf.training import run_history
+
+    out = str(tmp_path / "run")
+    cfg = _with(tiny_config, gan__train_iters=4, gan__checkpoint_every=100)
+    seen = []
+
+    def evaluator(generator):
+        with open(os.path.join(out, "progress.json")) as f:
+            seen.append(json.load(f)["runs"][-1])
+        return {"figure": 1}
+
+    training.train_gan(cfg, out, images=_images(), log=lambda m: None, evaluator=evaluator,
+                       evaluate_every=2, command="python bin/train.py --x=1",
+                       launcher="bash chain.sh 5", time_budget_minutes=20)
+    during = seen[0]
+    assert (during["end_iteration"], during["stop_reason"], during["evaluated"]) == (
+        2, None, [])
+    assert run_history.describe(during) == (
+        "python bin/train.py --x=1 (through bash chain.sh 5; started afresh, budget 20 min, "
+        "iterations 0-2, ended without a clean stop (killed?) after its last checkpoint)")
+    with open(os.path.join(out, "progress.json")) as f:
+        (done,) = json.load(f)["runs"]
+    assert (done["end_iteration"], done["stop_reason"], done["evaluated"]) == (
+        4, "completed", [2, 4])
+    assert run_history.describe(done).endswith(
+        "iterations 0-4 with the evaluations at 2 and 4, reached its train_iters)")
+    # A broken record is refused on resume with the file named, before any training.
+    with open(os.path.join(out, "progress.json")) as f:
+        progress = json.load(f)
+    progress["runs"] = {"not": "a list"}
+    with open(os.path.join(out, "progress.json"), "w") as f:
+        json.dump(progress, f)
+    with pytest.raises(InputError, match="progress.json.*runs"):
+        training.train_gan(_with(cfg, gan__train_iters=5), out, images=_images(),
+                           log=lambda m: None)
 
 
 def test_pending_evaluation_runs_first_on_resume(tmp_path, tiny_config):

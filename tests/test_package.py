@@ -201,9 +201,11 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
                                             "gan.precision": "mixed_bfloat16"})
     run, dest = str(tmp_path / "run"), str(tmp_path / "pretrained")
     training.train_gan(cfg, run, images=images, log=lambda m: None,
-                       evaluator=lambda g: {"figure": 1}, evaluate_every=3)
+                       evaluator=lambda g: {"figure": 1}, evaluate_every=3,
+                       command="python bin/train.py --first")
     package_generator(run, dest, classifier=clf, test_images=images[:8],
-                      reference_images=None, num_samples=10)
+                      reference_images=None, num_samples=10,
+                      train_commands=["python an/older/command.py"])
     warm = training.load_warm_start(dest)
     assert warm.iteration == 3 and warm.quality_path
     # A lost run folder: a new one continues at iteration 3 from the shipped weights.
@@ -212,7 +214,8 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
     new = str(tmp_path / "new")
     messages = []
     r = training.train_gan(config_lib.override(cfg32, {"gan.train_iters": 3}), new,
-                           images=images, log=messages.append, warm_start=warm)
+                           images=images, log=messages.append, warm_start=warm,
+                           command="python bin/train.py --second", launcher="bash leg.sh 9")
     assert (r.start_iteration, r.iteration) == (3, 3)
     shipped = keras.models.load_model(os.path.join(dest, "generator.keras"))
     restarted = keras.models.load_model(os.path.join(new, "generator.keras"))
@@ -227,7 +230,8 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
     assert os.path.exists(os.path.join(new, "quality.jsonl"))
     # It then trains on; resuming that folder later is exact and ignores the warm start.
     r = training.train_gan(config_lib.override(cfg32, {"gan.train_iters": 5}), new,
-                           images=images, log=messages.append, warm_start=warm)
+                           images=images, log=messages.append, warm_start=warm,
+                           time_budget_minutes=30)
     assert (r.start_iteration, r.iteration) == (3, 5)
     assert any("not needed" in m for m in messages)
     # Its package says which iterations trained in which precision.
@@ -235,6 +239,16 @@ def test_warm_start_continues_from_a_package(tmp_path, tiny_config, images_and_c
                                  test_images=images[:8], reference_images=None,
                                  num_samples=10)
     assert manifest["precision"] == "float32"
+    # The commands follow the weights: the first package's (the one given, then the
+    # run's own), then each call of the warm-started run, in order.
+    assert manifest["train_commands"] == [
+        "python an/older/command.py",
+        "python bin/train.py --first (started afresh, iterations 0-3 with the evaluation "
+        "at 3, reached its train_iters)",
+        f"python bin/train.py --second (through bash leg.sh 9; warm start from {dest} at "
+        "iteration 3, iterations 3-3, reached its train_iters)",
+        "train_gan() called from Python (resumed exactly, budget 30 min, iterations 3-5, "
+        "reached its train_iters)"]
     assert manifest["precision_segments"] == [
         {"from": 0, "to": 3, "precision": "mixed_bfloat16"},
         {"from": 3, "to": 5, "precision": "float32"}]

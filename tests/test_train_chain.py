@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAND_IN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > args.txt
 echo "$PYTHONPATH" > pythonpath.txt
+echo "$DEFENSE_GAN_LAUNCHER" > launcher.txt
 mkdir -p runs/$DATASET_SEEN && echo trained >> runs/$DATASET_SEEN/log
 exit 3
 """
@@ -52,12 +53,17 @@ def test_a_leg_resumes_or_warm_starts_with_a_new_critic_only_when_needed(tmp_pat
     # The frozen copy of the code, not the work tree, is what runs.
     assert (root / "pythonpath.txt").read_text().strip() == "runs/.train_code"
     assert (root / "runs/.train_code/defense_gan_tf/marker.py").exists()
+    assert (root / "launcher.txt").read_text().strip() == (
+        "bash pretrained/train_chain.sh fashion_mnist 30")
 
     root, python = _world(tmp_path / "b", "mnist", critic=True)
     assert _leg(root, python, "mnist", "30", "100000", QUALITY_EVERY="2500").returncode == 3
     args = (root / "args.txt").read_text().split("\n")
     assert "--warm_start_fresh_critic" not in args and "--train_iters=100000" in args
     assert "--quality_every=2500" in args
+    # The leg's command, as the run records it beside its train.py command line.
+    assert (root / "launcher.txt").read_text().strip() == (
+        "QUALITY_EVERY=2500 bash pretrained/train_chain.sh mnist 30 100000")
 
 
 def test_the_run_folder_is_backed_up_and_restored(tmp_path):

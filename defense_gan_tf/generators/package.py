@@ -29,6 +29,7 @@ from defense_gan_tf.errors import InputError
 from defense_gan_tf.metrics.quality import generator_quality, sample
 from defense_gan_tf.generators.training_curve import (curve_table, defense_table,
                                                       plot_quality_curve)
+from defense_gan_tf.training import run_history
 from defense_gan_tf.training.run_files import AVERAGE_FILE, RAW_FILE, read_quality
 from defense_gan_tf.plots import save_image_grid
 
@@ -142,7 +143,9 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
       num_samples: generated images for the quality figures.
       command: the command line that produced the package (recorded).
       classifier_description: how the classifier was trained (recorded).
-      train_commands: the training command lines (recorded).
+      train_commands: training command lines the run did not record (those of
+        before the run's ``runs`` list existed); the manifest's ``train_commands`` are
+        these, then the run's own (training/run_history.py).
       overwrite: replace a package already in ``dest_dir``, and allow packaging
         a run that trained for 0 iterations.
       include_critic: copy the run's critic too, so that ``bin/train.py --warm_start``
@@ -167,6 +170,8 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
         the finished batches are in ``defense_cache``.
     """
     paths, config, progress = _read_run(run_dir, overwrite)
+    recorded = run_history.train_commands(  # the run's own record (ValueError if broken)
+        run_history.read_runs(progress, paths["progress.json"]))
     if os.path.exists(os.path.join(dest_dir, "manifest.json")) and not overwrite:
         raise PackageExistsError(f"{dest_dir} already holds a packaged generator; pass "
                                  "overwrite to replace it")
@@ -189,7 +194,7 @@ def package_generator(run_dir: str, dest_dir: str, *, classifier: keras.Model,
                          include_critic=include_critic, quality=qualities["generator.keras"],
                          average_quality=qualities.get(AVERAGE_FILE), defense=defense,
                          curve=curve, classifier_description=classifier_description,
-                         command=command, train_commands=train_commands)
+                         command=command, train_commands=list(train_commands) + recorded)
     _write_manifest(dest_dir, manifest)
     return manifest
 

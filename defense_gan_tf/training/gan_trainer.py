@@ -9,7 +9,8 @@ time budget runs out (writing a checkpoint first), and leaves behind:
 
     output_dir/config.json          the config trained with
     output_dir/checkpoints/         training state (weights, Adam slots, iteration)
-    output_dir/progress.json        iterations done, cumulative training seconds
+    output_dir/progress.json        iterations done, cumulative training seconds, and
+                                    each call's command and iterations (run_history.py)
     output_dir/quality.jsonl        with an evaluator: one line of figures per evaluation
     output_dir/samples/             sample grids from fixed noise
     output_dir/tensorboard/         scalars
@@ -38,6 +39,7 @@ from defense_gan_tf.console import echo
 from defense_gan_tf.errors import InputError
 from defense_gan_tf.models import build_critic, build_generator
 from defense_gan_tf.training.averaging import WeightAverage
+from defense_gan_tf.training import run_history
 from defense_gan_tf.training.batches import indexed_batches, real_batches, streaming_batches
 from defense_gan_tf.training.checkpoints import Checkpointer
 from defense_gan_tf.training.monitors import (Checkpoints, Evaluation, Monitor, ProgressLog,
@@ -133,7 +135,8 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
               log: Optional[Callable[[str], None]] = None,
               evaluator: Optional[Callable[[keras.Model], dict]] = None,
               evaluate_every: int = 0, warm_start: Optional[WarmStart] = None,
-              average_evaluator: Optional[Callable[[keras.Model], dict]] = None
+              average_evaluator: Optional[Callable[[keras.Model], dict]] = None,
+              command: Optional[str] = None, launcher: Optional[str] = None
               ) -> TrainResult:
     """Trains (or resumes training of) a WGAN-GP generator for ``config``.
 
@@ -161,6 +164,9 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
         not scored); its dict goes under the entry's ``average`` key.
       warm_start: weights to start from when ``output_dir`` holds no checkpoint
         (ignored, with a message, when it does: an exact resume is better).
+      command, launcher: the command line of this call and the script that ran it,
+        recorded with the call's iterations and stop reason in the ``runs`` list of
+        ``progress.json`` (see :mod:`~defense_gan_tf.training.run_history`).
 
     Returns:
       A :class:`TrainResult`.
@@ -192,7 +198,8 @@ def train_gan(config: Config, output_dir: str, *, images: Optional[np.ndarray] =
                              budget_minutes=time_budget_minutes, overwrite=overwrite,
                              log=log or echo, evaluator=evaluator,
                              evaluate_every=evaluate_every, warm_start=warm_start,
-                             average_evaluator=average_evaluator)
+                             average_evaluator=average_evaluator, command=command,
+                             launcher=launcher)
 
 
 class RunState:
@@ -201,7 +208,7 @@ class RunState:
     def __init__(self, *, config: Config, output_dir: str, chief: bool, model: WGANGP,
                  checkpointer: Checkpointer, log, start_iteration: int, restored: bool,
                  previous_seconds: float, previous_eval_seconds: float, warm_starts: list,
-                 average: Optional[WeightAverage] = None):
+                 runs: list, average: Optional[WeightAverage] = None):
         self.config, self.output_dir, self.chief = config, output_dir, chief
         self.average = average
         self.model, self.checkpointer, self.log = model, checkpointer, log
@@ -210,6 +217,8 @@ class RunState:
         self.previous_seconds = previous_seconds
         self.previous_eval_seconds = previous_eval_seconds
         self.warm_starts = warm_starts
+        self.runs = runs  # the earlier calls' entries, then this call's (run_history)
+        self.run = runs[-1]
         self.eval_seconds = 0.0  # this call's, excluded from the training time
         self.save_seconds = 5.0  # the last checkpoint's cost, for the time budget
         self.t_start = self.t_loop = time.monotonic()
@@ -237,19 +246,22 @@ class RunState:
     def write_progress(self) -> None:
         """progress.json for the checkpoint at ``last_saved``, with the wall times so far
         (rewritten after an evaluation too, so that the time of one that follows the
-        last checkpoint is counted)."""
+        last checkpoint is counted, and at the end with this call's stop reason)."""
+        self.run["end_iteration"] = self.last_saved
         jsonio.write_json(os.path.join(self.output_dir, "progress.json"), {
             "iteration": self.last_saved,
             "total_train_seconds": self.train_seconds(),
             "total_eval_seconds": self.previous_eval_seconds + self.eval_seconds,
             "precision": self.config.gan.precision,
             "warm_starts": self.warm_starts,
+            "runs": self.runs,
         })
 
 
 def _train_locked(config: Config, output_dir: str, *, chief: bool, images, dataset,
                   data_dir, strategy, budget_minutes, overwrite, log, evaluator,
-                  evaluate_every, warm_start, average_evaluator) -> TrainResult:
+                  evaluate_every, warm_start, average_evaluator, command,
+                  launcher) -> TrainResult:
     """:func:`train_gan` once the output folder is locked."""
     t_start = time.monotonic()
     gan = config.gan
@@ -281,7 +293,9 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
                                 d_optimizer=model.d_optimizer,
                                 optional=tuple(averages), **averages)
     state = _restore(config, output_dir, chief=chief, model=model, checkpointer=checkpointer,
-                     warm_start=warm_start, log=log, average=average)
+                     warm_start=warm_start, log=log, average=average,
+                     run=dict(command=command, budget_minutes=budget_minutes,
+                              launcher=launcher))
     state.t_start = t_start
     iterator = iter(strategy.experimental_distribute_dataset(
         real_batches(config, images, dataset, state.start_iteration)))
@@ -311,6 +325,8 @@ def _train_locked(config: Config, output_dir: str, *, chief: bool, images, datas
             monitors.append(Evaluation(evaluator, evaluate_every, budget, progress,
                                         average_evaluator, stop_flag))
         reason = _loop(state, step, iterator, monitors)
+    state.run["stop_reason"] = reason
+    state.write_progress()
     generator_path = os.path.join(output_dir, GENERATOR_FILE)
     if reason == "nan":
         log(f"stopped at iteration {state.iteration} (non-finite loss); nothing saved since "
@@ -387,18 +403,21 @@ def _loop(state: RunState, step, iterator, monitors) -> str:
 
 def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
              checkpointer: Checkpointer, warm_start: Optional[WarmStart], log,
-             average: Optional[WeightAverage] = None) -> RunState:
+             average: Optional[WeightAverage] = None, run: Optional[dict] = None
+             ) -> RunState:
     """Restores the newest checkpoint, or applies the warm start; returns the run state.
 
     The averaged generator comes from the checkpoint; a checkpoint written before
     averaging existed, or a package without an averaged generator, starts it from the
-    generator's weights (with a message).
+    generator's weights (with a message). ``run`` holds this call's command,
+    budget_minutes and launcher, for its entry in the ``runs`` list.
     """
     restored = checkpointer.restore_latest()
     progress_path = os.path.join(output_dir, "progress.json")
     previous_seconds = previous_eval_seconds = 0.0
-    warm_starts = []
+    warm_starts, runs, start = [], [], "fresh"
     if restored:
+        start = "resumed"
         if os.path.exists(progress_path):
             try:
                 with open(progress_path) as f:
@@ -412,6 +431,10 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
             previous_seconds = float(progress.get("total_train_seconds", 0.0))
             previous_eval_seconds = float(progress.get("total_eval_seconds", 0.0))
             warm_starts = list(progress.get("warm_starts", []))
+            try:
+                runs = run_history.read_runs(progress, progress_path)
+            except ValueError as e:
+                raise InputError(f"{e}; repair it to resume") from None
             before = progress.get("precision")
             if before and before != config.gan.precision:
                 iteration = int(model.iteration.numpy())
@@ -437,6 +460,9 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
                 "generator's weights")
         previous_seconds = warm_start.train_seconds
         previous_eval_seconds = warm_start.eval_seconds
+        start = f"warm start from {warm_start.source} at iteration {warm_start.iteration}"
+        runs = run_history.from_package(warm_start.train_commands,
+                                        os.path.join(warm_start.source, "manifest.json"))
         warm_starts = list(warm_start.warm_starts) + [
             {"iteration": warm_start.iteration, "source": warm_start.source,
              "precision": config.gan.precision,
@@ -454,9 +480,11 @@ def _restore(config: Config, output_dir: str, *, chief: bool, model: WGANGP,
             + ("" if warm_start.critic_path else "; a new critic") + ")")
     elif average is not None:
         average.reset()  # a fresh run: the average starts at the initial weights
+    iteration = int(model.iteration.numpy())
+    runs.append(run_history.new_run(start_iteration=iteration, start=start, **(run or {})))
     return RunState(config=config, output_dir=output_dir, chief=chief, model=model,
                      checkpointer=checkpointer, log=log,
-                     start_iteration=int(model.iteration.numpy()), restored=bool(restored),
+                     start_iteration=iteration, restored=bool(restored),
                      previous_seconds=previous_seconds,
                      previous_eval_seconds=previous_eval_seconds, warm_starts=warm_starts,
-                     average=average)
+                     runs=runs, average=average)

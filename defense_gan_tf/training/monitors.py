@@ -279,6 +279,7 @@ class Evaluation(Monitor):
         state.eval_seconds += spent  # before train_seconds(), which excludes it
         entry = {"iteration": state.iteration, "train_seconds": round(state.train_seconds(), 1),
                  "eval_seconds": round(spent, 1), **figures}
+        state.run["evaluated"].append(state.iteration)  # progress.json's runs
         if state.chief:
             jsonio.append_jsonl(self.path, entry)
             if state.iteration == state.last_saved:

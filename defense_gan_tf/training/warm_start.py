@@ -41,6 +41,8 @@ class WarmStart:
         average starts from the generator's weights).
       critic_warmup: with a new critic (``critic_path`` None), rounds of critic-only
         updates against the package's generator before training goes on.
+      train_commands: the package's recorded training commands, which begin the new
+        run's ``runs`` list (training/run_history.py).
     """
 
     generator_path: str
@@ -54,6 +56,7 @@ class WarmStart:
     precision: Optional[str] = None
     average_path: Optional[str] = None
     critic_warmup: int = 0
+    train_commands: tuple = ()
 
 
 def load_warm_start(package_dir: str, fresh_critic: bool = False,
@@ -110,7 +113,8 @@ def load_warm_start(package_dir: str, fresh_critic: bool = False,
         quality_path=quality if os.path.isfile(quality) else None,
         source=package_dir, precision=manifest.get("precision"),
         average_path=average if os.path.isfile(average) else None,
-        critic_warmup=critic_warmup if fresh_critic else 0)
+        critic_warmup=critic_warmup if fresh_critic else 0,
+        train_commands=tuple(str(c) for c in manifest.get("train_commands") or ()))
 
 
 def apply_warm_start(warm: WarmStart, model: WGANGP, config: Config,
