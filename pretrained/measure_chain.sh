@@ -21,26 +21,18 @@ cd "$(dirname "$0")/.."
 USAGE="usage: bash pretrained/measure_chain.sh DATASET MINUTES"
 DATASET="${1:?$USAGE}"
 MINUTES="${2:?$USAGE}"
-case "$DATASET" in
-  mnist) ENCODER_DATASET=mnist ;;
-  fashion_mnist) ENCODER_DATASET=f-mnist ;;
-  *) echo "measure_chain.sh: DATASET must be mnist or fashion_mnist, not '$DATASET'" >&2; exit 2 ;;
-esac
+PYTHON="${PYTHON:-.venv/bin/python}"
+DATA="${DEFENSE_GAN_DATA_DIR:-../shared/data}"
+PACKAGE="pretrained/$DATASET"
+source pretrained/chain_lib.sh
+encoder_dataset "$DATASET"
 if ! [[ "$MINUTES" =~ ^[0-9]+$ ]] || [ "$MINUTES" -lt 1 ]; then
   echo "measure_chain.sh: MINUTES must be a whole number >= 1, not '$MINUTES'" >&2; exit 2
 fi
-PACKAGE="pretrained/$DATASET"
-PYTHON="${PYTHON:-.venv/bin/python}"
-DATA="${DEFENSE_GAN_DATA_DIR:-../shared/data}"
 if [ ! -f "$PACKAGE/manifest.json" ]; then
   echo "measure_chain.sh: $PACKAGE has no manifest.json (package a run first)" >&2; exit 2
 fi
 END=$(( $(date +%s) + MINUTES * 60 ))
-
-json_field() {  # FILE KEY: a top-level field of a JSON file ("" when absent or null)
-  "$PYTHON" -c 'import json, sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"
-}
-field() { json_field "$PACKAGE/manifest.json" "$1"; }
 
 measure() {  # FILE FLAGS...: one measurement, in the minutes left
   local left=$(( END - $(date +%s) ))
@@ -67,11 +59,5 @@ fi
 measure generator.keras --num_images=2000 --paper_fgsm_images=500 --bpda_fgsm_images=500
 
 # The manifest's sha256 is generator.keras's: the measurement above checked it.
-if [ -f "$PACKAGE/encoder.json" ] && \
-    [ "$(json_field "$PACKAGE/encoder.json" generator_sha256)" != "$(field sha256)" ]; then
-  echo "== fitting the encoder to the shipped generator"
-  "$PYTHON" bin/train_encoder.py --generator="$PACKAGE/generator.keras" \
-    --dataset="$ENCODER_DATASET" --data_dir="$DATA" --steps=3000 --overwrite || exit $?
-fi
-"$PYTHON" bin/reproduce.py --headline || exit $?
+refit_encoder_and_headline
 echo "$PACKAGE is measured; its figures are in $PACKAGE/README.md and manifest.json"

@@ -6,12 +6,8 @@ each binary's arguments (the JSON it reads runs in the real interpreter)."""
 import hashlib
 import json
 import os
-import shutil
-import stat
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import chain_scripts
 
 STAND_IN = """#!/usr/bin/env bash
 if [ "$1" = "-c" ]; then exec "$REAL_PYTHON" "$@"; fi
@@ -30,7 +26,7 @@ def _world(tmp_path, dataset="mnist", encoder_for=b"generator", **manifest):
     root = tmp_path / "repo"
     package = root / "pretrained" / dataset
     os.makedirs(package)
-    shutil.copy(os.path.join(ROOT, "pretrained", "measure_chain.sh"), root / "pretrained")
+    chain_scripts.copy_scripts(root, "measure_chain.sh", "chain_lib.sh")
     (package / "generator.keras").write_bytes(b"generator")
     (package / "manifest.json").write_text(json.dumps(dict(
         {"file": "generator.keras", "sha256": hashlib.sha256(b"generator").hexdigest(),
@@ -38,23 +34,14 @@ def _world(tmp_path, dataset="mnist", encoder_for=b"generator", **manifest):
     if encoder_for is not None:
         (package / "encoder.json").write_text(json.dumps(
             {"generator_sha256": hashlib.sha256(encoder_for).hexdigest()}))
-    python = tmp_path / "python"
-    python.write_text(STAND_IN)
-    python.chmod(python.stat().st_mode | stat.S_IEXEC)
-    return root, python
+    return root, chain_scripts.stand_in(tmp_path, STAND_IN)
 
 
 def _chain(root, python, *args, **env):
-    return subprocess.run(
-        ["bash", str(root / "pretrained" / "measure_chain.sh"), *args],
-        cwd="/", capture_output=True, text=True, timeout=60,
-        env={"PATH": os.environ["PATH"], "PYTHON": str(python),
-             "REAL_PYTHON": sys.executable, **env})
+    return chain_scripts.run(root, "measure_chain.sh", python, *args, **env)
 
 
-def _calls(root):
-    path = root / "calls.txt"
-    return path.read_text().splitlines() if path.exists() else []
+_calls = chain_scripts.calls
 
 
 def _flag(call, name):

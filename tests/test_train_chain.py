@@ -4,10 +4,8 @@ copied to the backup. Run in a copy of the script with a stand-in for Python."""
 
 import os
 import shutil
-import stat
-import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import chain_scripts
 
 STAND_IN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > args.txt
@@ -22,22 +20,16 @@ def _world(tmp_path, dataset, critic):
     root = tmp_path / "repo"
     for folder in ("pretrained/" + dataset, "defense_gan_tf", "bin"):
         os.makedirs(root / folder)
-    shutil.copy(os.path.join(ROOT, "pretrained", "train_chain.sh"), root / "pretrained")
+    chain_scripts.copy_scripts(root, "train_chain.sh")
     (root / "defense_gan_tf" / "marker.py").write_text("")
     if critic:
         (root / "pretrained" / dataset / "critic.keras").write_text("")
-    python = tmp_path / "python"
-    python.write_text(STAND_IN)
-    python.chmod(python.stat().st_mode | stat.S_IEXEC)
-    return root, python
+    return root, chain_scripts.stand_in(tmp_path, STAND_IN)
 
 
 def _leg(root, python, dataset, *args, cwd="/", **env):
-    return subprocess.run(
-        ["bash", str(root / "pretrained" / "train_chain.sh"), dataset, *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
-        env={"PATH": os.environ["PATH"], "PYTHON": str(python), "DATASET_SEEN": dataset,
-             **env})
+    return chain_scripts.run(root, "train_chain.sh", python, dataset, *args, cwd=cwd,
+                             DATASET_SEEN=dataset, **env)
 
 
 def test_a_leg_resumes_or_warm_starts_with_a_new_critic_only_when_needed(tmp_path):
