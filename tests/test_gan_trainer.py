@@ -410,7 +410,8 @@ def test_each_call_is_recorded_in_progress_even_when_killed(tmp_path, tiny_confi
         2, None, [])
     assert run_history.describe(during) == (
         "python bin/train.py --x=1 (through bash chain.sh 5; started afresh, budget 20 min, "
-        "iterations 0-2, ended without a clean stop (killed?) after its last checkpoint)")
+        "iterations 0-2, ended without a clean stop (killed or crashed) after its last "
+        "checkpoint)")
     with open(os.path.join(out, "progress.json")) as f:
         (done,) = json.load(f)["runs"]
     assert (done["end_iteration"], done["stop_reason"], done["evaluated"]) == (

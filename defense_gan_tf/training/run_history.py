@@ -79,7 +79,7 @@ def describe(entry: dict) -> str:
         span += " with " + _iterations(entry["evaluated"])
     reason = entry.get("stop_reason")
     if reason is None:
-        stop = "ended without a clean stop (killed?) after its last checkpoint"
+        stop = "ended without a clean stop (killed or crashed) after its last checkpoint"
     else:
         stop = _STOPS.get(reason, f"stopped ({reason})")
     how = {"fresh": "started afresh", "resumed": "resumed exactly"}.get(
