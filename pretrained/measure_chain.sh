@@ -16,6 +16,9 @@
 # Each measurement keeps its finished batches in runs/measure_cache and a measurement
 # already in the manifest is skipped, so after MINUTES (exit status 3) or a crash the same
 # command continues where it stopped. Run it alone: it uses both cores for hours.
+# One { } block: bash reads it whole before running it, so editing this file while
+# it runs cannot change or break the running script.
+{
 set -uo pipefail
 cd "$(dirname "$0")/.."
 USAGE="usage: bash pretrained/measure_chain.sh DATASET MINUTES"
@@ -61,3 +64,5 @@ measure generator.keras --num_images=2000 --paper_fgsm_images=500 --bpda_fgsm_im
 # The manifest's sha256 is generator.keras's: the measurement above checked it.
 refit_encoder_and_headline
 echo "$PACKAGE is measured; its figures are in $PACKAGE/README.md and manifest.json"
+exit 0
+}

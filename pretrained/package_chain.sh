@@ -13,6 +13,9 @@
 # About 15 minutes on two cores; run it between legs, never beside one. The package's
 # Defense-GAN figures are then the run's last in-run evaluation (100 images);
 # measure_chain.sh measures a final package on 500 and 2,000.
+# One { } block: bash reads it whole before running it, so editing this file while
+# it runs cannot change or break the running script.
+{
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATASET="${1:?usage: bash pretrained/package_chain.sh DATASET}"
@@ -34,3 +37,5 @@ echo "== packaging $RUN into $PACKAGE"
   --classifier="$PACKAGE/classifier_A.keras" --data_dir="$DATA" --overwrite || exit $?
 refit_encoder_and_headline
 echo "$PACKAGE now holds $RUN at iteration $(field iterations); commit it"
+exit 0
+}

@@ -12,6 +12,9 @@
 # (exit status 3): run the same command again to continue. The code runs from a frozen
 # copy (runs/.train_code), so that editing the work tree cannot change a running leg.
 # With CHAIN_BACKUP set, the run folder is copied there after the leg.
+# One { } block: bash reads it whole before running it, so editing this file while
+# it runs cannot change or break the running script.
+{
 set -uo pipefail
 BACKUP="${CHAIN_BACKUP:+$(realpath -m "$CHAIN_BACKUP")}"  # relative to the caller
 cd "$(dirname "$0")/.."
@@ -50,3 +53,4 @@ if [ -n "$BACKUP" ] && [ -d "$RUN" ]; then
     && mv "$BACKUP/$DATASET.new" "$BACKUP/$DATASET" && echo "backed up $RUN to $BACKUP"
 fi
 exit $STATUS
+}

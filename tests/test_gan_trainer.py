@@ -536,6 +536,14 @@ def test_evaluation_without_time_left_stops_and_is_pending(tmp_path, tiny_config
     assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-3.index"))
     training.train_gan(_with(cfg, gan__train_iters=3), out, images=_images(),
                        log=lambda m: None, evaluator=evaluator, evaluate_every=3)
+    from defense_gan_tf.training import run_history
+
+    with open(os.path.join(out, "progress.json")) as f:
+        left, pending = run_history.train_commands(json.load(f)["runs"])
+    assert left.endswith("iterations 0-3, stopped by its time budget before the evaluation "
+                         "at 3)")
+    assert pending.endswith("iterations 3-3 with the evaluation at 3, reached its "
+                            "train_iters)")
     assert [e["iteration"] for e in gan_trainer.read_quality(
         os.path.join(out, "quality.jsonl"))] == [3]
 

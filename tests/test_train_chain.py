@@ -12,6 +12,11 @@ printf '%s\\n' "$@" > args.txt
 echo "$PYTHONPATH" > pythonpath.txt
 echo "$DEFENSE_GAN_LAUNCHER" > launcher.txt
 mkdir -p runs/$DATASET_SEEN && echo trained >> runs/$DATASET_SEEN/log
+if [ -n "${EDIT_SCRIPT:-}" ]; then  # the script edited in place during the leg
+  { printf '# a longer comment, as an edit above the running line adds %0300d\n' 0
+    cat pretrained/train_chain.sh; } > edited
+  cat edited > pretrained/train_chain.sh
+fi
 exit 3
 """
 
@@ -61,8 +66,13 @@ def test_a_leg_resumes_or_warm_starts_with_a_new_critic_only_when_needed(tmp_pat
 def test_the_run_folder_is_backed_up_and_restored(tmp_path):
     root, python = _world(tmp_path, "mnist", critic=True)
     backup = tmp_path / "backup"  # given relative to the caller's folder
-    r = _leg(root, python, "mnist", "5", cwd=tmp_path, CHAIN_BACKUP="backup")
+    # The script is edited in place while the leg trains: the running leg still
+    # finishes, backup included.
+    r = _leg(root, python, "mnist", "5", cwd=tmp_path, CHAIN_BACKUP="backup",
+             EDIT_SCRIPT="1")
     assert r.returncode == 3, r.stderr
+    assert r.stderr == "" and "backed up runs/mnist" in r.stdout
+    chain_scripts.copy_scripts(root, "train_chain.sh")
     assert (backup / "mnist" / "log").read_text() == "trained\n"
     shutil.rmtree(root / "runs" / "mnist")  # the work tree lost it
     r = _leg(root, python, "mnist", "5", CHAIN_BACKUP=str(backup))

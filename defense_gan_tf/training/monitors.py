@@ -249,6 +249,7 @@ class Evaluation(Monitor):
                                         + 2 * state.save_seconds + 10.0 > self.budget):
             state.log(f"no time left in the budget to evaluate iteration {state.iteration}; "
                       "stopping (the evaluation runs first when the run resumes)")
+            state.run["evaluation_left"] = state.iteration  # progress.json's runs
             return "time_budget"
         if state.iteration != state.last_saved:
             state.save_checkpoint()

@@ -82,6 +82,8 @@ def describe(entry: dict) -> str:
         stop = "ended without a clean stop (killed or crashed) after its last checkpoint"
     else:
         stop = _STOPS.get(reason, f"stopped ({reason})")
+        if entry.get("evaluation_left") is not None:
+            stop += f" before the evaluation at {int(entry['evaluation_left'])}"
     how = {"fresh": "started afresh", "resumed": "resumed exactly"}.get(
         entry.get("start"), entry.get("start") or "how it started not recorded")
     if entry.get("budget_minutes") is not None:
